@@ -1,0 +1,268 @@
+//! JWT verification against a JWKS, and the extractors that require a user or a role.
+//!
+//! The keys come from the identity service's JWKS endpoint through a [`Transport`], so the
+//! same verifier works in one process and across processes. A token signed with a key id
+//! the verifier has not seen triggers one refetch (at most every 10 s), so key rotation
+//! needs no restart.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use arc_swap::ArcSwap;
+use axum::{
+    extract::FromRequestParts,
+    http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts},
+    response::{IntoResponse, Response},
+};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation, jwk::JwkSet};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+
+use crate::{
+    client::{JsonClient, Transport},
+    problem::Problem,
+};
+
+/// The role that may change the catalog.
+pub const ADMIN_ROLE: &str = "admin";
+
+/// The claims of a Tideway access token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// The user id.
+    pub sub: String,
+    /// The user's email.
+    pub email: String,
+    /// The user's roles (`customer`, `admin`).
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// The issuer.
+    pub iss: String,
+    /// The audience.
+    pub aud: String,
+    /// Issued at (seconds since the epoch).
+    pub iat: u64,
+    /// Expiry (seconds since the epoch).
+    pub exp: u64,
+    /// The token's unique id.
+    pub jti: String,
+}
+
+impl Claims {
+    /// Whether the user has `role`.
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+}
+
+/// Why a request was not authorised.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No bearer token.
+    #[error("a bearer token is required")]
+    Missing,
+    /// The token has expired.
+    #[error("the token has expired")]
+    Expired,
+    /// The token is malformed, wrongly signed, or for another issuer or audience.
+    #[error("the token is invalid: {0}")]
+    Invalid(String),
+    /// The keys could not be fetched.
+    #[error("the signing keys are unavailable: {0}")]
+    KeysUnavailable(String),
+    /// The user lacks a role.
+    #[error("the `{0}` role is required")]
+    Forbidden(String),
+}
+
+impl AuthError {
+    /// The problem document for this error: 401 (with `WWW-Authenticate`), 403 or 503.
+    pub fn problem(&self) -> Problem {
+        match self {
+            Self::Missing | Self::Expired | Self::Invalid(_) => {
+                Problem::new(StatusCode::UNAUTHORIZED)
+                    .with_type("/problems/unauthorized")
+                    .with_detail(self.to_string())
+                    .with_param("authorization", self.to_string())
+            }
+            Self::Forbidden(_) => Problem::new(StatusCode::FORBIDDEN)
+                .with_type("/problems/forbidden")
+                .with_detail(self.to_string()),
+            Self::KeysUnavailable(_) => Problem::new(StatusCode::SERVICE_UNAVAILABLE)
+                .with_detail("authentication is unavailable; try again shortly"),
+        }
+    }
+}
+
+impl IntoResponse for AuthError {
+    fn into_response(self) -> Response {
+        let mut response = self.problem().into_response();
+        if response.status() == StatusCode::UNAUTHORIZED {
+            let value = match self {
+                Self::Missing => "Bearer",
+                _ => "Bearer error=\"invalid_token\"",
+            };
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(value));
+        }
+        response
+    }
+}
+
+/// Verifies access tokens (EdDSA) for one issuer and audience.
+pub struct JwtVerifier {
+    issuer: String,
+    audience: String,
+    keys: ArcSwap<JwkSet>,
+    source: Option<(JsonClient, String)>,
+    last_fetch: Mutex<Option<Instant>>,
+}
+
+impl std::fmt::Debug for JwtVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtVerifier")
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .finish_non_exhaustive()
+    }
+}
+
+const REFETCH_INTERVAL: Duration = Duration::from_secs(10);
+
+impl JwtVerifier {
+    /// A verifier with fixed keys.
+    pub fn from_keys(keys: JwkSet, issuer: &str, audience: &str) -> Self {
+        Self {
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
+            keys: ArcSwap::from_pointee(keys),
+            source: None,
+            last_fetch: Mutex::new(None),
+        }
+    }
+
+    /// A verifier that fetches the JWKS at `path` through `transport` when it first needs it
+    /// and whenever it meets an unknown key id.
+    pub fn from_jwks(transport: Transport, path: &str, issuer: &str, audience: &str) -> Self {
+        Self {
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
+            keys: ArcSwap::from_pointee(JwkSet { keys: Vec::new() }),
+            source: Some((JsonClient::new(transport), path.to_owned())),
+            last_fetch: Mutex::new(None),
+        }
+    }
+
+    /// Verifies `token` and returns its claims.
+    pub async fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
+        if header.alg != Algorithm::EdDSA {
+            return Err(AuthError::Invalid("the algorithm must be EdDSA".to_owned()));
+        }
+        let kid = header
+            .kid
+            .ok_or_else(|| AuthError::Invalid("the token has no key id".to_owned()))?;
+        let keys = self.keys_with(&kid).await?;
+        let jwk = keys
+            .find(&kid)
+            .ok_or_else(|| AuthError::Invalid(format!("unknown key id {kid}")))?;
+        let key = DecodingKey::from_jwk(jwk).map_err(|e| AuthError::Invalid(e.to_string()))?;
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&[&self.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.leeway = 5;
+        jsonwebtoken::decode::<Claims>(token, &key, &validation)
+            .map(|data| data.claims)
+            .map_err(|err| match err.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
+                _ => AuthError::Invalid(err.to_string()),
+            })
+    }
+
+    async fn keys_with(&self, kid: &str) -> Result<Arc<JwkSet>, AuthError> {
+        let keys = self.keys.load_full();
+        if keys.find(kid).is_some() {
+            return Ok(keys);
+        }
+        let Some((client, path)) = &self.source else {
+            return Ok(keys);
+        };
+        let mut last_fetch = self.last_fetch.lock().await;
+        // Another request may have fetched while this one waited for the lock.
+        let keys = self.keys.load_full();
+        if keys.find(kid).is_some() {
+            return Ok(keys);
+        }
+        if last_fetch.is_some_and(|at| at.elapsed() < REFETCH_INTERVAL) {
+            return Ok(keys);
+        }
+        let fetched: JwkSet = client
+            .get(path, &HeaderMap::new())
+            .await
+            .map_err(|err| AuthError::KeysUnavailable(err.to_string()))?;
+        *last_fetch = Some(Instant::now());
+        let fetched = Arc::new(fetched);
+        self.keys.store(fetched.clone());
+        tracing::info!(keys = fetched.keys.len(), "fetched signing keys");
+        Ok(fetched)
+    }
+}
+
+/// The bearer token of a request.
+pub fn bearer(headers: &HeaderMap) -> Result<&str, AuthError> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .ok_or(AuthError::Missing)?
+        .to_str()
+        .map_err(|_| AuthError::Invalid("the authorization header is not text".to_owned()))?;
+    let (scheme, token) = value
+        .split_once(' ')
+        .ok_or_else(|| AuthError::Invalid("expected `Bearer <token>`".to_owned()))?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(AuthError::Invalid("expected `Bearer <token>`".to_owned()));
+    }
+    Ok(token.trim())
+}
+
+async fn verified(parts: &Parts) -> Result<Claims, AuthError> {
+    let verifier = parts
+        .extensions
+        .get::<Arc<JwtVerifier>>()
+        .cloned()
+        .ok_or_else(|| AuthError::KeysUnavailable("no verifier is configured".to_owned()))?;
+    verifier.verify(bearer(&parts.headers)?).await
+}
+
+/// A request with a valid access token. The router must carry an
+/// `Extension(Arc<JwtVerifier>)`.
+#[derive(Debug, Clone)]
+pub struct AuthUser(pub Claims);
+
+impl<S: Send + Sync> FromRequestParts<S> for AuthUser {
+    type Rejection = AuthError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        verified(parts).await.map(AuthUser)
+    }
+}
+
+/// A request with a valid access token of a user with the `admin` role.
+#[derive(Debug, Clone)]
+pub struct AdminUser(pub Claims);
+
+impl<S: Send + Sync> FromRequestParts<S> for AdminUser {
+    type Rejection = AuthError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let claims = verified(parts).await?;
+        if !claims.has_role(ADMIN_ROLE) {
+            return Err(AuthError::Forbidden(ADMIN_ROLE.to_owned()));
+        }
+        Ok(AdminUser(claims))
+    }
+}

@@ -1,0 +1,334 @@
+//! The HTTP stack every Tideway service and the gateway share.
+//!
+//! [`service_router`] wraps a service's API router with: request ids (`x-request-id`, kept
+//! when the caller sent one, generated otherwise, echoed on the response), a span per request
+//! carrying the service name and request id so every log line of the request has them, one
+//! access-log line per request, metrics, a body size limit, problem JSON for every error
+//! response, and the `/health/live`, `/health/ready` and `/metrics` endpoints.
+
+use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
+
+use axum::{
+    Router,
+    body::Body,
+    extract::Request,
+    http::{HeaderName, HeaderValue, StatusCode, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use serde::Serialize;
+use tower_http::{
+    limit::RequestBodyLimitLayer,
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer},
+    trace::{DefaultOnFailure, TraceLayer},
+};
+use tracing::{Level, Span};
+
+use crate::problem::{PROBLEM_JSON, Problem};
+
+/// The request id header.
+pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// A readiness check: `Ok` when the dependency answers.
+pub type ReadyCheck =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
+
+/// The named checks `/health/ready` runs.
+#[derive(Clone, Default)]
+pub struct Readiness {
+    checks: Vec<(&'static str, ReadyCheck)>,
+}
+
+impl Readiness {
+    /// Adds a check named `name`.
+    #[must_use]
+    pub fn with<F, Fut>(mut self, name: &'static str, check: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        self.checks
+            .push((name, Arc::new(move || Box::pin(check()) as Pin<Box<_>>)));
+        self
+    }
+
+    /// Runs every check, each under a 2 s deadline.
+    pub async fn check(&self) -> Vec<(&'static str, Result<(), String>)> {
+        let mut results = Vec::with_capacity(self.checks.len());
+        for (name, check) in &self.checks {
+            let result = match tokio::time::timeout(Duration::from_secs(2), check()).await {
+                Ok(result) => result,
+                Err(_) => Err("no answer within 2 s".to_owned()),
+            };
+            results.push((*name, result));
+        }
+        results
+    }
+}
+
+/// Options of the standard stack.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpOptions {
+    /// The largest accepted request body, in bytes.
+    pub body_limit: usize,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        Self {
+            body_limit: 64 * 1024,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct HealthBody {
+    status: &'static str,
+    service: &'static str,
+    checks: Vec<CheckBody>,
+}
+
+#[derive(Serialize)]
+struct CheckBody {
+    name: &'static str,
+    ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// Wraps `api` with the standard stack for the service `name`.
+pub fn service_router(
+    name: &'static str,
+    api: Router,
+    readiness: Readiness,
+    options: HttpOptions,
+) -> Router {
+    let health = Router::new()
+        .route(
+            "/health/live",
+            get(move || async move {
+                axum::Json(HealthBody {
+                    status: "live",
+                    service: name,
+                    checks: Vec::new(),
+                })
+            }),
+        )
+        .route(
+            "/health/ready",
+            get(move || {
+                let readiness = readiness.clone();
+                async move { ready(name, &readiness).await }
+            }),
+        )
+        .route("/metrics", get(metrics_endpoint));
+    let router = api
+        .merge(health)
+        .fallback(not_found)
+        .layer(RequestBodyLimitLayer::new(options.body_limit))
+        .layer(middleware::from_fn(problem_for_bare_errors));
+    observe(name, router)
+}
+
+/// Adds the request-id, tracing (access log) and metrics layers to `router`, naming the
+/// service `name`. The gateway uses this around its proxy too.
+pub fn observe(name: &'static str, router: Router) -> Router {
+    // Install the recorder before the first request records anything.
+    crate::metrics::prometheus();
+    router
+        .layer(middleware::from_fn(move |req, next| {
+            crate::metrics::track(name, req, next)
+        }))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(move |request: &Request| {
+                    let request_id = request
+                        .extensions()
+                        .get::<RequestId>()
+                        .and_then(|id| id.header_value().to_str().ok())
+                        .unwrap_or_default();
+                    tracing::info_span!(
+                        "request",
+                        service = name,
+                        request_id = %request_id,
+                        method = %request.method(),
+                        path = %request.uri().path(),
+                    )
+                })
+                .on_request(())
+                .on_response(|response: &Response, latency: Duration, _span: &Span| {
+                    tracing::info!(
+                        status = response.status().as_u16(),
+                        latency_ms = latency.as_secs_f64() * 1000.0,
+                        "request finished"
+                    );
+                })
+                .on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
+        )
+        .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
+}
+
+async fn ready(name: &'static str, readiness: &Readiness) -> Response {
+    let results = readiness.check().await;
+    let all_ok = results.iter().all(|(_, r)| r.is_ok());
+    let body = HealthBody {
+        status: if all_ok { "ready" } else { "not ready" },
+        service: name,
+        checks: results
+            .into_iter()
+            .map(|(name, result)| CheckBody {
+                name,
+                ok: result.is_ok(),
+                error: result.err(),
+            })
+            .collect(),
+    };
+    let status = if all_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+async fn metrics_endpoint() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        )],
+        crate::metrics::render(),
+    )
+        .into_response()
+}
+
+/// The fallback for unknown paths.
+pub async fn not_found(request: Request) -> Problem {
+    Problem::not_found(format!("no endpoint at {}", request.uri().path()))
+}
+
+/// Turns error responses without a JSON body (a 405 from the router, a 413 from the body
+/// limit, a bare status from a layer) into problem documents, so clients see one shape.
+pub async fn problem_for_bare_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.contains("json"));
+    if is_json {
+        return response;
+    }
+    let (parts, _body) = response.into_parts();
+    let mut problem = Problem::new(status);
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        problem = problem
+            .with_type("/problems/body-too-large")
+            .with_detail("the request body is larger than this endpoint accepts")
+            .with_param("body", "too large");
+    } else if status == StatusCode::METHOD_NOT_ALLOWED {
+        problem = problem.with_detail("this endpoint does not accept that method");
+    }
+    let mut rebuilt = problem.into_response();
+    // Keep headers such as `Allow` or `WWW-Authenticate`, but not the old body's framing.
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            rebuilt.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    rebuilt
+}
+
+/// The request id of a request, when the stack set one.
+pub fn request_id(request: &Request<Body>) -> Option<HeaderValue> {
+    request.headers().get(&REQUEST_ID).cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::post;
+    use tower::ServiceExt;
+
+    fn app() -> Router {
+        let api = Router::new().route("/things", post(|| async { "ok" }));
+        service_router(
+            "test",
+            api,
+            Readiness::default().with("db", || async { Err("down".to_owned()) }),
+            HttpOptions { body_limit: 16 },
+        )
+    }
+
+    #[tokio::test]
+    async fn errors_become_problems_and_request_ids_are_echoed() {
+        let response = app()
+            .oneshot(
+                Request::get("/nowhere")
+                    .header("x-request-id", "abc")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        assert_eq!(response.headers()["x-request-id"], "abc");
+        assert_eq!(response.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
+
+        let response = app()
+            .oneshot(Request::get("/things").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
+        assert!(response.headers().contains_key("x-request-id"));
+    }
+
+    #[tokio::test]
+    async fn oversized_bodies_are_refused() {
+        let response = app()
+            .oneshot(
+                Request::post("/things")
+                    .header(header::CONTENT_LENGTH, "100")
+                    .body(Body::from(vec![b'x'; 100]))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
+    }
+
+    #[tokio::test]
+    async fn readiness_reports_failing_checks() {
+        let response = app()
+            .oneshot(Request::get("/health/ready").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let response = app()
+            .oneshot(Request::get("/health/live").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn metrics_count_requests_by_route() {
+        let _ = app()
+            .oneshot(Request::get("/health/live").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let text = crate::metrics::render();
+        assert!(
+            text.contains("tideway_http_requests_total{service=\"test\",method=\"GET\",route=\"/health/live\",status=\"200\"}"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,22 @@
+//! Hosting for Tideway services.
+//!
+//! Everything a service needs around its business logic lives here, so every service and
+//! the gateway behave alike: layered configuration ([`config`]), logs ([`telemetry`]),
+//! RFC 9457 problem responses ([`problem`]) and extractors that produce them
+//! ([`extract`]), the standard HTTP stack with request ids, access logs, metrics and health
+//! endpoints ([`http`], [`metrics`]), serving with graceful shutdown ([`serve`]), transports
+//! for typed clients that call a service in-process or over HTTP ([`client`]) and JWT
+//! verification against a JWKS ([`auth`]).
+#![warn(missing_docs)]
+
+pub mod auth;
+pub mod client;
+pub mod config;
+pub mod extract;
+pub mod http;
+pub mod metrics;
+pub mod problem;
+pub mod serve;
+pub mod telemetry;
+
+pub use problem::{InvalidParam, Problem};
