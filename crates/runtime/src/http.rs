@@ -25,7 +25,7 @@ use tower_http::{
 };
 use tracing::{Level, Span};
 
-use crate::problem::{PROBLEM_JSON, Problem};
+use crate::problem::Problem;
 
 /// The request id header.
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -253,6 +253,7 @@ pub fn request_id(request: &Request<Body>) -> Option<HeaderValue> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::problem::PROBLEM_JSON;
     use axum::routing::post;
     use tower::ServiceExt;
 

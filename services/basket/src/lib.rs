@@ -1,0 +1,1 @@
+//! The basket service (being written).

@@ -1,0 +1,1 @@
+//! The contract of the identity service (being written).
