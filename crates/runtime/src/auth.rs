@@ -266,3 +266,221 @@ impl<S: Send + Sync> FromRequestParts<S> for AdminUser {
         Ok(AdminUser(claims))
     }
 }
+
+/// Signs access tokens with an Ed25519 key and publishes its public half as a JWK.
+///
+/// The identity service issues tokens with it; tests use it to mint tokens for services
+/// without running the identity service.
+pub struct TokenSigner {
+    key_id: String,
+    pem: String,
+    encoding: jsonwebtoken::EncodingKey,
+    public: [u8; 32],
+}
+
+impl std::fmt::Debug for TokenSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the private key.
+        f.debug_struct("TokenSigner")
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenSigner {
+    /// A signer with a new random key.
+    pub fn generate() -> Result<Self, AuthError> {
+        let key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+        Self::from_signing_key(&key)
+    }
+
+    /// A signer from a PKCS#8 PEM Ed25519 private key.
+    pub fn from_pkcs8_pem(pem: &str) -> Result<Self, AuthError> {
+        use ed25519_dalek::pkcs8::DecodePrivateKey;
+        let key = ed25519_dalek::SigningKey::from_pkcs8_pem(pem).map_err(|err| {
+            AuthError::Invalid(format!(
+                "the signing key is not a PKCS#8 Ed25519 PEM: {err}"
+            ))
+        })?;
+        Self::from_signing_key(&key)
+    }
+
+    fn from_signing_key(key: &ed25519_dalek::SigningKey) -> Result<Self, AuthError> {
+        use base64::Engine;
+        use ed25519_dalek::pkcs8::{EncodePrivateKey, spki::der::pem::LineEnding};
+        use sha2::Digest;
+        let pem = key
+            .to_pkcs8_pem(LineEnding::LF)
+            .map_err(|err| AuthError::Invalid(err.to_string()))?
+            .to_string();
+        let encoding = jsonwebtoken::EncodingKey::from_ed_pem(pem.as_bytes())
+            .map_err(|err| AuthError::Invalid(err.to_string()))?;
+        let public = key.verifying_key().to_bytes();
+        let digest = sha2::Sha256::digest(public);
+        let key_id = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..12]);
+        Ok(Self {
+            key_id,
+            pem,
+            encoding,
+            public,
+        })
+    }
+
+    /// The private key as PKCS#8 PEM, to persist it. Handle as a secret.
+    pub fn to_pkcs8_pem(&self) -> &str {
+        &self.pem
+    }
+
+    /// The key id (`kid`) put in every token's header.
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
+    /// The public key as a JWK set.
+    pub fn jwks(&self) -> JwkSet {
+        use base64::Engine;
+        use jsonwebtoken::jwk::{
+            AlgorithmParameters, CommonParameters, EllipticCurve, Jwk, KeyAlgorithm,
+            OctetKeyPairParameters, OctetKeyPairType, PublicKeyUse,
+        };
+        JwkSet {
+            keys: vec![Jwk {
+                common: CommonParameters {
+                    public_key_use: Some(PublicKeyUse::Signature),
+                    key_algorithm: Some(KeyAlgorithm::EdDSA),
+                    key_id: Some(self.key_id.clone()),
+                    ..CommonParameters::default()
+                },
+                algorithm: AlgorithmParameters::OctetKeyPair(OctetKeyPairParameters {
+                    key_type: OctetKeyPairType::OctetKeyPair,
+                    curve: EllipticCurve::Ed25519,
+                    x: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(self.public),
+                }),
+            }],
+        }
+    }
+
+    /// Signs `claims`.
+    pub fn sign(&self, claims: &Claims) -> Result<String, AuthError> {
+        let mut header = jsonwebtoken::Header::new(Algorithm::EdDSA);
+        header.kid = Some(self.key_id.clone());
+        jsonwebtoken::encode(&header, claims, &self.encoding)
+            .map_err(|err| AuthError::Invalid(err.to_string()))
+    }
+
+    /// Claims for `sub` with `roles`, issued now and valid for `ttl`.
+    pub fn claims(
+        sub: &str,
+        email: &str,
+        roles: &[&str],
+        issuer: &str,
+        audience: &str,
+        ttl: Duration,
+    ) -> Claims {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        Claims {
+            sub: sub.to_owned(),
+            email: email.to_owned(),
+            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+            iss: issuer.to_owned(),
+            aud: audience.to_owned(),
+            iat: now,
+            exp: now + ttl.as_secs(),
+            jti: uuid::Uuid::new_v4().to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verifier_for(signer: &TokenSigner) -> JwtVerifier {
+        JwtVerifier::from_keys(signer.jwks(), "tideway", "tideway")
+    }
+
+    #[tokio::test]
+    async fn verifies_its_own_tokens_and_round_trips_the_key() {
+        let signer = TokenSigner::generate().unwrap();
+        let claims = TokenSigner::claims(
+            "u1",
+            "a@b.c",
+            &["admin"],
+            "tideway",
+            "tideway",
+            Duration::from_secs(60),
+        );
+        let token = signer.sign(&claims).unwrap();
+        assert_eq!(verifier_for(&signer).verify(&token).await.unwrap(), claims);
+
+        let again = TokenSigner::from_pkcs8_pem(signer.to_pkcs8_pem()).unwrap();
+        assert_eq!(again.key_id(), signer.key_id());
+        assert_eq!(verifier_for(&again).verify(&token).await.unwrap().sub, "u1");
+    }
+
+    #[tokio::test]
+    async fn refuses_expired_foreign_and_wrong_audience_tokens() {
+        let signer = TokenSigner::generate().unwrap();
+        let verifier = verifier_for(&signer);
+        let mut claims = TokenSigner::claims(
+            "u1",
+            "a@b.c",
+            &[],
+            "tideway",
+            "tideway",
+            Duration::from_secs(60),
+        );
+        claims.exp = claims.iat - 120;
+        assert_eq!(
+            verifier.verify(&signer.sign(&claims).unwrap()).await,
+            Err(AuthError::Expired)
+        );
+
+        let other = TokenSigner::generate().unwrap();
+        let claims = TokenSigner::claims(
+            "u1",
+            "a@b.c",
+            &[],
+            "tideway",
+            "tideway",
+            Duration::from_secs(60),
+        );
+        assert!(matches!(
+            verifier.verify(&other.sign(&claims).unwrap()).await,
+            Err(AuthError::Invalid(_))
+        ));
+
+        let claims = TokenSigner::claims(
+            "u1",
+            "a@b.c",
+            &[],
+            "tideway",
+            "elsewhere",
+            Duration::from_secs(60),
+        );
+        assert!(matches!(
+            verifier.verify(&signer.sign(&claims).unwrap()).await,
+            Err(AuthError::Invalid(_))
+        ));
+        assert!(matches!(
+            verifier.verify("not-a-token").await,
+            Err(AuthError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn reads_bearer_tokens() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(bearer(&headers), Err(AuthError::Missing));
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
+        assert!(matches!(bearer(&headers), Err(AuthError::Invalid(_))));
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer abc"),
+        );
+        assert_eq!(bearer(&headers), Ok("abc"));
+    }
+}

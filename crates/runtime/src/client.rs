@@ -72,7 +72,9 @@ impl ClientError {
             Self::Timeout { .. } | Self::Connect { .. } => true,
             Self::Status { status, .. } => matches!(
                 *status,
-                StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
+                StatusCode::BAD_GATEWAY
+                    | StatusCode::SERVICE_UNAVAILABLE
+                    | StatusCode::GATEWAY_TIMEOUT
             ),
             Self::Decode { .. } | Self::InvalidRequest(_) => false,
         }
@@ -350,7 +352,10 @@ mod tests {
 
     fn router() -> Router {
         Router::new()
-            .route("/hello", get(|| async { axum::Json(serde_json::json!({"hi": 1})) }))
+            .route(
+                "/hello",
+                get(|| async { axum::Json(serde_json::json!({"hi": 1})) }),
+            )
             .route(
                 "/slow",
                 get(|| async {

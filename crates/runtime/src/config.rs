@@ -119,9 +119,7 @@ mod tests {
     fn defaults() -> Sample {
         Sample {
             port: 80,
-            nested: Nested {
-                name: "x".into(),
-            },
+            nested: Nested { name: "x".into() },
         }
     }
 

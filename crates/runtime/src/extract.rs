@@ -143,7 +143,11 @@ where
                 let path = err.path().to_string();
                 let message = err.into_inner().to_string();
                 let name = field_name(&path, &message);
-                let name = if name == "body" { "query".to_owned() } else { name };
+                let name = if name == "body" {
+                    "query".to_owned()
+                } else {
+                    name
+                };
                 Problem::new(StatusCode::BAD_REQUEST)
                     .with_type("/problems/validation")
                     .with_title("Invalid query parameter")
@@ -207,8 +211,8 @@ mod tests {
 
     #[test]
     fn names_a_wrong_type_deep_in_the_body() {
-        let err = parse_json::<Order>(br#"{"lines":[{"item_id":"a","quantity":"x"}]}"#)
-            .unwrap_err();
+        let err =
+            parse_json::<Order>(br#"{"lines":[{"item_id":"a","quantity":"x"}]}"#).unwrap_err();
         assert_eq!(err.status, 422);
         assert_eq!(err.invalid_params[0].name, "lines[0].quantity");
     }
