@@ -1,1 +1,363 @@
-//! The gateway (being written).
+//! Tideway's edge gateway.
+//!
+//! Config-driven routes map a path prefix to an upstream service reached through a
+//! [`Transport`] — the service's router in this process, or its URL — so the same gateway
+//! fronts the all-in-one process and separate processes. Per route it checks access
+//! (public, any signed-in user, or a role) separately for reads and writes, verifying JWTs
+//! against the identity service's JWKS; it forwards the request id, adds `X-Forwarded-*`,
+//! drops hop-by-hop headers, enforces a body limit and a deadline, and maps upstream
+//! failures in one place: timeout → 504, connection failure → 502.
+#![warn(missing_docs)]
+
+use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
+
+use axum::{
+    Router,
+    body::Body,
+    extract::{ConnectInfo, Request, State},
+    http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::any,
+};
+use serde::{Deserialize, Serialize};
+use tideway_runtime::{
+    Problem,
+    auth::{AuthError, JwtVerifier, bearer},
+    client::{ClientError, Transport},
+    http::{HttpOptions, Readiness, service_router},
+};
+
+/// The gateway's name in logs and metrics.
+pub const SERVICE: &str = "gateway";
+
+/// Who may use a route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Access {
+    /// Anyone.
+    Public,
+    /// Any user with a valid access token.
+    User,
+    /// Users with the named role.
+    Role(String),
+}
+
+impl TryFrom<String> for Access {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        match value.as_str() {
+            "public" => Ok(Self::Public),
+            "user" => Ok(Self::User),
+            other => match other.strip_prefix("role:") {
+                Some(role) if !role.is_empty() => Ok(Self::Role(role.to_owned())),
+                _ => Err(format!(
+                    "expected `public`, `user` or `role:<name>`, found {other:?}"
+                )),
+            },
+        }
+    }
+}
+
+impl From<Access> for String {
+    fn from(access: Access) -> Self {
+        match access {
+            Access::Public => "public".to_owned(),
+            Access::User => "user".to_owned(),
+            Access::Role(role) => format!("role:{role}"),
+        }
+    }
+}
+
+/// One route: requests whose path is `prefix` or starts with `prefix/` go to `upstream`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteConfig {
+    /// The path prefix, e.g. `/api/catalog`.
+    pub prefix: String,
+    /// The upstream service's name, e.g. `catalog`.
+    pub upstream: String,
+    /// Who may use GET, HEAD and OPTIONS.
+    pub read: Access,
+    /// Who may use every other method.
+    pub write: Access,
+    /// The deadline of an upstream call, in milliseconds.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_timeout_ms() -> u64 {
+    5_000
+}
+
+/// The gateway's configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayConfig {
+    /// The routes; the longest matching prefix wins.
+    pub routes: Vec<RouteConfig>,
+    /// The largest request body accepted, in bytes.
+    pub body_limit_bytes: usize,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        let route = |prefix: &str, upstream: &str, read: Access, write: Access| RouteConfig {
+            prefix: prefix.to_owned(),
+            upstream: upstream.to_owned(),
+            read,
+            write,
+            timeout_ms: default_timeout_ms(),
+        };
+        Self {
+            routes: vec![
+                route("/api/identity", "identity", Access::Public, Access::Public),
+                route(
+                    "/api/catalog",
+                    "catalog",
+                    Access::Public,
+                    Access::Role("admin".to_owned()),
+                ),
+                route("/api/basket", "basket", Access::User, Access::User),
+            ],
+            body_limit_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// A configuration the gateway cannot run with.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// A route names an upstream that was not given.
+    #[error("route {prefix} names the upstream `{upstream}`, which is not configured")]
+    UnknownUpstream {
+        /// The route's prefix.
+        prefix: String,
+        /// The missing upstream.
+        upstream: String,
+    },
+    /// A prefix is not an absolute path without a trailing slash.
+    #[error("route prefix {0:?} must start with `/` and not end with `/`")]
+    BadPrefix(String),
+}
+
+struct Route {
+    prefix: String,
+    upstream: Transport,
+    read: Access,
+    write: Access,
+    timeout: Duration,
+}
+
+struct Shared {
+    routes: Vec<Route>,
+    verifier: Arc<JwtVerifier>,
+}
+
+/// The gateway, ready to be turned into a router.
+pub struct Gateway {
+    shared: Arc<Shared>,
+    upstreams: HashMap<String, Transport>,
+    options: HttpOptions,
+}
+
+impl Gateway {
+    /// A gateway for `config`, reaching each upstream named in the routes through
+    /// `upstreams` and verifying tokens with `verifier`.
+    pub fn new(
+        config: &GatewayConfig,
+        upstreams: HashMap<String, Transport>,
+        verifier: Arc<JwtVerifier>,
+    ) -> Result<Self, GatewayError> {
+        let mut routes = Vec::with_capacity(config.routes.len());
+        for route in &config.routes {
+            if !route.prefix.starts_with('/') || route.prefix.ends_with('/') {
+                return Err(GatewayError::BadPrefix(route.prefix.clone()));
+            }
+            let upstream = upstreams.get(&route.upstream).cloned().ok_or_else(|| {
+                GatewayError::UnknownUpstream {
+                    prefix: route.prefix.clone(),
+                    upstream: route.upstream.clone(),
+                }
+            })?;
+            routes.push(Route {
+                prefix: route.prefix.clone(),
+                upstream,
+                read: route.read.clone(),
+                write: route.write.clone(),
+                timeout: Duration::from_millis(route.timeout_ms),
+            });
+        }
+        Ok(Self {
+            shared: Arc::new(Shared { routes, verifier }),
+            upstreams,
+            options: HttpOptions {
+                body_limit: config.body_limit_bytes,
+            },
+        })
+    }
+
+    /// The gateway's router: every route, plus health and metrics.
+    pub fn router(&self) -> Router {
+        let mut api = Router::new();
+        for (index, route) in self.shared.routes.iter().enumerate() {
+            let handler = any(
+                move |State(shared): State<Arc<Shared>>, request: Request| async move {
+                    proxy(&shared, index, request).await
+                },
+            );
+            api = api
+                .route(&route.prefix, handler.clone())
+                .route(&format!("{}/{{*rest}}", route.prefix), handler);
+        }
+        let mut readiness = Readiness::default();
+        for (name, transport) in &self.upstreams {
+            let transport = transport.clone();
+            let name: &'static str = Box::leak(name.clone().into_boxed_str());
+            readiness = readiness.with(name, move || {
+                let transport = transport.clone();
+                async move { upstream_ready(&transport).await }
+            });
+        }
+        service_router(
+            SERVICE,
+            api.with_state(self.shared.clone()),
+            readiness,
+            self.options,
+        )
+    }
+}
+
+async fn upstream_ready(transport: &Transport) -> Result<(), String> {
+    let request = Request::get("/health/ready")
+        .body(Body::empty())
+        .map_err(|err| err.to_string())?;
+    match transport.send(request).await {
+        Ok(response) if response.status().is_success() => Ok(()),
+        Ok(response) => Err(format!("answered {}", response.status())),
+        Err(err) => Err(err.to_string()),
+    }
+}
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Headers named by `Connection` are hop-by-hop too.
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+}
+
+async fn authorize(shared: &Shared, access: &Access, headers: &HeaderMap) -> Result<(), AuthError> {
+    let role = match access {
+        Access::Public => return Ok(()),
+        Access::User => None,
+        Access::Role(role) => Some(role),
+    };
+    let claims = shared.verifier.verify(bearer(headers)?).await?;
+    match role {
+        Some(role) if !claims.has_role(role) => Err(AuthError::Forbidden(role.clone())),
+        _ => Ok(()),
+    }
+}
+
+async fn proxy(shared: &Shared, index: usize, request: Request) -> Response {
+    let client = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0);
+    let Some(route) = shared.routes.get(index) else {
+        return Problem::internal().into_response();
+    };
+    let access = if matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    ) {
+        &route.read
+    } else {
+        &route.write
+    };
+    if let Err(err) = authorize(shared, access, request.headers()).await {
+        return err.into_response();
+    }
+
+    let (mut parts, body) = request.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    parts.headers.remove(header::HOST);
+    if let Some(client) = client {
+        let forwarded = match parts
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(previous) => format!("{previous}, {}", client.ip()),
+            None => client.ip().to_string(),
+        };
+        if let Ok(value) = HeaderValue::from_str(&forwarded) {
+            parts.headers.insert("x-forwarded-for", value);
+        }
+    }
+    parts
+        .headers
+        .insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    let upstream_request = Request::from_parts(parts, body);
+
+    match route
+        .upstream
+        .send_with_timeout(upstream_request, route.timeout)
+        .await
+    {
+        Ok(mut response) => {
+            strip_hop_by_hop(response.headers_mut());
+            response
+        }
+        Err(err) => upstream_failure(route, &err),
+    }
+}
+
+/// The one table from upstream failures to answers.
+fn upstream_failure(route: &Route, err: &ClientError) -> Response {
+    let service = route.upstream.service();
+    let (status, detail) = match err {
+        ClientError::Timeout { timeout, .. } => (
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("{service} did not answer within {} ms", timeout.as_millis()),
+        ),
+        ClientError::Connect { .. } => (
+            StatusCode::BAD_GATEWAY,
+            format!("{service} cannot be reached"),
+        ),
+        ClientError::Status { .. }
+        | ClientError::Decode { .. }
+        | ClientError::InvalidRequest(_) => (
+            StatusCode::BAD_GATEWAY,
+            format!("{service} gave an invalid answer"),
+        ),
+    };
+    tracing::warn!(upstream = service, prefix = %route.prefix, error = %err, "upstream call failed");
+    Problem::new(status)
+        .with_type("/problems/upstream-unavailable")
+        .with_detail(detail)
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests;

@@ -92,6 +92,10 @@ fn describe(err: &figment::Error) -> String {
 }
 
 #[cfg(test)]
+#[expect(
+    clippy::result_large_err,
+    reason = "figment::Jail's closures return figment::Error"
+)]
 mod tests {
     use super::*;
     use serde::Deserialize;

@@ -1,0 +1,266 @@
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use axum::{
+    Router,
+    body::Body,
+    http::{HeaderMap, Request, StatusCode},
+    routing::{any, get},
+};
+use tideway_runtime::auth::{JwtVerifier, TokenSigner};
+use tower::ServiceExt;
+
+use super::*;
+
+/// An upstream that answers with the headers it received.
+fn echo(name: &'static str) -> Router {
+    let handler = move |headers: HeaderMap| async move {
+        let seen: HashMap<String, String> = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_owned()))
+            .collect();
+        axum::Json(serde_json::json!({ "upstream": name, "headers": seen }))
+    };
+    Router::new()
+        .route("/api/catalog", any(handler))
+        .route("/api/catalog/{*rest}", any(handler))
+        .route("/api/basket/{*rest}", any(handler))
+        .route("/health/ready", get(|| async { "ok" }))
+        .route(
+            "/api/slow/x",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                "late"
+            }),
+        )
+}
+
+struct Fixture {
+    router: Router,
+    signer: TokenSigner,
+}
+
+fn fixture() -> Fixture {
+    let signer = TokenSigner::generate().unwrap();
+    let verifier = Arc::new(JwtVerifier::from_keys(signer.jwks(), "tideway", "tideway"));
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_addr = dead.local_addr().unwrap();
+    drop(dead);
+    let mut config = GatewayConfig {
+        body_limit_bytes: 1024,
+        ..GatewayConfig::default()
+    };
+    config.routes.retain(|r| r.upstream != "identity");
+    config.routes.push(RouteConfig {
+        prefix: "/api/slow".into(),
+        upstream: "slow".into(),
+        read: Access::Public,
+        write: Access::Public,
+        timeout_ms: 50,
+    });
+    config.routes.push(RouteConfig {
+        prefix: "/api/dead".into(),
+        upstream: "dead".into(),
+        read: Access::Public,
+        write: Access::Public,
+        timeout_ms: 1000,
+    });
+    let timeout = Duration::from_secs(2);
+    let upstreams = HashMap::from([
+        (
+            "catalog".to_owned(),
+            Transport::in_process("catalog", echo("catalog"), timeout),
+        ),
+        (
+            "basket".to_owned(),
+            Transport::in_process("basket", echo("basket"), timeout),
+        ),
+        (
+            "slow".to_owned(),
+            Transport::in_process("slow", echo("slow"), timeout),
+        ),
+        (
+            "dead".to_owned(),
+            Transport::http("dead", &format!("http://{dead_addr}"), timeout).unwrap(),
+        ),
+    ]);
+    let gateway = Gateway::new(&config, upstreams, verifier).unwrap();
+    Fixture {
+        router: gateway.router(),
+        signer,
+    }
+}
+
+impl Fixture {
+    fn token(&self, roles: &[&str]) -> String {
+        let claims = TokenSigner::claims(
+            "u1",
+            "u@x.io",
+            roles,
+            "tideway",
+            "tideway",
+            Duration::from_secs(60),
+        );
+        self.signer.sign(&claims).unwrap()
+    }
+
+    async fn send(&self, request: Request<Body>) -> (StatusCode, HeaderMap, serde_json::Value) {
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+        (status, headers, json)
+    }
+}
+
+#[tokio::test]
+async fn routes_by_prefix_and_forwards_the_request_id() {
+    let f = fixture();
+    let (status, headers, body) = f
+        .send(
+            Request::get("/api/catalog/items?page=2")
+                .header("x-request-id", "req-1")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["upstream"], "catalog");
+    assert_eq!(body["headers"]["x-request-id"], "req-1");
+    assert_eq!(headers["x-request-id"], "req-1");
+
+    // Without one, the gateway makes one and the upstream sees the same.
+    let (_, headers, body) = f
+        .send(Request::get("/api/catalog").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(
+        body["headers"]["x-request-id"],
+        headers["x-request-id"].to_str().unwrap()
+    );
+
+    let (status, headers, body) = f
+        .send(Request::get("/api/nowhere").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(headers["content-type"], "application/problem+json");
+    assert_eq!(body["status"], 404);
+    // `/api/catalogue` shares a string prefix but is not under `/api/catalog`.
+    let (status, _, _) = f
+        .send(Request::get("/api/catalogue").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn checks_access_for_reads_and_writes() {
+    let f = fixture();
+    let write = |token: Option<String>| {
+        let mut builder =
+            Request::post("/api/catalog/items").header("content-type", "application/json");
+        if let Some(token) = token {
+            builder = builder.header("authorization", format!("Bearer {token}"));
+        }
+        builder.body(Body::from("{}")).unwrap()
+    };
+    let (status, headers, body) = f.send(write(None)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(headers["www-authenticate"], "Bearer");
+    assert_eq!(body["type"], "/problems/unauthorized");
+    let (status, _, _) = f.send(write(Some("garbage".into()))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _, body) = f.send(write(Some(f.token(&["customer"])))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(body["status"], 403);
+    let (status, _, body) = f.send(write(Some(f.token(&["admin"])))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        body["headers"]["authorization"]
+            .as_str()
+            .unwrap()
+            .starts_with("Bearer ")
+    );
+
+    // An expired token is refused.
+    let mut claims = TokenSigner::claims(
+        "u1",
+        "u@x.io",
+        &["admin"],
+        "tideway",
+        "tideway",
+        Duration::from_secs(60),
+    );
+    claims.exp = claims.iat - 600;
+    let (status, _, _) = f.send(write(Some(f.signer.sign(&claims).unwrap()))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // The basket needs a user even to read.
+    let (status, _, _) = f
+        .send(Request::get("/api/basket/x").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let request = Request::get("/api/basket/x")
+        .header(
+            "authorization",
+            format!("Bearer {}", f.token(&["customer"])),
+        )
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(f.send(request).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn maps_upstream_failures() {
+    let f = fixture();
+    let (status, _, body) = f
+        .send(Request::get("/api/slow/x").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(body["type"], "/problems/upstream-unavailable");
+    let (status, _, _) = f
+        .send(Request::get("/api/dead/x").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+}
+
+#[tokio::test]
+async fn drops_hop_by_hop_headers_and_limits_bodies() {
+    let f = fixture();
+    let request = Request::get("/api/catalog/items")
+        .header("connection", "x-secret")
+        .header("x-secret", "1")
+        .header("x-kept", "2")
+        .body(Body::empty())
+        .unwrap();
+    let (_, _, body) = f.send(request).await;
+    assert!(body["headers"].get("x-secret").is_none(), "{body}");
+    assert_eq!(body["headers"]["x-kept"], "2");
+    assert_eq!(body["headers"]["x-forwarded-proto"], "http");
+
+    let token = f.token(&["admin"]);
+    let request = Request::post("/api/catalog/items")
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .header("content-length", "2048")
+        .body(Body::from(vec![b' '; 2048]))
+        .unwrap();
+    let (status, headers, _) = f.send(request).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(headers["content-type"], "application/problem+json");
+}
+
+#[test]
+fn refuses_bad_configuration() {
+    let signer = TokenSigner::generate().unwrap();
+    let verifier = Arc::new(JwtVerifier::from_keys(signer.jwks(), "tideway", "tideway"));
+    let err = Gateway::new(&GatewayConfig::default(), HashMap::new(), verifier.clone())
+        .err()
+        .unwrap();
+    assert!(matches!(err, GatewayError::UnknownUpstream { .. }));
+    assert!(Access::try_from("role:".to_owned()).is_err());
+    assert_eq!(
+        Access::try_from("role:admin".to_owned()),
+        Ok(Access::Role("admin".into()))
+    );
+}
