@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Makes sure the servers the tests talk to are installed and running on loopback.
+# Idempotent: a server that already answers is left alone; one that is missing is installed
+# from Debian's packages and started. Used by .ci/run and by developers on a new machine.
+#
+#   scripts/deps.sh            # PostgreSQL (what the test suite needs today)
+#
+# Environment: TIDEWAY_DEPS_TIMEOUT (seconds to wait for a server, default 60).
+set -euo pipefail
+
+timeout_s="${TIDEWAY_DEPS_TIMEOUT:-60}"
+apt_updated=0
+
+log() { printf '[deps] %s\n' "$*"; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+apt_install() {
+  if [ "$apt_updated" -eq 0 ]; then
+    log "apt-get update"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    apt_updated=1
+  fi
+  log "installing $*"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# wait_for NAME COMMAND...: polls COMMAND until it succeeds or the deadline passes.
+wait_for() {
+  local name=$1; shift
+  local deadline=$(( $(date +%s) + timeout_s ))
+  until "$@" >/dev/null 2>&1; do
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+      log "$name did not come up within ${timeout_s}s"
+      return 1
+    fi
+    sleep 0.5
+  done
+  log "$name is up"
+}
+
+tcp_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+postgres_answers() {
+  psql "postgresql://postgres@127.0.0.1:5432/postgres" -Atqc 'select 1' 2>/dev/null | grep -q 1
+}
+
+ensure_postgres() {
+  if command -v psql >/dev/null && postgres_answers; then
+    log "PostgreSQL answers on 127.0.0.1:5432"
+    return
+  fi
+  if ! command -v pg_ctlcluster >/dev/null || [ -z "$(ls /etc/postgresql 2>/dev/null)" ]; then
+    apt_install postgresql postgresql-client
+  fi
+  local version
+  version=$(ls /etc/postgresql | sort -V | tail -n1)
+  local conf="/etc/postgresql/$version/main"
+  if [ ! -d "$conf" ]; then
+    as_root pg_createcluster "$version" main
+  fi
+  # The tests connect over loopback as `postgres` without a password: trust loopback only.
+  if ! grep -Eq '^host\s+all\s+all\s+127\.0\.0\.1/32\s+trust' "$conf/pg_hba.conf"; then
+    log "allowing trust authentication on loopback"
+    as_root sed -i -E 's/^(host\s+all\s+all\s+(127\.0\.0\.1\/32|::1\/128)\s+)\S+/\1trust/' "$conf/pg_hba.conf"
+  fi
+  as_root sed -i -E "s/^#?listen_addresses\s*=.*/listen_addresses = '127.0.0.1'/" "$conf/postgresql.conf"
+  if ! tcp_open 5432; then
+    log "starting PostgreSQL $version"
+    as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+  else
+    as_root pg_ctlcluster --skip-systemctl-redirect "$version" main reload || true
+  fi
+  wait_for PostgreSQL postgres_answers
+}
+
+ensure_postgres
