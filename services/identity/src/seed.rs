@@ -1,0 +1,78 @@
+//! Seed users: created at start when missing, brought in line with the configuration when
+//! present. Running it again changes nothing, and replicas starting together do not clash.
+
+use anyhow::Context;
+use secrecy::ExposeSecret;
+use tideway_identity_api::CUSTOMER_ROLE;
+use tideway_store::Db;
+
+use crate::{
+    config::SeedUser,
+    now_text, password,
+    users::{self, UserRow, join_roles, validate_email, validate_name},
+};
+
+/// Ensures every seed user exists with its configured name, roles and password.
+#[tracing::instrument(skip_all, fields(count = seeds.len()), err)]
+pub(crate) async fn ensure(db: &Db, seeds: &[SeedUser]) -> anyhow::Result<()> {
+    for (i, seed) in seeds.iter().enumerate() {
+        ensure_one(db, seed)
+            .await
+            .with_context(|| format!("cannot seed identity.seed_users[{i}]"))?;
+    }
+    Ok(())
+}
+
+async fn ensure_one(db: &Db, seed: &SeedUser) -> anyhow::Result<()> {
+    let email = validate_email(&seed.email).map_err(anyhow::Error::msg)?;
+    let name = validate_name(&seed.name).map_err(anyhow::Error::msg)?;
+    let mut roles = vec![CUSTOMER_ROLE.to_owned()];
+    for role in &seed.roles {
+        if !roles.contains(role) {
+            roles.push(role.clone());
+        }
+    }
+    let secret = seed.password.expose_secret().to_owned();
+    match users::find_by_email(db.pool(), &email).await? {
+        None => {
+            let user = UserRow {
+                id: uuid::Uuid::now_v7().to_string(),
+                email,
+                name,
+                password_hash: password::hash(secret).await?,
+                roles,
+                created_at: now_text(),
+            };
+            match users::insert(db.pool(), &user).await {
+                Ok(()) => tracing::info!(user_id = %user.id, "seeded a user"),
+                // Another replica seeded it a moment ago; it applied the same configuration.
+                Err(err) if tideway_store::is_unique_violation(&err) => {}
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Some(existing) => {
+            let mut changed = false;
+            if existing.name != name || existing.roles != roles {
+                sqlx::query("UPDATE users SET name = $1, roles = $2 WHERE id = $3")
+                    .bind(&name)
+                    .bind(join_roles(&roles))
+                    .bind(&existing.id)
+                    .execute(db.pool())
+                    .await?;
+                changed = true;
+            }
+            if !password::verify(secret.clone(), existing.password_hash.clone()).await? {
+                sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+                    .bind(password::hash(secret).await?)
+                    .bind(&existing.id)
+                    .execute(db.pool())
+                    .await?;
+                changed = true;
+            }
+            if changed {
+                tracing::info!(user_id = %existing.id, "updated a seed user from the configuration");
+            }
+        }
+    }
+    Ok(())
+}
