@@ -1,0 +1,140 @@
+//! Items: browsing (`GET /items`, `GET /items/{id}`) for everyone, and creating, changing,
+//! repricing and deleting for admins.
+
+pub mod list;
+pub mod repo;
+pub mod validate;
+
+use axum::{
+    Router,
+    extract::State,
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{get, put},
+};
+use tideway_catalog_api::{ItemPage, ItemUpdate, NewItem, PREFIX, PriceChange};
+use tideway_runtime::{
+    auth::AdminUser,
+    extract::{Json, Path, Query},
+};
+
+use crate::{
+    AppState,
+    cache::{CATALOG_CACHE_CONTROL, cached_json},
+    error::ApiError,
+};
+use list::{ListParams, ListQuery};
+
+/// The item routes, relative to the catalog's prefix.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/items", get(list_items).post(create_item))
+        .route(
+            "/items/{id}",
+            get(get_item).put(update_item).delete(delete_item),
+        )
+        .route("/items/{id}/price", put(change_price))
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::NotFound(format!("no item with id {id}"))
+}
+
+/// Checks that `id` can name an item; a malformed id names none (404, like an unknown one).
+fn item_id(id: &str) -> Result<&str, ApiError> {
+    if validate::is_item_id(id) {
+        Ok(id)
+    } else {
+        Err(not_found(id))
+    }
+}
+
+async fn list_items(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(params): Query<ListParams>,
+) -> Result<Response, ApiError> {
+    let query = ListQuery::try_from(params)?;
+    let (items, total) = repo::list(&state.db, &query).await?;
+    let page = ItemPage {
+        items,
+        page: query.page,
+        page_size: query.page_size,
+        total,
+    };
+    cached_json(&headers, &page, CATALOG_CACHE_CONTROL)
+}
+
+async fn get_item(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = item_id(&id)?;
+    let item = repo::get(&state.db, id)
+        .await?
+        .ok_or_else(|| not_found(id))?;
+    cached_json(&headers, &item, CATALOG_CACHE_CONTROL)
+}
+
+async fn create_item(
+    State(state): State<AppState>,
+    AdminUser(admin): AdminUser,
+    Json(new): Json<NewItem>,
+) -> Result<Response, ApiError> {
+    let new = validate::new_item(new)?;
+    let id = uuid::Uuid::now_v7().to_string();
+    let item = repo::insert(&state.db, &id, &new).await?;
+    tracing::info!(id = %item.id, sku = %item.sku, admin = %admin.sub, "item created");
+    let location = HeaderValue::from_str(&format!("{PREFIX}/items/{}", item.id))
+        .map_err(|_| ApiError::Serialize)?;
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(item),
+    )
+        .into_response())
+}
+
+async fn update_item(
+    State(state): State<AppState>,
+    AdminUser(admin): AdminUser,
+    Path(id): Path<String>,
+    Json(update): Json<ItemUpdate>,
+) -> Result<Json<tideway_catalog_api::Item>, ApiError> {
+    let id = item_id(&id)?;
+    let update = validate::update(update)?;
+    let item = repo::update(&state.db, id, &update)
+        .await?
+        .ok_or_else(|| not_found(id))?;
+    tracing::info!(id = %item.id, version = item.version, admin = %admin.sub, "item updated");
+    Ok(Json(item))
+}
+
+async fn change_price(
+    State(state): State<AppState>,
+    AdminUser(admin): AdminUser,
+    Path(id): Path<String>,
+    Json(change): Json<PriceChange>,
+) -> Result<Json<tideway_catalog_api::Item>, ApiError> {
+    let id = item_id(&id)?;
+    let price = validate::price(change.price_minor)?;
+    let item = repo::set_price(&state.db, id, price)
+        .await?
+        .ok_or_else(|| not_found(id))?;
+    tracing::info!(id = %item.id, price_minor = price, admin = %admin.sub, "price changed");
+    Ok(Json(item))
+}
+
+async fn delete_item(
+    State(state): State<AppState>,
+    AdminUser(admin): AdminUser,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = item_id(&id)?;
+    if !repo::delete(&state.db, id).await? {
+        return Err(not_found(id));
+    }
+    tracing::info!(id, admin = %admin.sub, "item deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
