@@ -188,9 +188,6 @@ mod tests {
 
     #[test]
     fn refuses_tokens_that_are_not_header_values() {
-        assert!(matches!(
-            auth("a\nb"),
-            Err(ClientError::InvalidRequest(_))
-        ));
+        assert!(matches!(auth("a\nb"), Err(ClientError::InvalidRequest(_))));
     }
 }

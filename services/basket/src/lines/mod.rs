@@ -1,0 +1,196 @@
+//! Basket lines: the endpoints, their rules, their SQL and their pricing.
+
+mod pricing;
+mod rules;
+mod store;
+
+use axum::{
+    Router,
+    extract::State as Shared,
+    http::StatusCode,
+    routing::{get, put},
+};
+use tideway_basket_api::{AddItem, BasketView, MAX_QUANTITY, PREFIX, SetQuantity};
+use tideway_catalog_api::{CatalogClient, Item, default_currency};
+use tideway_runtime::{
+    auth::AuthUser,
+    extract::{Json, Path},
+};
+use tideway_store::Db;
+
+use self::{
+    pricing::Items,
+    rules::{ItemId, Quantity, line_too_large},
+    store::{Added, StoredLine},
+};
+use crate::error::ApiError;
+
+/// What every handler shares.
+#[derive(Debug, Clone)]
+pub struct State {
+    pub db: Db,
+    pub catalog: CatalogClient,
+}
+
+/// The basket's endpoints (without the standard stack).
+pub fn routes(state: State) -> Router {
+    Router::new()
+        .route(PREFIX, get(show).delete(clear))
+        .route(&format!("{PREFIX}/items"), axum::routing::post(add))
+        .route(
+            &format!("{PREFIX}/items/{{item_id}}"),
+            put(set).delete(remove),
+        )
+        .with_state(state)
+}
+
+/// `GET /api/basket`: the basket at the catalog's current prices.
+async fn show(
+    Shared(state): Shared<State>,
+    AuthUser(user): AuthUser,
+) -> Result<Json<BasketView>, ApiError> {
+    let lines = store::lines(&state.db, &user.sub).await?;
+    let items = pricing::fetch(&state.catalog, &ids(&lines)).await?;
+    Ok(Json(pricing::view(&lines, &items)?))
+}
+
+/// `POST /api/basket/items`: adds units of an item to its line.
+async fn add(
+    Shared(state): Shared<State>,
+    AuthUser(user): AuthUser,
+    Json(body): Json<AddItem>,
+) -> Result<Json<BasketView>, ApiError> {
+    let quantity = Quantity::parse(body.quantity)?.get();
+    let item_id = ItemId::parse(body.item_id)?;
+    let lines = store::lines(&state.db, &user.sub).await?;
+    let held = held(&lines, item_id.as_str());
+    // Checked here to spare the catalog a call; the upsert checks again, atomically.
+    if held + quantity > MAX_QUANTITY {
+        return Err(line_too_large(held + quantity));
+    }
+    let mut wanted = ids(&lines);
+    if held == 0 {
+        wanted.push(item_id.as_str());
+    }
+    let mut items = pricing::fetch(&state.catalog, &wanted).await?;
+    let item = known_item(&items, item_id.as_str())?;
+    if item.currency != default_currency() {
+        return Err(ApiError::invalid(
+            "item_id",
+            format!("the item is priced in {}", item.currency),
+        ));
+    }
+    if held + quantity > item.stock {
+        return Err(ApiError::InsufficientStock {
+            requested: held + quantity,
+            stock: item.stock,
+        });
+    }
+    let limit = MAX_QUANTITY.min(item.stock);
+    if let Added::Refused { current } =
+        store::add(&state.db, &user.sub, &item, quantity, limit).await?
+    {
+        // Another request grew the line meanwhile; say which limit this add would pass.
+        let requested = current + quantity;
+        return Err(if requested > MAX_QUANTITY {
+            line_too_large(requested)
+        } else {
+            ApiError::InsufficientStock {
+                requested,
+                stock: item.stock,
+            }
+        });
+    }
+    updated(&state, &user.sub, &mut items).await
+}
+
+/// `PUT /api/basket/items/{item_id}`: sets the quantity of a line.
+async fn set(
+    Shared(state): Shared<State>,
+    AuthUser(user): AuthUser,
+    Path(item_id): Path<String>,
+    Json(body): Json<SetQuantity>,
+) -> Result<Json<BasketView>, ApiError> {
+    let quantity = Quantity::parse(body.quantity)?.get();
+    let lines = store::lines(&state.db, &user.sub).await?;
+    if held(&lines, &item_id) == 0 {
+        return Err(not_in_basket(&item_id));
+    }
+    let mut items = pricing::fetch(&state.catalog, &ids(&lines)).await?;
+    let item = known_item(&items, &item_id)?;
+    if quantity > item.stock {
+        return Err(ApiError::InsufficientStock {
+            requested: quantity,
+            stock: item.stock,
+        });
+    }
+    if !store::set(&state.db, &user.sub, &item, quantity).await? {
+        return Err(not_in_basket(&item_id));
+    }
+    updated(&state, &user.sub, &mut items).await
+}
+
+/// `DELETE /api/basket/items/{item_id}`: removes a line.
+async fn remove(
+    Shared(state): Shared<State>,
+    AuthUser(user): AuthUser,
+    Path(item_id): Path<String>,
+) -> Result<Json<BasketView>, ApiError> {
+    let lines = store::lines(&state.db, &user.sub).await?;
+    if held(&lines, &item_id) == 0 {
+        return Err(not_in_basket(&item_id));
+    }
+    // Price the remaining lines first: when the catalog is down, nothing is removed.
+    let remaining: Vec<&str> = ids(&lines)
+        .into_iter()
+        .filter(|id| *id != item_id)
+        .collect();
+    let mut items = pricing::fetch(&state.catalog, &remaining).await?;
+    if !store::remove(&state.db, &user.sub, &item_id).await? {
+        return Err(not_in_basket(&item_id));
+    }
+    updated(&state, &user.sub, &mut items).await
+}
+
+/// `DELETE /api/basket`: empties the basket.
+async fn clear(
+    Shared(state): Shared<State>,
+    AuthUser(user): AuthUser,
+) -> Result<StatusCode, ApiError> {
+    store::clear(&state.db, &user.sub).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The basket after a write, priced with the answers gathered before it.
+async fn updated(
+    state: &State,
+    user: &str,
+    items: &mut Items,
+) -> Result<Json<BasketView>, ApiError> {
+    let lines = store::lines(&state.db, user).await?;
+    pricing::complete(&state.catalog, &lines, items).await;
+    Ok(Json(pricing::view(&lines, items)?))
+}
+
+fn ids(lines: &[StoredLine]) -> Vec<&str> {
+    lines.iter().map(|line| line.item_id.as_str()).collect()
+}
+
+fn held(lines: &[StoredLine], item_id: &str) -> i64 {
+    lines
+        .iter()
+        .find(|line| line.item_id == item_id)
+        .map_or(0, |line| line.quantity)
+}
+
+fn known_item(items: &Items, item_id: &str) -> Result<Item, ApiError> {
+    items
+        .get(item_id)
+        .cloned()
+        .flatten()
+        .ok_or_else(|| ApiError::invalid("item_id", "the catalog has no such item"))
+}
+
+fn not_in_basket(item_id: &str) -> ApiError {
+    ApiError::NotFound(format!("item {item_id} is not in the basket"))
+}

@@ -1,0 +1,100 @@
+//! Every endpoint needs a valid bearer token; without one nothing changes.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::json;
+use tideway_runtime::auth::TokenSigner;
+
+use crate::helpers::{COFFEE, FakeCatalog, TEA, spawn_app};
+
+#[tokio::test]
+async fn every_endpoint_refuses_missing_expired_and_forged_tokens() {
+    for db in tideway_store::testing::backends().await {
+        let fake = FakeCatalog::new();
+        let app = spawn_app(db.url(), fake.in_process()).await;
+        let token = app.token("alice");
+        app.add(&token, COFFEE, 2).await.view();
+        let before = app.view(&token).await;
+
+        let mut expired = TokenSigner::claims(
+            "alice",
+            "a@b.c",
+            &[],
+            "tideway",
+            "tideway",
+            Duration::from_secs(60),
+        );
+        expired.exp = expired.iat - 600;
+        let expired = app.signer.sign(&expired).unwrap();
+        let forger = TokenSigner::generate().unwrap();
+        let forged = forger
+            .sign(&TokenSigner::claims(
+                "alice",
+                "a@b.c",
+                &[],
+                "tideway",
+                "tideway",
+                Duration::from_secs(60),
+            ))
+            .unwrap();
+        let other_audience = app
+            .signer
+            .sign(&TokenSigner::claims(
+                "alice",
+                "a@b.c",
+                &[],
+                "tideway",
+                "elsewhere",
+                Duration::from_secs(60),
+            ))
+            .unwrap();
+        let tokens = [
+            None,
+            Some(expired.as_str()),
+            Some("garbage"),
+            Some(forged.as_str()),
+            Some(other_audience.as_str()),
+        ];
+
+        let add = json!({"item_id": TEA, "quantity": 1}).to_string();
+        let set = json!({"quantity": 9}).to_string();
+        let requests: [(Method, String, Option<String>); 5] = [
+            (Method::GET, "/api/basket".into(), None),
+            (Method::POST, "/api/basket/items".into(), Some(add)),
+            (
+                Method::PUT,
+                format!("/api/basket/items/{COFFEE}"),
+                Some(set),
+            ),
+            (Method::DELETE, format!("/api/basket/items/{COFFEE}"), None),
+            (Method::DELETE, "/api/basket".into(), None),
+        ];
+        for (method, path, body) in &requests {
+            for bad in tokens {
+                let content_type = body.as_ref().map(|_| "application/json");
+                let answer = app
+                    .raw(method.clone(), path, bad, content_type, body.clone())
+                    .await;
+                assert_eq!(
+                    answer.status, 401,
+                    "{method} {path} with {bad:?}: {answer:?}"
+                );
+                assert_eq!(answer.field(), "authorization");
+                assert_eq!(answer.body["type"], "/problems/unauthorized");
+            }
+            // A header that is not a bearer token.
+            let answer = app
+                .http
+                .request(method.clone(), format!("{}{path}", app.url))
+                .header("authorization", "Basic YWxpY2U6c2VjcmV0")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(answer.status(), 401);
+            assert!(answer.headers().contains_key("www-authenticate"));
+        }
+        assert_eq!(app.view(&token).await, before);
+        assert_eq!(app.stored("alice").await, [(COFFEE.to_owned(), 2)]);
+    }
+}

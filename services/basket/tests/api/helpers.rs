@@ -1,0 +1,346 @@
+//! A basket service on a random port, a fake catalog, and one helper per endpoint.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU8, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{
+    Router,
+    extract::{Path, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use reqwest::Method;
+use serde_json::{Value, json};
+use tideway_basket::{Basket, Config};
+use tideway_basket_api::BasketView;
+use tideway_catalog_api::{CatalogClient, Item};
+use tideway_runtime::{
+    auth::{JwtVerifier, TokenSigner},
+    client::Transport,
+    serve::{bind, serve},
+};
+use tokio_util::sync::CancellationToken;
+
+pub const COFFEE: &str = "0190a1b2-0000-7000-8000-000000000001";
+pub const TEA: &str = "0190a1b2-0000-7000-8000-000000000002";
+/// Only 3 in stock.
+pub const MUG: &str = "0190a1b2-0000-7000-8000-000000000003";
+/// Not in the catalog.
+pub const UNKNOWN: &str = "0190a1b2-0000-7000-8000-0000000000ff";
+
+pub const TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How the fake catalog answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Mode {
+    Normal = 0,
+    /// Never within the client's deadline.
+    Slow = 1,
+    /// 500 to everything.
+    Failing = 2,
+}
+
+/// A stand-in for the catalog service: `GET /api/catalog/items/{id}` from a map the test
+/// can change.
+#[derive(Clone)]
+pub struct FakeCatalog {
+    items: Arc<Mutex<HashMap<String, Item>>>,
+    mode: Arc<AtomicU8>,
+}
+
+fn item(id: &str, name: &str, price_minor: i64, stock: i64) -> Item {
+    Item {
+        id: id.to_owned(),
+        sku: format!("SKU-{}", &id[id.len() - 3..]),
+        name: name.to_owned(),
+        description: String::new(),
+        brand: "Tideway".to_owned(),
+        category: "kitchen".to_owned(),
+        price_minor,
+        currency: "EUR".to_owned(),
+        stock,
+        version: 1,
+        created_at: "2025-01-01T00:00:00.000Z".to_owned(),
+        updated_at: "2025-01-01T00:00:00.000Z".to_owned(),
+    }
+}
+
+impl FakeCatalog {
+    pub fn new() -> Self {
+        let items = [
+            item(COFFEE, "Coffee beans", 1250, 500),
+            item(TEA, "Green tea", 399, 500),
+            item(MUG, "Mug", 800, 3),
+        ];
+        Self {
+            items: Arc::new(Mutex::new(
+                items.into_iter().map(|i| (i.id.clone(), i)).collect(),
+            )),
+            mode: Arc::new(AtomicU8::new(Mode::Normal as u8)),
+        }
+    }
+
+    pub fn set_price(&self, id: &str, price_minor: i64) {
+        let mut items = self.items.lock().unwrap();
+        let item = items.get_mut(id).unwrap();
+        item.price_minor = price_minor;
+        item.version += 1;
+    }
+
+    pub fn set_stock(&self, id: &str, stock: i64) {
+        self.items.lock().unwrap().get_mut(id).unwrap().stock = stock;
+    }
+
+    pub fn remove(&self, id: &str) {
+        self.items.lock().unwrap().remove(id);
+    }
+
+    pub fn set_mode(&self, mode: Mode) {
+        self.mode.store(mode as u8, Ordering::SeqCst);
+    }
+
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/api/catalog/items/{id}", get(fake_item))
+            .with_state(self.clone())
+    }
+
+    /// A client calling the fake in this process.
+    pub fn in_process(&self) -> CatalogClient {
+        self.in_process_with(TIMEOUT)
+    }
+
+    /// A client calling the fake in this process with a deadline of `timeout`.
+    pub fn in_process_with(&self, timeout: Duration) -> CatalogClient {
+        CatalogClient::new(Transport::in_process("catalog", self.router(), timeout))
+    }
+
+    /// Serves the fake on a random port; a client calling it over HTTP.
+    pub async fn over_http(&self) -> CatalogClient {
+        let listener = bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let router = self.router();
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        CatalogClient::new(Transport::http("catalog", &url, TIMEOUT).unwrap())
+    }
+}
+
+async fn fake_item(State(fake): State<FakeCatalog>, Path(id): Path<String>) -> Response {
+    match fake.mode.load(Ordering::SeqCst) {
+        1 => {
+            // Longer than any client deadline in these tests; the client gives up first.
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            StatusCode::GATEWAY_TIMEOUT.into_response()
+        }
+        2 => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        _ => match fake.items.lock().unwrap().get(&id).cloned() {
+            Some(item) => axum::Json(item).into_response(),
+            None => (
+                StatusCode::NOT_FOUND,
+                axum::Json(
+                    json!({"type": "/problems/not-found", "title": "Not Found", "status": 404}),
+                ),
+            )
+                .into_response(),
+        },
+    }
+}
+
+/// A catalog client whose every call fails to connect.
+pub fn unreachable_catalog() -> CatalogClient {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    CatalogClient::new(Transport::http("catalog", &url, TIMEOUT).unwrap())
+}
+
+/// A basket service on a random port.
+pub struct TestApp {
+    pub url: String,
+    pub basket: Basket,
+    pub signer: Arc<TokenSigner>,
+    pub http: reqwest::Client,
+    _stop: StopOnDrop,
+}
+
+struct StopOnDrop(CancellationToken);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+/// An HTTP answer: status and JSON body (`Null` when empty).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl Answer {
+    /// The first named field of a problem document.
+    pub fn field(&self) -> &str {
+        self.body["invalid-params"][0]["name"]
+            .as_str()
+            .unwrap_or("")
+    }
+
+    pub fn view(&self) -> BasketView {
+        assert_eq!(self.status, 200, "{self:?}");
+        serde_json::from_value(self.body.clone()).unwrap()
+    }
+}
+
+pub async fn spawn_app(db_url: &str, catalog: CatalogClient) -> TestApp {
+    spawn_app_with(db_url, catalog, Arc::new(TokenSigner::generate().unwrap())).await
+}
+
+pub async fn spawn_app_with(
+    db_url: &str,
+    catalog: CatalogClient,
+    signer: Arc<TokenSigner>,
+) -> TestApp {
+    let verifier = Arc::new(JwtVerifier::from_keys(signer.jwks(), "tideway", "tideway"));
+    let config = Config {
+        database_url: db_url.to_owned(),
+    };
+    let basket = Basket::build(&config, catalog, verifier).await.unwrap();
+    let listener = bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let stop = CancellationToken::new();
+    tokio::spawn(serve(
+        listener,
+        basket.router(),
+        stop.clone(),
+        Duration::from_secs(1),
+    ));
+    TestApp {
+        url,
+        basket,
+        signer,
+        http: reqwest::Client::new(),
+        _stop: StopOnDrop(stop),
+    }
+}
+
+impl TestApp {
+    /// A valid token of `user`.
+    pub fn token(&self, user: &str) -> String {
+        let claims = TokenSigner::claims(
+            user,
+            &format!("{user}@example.com"),
+            &["customer"],
+            "tideway",
+            "tideway",
+            Duration::from_secs(300),
+        );
+        self.signer.sign(&claims).unwrap()
+    }
+
+    /// Sends `body` as raw bytes with `content_type`, and `token` if any.
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        content_type: Option<&str>,
+        body: Option<String>,
+    ) -> Answer {
+        let mut request = self.http.request(method, format!("{}{path}", self.url));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        if let Some(body) = body {
+            request = request.body(body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.unwrap();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap()
+        };
+        Answer { status, body }
+    }
+
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> Answer {
+        let (content_type, body) = match body {
+            Some(body) => (Some("application/json"), Some(body.to_string())),
+            None => (None, None),
+        };
+        self.raw(method, path, Some(token), content_type, body)
+            .await
+    }
+
+    pub async fn get(&self, token: &str) -> Answer {
+        self.send(Method::GET, "/api/basket", token, None).await
+    }
+
+    pub async fn view(&self, token: &str) -> BasketView {
+        self.get(token).await.view()
+    }
+
+    pub async fn add(&self, token: &str, item_id: &str, quantity: i64) -> Answer {
+        self.send(
+            Method::POST,
+            "/api/basket/items",
+            token,
+            Some(json!({"item_id": item_id, "quantity": quantity})),
+        )
+        .await
+    }
+
+    pub async fn set(&self, token: &str, item_id: &str, quantity: i64) -> Answer {
+        self.send(
+            Method::PUT,
+            &format!("/api/basket/items/{item_id}"),
+            token,
+            Some(json!({"quantity": quantity})),
+        )
+        .await
+    }
+
+    pub async fn remove(&self, token: &str, item_id: &str) -> Answer {
+        self.send(
+            Method::DELETE,
+            &format!("/api/basket/items/{item_id}"),
+            token,
+            None,
+        )
+        .await
+    }
+
+    pub async fn clear(&self, token: &str) -> Answer {
+        self.send(Method::DELETE, "/api/basket", token, None).await
+    }
+
+    /// The stored lines of `user` as (item id, quantity), straight from the database.
+    pub async fn stored(&self, user: &str) -> Vec<(String, i64)> {
+        sqlx::query_as(
+            "SELECT item_id, quantity FROM basket_lines WHERE user_id = $1 ORDER BY item_id",
+        )
+        .bind(user)
+        .fetch_all(self.basket.db().pool())
+        .await
+        .unwrap()
+    }
+}
