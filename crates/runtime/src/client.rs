@@ -208,10 +208,12 @@ impl Transport {
     ) -> Result<Response<Body>, ClientError> {
         let call = async {
             match &self.kind {
-                Kind::InProcess(router) => match router.clone().oneshot(request).await {
-                    Ok(response) => Ok(response),
-                    Err(never) => match never {},
-                },
+                Kind::InProcess(router) => {
+                    match router.clone().oneshot(as_if_sent(request)).await {
+                        Ok(response) => Ok(response),
+                        Err(never) => match never {},
+                    }
+                }
                 Kind::Http {
                     scheme,
                     authority,
@@ -247,6 +249,19 @@ impl Transport {
             }),
         }
     }
+}
+
+/// The request as the service would receive it over a socket: method, URI, headers and
+/// body, but none of the caller's extensions (a router's path parameters, for one, would
+/// otherwise leak into the service's router).
+fn as_if_sent(request: Request<Body>) -> Request<Body> {
+    let (parts, body) = request.into_parts();
+    let mut fresh = Request::new(body);
+    *fresh.method_mut() = parts.method;
+    *fresh.uri_mut() = parts.uri;
+    *fresh.version_mut() = parts.version;
+    *fresh.headers_mut() = parts.headers;
+    fresh
 }
 
 fn error_chain(err: &dyn std::error::Error) -> String {

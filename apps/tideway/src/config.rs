@@ -1,0 +1,236 @@
+//! The binary's configuration: one file for every role (`up`, `serve`, `gateway`).
+//!
+//! Defaults → `tideway.toml` (or `--config FILE`) → `TIDEWAY_*` environment, where `__`
+//! separates levels: `TIDEWAY_GATEWAY__LISTEN=0.0.0.0:8080`,
+//! `TIDEWAY_CATALOG__DATABASE_URL=postgres://…`. `{data_dir}` in a database URL or a key
+//! path stands for `data_dir`.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tideway_runtime::{
+    config::{ConfigError, Validate},
+    telemetry::LogFormat,
+};
+
+/// Everything the binary reads.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Config {
+    /// Where embedded-mode files live (SQLite databases, the generated signing key).
+    pub data_dir: PathBuf,
+    /// Logging.
+    pub log: LogConfig,
+    /// Where each service answers when run as its own process; the gateway and the services
+    /// that call one another use these in the distributed shape.
+    pub urls: Urls,
+    /// The deadline of a call from one service to another, in milliseconds.
+    pub client_timeout_ms: u64,
+    /// Create the demo customer and admin accounts (printed by `tideway up`). Turn off for
+    /// anything but a demo.
+    pub demo_users: bool,
+    /// The gateway.
+    pub gateway: GatewaySection,
+    /// The identity service.
+    pub identity: Section<tideway_identity::Config>,
+    /// The catalog service.
+    pub catalog: Section<tideway_catalog::Config>,
+    /// The basket service.
+    pub basket: Section<tideway_basket::Config>,
+}
+
+/// Logging.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogConfig {
+    /// `pretty` or `json`.
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info,sqlx=warn`; `RUST_LOG` overrides it.
+    pub filter: String,
+}
+
+/// The base URL of each service.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Urls {
+    /// The identity service.
+    pub identity: String,
+    /// The catalog service.
+    pub catalog: String,
+    /// The basket service.
+    pub basket: String,
+}
+
+/// The gateway's section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GatewaySection {
+    /// The address to listen on.
+    pub listen: String,
+    /// Routes and limits.
+    #[serde(flatten)]
+    pub gateway: tideway_gateway::GatewayConfig,
+}
+
+/// A service's section: where it listens when run alone, and its own settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Section<C> {
+    /// The address to listen on with `tideway serve`.
+    pub listen: String,
+    /// The service's settings.
+    #[serde(flatten)]
+    pub service: C,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let mut identity = tideway_identity::Config::default();
+        identity.database_url = "sqlite://{data_dir}/identity.db".to_owned();
+        identity.signing_key_file = Some(PathBuf::from("{data_dir}/identity-signing-key.pem"));
+        let mut catalog = tideway_catalog::Config::default();
+        catalog.database_url = "sqlite://{data_dir}/catalog.db".to_owned();
+        let mut basket = tideway_basket::Config::default();
+        basket.database_url = "sqlite://{data_dir}/basket.db".to_owned();
+        Self {
+            data_dir: PathBuf::from("./data"),
+            log: LogConfig {
+                format: LogFormat::Pretty,
+                filter: "info,sqlx=warn".to_owned(),
+            },
+            urls: Urls {
+                identity: "http://127.0.0.1:8081".to_owned(),
+                catalog: "http://127.0.0.1:8082".to_owned(),
+                basket: "http://127.0.0.1:8083".to_owned(),
+            },
+            client_timeout_ms: 3_000,
+            demo_users: true,
+            gateway: GatewaySection {
+                listen: "127.0.0.1:8080".to_owned(),
+                gateway: tideway_gateway::GatewayConfig::default(),
+            },
+            identity: Section {
+                listen: "127.0.0.1:8081".to_owned(),
+                service: identity,
+            },
+            catalog: Section {
+                listen: "127.0.0.1:8082".to_owned(),
+                service: catalog,
+            },
+            basket: Section {
+                listen: "127.0.0.1:8083".to_owned(),
+                service: basket,
+            },
+        }
+    }
+}
+
+/// The demo accounts seeded by default, printed at start-up.
+pub fn demo_users() -> Vec<tideway_identity::SeedUser> {
+    vec![
+        tideway_identity::SeedUser {
+            email: "demo@tideway.local".to_owned(),
+            password: "tideway-demo-1".to_owned().into(),
+            name: "Demo Customer".to_owned(),
+            roles: vec!["customer".to_owned()],
+        },
+        tideway_identity::SeedUser {
+            email: "admin@tideway.local".to_owned(),
+            password: "tideway-admin-1".to_owned().into(),
+            name: "Shop Admin".to_owned(),
+            roles: vec!["admin".to_owned(), "customer".to_owned()],
+        },
+    ]
+}
+
+impl Config {
+    /// Loads the layers, replaces `{data_dir}`, and validates.
+    pub fn load(file: Option<&std::path::Path>) -> Result<Self, ConfigError> {
+        let figment = tideway_runtime::config::layered(&Self::default(), file)?;
+        let mut config: Self = tideway_runtime::config::extract(&figment)?;
+        config.resolve()?;
+        Ok(config)
+    }
+
+    /// Completes a configuration built in code (tests) or loaded: replaces `{data_dir}`,
+    /// adds the demo users when enabled, and validates.
+    pub fn resolve(&mut self) -> Result<(), ConfigError> {
+        self.resolve_data_dir();
+        if self.demo_users {
+            for user in demo_users() {
+                let seeds = &mut self.identity.service.seed_users;
+                if !seeds.iter().any(|u| u.email == user.email) {
+                    seeds.push(user);
+                }
+            }
+        }
+        self.validate()
+    }
+
+    /// Replaces `{data_dir}` in paths and URLs.
+    fn resolve_data_dir(&mut self) {
+        let dir = self.data_dir.display().to_string();
+        let dir = dir.trim_end_matches('/');
+        for url in [
+            &mut self.identity.service.database_url,
+            &mut self.catalog.service.database_url,
+            &mut self.basket.service.database_url,
+        ] {
+            *url = url.replace("{data_dir}", dir);
+        }
+        if let Some(file) = &mut self.identity.service.signing_key_file {
+            *file = PathBuf::from(file.display().to_string().replace("{data_dir}", dir));
+        }
+    }
+
+    /// The deadline of service-to-service calls.
+    pub fn client_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.client_timeout_ms)
+    }
+}
+
+fn check_addr(key: &str, value: &str) -> Result<(), ConfigError> {
+    value.parse::<SocketAddr>().map(|_| ()).map_err(|_| {
+        ConfigError::invalid(
+            key,
+            format!("an address such as 127.0.0.1:8080, found {value:?}"),
+        )
+    })
+}
+
+fn check_url(key: &str, value: &str) -> Result<(), ConfigError> {
+    let ok = value
+        .strip_prefix("http://")
+        .is_some_and(|rest| !rest.is_empty() && !rest.contains('/'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(
+            key,
+            format!("a base URL such as http://127.0.0.1:8081, found {value:?}"),
+        ))
+    }
+}
+
+impl Validate for Config {
+    fn validate(&self) -> Result<(), ConfigError> {
+        check_addr("gateway.listen", &self.gateway.listen)?;
+        check_addr("identity.listen", &self.identity.listen)?;
+        check_addr("catalog.listen", &self.catalog.listen)?;
+        check_addr("basket.listen", &self.basket.listen)?;
+        check_url("urls.identity", &self.urls.identity)?;
+        check_url("urls.catalog", &self.urls.catalog)?;
+        check_url("urls.basket", &self.urls.basket)?;
+        if self.client_timeout_ms == 0 || self.client_timeout_ms > 60_000 {
+            return Err(ConfigError::invalid(
+                "client_timeout_ms",
+                "a number of milliseconds from 1 to 60000",
+            ));
+        }
+        if self.gateway.gateway.body_limit_bytes == 0 {
+            return Err(ConfigError::invalid(
+                "gateway.body_limit_bytes",
+                "a positive number of bytes",
+            ));
+        }
+        self.identity.service.validate()?;
+        self.catalog.service.validate()?;
+        self.basket.service.validate()?;
+        Ok(())
+    }
+}

@@ -1,0 +1,85 @@
+//! Whole-system tests: the shop driven through the gateway over real HTTP, in both shapes —
+//! everything in one process (SQLite), and the gateway and each service as separate
+//! processes of the real binary (PostgreSQL when reachable, else SQLite).
+
+mod processes;
+mod scenario;
+
+use std::time::Duration;
+
+use tideway::{App, Config};
+use tokio_util::sync::CancellationToken;
+
+/// Runs the embedded shape on a random port in a temporary data directory.
+#[tokio::test]
+async fn shop_in_one_process() {
+    let data = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.data_dir = data.path().to_path_buf();
+    config.gateway.listen = "127.0.0.1:0".to_owned();
+    config.resolve().unwrap();
+    let app = App::embedded(&config).await.unwrap();
+    let base = format!("http://{}", app.local_addr().unwrap());
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+
+    scenario::wait_ready(&base, Duration::from_secs(10)).await;
+    scenario::shop(&base).await;
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(15), server)
+        .await
+        .expect("the app stops within the grace period")
+        .unwrap()
+        .unwrap();
+    assert!(
+        data.path().join("catalog.db").exists(),
+        "SQLite files live in the data directory"
+    );
+}
+
+/// A second start on the same data directory finds the data of the first and seeds
+/// nothing twice.
+#[tokio::test]
+async fn restart_keeps_data_and_does_not_reseed() {
+    let data = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.data_dir = data.path().to_path_buf();
+    config.gateway.listen = "127.0.0.1:0".to_owned();
+    config.resolve().unwrap();
+    let mut totals = Vec::new();
+    let mut key_ids = Vec::new();
+    for _ in 0..2 {
+        let app = App::embedded(&config).await.unwrap();
+        let base = format!("http://{}", app.local_addr().unwrap());
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+        scenario::wait_ready(&base, Duration::from_secs(10)).await;
+        let client = reqwest::Client::new();
+        let page: serde_json::Value = client
+            .get(format!("{base}/api/catalog/items?page_size=1"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        totals.push(page["total"].as_u64().unwrap());
+        let jwks: serde_json::Value = client
+            .get(format!("{base}/api/identity/.well-known/jwks.json"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        key_ids.push(jwks["keys"][0]["kid"].as_str().unwrap().to_owned());
+        // The seeded demo account logs in on every start.
+        scenario::login(&client, &base, "demo@tideway.local", "tideway-demo-1").await;
+        shutdown.cancel();
+        server.await.unwrap().unwrap();
+    }
+    assert!(totals[0] >= 60, "seeded catalog: {totals:?}");
+    assert_eq!(totals[0], totals[1], "no second seeding");
+    assert_eq!(key_ids[0], key_ids[1], "the signing key is persisted");
+}
