@@ -191,3 +191,52 @@ async fn the_typed_client_works_over_http_and_in_process() {
         assert_eq!(health["status"], "ready");
     }
 }
+
+#[tokio::test]
+async fn racing_refreshes_with_one_token_let_exactly_one_through() {
+    for db in tideway_store::testing::backends().await {
+        let app = spawn_app(db.url()).await;
+        let tokens = app.signed_up("race@example.com").await;
+        let attempts = (0..4).map(|_| app.refresh(&tokens.refresh_token));
+        let statuses: Vec<StatusCode> = futures_join_all(attempts).await;
+        let ok = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+        assert_eq!(ok, 1, "{statuses:?}");
+        assert!(
+            statuses
+                .iter()
+                .all(|s| *s == StatusCode::OK || *s == StatusCode::UNAUTHORIZED),
+            "{statuses:?}"
+        );
+        assert_eq!(app.active_refresh_tokens().await, 1);
+    }
+}
+
+#[tokio::test]
+async fn racing_registrations_of_one_email_create_one_user() {
+    for db in tideway_store::testing::backends().await {
+        let app = spawn_app(db.url()).await;
+        let names = ["N0", "N1", "N2"];
+        let attempts = names
+            .iter()
+            .map(|name| app.register("same@example.com", PASSWORD, name));
+        let statuses: Vec<StatusCode> = futures_join_all(attempts).await;
+        let created = statuses
+            .iter()
+            .filter(|s| **s == StatusCode::CREATED)
+            .count();
+        let conflicts = statuses
+            .iter()
+            .filter(|s| **s == StatusCode::CONFLICT)
+            .count();
+        assert_eq!((created, conflicts), (1, 2), "{statuses:?}");
+        assert_eq!(app.count("users").await, 1);
+    }
+}
+
+/// Runs the requests concurrently and returns their statuses in order.
+async fn futures_join_all(
+    requests: impl Iterator<Item = impl Future<Output = reqwest::Response>>,
+) -> Vec<StatusCode> {
+    futures_util::future::join_all(requests.map(|request| async move { request.await.status() }))
+        .await
+}
