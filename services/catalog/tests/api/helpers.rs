@@ -1,0 +1,241 @@
+//! `spawn_app`: the catalog on a random port over a test database, tokens for each kind of
+//! caller, and one helper per endpoint.
+
+use std::{sync::Arc, time::Duration};
+
+use reqwest::{Response, StatusCode, header};
+use serde_json::Value;
+use tideway_catalog::{Catalog, Config};
+use tideway_catalog_api::{Item, ItemPage, PREFIX};
+use tideway_runtime::auth::{ADMIN_ROLE, JwtVerifier, TokenSigner};
+use tokio_util::sync::CancellationToken;
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub catalog: Catalog,
+    pub signer: TokenSigner,
+    shutdown: CancellationToken,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// The catalog over `db_url`, seeded.
+pub async fn spawn_app(db_url: &str) -> TestApp {
+    spawn_with(&Config {
+        database_url: db_url.to_owned(),
+        seed: true,
+    })
+    .await
+}
+
+pub async fn spawn_with(config: &Config) -> TestApp {
+    let signer = TokenSigner::generate().unwrap();
+    let verifier = Arc::new(JwtVerifier::from_keys(signer.jwks(), "tideway", "tideway"));
+    let catalog = Catalog::build(config, verifier)
+        .await
+        .expect("build the catalog");
+    let listener = tideway_runtime::serve::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    let shutdown = CancellationToken::new();
+    tokio::spawn(tideway_runtime::serve::serve(
+        listener,
+        catalog.router(),
+        shutdown.clone(),
+        Duration::from_secs(1),
+    ));
+    TestApp {
+        address,
+        client: reqwest::Client::new(),
+        catalog,
+        signer,
+        shutdown,
+    }
+}
+
+/// Who calls an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    Anonymous,
+    Customer,
+    Admin,
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{PREFIX}{path}", self.address)
+    }
+
+    pub fn token(&self, roles: &[&str]) -> String {
+        let claims = TokenSigner::claims(
+            "user-1",
+            "user@tideway.test",
+            roles,
+            "tideway",
+            "tideway",
+            Duration::from_secs(300),
+        );
+        self.signer.sign(&claims).unwrap()
+    }
+
+    pub fn admin_token(&self) -> String {
+        self.token(&[ADMIN_ROLE, "customer"])
+    }
+
+    fn authorised(
+        &self,
+        request: reqwest::RequestBuilder,
+        caller: Caller,
+    ) -> reqwest::RequestBuilder {
+        match caller {
+            Caller::Anonymous => request,
+            Caller::Customer => request.bearer_auth(self.token(&["customer"])),
+            Caller::Admin => request.bearer_auth(self.admin_token()),
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.client.get(self.url(path)).send().await.unwrap()
+    }
+
+    pub async fn get_json(&self, path: &str) -> Value {
+        let response = self.get(path).await;
+        assert_eq!(response.status(), StatusCode::OK, "GET {path}");
+        response.json().await.unwrap()
+    }
+
+    pub async fn page(&self, query: &str) -> ItemPage {
+        let response = self.get(&format!("/items?{query}")).await;
+        assert_eq!(response.status(), StatusCode::OK, "GET /items?{query}");
+        response.json().await.unwrap()
+    }
+
+    /// Every item, in the default order.
+    pub async fn all_items(&self) -> Vec<Item> {
+        let mut items = Vec::new();
+        for page in 1.. {
+            let page = self.page(&format!("page={page}&page_size=100")).await;
+            if page.items.is_empty() {
+                break;
+            }
+            items.extend(page.items);
+        }
+        items
+    }
+
+    /// Everything a client can read, to show that a refused request changed nothing.
+    pub async fn snapshot(&self) -> (Vec<Item>, Value, Value) {
+        (
+            self.all_items().await,
+            self.get_json("/categories").await,
+            self.get_json("/brands").await,
+        )
+    }
+
+    pub async fn item(&self, id: &str) -> Item {
+        let response = self.get(&format!("/items/{id}")).await;
+        assert_eq!(response.status(), StatusCode::OK, "GET /items/{id}");
+        response.json().await.unwrap()
+    }
+
+    pub async fn send_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        caller: Caller,
+        body: &Value,
+    ) -> Response {
+        let request = self.client.request(method, self.url(path)).json(body);
+        self.authorised(request, caller).send().await.unwrap()
+    }
+
+    /// Sends `body` as raw bytes with `content_type`, as the admin.
+    pub async fn send_raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        content_type: &str,
+        body: impl Into<String>,
+    ) -> Response {
+        self.client
+            .request(method, self.url(path))
+            .bearer_auth(self.admin_token())
+            .header(header::CONTENT_TYPE, content_type)
+            .body(body.into())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn create(&self, caller: Caller, body: &Value) -> Response {
+        self.send_json(reqwest::Method::POST, "/items", caller, body)
+            .await
+    }
+
+    pub async fn update(&self, caller: Caller, id: &str, body: &Value) -> Response {
+        self.send_json(reqwest::Method::PUT, &format!("/items/{id}"), caller, body)
+            .await
+    }
+
+    pub async fn change_price(&self, caller: Caller, id: &str, body: &Value) -> Response {
+        self.send_json(
+            reqwest::Method::PUT,
+            &format!("/items/{id}/price"),
+            caller,
+            body,
+        )
+        .await
+    }
+
+    pub async fn delete(&self, caller: Caller, id: &str) -> Response {
+        let request = self.client.delete(self.url(&format!("/items/{id}")));
+        self.authorised(request, caller).send().await.unwrap()
+    }
+}
+
+/// A valid new item.
+pub fn new_item(sku: &str) -> Value {
+    serde_json::json!({
+        "sku": sku,
+        "name": "Test Pour-Over Stand",
+        "description": "A walnut stand for one dripper.",
+        "brand": "Test Works",
+        "category": "kitchen",
+        "price_minor": 2599,
+        "currency": "EUR",
+        "stock": 12
+    })
+}
+
+/// Asserts `response` is a problem with `status` naming `field` in `invalid-params`.
+pub async fn assert_problem(response: Response, status: StatusCode, field: &str) -> Value {
+    assert_eq!(
+        response.status(),
+        status,
+        "expected {status} naming {field}"
+    );
+    assert_eq!(
+        response.headers()[header::CONTENT_TYPE],
+        "application/problem+json"
+    );
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["status"], status.as_u16(), "{problem}");
+    assert_eq!(problem["invalid-params"][0]["name"], field, "{problem}");
+    problem
+}
+
+/// Asserts `response` is a problem with `status` (no field to name).
+pub async fn assert_status_problem(response: Response, status: StatusCode) -> Value {
+    assert_eq!(response.status(), status);
+    assert_eq!(
+        response.headers()[header::CONTENT_TYPE],
+        "application/problem+json"
+    );
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["status"], status.as_u16(), "{problem}");
+    problem
+}
