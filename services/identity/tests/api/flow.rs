@@ -197,8 +197,14 @@ async fn racing_refreshes_with_one_token_let_exactly_one_through() {
     for db in tideway_store::testing::backends().await {
         let app = spawn_app(db.url()).await;
         let tokens = app.signed_up("race@example.com").await;
-        let attempts = (0..4).map(|_| app.refresh(&tokens.refresh_token));
-        let statuses: Vec<StatusCode> = futures_join_all(attempts).await;
+        let token = tokens.refresh_token.as_str();
+        let (a, b, c, d) = tokio::join!(
+            app.refresh(token),
+            app.refresh(token),
+            app.refresh(token),
+            app.refresh(token)
+        );
+        let statuses = [a.status(), b.status(), c.status(), d.status()];
         let ok = statuses.iter().filter(|s| **s == StatusCode::OK).count();
         assert_eq!(ok, 1, "{statuses:?}");
         assert!(
@@ -215,11 +221,13 @@ async fn racing_refreshes_with_one_token_let_exactly_one_through() {
 async fn racing_registrations_of_one_email_create_one_user() {
     for db in tideway_store::testing::backends().await {
         let app = spawn_app(db.url()).await;
-        let names = ["N0", "N1", "N2"];
-        let attempts = names
-            .iter()
-            .map(|name| app.register("same@example.com", PASSWORD, name));
-        let statuses: Vec<StatusCode> = futures_join_all(attempts).await;
+        let email = "same@example.com";
+        let (a, b, c) = tokio::join!(
+            app.register(email, PASSWORD, "N0"),
+            app.register(email, PASSWORD, "N1"),
+            app.register(email, PASSWORD, "N2")
+        );
+        let statuses = [a.status(), b.status(), c.status()];
         let created = statuses
             .iter()
             .filter(|s| **s == StatusCode::CREATED)
@@ -231,12 +239,4 @@ async fn racing_registrations_of_one_email_create_one_user() {
         assert_eq!((created, conflicts), (1, 2), "{statuses:?}");
         assert_eq!(app.count("users").await, 1);
     }
-}
-
-/// Runs the requests concurrently and returns their statuses in order.
-async fn futures_join_all(
-    requests: impl Iterator<Item = impl Future<Output = reqwest::Response>>,
-) -> Vec<StatusCode> {
-    futures_util::future::join_all(requests.map(|request| async move { request.await.status() }))
-        .await
 }
