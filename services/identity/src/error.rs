@@ -1,4 +1,7 @@
 //! Every way an identity request fails, and the problem document each becomes.
+//!
+//! Handlers are instrumented without `err`: a refused request (a 4xx) is not an error of
+//! the service, and a 5xx is logged exactly once, here.
 
 use axum::{
     http::{HeaderValue, StatusCode, header},

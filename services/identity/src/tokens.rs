@@ -28,7 +28,7 @@ use crate::{
 const MAX_REFRESH_TOKEN_CHARS: usize = 256;
 
 /// `POST /api/identity/login`.
-#[tracing::instrument(skip_all, err(Debug))]
+#[tracing::instrument(skip_all)]
 pub(crate) async fn login(
     State(app): State<Identity>,
     Json(request): Json<LoginRequest>,
@@ -55,7 +55,7 @@ pub(crate) async fn login(
 }
 
 /// `POST /api/identity/refresh`: new tokens for a valid refresh token, which is revoked.
-#[tracing::instrument(skip_all, err(Debug))]
+#[tracing::instrument(skip_all)]
 pub(crate) async fn refresh(
     State(app): State<Identity>,
     Json(request): Json<RefreshRequest>,
@@ -85,7 +85,7 @@ pub(crate) async fn refresh(
 }
 
 /// `POST /api/identity/logout`: revokes the refresh token (again, if it already was).
-#[tracing::instrument(skip_all, err(Debug))]
+#[tracing::instrument(skip_all)]
 pub(crate) async fn logout(
     State(app): State<Identity>,
     Json(request): Json<RefreshRequest>,

@@ -172,7 +172,7 @@ impl TryFrom<RegisterRequest> for NewUser {
 }
 
 /// `POST /api/identity/register`: 201 with the user and its `Location`.
-#[tracing::instrument(skip_all, err(Debug))]
+#[tracing::instrument(skip_all)]
 pub(crate) async fn register(
     State(app): State<Identity>,
     Json(request): Json<RegisterRequest>,
