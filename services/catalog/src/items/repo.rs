@@ -95,15 +95,15 @@ fn unknown_category() -> ApiError {
 }
 
 /// Inserts `new` as the item `id`: 409 for a SKU already taken, 422 for an unknown category.
+///
+/// One statement that inserts only when the category exists, so no read comes before the
+/// write (on SQLite a read-then-write transaction can fail when another writer commits).
 #[tracing::instrument(skip_all, fields(sku = %new.sku), err(level = "debug"))]
 pub async fn insert(db: &Db, id: &str, new: &ValidNewItem) -> Result<Item, ApiError> {
-    let mut tx = db.pool().begin().await?;
-    if !category_exists(&mut tx, &new.category).await? {
-        return Err(unknown_category());
-    }
     let now = time::format(time::now());
     let row = sqlx::query(&format!(
-        "INSERT INTO items ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, $10, $10) \
+        "INSERT INTO items ({COLUMNS}) \
+         SELECT $1, $2, $3, $4, $5, id, $6, $7, $8, 1, $9, $9 FROM categories WHERE id = $10 \
          RETURNING {COLUMNS}"
     ))
     .bind(id)
@@ -111,12 +111,12 @@ pub async fn insert(db: &Db, id: &str, new: &ValidNewItem) -> Result<Item, ApiEr
     .bind(&new.name)
     .bind(&new.description)
     .bind(&new.brand)
-    .bind(&new.category)
     .bind(new.price_minor)
     .bind(&new.currency)
     .bind(new.stock)
     .bind(&now)
-    .fetch_one(&mut *tx)
+    .bind(&new.category)
+    .fetch_optional(db.pool())
     .await
     .map_err(|err| {
         if is_unique_violation(&err) {
@@ -125,12 +125,24 @@ pub async fn insert(db: &Db, id: &str, new: &ValidNewItem) -> Result<Item, ApiEr
             err.into()
         }
     })?;
-    let item = item_from_row(&row)?;
-    tx.commit().await?;
-    Ok(item)
+    match row {
+        Some(row) => Ok(item_from_row(&row)?),
+        None => Err(unknown_category()),
+    }
 }
 
-async fn updated_at_of(conn: &mut AnyConnection, id: &str) -> Result<Option<String>, sqlx::Error> {
+/// Locks the item `id` for the rest of the transaction and returns its `updated_at`, or
+/// `None` when there is no such item. The first statement writes: on SQLite the transaction
+/// then holds the write lock (a transaction that reads first fails with `SQLITE_BUSY` when
+/// another writer commits in between); on PostgreSQL the row is locked.
+async fn lock_item(conn: &mut AnyConnection, id: &str) -> Result<Option<String>, sqlx::Error> {
+    let locked = sqlx::query("UPDATE items SET version = version WHERE id = $1")
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    if locked.rows_affected() == 0 {
+        return Ok(None);
+    }
     let row = sqlx::query("SELECT updated_at FROM items WHERE id = $1")
         .bind(id)
         .fetch_optional(conn)
@@ -142,7 +154,7 @@ async fn updated_at_of(conn: &mut AnyConnection, id: &str) -> Result<Option<Stri
 #[tracing::instrument(skip_all, fields(id = %id), err(level = "debug"))]
 pub async fn update(db: &Db, id: &str, update: &ValidUpdate) -> Result<Option<Item>, ApiError> {
     let mut tx = db.pool().begin().await?;
-    let Some(previous) = updated_at_of(&mut tx, id).await? else {
+    let Some(previous) = lock_item(&mut tx, id).await? else {
         return Ok(None);
     };
     if let Some(category) = &update.category
@@ -188,7 +200,7 @@ pub async fn update(db: &Db, id: &str, update: &ValidUpdate) -> Result<Option<It
 #[tracing::instrument(skip_all, fields(id = %id, price_minor = price_minor), err(level = "debug"))]
 pub async fn set_price(db: &Db, id: &str, price_minor: i64) -> Result<Option<Item>, ApiError> {
     let mut tx = db.pool().begin().await?;
-    let Some(previous) = updated_at_of(&mut tx, id).await? else {
+    let Some(previous) = lock_item(&mut tx, id).await? else {
         return Ok(None);
     };
     let row = sqlx::query(&format!(

@@ -1,5 +1,6 @@
 //! Admin writes: create, update, reprice, delete — and who may do them.
 
+use futures_util::future::join_all;
 use reqwest::{StatusCode, header};
 use serde_json::json;
 use tideway_catalog_api::{Category, Item};
@@ -286,5 +287,48 @@ async fn admins_delete_items() {
         // The SKU is free again.
         let response = app.create(Caller::Admin, &new_item(&item.sku)).await;
         assert_eq!(response.status(), StatusCode::CREATED);
+    }
+}
+
+#[tokio::test]
+async fn concurrent_changes_all_succeed_and_each_bumps_the_version_once() {
+    for db in tideway_store::testing::backends().await {
+        let app = spawn_app(db.url()).await;
+        let item = app.page("page_size=1").await.items.remove(0);
+        let backend = db.backend();
+        let changes = (0..12_i64).map(|n| {
+            let app = &app;
+            let id = item.id.clone();
+            async move {
+                let response = if n % 2 == 0 {
+                    app.change_price(Caller::Admin, &id, &json!({"price_minor": 1000 + n}))
+                        .await
+                } else {
+                    app.update(Caller::Admin, &id, &json!({"stock": n})).await
+                };
+                assert_eq!(
+                    response.status(),
+                    StatusCode::OK,
+                    "change {n} on {backend:?}"
+                );
+                response.json::<Item>().await.unwrap().version
+            }
+        });
+        let creates = (0..6).map(|n| {
+            let app = &app;
+            async move {
+                let response = app
+                    .create(Caller::Admin, &new_item(&format!("RACE-{n}")))
+                    .await;
+                assert_eq!(response.status(), StatusCode::CREATED);
+            }
+        });
+        let (mut versions, _) = tokio::join!(join_all(changes), join_all(creates));
+        versions.sort_unstable();
+        let expected: Vec<i64> = (item.version + 1..=item.version + 12).collect();
+        assert_eq!(versions, expected, "each change saw a distinct version");
+        let last = app.item(&item.id).await;
+        assert_eq!(last.version, item.version + 12);
+        assert_eq!(app.page("q=Test%20Pour-Over&page_size=100").await.total, 6);
     }
 }
