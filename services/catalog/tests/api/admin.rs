@@ -1,6 +1,5 @@
 //! Admin writes: create, update, reprice, delete — and who may do them.
 
-use futures_util::future::join_all;
 use reqwest::{StatusCode, header};
 use serde_json::json;
 use tideway_catalog_api::{Category, Item};
@@ -296,34 +295,47 @@ async fn concurrent_changes_all_succeed_and_each_bumps_the_version_once() {
         let app = spawn_app(db.url()).await;
         let item = app.page("page_size=1").await.items.remove(0);
         let backend = db.backend();
-        let changes = (0..12_i64).map(|n| {
-            let app = &app;
-            let id = item.id.clone();
-            async move {
-                let response = if n % 2 == 0 {
-                    app.change_price(Caller::Admin, &id, &json!({"price_minor": 1000 + n}))
-                        .await
-                } else {
-                    app.update(Caller::Admin, &id, &json!({"stock": n})).await
-                };
+        let token = app.admin_token();
+        let mut changes = tokio::task::JoinSet::new();
+        for n in 0..12_i64 {
+            let request = if n % 2 == 0 {
+                app.client
+                    .put(app.url(&format!("/items/{}/price", item.id)))
+                    .json(&json!({"price_minor": 1000 + n}))
+            } else {
+                app.client
+                    .put(app.url(&format!("/items/{}", item.id)))
+                    .json(&json!({"stock": n}))
+            };
+            let request = request.bearer_auth(&token);
+            changes.spawn(async move {
+                let response = request.send().await.unwrap();
                 assert_eq!(
                     response.status(),
                     StatusCode::OK,
                     "change {n} on {backend:?}"
                 );
                 response.json::<Item>().await.unwrap().version
-            }
-        });
-        let creates = (0..6).map(|n| {
-            let app = &app;
-            async move {
-                let response = app
-                    .create(Caller::Admin, &new_item(&format!("RACE-{n}")))
-                    .await;
-                assert_eq!(response.status(), StatusCode::CREATED);
-            }
-        });
-        let (mut versions, _) = tokio::join!(join_all(changes), join_all(creates));
+            });
+        }
+        let mut creates = tokio::task::JoinSet::new();
+        for n in 0..6 {
+            let request = app
+                .client
+                .post(app.url("/items"))
+                .bearer_auth(&token)
+                .json(&new_item(&format!("RACE-{n}")));
+            creates.spawn(async move { request.send().await.unwrap().status() });
+        }
+        let mut versions = changes.join_all().await;
+        assert!(
+            creates
+                .join_all()
+                .await
+                .iter()
+                .all(|s| *s == StatusCode::CREATED),
+            "every concurrent create succeeds on {backend:?}"
+        );
         versions.sort_unstable();
         let expected: Vec<i64> = (item.version + 1..=item.version + 12).collect();
         assert_eq!(versions, expected, "each change saw a distinct version");
