@@ -11,6 +11,7 @@
 //! token is cancelled, so tests build on port 0 and stop it at will.
 
 pub mod config;
+pub mod load;
 
 use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 

@@ -1,5 +1,6 @@
 //! `tideway`: the whole shop in one process (`up`), one service (`serve`), or the gateway
-//! alone (`gateway`). See the README for the modes and the configuration.
+//! alone (`gateway`); the load generator (`load`). See the README for the modes and the
+//! configuration.
 
 use std::{path::PathBuf, process::ExitCode, time::Instant};
 
@@ -34,10 +35,21 @@ enum Command {
     },
     /// Run the gateway alone, in front of the services at `urls.*`.
     Gateway,
+    /// Send an open-loop load at a fixed rate; print a table, write a report and a plot.
+    Load(Box<tideway::load::LoadArgs>),
+    /// A bare hello server for the benchmarks.
+    #[command(hide = true)]
+    BenchUpstream(tideway::load::upstream::UpstreamArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // These tools need no service configuration.
+    let command = match cli.command {
+        Command::Load(args) => return tideway::load::main(*args),
+        Command::BenchUpstream(args) => return tideway::load::upstream::main(args),
+        command => command,
+    };
     // Bad configuration stops start-up before anything binds a port.
     let config = match Config::load(cli.config.as_deref()) {
         Ok(config) => config,
@@ -57,7 +69,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.command, config)) {
+    match runtime.block_on(run(command, config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!(error = format!("{err:#}"), "tideway stopped on an error");
@@ -80,6 +92,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             format!("the {} service", service.as_str()),
         ),
         Command::Gateway => (App::gateway(&config).await?, "the gateway".to_owned()),
+        Command::Load(_) | Command::BenchUpstream(_) => anyhow::bail!("handled before"),
     };
     let addr = app.local_addr()?;
     let ready_ms = started.elapsed().as_millis();
