@@ -157,9 +157,24 @@ impl Db {
     }
 
     /// Runs the migrations of a service (`sqlx::migrate!("./migrations")`).
+    ///
+    /// PostgreSQL serialises concurrent runs with an advisory lock; sqlx takes no lock on
+    /// SQLite, so when two processes start on one fresh file one of them fails on tables the
+    /// other has just created. That run is retried a few times: on retry it finds the
+    /// migrations applied.
     pub async fn migrate(&self, migrator: &Migrator) -> Result<(), StoreError> {
-        migrator.run(&self.pool).await?;
-        Ok(())
+        let mut attempt: u32 = 1;
+        loop {
+            match migrator.run(&self.pool).await {
+                Ok(()) => return Ok(()),
+                Err(err) if self.backend == Backend::Sqlite && attempt < 5 => {
+                    tracing::warn!(error = %err, attempt, "migration failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
+                    attempt += 1;
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
     }
 
     /// The pool.
@@ -179,9 +194,15 @@ impl Db {
         Ok(())
     }
 
-    /// Begins a transaction.
-    pub async fn begin(&self) -> Result<Transaction<'static, Any>, StoreError> {
-        Ok(self.pool.begin().await?)
+    /// Begins a transaction. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`):
+    /// a deferred transaction that reads and then writes fails at once with "database is
+    /// busy" when another writer committed in between, whereas an immediate one waits for
+    /// the lock under the busy timeout.
+    pub async fn begin(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
     }
 
     /// Closes every connection, waiting for those in use.
@@ -216,6 +237,54 @@ mod tests {
         );
         assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact("sqlite://data/x.db"), "sqlite://data/x.db");
+    }
+
+    #[tokio::test]
+    async fn concurrent_read_then_write_transactions_all_commit() {
+        for db in testing::backends().await {
+            sqlx::query("CREATE TABLE counter (id BIGINT PRIMARY KEY, n BIGINT NOT NULL)")
+                .execute(db.pool())
+                .await
+                .unwrap();
+            sqlx::query("INSERT INTO counter (id, n) VALUES (1, 0)")
+                .execute(db.pool())
+                .await
+                .unwrap();
+            let tasks: Vec<_> = (0..16)
+                .map(|_| {
+                    let db = (*db).clone();
+                    tokio::spawn(async move {
+                        let mut tx = db.begin().await?;
+                        let n: i64 = sqlx::query_scalar("SELECT n FROM counter WHERE id = 1")
+                            .fetch_one(&mut *tx)
+                            .await?;
+                        sqlx::query("UPDATE counter SET n = $1 WHERE id = 1")
+                            .bind(n + 1)
+                            .execute(&mut *tx)
+                            .await?;
+                        tx.commit().await?;
+                        Ok::<_, StoreError>(())
+                    })
+                })
+                .collect();
+            let mut committed = 0;
+            for task in tasks {
+                if task.await.unwrap().is_ok() {
+                    committed += 1;
+                }
+            }
+            let n: i64 = sqlx::query_scalar("SELECT n FROM counter WHERE id = 1")
+                .fetch_one(db.pool())
+                .await
+                .unwrap();
+            match db.backend() {
+                // SQLite serialises the writers: every one commits and no update is lost.
+                Backend::Sqlite => assert_eq!((committed, n), (16, 16)),
+                // PostgreSQL (read committed) commits all; lost updates are possible there,
+                // which is why services write with single statements or row locks.
+                Backend::Postgres => assert_eq!(committed, 16),
+            }
+        }
     }
 
     #[tokio::test]

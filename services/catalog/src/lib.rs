@@ -66,24 +66,6 @@ impl Validate for Config {
     }
 }
 
-/// Runs the migrations, retrying a few times: sqlx takes no lock on SQLite, so when two
-/// builds start on one fresh file, one of them fails on tables the other has just created
-/// (PostgreSQL serialises them with an advisory lock). On retry it sees the migration done.
-async fn migrate(db: &Db) -> Result<(), tideway_store::StoreError> {
-    let mut attempt = 1;
-    loop {
-        match db.migrate(&MIGRATOR).await {
-            Ok(()) => return Ok(()),
-            Err(err) if attempt < 4 => {
-                tracing::warn!(error = %err, attempt, "migration failed; retrying");
-                tokio::time::sleep(std::time::Duration::from_millis(50 * attempt)).await;
-                attempt += 1;
-            }
-            Err(err) => return Err(err),
-        }
-    }
-}
-
 /// What every handler shares.
 #[derive(Debug, Clone)]
 pub struct AppState {
@@ -111,7 +93,7 @@ impl Catalog {
                     tideway_store::redact(&config.database_url)
                 )
             })?;
-        migrate(&db)
+        db.migrate(&MIGRATOR)
             .await
             .context("cannot migrate the catalog database")?;
         seed::ensure_categories(&db)

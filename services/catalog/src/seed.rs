@@ -159,7 +159,7 @@ pub fn item_id(sku: &str) -> String {
 /// Inserts the categories that are missing.
 #[tracing::instrument(skip_all, err)]
 pub async fn ensure_categories(db: &Db) -> Result<(), sqlx::Error> {
-    let mut tx = db.pool().begin().await?;
+    let mut tx = db.begin().await?;
     for (position, category) in (0_i64..).zip(CATEGORIES) {
         sqlx::query(
             "INSERT INTO categories (id, name, position) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
@@ -185,7 +185,7 @@ pub async fn seed_if_empty(db: &Db) -> Result<u64, sqlx::Error> {
     // Older items first: item i was "created" i minutes before the newest, so sorting by
     // `newest` is meaningful and deterministic.
     let newest = now();
-    let mut tx = db.pool().begin().await?;
+    let mut tx = db.begin().await?;
     let mut added = 0;
     let total = ITEMS.len() as i64;
     for (index, item) in (0_i64..).zip(ITEMS) {

@@ -153,7 +153,7 @@ async fn lock_item(conn: &mut AnyConnection, id: &str) -> Result<Option<String>,
 /// Applies `update` to the item `id`, bumping its version; `None` when there is no such item.
 #[tracing::instrument(skip_all, fields(id = %id), err(level = "debug"))]
 pub async fn update(db: &Db, id: &str, update: &ValidUpdate) -> Result<Option<Item>, ApiError> {
-    let mut tx = db.pool().begin().await?;
+    let mut tx = db.begin().await?;
     let Some(previous) = lock_item(&mut tx, id).await? else {
         return Ok(None);
     };
@@ -199,7 +199,7 @@ pub async fn update(db: &Db, id: &str, update: &ValidUpdate) -> Result<Option<It
 /// Sets the price of the item `id`, bumping its version; `None` when there is no such item.
 #[tracing::instrument(skip_all, fields(id = %id, price_minor = price_minor), err(level = "debug"))]
 pub async fn set_price(db: &Db, id: &str, price_minor: i64) -> Result<Option<Item>, ApiError> {
-    let mut tx = db.pool().begin().await?;
+    let mut tx = db.begin().await?;
     let Some(previous) = lock_item(&mut tx, id).await? else {
         return Ok(None);
     };
