@@ -68,3 +68,62 @@ pub async fn serve(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::get;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn in_flight_requests_finish_after_shutdown_begins() {
+        let (entered_tx, entered_rx) = tokio::sync::oneshot::channel::<()>();
+        let entered = std::sync::Arc::new(std::sync::Mutex::new(Some(entered_tx)));
+        let release = std::sync::Arc::new(tokio::sync::Notify::new());
+        let handler_release = release.clone();
+        let router = Router::new().route(
+            "/slow",
+            get(move || {
+                let entered = entered.clone();
+                let release = handler_release.clone();
+                async move {
+                    if let Some(tx) = entered.lock().unwrap().take() {
+                        let _ = tx.send(());
+                    }
+                    release.notified().await;
+                    "finished"
+                }
+            }),
+        );
+        let listener = bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(serve(
+            listener,
+            router,
+            shutdown.clone(),
+            Duration::from_secs(10),
+        ));
+
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"GET /slow HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        entered_rx.await.unwrap();
+        // Shutdown begins while the request is in its handler.
+        shutdown.cancel();
+        tokio::task::yield_now().await;
+        assert!(!server.is_finished(), "the server waits for the request");
+        release.notify_one();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        assert!(response.ends_with("finished"), "{response}");
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("the server stops once the request is done")
+            .unwrap()
+            .unwrap();
+    }
+}
