@@ -80,13 +80,18 @@ pub struct Section<C> {
 
 impl Default for Config {
     fn default() -> Self {
-        let mut identity = tideway_identity::Config::default();
-        identity.database_url = "sqlite://{data_dir}/identity.db".to_owned();
-        identity.signing_key_file = Some(PathBuf::from("{data_dir}/identity-signing-key.pem"));
-        let mut catalog = tideway_catalog::Config::default();
-        catalog.database_url = "sqlite://{data_dir}/catalog.db".to_owned();
-        let mut basket = tideway_basket::Config::default();
-        basket.database_url = "sqlite://{data_dir}/basket.db".to_owned();
+        let identity = tideway_identity::Config {
+            database_url: "sqlite://{data_dir}/identity.db".to_owned(),
+            signing_key_file: Some(PathBuf::from("{data_dir}/identity-signing-key.pem")),
+            ..tideway_identity::Config::default()
+        };
+        let catalog = tideway_catalog::Config {
+            database_url: "sqlite://{data_dir}/catalog.db".to_owned(),
+            ..tideway_catalog::Config::default()
+        };
+        let basket = tideway_basket::Config {
+            database_url: "sqlite://{data_dir}/basket.db".to_owned(),
+        };
         Self {
             data_dir: PathBuf::from("./data"),
             log: LogConfig {
