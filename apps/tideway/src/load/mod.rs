@@ -15,6 +15,7 @@
 //! `POST /api/basket/checkout`) and sends its checkout share as a basket view, reported on
 //! its own row and in the notes; the checkout mix stops with an error.
 
+mod cpu;
 mod mix;
 mod plot;
 mod record;
@@ -37,13 +38,78 @@ use std::{
 
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use tokio::time::Instant;
+use std::time::Instant;
 use tokio_util::task::TaskTracker;
 
 pub use mix::{Endpoint, Mix};
 pub use record::{Errors, Recorder};
 pub use report::{EndpointReport, Percentiles, Report};
 use shop::{Catalog, Shop};
+
+/// The scheduler: sends request `i` at `start + i / rate`.
+struct Schedule {
+    rate: f64,
+    total: u64,
+    seed: u64,
+    weights: mix::Weights,
+    shop: Arc<Shop>,
+    client: reqwest::Client,
+    live: Arc<Live>,
+    tracker: TaskTracker,
+    progress: ProgressBar,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Schedule {
+    /// Dispatches every request on time (or as soon as it can when late: a late request
+    /// is never skipped, and its latency still counts from its intended time). Returns when
+    /// the last one was sent, after the start.
+    fn run(self) -> Duration {
+        let start = Instant::now();
+        let mut last_sent = Duration::ZERO;
+        for index in 0..self.total {
+            let intended = intended_offset(index, self.rate);
+            if let Some(wait) = intended.checked_sub(start.elapsed()) {
+                std::thread::sleep(wait);
+            }
+            last_sent = start.elapsed();
+            let lag = last_sent.saturating_sub(intended);
+            let draws = mix::Draws::new(self.seed, index);
+            let endpoint = self.weights.pick(mix::unit(draws.bits(0)));
+            let request = self.shop.request(&self.client, endpoint, draws);
+            self.live.in_flight.fetch_add(1, Ordering::Relaxed);
+            let live = self.live.clone();
+            self.tracker.spawn_on(
+                async move {
+                    let outcome = match request.send().await {
+                        Ok(response) => {
+                            let outcome = record::Outcome::of_status(response.status().as_u16());
+                            match response.bytes().await {
+                                Ok(_) => outcome,
+                                Err(err) => record::Outcome::of_error(&err),
+                            }
+                        }
+                        Err(err) => record::Outcome::of_error(&err),
+                    };
+                    live.ended(endpoint, intended, start.elapsed(), outcome);
+                },
+                &self.runtime,
+            );
+            if let Ok(mut recorder) = self.live.recorder.lock() {
+                recorder.dispatched(lag);
+            }
+            if index % 16 == 0 {
+                self.progress.set_position(index + 1);
+                self.progress.set_message(format!(
+                    "{} in flight · {} failed",
+                    self.live.in_flight.load(Ordering::Relaxed),
+                    self.live.failed.load(Ordering::Relaxed)
+                ));
+            }
+        }
+        last_sent
+    }
+}
 
 /// What the request tasks share with the scheduler.
 #[derive(Default)]
@@ -115,6 +181,10 @@ pub struct LoadArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Report the CPU time this process (all its threads) used during the measured phase;
+    /// repeat for several (Linux only).
+    #[arg(long = "watch-pid")]
+    pub watch_pids: Vec<u32>,
 }
 
 impl LoadArgs {
@@ -132,6 +202,7 @@ impl LoadArgs {
             timeout: Duration::from_secs(10),
             seed: 1,
             quiet: true,
+            watch_pids: Vec::new(),
         }
     }
 }
@@ -304,47 +375,36 @@ pub async fn run_recorded(args: LoadArgs) -> anyhow::Result<(Report, Recorder)> 
     let live = Arc::new(Live::default());
     let tracker = TaskTracker::new();
     let started_at = timestamp(false);
-    let start = Instant::now();
-    let mut last_sent = Duration::ZERO;
-    for index in 0..total {
-        let intended = intended_offset(index, args.rate);
-        tokio::time::sleep_until(start + intended).await;
-        let lag = start.elapsed().saturating_sub(intended);
-        last_sent = start.elapsed();
-        let draws = mix::Draws::new(args.seed, index);
-        let endpoint = weights.pick(mix::unit(draws.bits(0)));
-        let request = shop.request(&client, endpoint, draws);
-        live.in_flight.fetch_add(1, Ordering::Relaxed);
-        let task_live = live.clone();
-        tracker.spawn(async move {
-            let outcome = match request.send().await {
-                Ok(response) => {
-                    let outcome = record::Outcome::of_status(response.status().as_u16());
-                    match response.bytes().await {
-                        Ok(_) => outcome,
-                        Err(err) => record::Outcome::of_error(&err),
-                    }
-                }
-                Err(err) => record::Outcome::of_error(&err),
-            };
-            task_live.ended(endpoint, intended, start.elapsed(), outcome);
-        });
-        if let Ok(mut recorder) = live.recorder.lock() {
-            recorder.dispatched(lag);
-        }
-        if index % 16 == 0 {
-            progress.set_position(index + 1);
-            progress.set_message(format!(
-                "{} in flight · {} failed",
-                live.in_flight.load(Ordering::Relaxed),
-                live.failed.load(Ordering::Relaxed)
-            ));
-        }
-    }
+    // The watched processes, then this one (the generator's own cost, for the report).
+    let mut pids = args.watch_pids.clone();
+    pids.push(std::process::id());
+    let cpu_before = cpu::Snapshot::take(&pids);
+    // The schedule runs on its own thread: `std::thread::sleep` wakes within tens of
+    // microseconds, where the async timer rounds up to its 1 ms tick and would add up to a
+    // millisecond to every request's measured latency.
+    let schedule = Schedule {
+        rate: args.rate,
+        total,
+        seed: args.seed,
+        weights,
+        shop,
+        client,
+        live: live.clone(),
+        tracker: tracker.clone(),
+        progress: progress.clone(),
+        runtime: tokio::runtime::Handle::current(),
+    };
+    let last_sent = tokio::task::spawn_blocking(move || schedule.run())
+        .await
+        .context("the scheduler thread failed")?;
     progress.set_position(total);
     progress.set_message("waiting for the last answers");
     tracker.close();
     tracker.wait().await;
+    let (mut watched, machine) = cpu_before.since(&cpu::Snapshot::take(&pids));
+    let generator = watched
+        .pop_if(|c| c.pid == std::process::id())
+        .map(|c| c.cpu_secs);
     progress.finish_and_clear();
 
     let elapsed = Duration::from_nanos(live.last_end.load(Ordering::Relaxed));
@@ -367,7 +427,10 @@ pub async fn run_recorded(args: LoadArgs) -> anyhow::Result<(Report, Recorder)> 
         .lock()
         .map_err(|_| anyhow::anyhow!("a request task panicked while recording"))?
         .clone();
-    let report = Report::build(info, &recorder, total, window, elapsed);
+    let mut report = Report::build(info, &recorder, total, window, elapsed);
+    report.cpu = watched;
+    report.generator_cpu_secs = generator;
+    report.machine_cpu = machine;
     Ok((report, recorder))
 }
 

@@ -62,7 +62,13 @@ fn draw_on(
 
     // Latency on a log axis: percentiles span orders of magnitude under a stall.
     let latency: Vec<_> = report.timeline.iter().filter(|s| s.scheduled > 0).collect();
-    let floor = 0.01;
+    let floor = latency
+        .iter()
+        .map(|s| s.latency_ms.p50)
+        .filter(|v| *v > 0.0)
+        .fold(f64::INFINITY, f64::min)
+        .clamp(0.002, 1.0)
+        / 2.0;
     let highest = latency
         .iter()
         .map(|s| s.latency_ms.max)

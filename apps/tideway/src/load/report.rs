@@ -6,6 +6,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use super::{
+    cpu::{MachineCpu, ProcessCpu},
     mix::Mix,
     record::{Errors, Recorder, Series},
 };
@@ -127,6 +128,12 @@ pub struct Report {
     pub timeline: Vec<SecondReport>,
     /// Caveats, such as a checkout share sent as basket views.
     pub notes: Vec<String>,
+    /// CPU of each `--watch-pid` process during the measured phase.
+    pub cpu: Vec<ProcessCpu>,
+    /// The generator's own CPU seconds during the measured phase (Linux).
+    pub generator_cpu_secs: Option<f64>,
+    /// The whole machine's CPU during the measured phase (Linux).
+    pub machine_cpu: Option<MachineCpu>,
 }
 
 /// What the run was asked to do, for the report.
@@ -210,6 +217,9 @@ impl Report {
                 })
                 .collect(),
             notes: info.notes,
+            cpu: Vec::new(),
+            generator_cpu_secs: None,
+            machine_cpu: None,
         }
     }
 
@@ -239,7 +249,7 @@ impl Report {
             "4xx",
             "5xx",
             "timeout",
-            "connect",
+            "other",
             "p50 ms",
             "p90 ms",
             "p99 ms",
@@ -263,6 +273,18 @@ impl Report {
                 l.p99,
                 l.p999,
                 l.max
+            );
+        }
+        if !self.cpu.is_empty() {
+            let secs: f64 = self.cpu.iter().map(|c| c.cpu_secs).sum();
+            let _ = writeln!(
+                out,
+                "watched processes: {secs:.2} CPU-s, {:.0} requests per CPU-second",
+                if secs > 0.0 {
+                    self.total.requests as f64 / secs
+                } else {
+                    0.0
+                }
             );
         }
         for note in &self.notes {

@@ -305,12 +305,17 @@ async fn the_report_and_the_plot_are_written() {
     let out = tempfile::tempdir().unwrap();
     let mut args = args(&server.base, 50.0, Duration::from_millis(400));
     args.out = Some(out.path().to_path_buf());
+    args.watch_pids = vec![std::process::id()];
     run_and_write(args).await.unwrap();
     let report: Value =
         serde_json::from_slice(&std::fs::read(out.path().join("report.json")).unwrap()).unwrap();
     assert_eq!(report["sent"], 20);
     assert_eq!(report["endpoints"][0]["endpoint"], "path");
     assert!(report["total"]["latency_ms"]["p99"].as_f64().unwrap() > 0.0);
+    if cfg!(target_os = "linux") {
+        assert_eq!(report["cpu"][0]["pid"], std::process::id());
+        assert!(report["generator_cpu_secs"].as_f64().is_some());
+    }
     let png = std::fs::read(out.path().join("plot.png")).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
 }
