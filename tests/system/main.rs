@@ -1,6 +1,10 @@
 //! Whole-system tests: the shop driven through the gateway over real HTTP, in both shapes —
 //! everything in one process (SQLite), and the gateway and each service as separate
 //! processes of the real binary (PostgreSQL when reachable, else SQLite).
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers fail the test loudly on any unexpected error"
+)]
 
 mod processes;
 mod scenario;
@@ -10,14 +14,22 @@ use std::time::Duration;
 use tideway::{App, Config};
 use tokio_util::sync::CancellationToken;
 
+/// The embedded shape's configuration: data in `dir`, the gateway on a random port.
+fn embedded_config(dir: &std::path::Path) -> Config {
+    let mut config = Config {
+        data_dir: dir.to_path_buf(),
+        ..Config::default()
+    };
+    config.gateway.listen = "127.0.0.1:0".to_owned();
+    config.resolve().unwrap();
+    config
+}
+
 /// Runs the embedded shape on a random port in a temporary data directory.
 #[tokio::test]
 async fn shop_in_one_process() {
     let data = tempfile::tempdir().unwrap();
-    let mut config = Config::default();
-    config.data_dir = data.path().to_path_buf();
-    config.gateway.listen = "127.0.0.1:0".to_owned();
-    config.resolve().unwrap();
+    let config = embedded_config(data.path());
     let app = App::embedded(&config).await.unwrap();
     let base = format!("http://{}", app.local_addr().unwrap());
     let shutdown = CancellationToken::new();
@@ -43,10 +55,7 @@ async fn shop_in_one_process() {
 #[tokio::test]
 async fn restart_keeps_data_and_does_not_reseed() {
     let data = tempfile::tempdir().unwrap();
-    let mut config = Config::default();
-    config.data_dir = data.path().to_path_buf();
-    config.gateway.listen = "127.0.0.1:0".to_owned();
-    config.resolve().unwrap();
+    let config = embedded_config(data.path());
     let mut totals = Vec::new();
     let mut key_ids = Vec::new();
     for _ in 0..2 {
