@@ -1,0 +1,142 @@
+use tideway_store::testing;
+
+use super::*;
+
+fn record(id: &str) -> InstanceRecord {
+    InstanceRecord {
+        id: id.into(),
+        saga: "s".into(),
+        state: r#"{"n":1}"#.into(),
+        status: SagaStatus::Running,
+        step: 0,
+        waiting: false,
+        deadline_ms: None,
+        reason: None,
+        created_ms: 1_000,
+        updated_ms: 1_000,
+        version: 1,
+    }
+}
+
+#[tokio::test]
+async fn install_is_idempotent_and_safe_when_concurrent() {
+    for db in testing::backends().await {
+        let (a, b) = tokio::join!(install(&db), install(&db));
+        a.unwrap();
+        b.unwrap();
+        install(&db).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn round_trips_instances_with_and_without_nulls() {
+    for db in testing::backends().await {
+        install(&db).await.unwrap();
+        let store = DbSagaStore::new((*db).clone());
+        let first = record("i-1");
+        assert!(store.insert(&first).await.unwrap());
+        assert!(
+            !store.insert(&first).await.unwrap(),
+            "a second insert is refused"
+        );
+        assert_eq!(store.load("i-1").await.unwrap(), Some(first.clone()));
+        assert_eq!(store.load("nope").await.unwrap(), None);
+
+        let mut next = first.clone();
+        next.version = 2;
+        next.status = SagaStatus::Compensating;
+        next.waiting = true;
+        next.deadline_ms = Some(5_000);
+        next.reason = Some("declined".into());
+        assert!(store.update(&next, 1, &[]).await.unwrap());
+        assert_eq!(store.load("i-1").await.unwrap(), Some(next.clone()));
+        assert_eq!(
+            store.unfinished().await.unwrap(),
+            vec![("i-1".into(), "s".into())]
+        );
+        assert!(store.due(4_999).await.unwrap().is_empty());
+        assert_eq!(store.due(5_000).await.unwrap(), vec!["i-1".to_owned()]);
+    }
+}
+
+#[tokio::test]
+async fn a_stale_version_changes_nothing() {
+    for db in testing::backends().await {
+        install(&db).await.unwrap();
+        let store = DbSagaStore::new((*db).clone());
+        store.insert(&record("i-1")).await.unwrap();
+        let mut a = record("i-1");
+        a.version = 2;
+        a.step = 1;
+        let mut b = record("i-1");
+        b.version = 2;
+        b.step = 7;
+        let log = [StepLogWrite::Started {
+            index: 7,
+            step: "x".into(),
+            kind: StepKind::Action,
+            at_ms: 1,
+            seq: 2,
+        }];
+        let (wa, wb) = tokio::join!(store.update(&a, 1, &[]), store.update(&b, 1, &log));
+        assert_eq!(
+            u8::from(wa.unwrap()) + u8::from(wb.unwrap()),
+            1,
+            "exactly one of two writers on one version wins"
+        );
+        let stored = store.load("i-1").await.unwrap().unwrap();
+        assert_eq!(stored.version, 2);
+        // The loser's timeline write was rolled back with its instance write.
+        let steps = store.steps("i-1").await.unwrap();
+        assert_eq!(steps.len(), usize::from(stored.step == 7));
+    }
+}
+
+#[tokio::test]
+async fn a_restarted_call_counts_attempts_and_keeps_its_first_start() {
+    for db in testing::backends().await {
+        install(&db).await.unwrap();
+        let store = DbSagaStore::new((*db).clone());
+        store.insert(&record("i-1")).await.unwrap();
+        let started = |at_ms, seq| StepLogWrite::Started {
+            index: 0,
+            step: "reserve".into(),
+            kind: StepKind::Action,
+            at_ms,
+            seq,
+        };
+        let mut r = record("i-1");
+        for (version, write) in [
+            (2, started(10, 2)),
+            (3, started(20, 3)),
+            (
+                4,
+                StepLogWrite::Status {
+                    index: 0,
+                    kind: StepKind::Action,
+                    status: StepStatus::Done,
+                    finished_ms: Some(30),
+                    detail: Some("ok".into()),
+                },
+            ),
+        ] {
+            let expected = r.version;
+            r.version = version;
+            assert!(store.update(&r, expected, &[write]).await.unwrap());
+        }
+        let steps = store.steps("i-1").await.unwrap();
+        assert_eq!(
+            steps,
+            vec![StepRecord {
+                index: 0,
+                step: "reserve".into(),
+                kind: StepKind::Action,
+                status: StepStatus::Done,
+                attempts: 2,
+                started_ms: 10,
+                finished_ms: Some(30),
+                detail: Some("ok".into()),
+            }]
+        );
+    }
+}
