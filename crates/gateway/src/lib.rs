@@ -210,8 +210,7 @@ impl Gateway {
         let mut readiness = Readiness::default();
         for (name, transport) in &self.upstreams {
             let transport = transport.clone();
-            let name: &'static str = Box::leak(name.clone().into_boxed_str());
-            readiness = readiness.with(name, move || {
+            readiness = readiness.with(name.clone(), move || {
                 let transport = transport.clone();
                 async move { upstream_ready(&transport).await }
             });

@@ -6,7 +6,7 @@
 //! access-log line per request, metrics, a body size limit, problem JSON for every error
 //! response, and the `/health/live`, `/health/ready` and `/metrics` endpoints.
 
-use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
+use std::{borrow::Cow, future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use axum::{
     Router,
@@ -37,31 +37,33 @@ pub type ReadyCheck =
 /// The named checks `/health/ready` runs.
 #[derive(Clone, Default)]
 pub struct Readiness {
-    checks: Vec<(&'static str, ReadyCheck)>,
+    checks: Vec<(Cow<'static, str>, ReadyCheck)>,
 }
 
 impl Readiness {
     /// Adds a check named `name`.
     #[must_use]
-    pub fn with<F, Fut>(mut self, name: &'static str, check: F) -> Self
+    pub fn with<F, Fut>(mut self, name: impl Into<Cow<'static, str>>, check: F) -> Self
     where
         F: Fn() -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), String>> + Send + 'static,
     {
-        self.checks
-            .push((name, Arc::new(move || Box::pin(check()) as Pin<Box<_>>)));
+        self.checks.push((
+            name.into(),
+            Arc::new(move || Box::pin(check()) as Pin<Box<_>>),
+        ));
         self
     }
 
     /// Runs every check, each under a 2 s deadline.
-    pub async fn check(&self) -> Vec<(&'static str, Result<(), String>)> {
+    pub async fn check(&self) -> Vec<(Cow<'static, str>, Result<(), String>)> {
         let mut results = Vec::with_capacity(self.checks.len());
         for (name, check) in &self.checks {
             let result = match tokio::time::timeout(Duration::from_secs(2), check()).await {
                 Ok(result) => result,
                 Err(_) => Err("no answer within 2 s".to_owned()),
             };
-            results.push((*name, result));
+            results.push((name.clone(), result));
         }
         results
     }
@@ -91,7 +93,7 @@ struct HealthBody {
 
 #[derive(Serialize)]
 struct CheckBody {
-    name: &'static str,
+    name: Cow<'static, str>,
     ok: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
