@@ -1,0 +1,340 @@
+//! The in-process bus of embedded mode (`tideway up`).
+//!
+//! # Where durability comes from
+//!
+//! The embedded bus holds no queue that outlives a call. [`Publisher::publish`] delivers the
+//! event to every consumer group whose filter matches its subject and returns only when each
+//! group has acknowledged it, or has failed it [`SubscribeOptions::max_deliveries`] times and
+//! dead-lettered it. The only publisher is the outbox [`Relay`](crate::outbox::Relay), which
+//! marks a row sent after `publish` returns. So an event stays pending in its service's
+//! outbox until every consumer has handled it; a process killed at any moment (SIGKILL
+//! included) restarts with those rows still pending, and the relay delivers them again:
+//! nothing is lost, and consumers' [`inbox`](crate::inbox) turns the repeats into no-ops.
+//! This needs no cursor or ack table per group, because the publisher's row is the only
+//! state, and it is only cleared once nobody needs it any more.
+//!
+//! The cost: a publisher's relay delivers one event at a time and waits for its slowest
+//! consumer (including retry delays), which suits one process.
+//!
+//! # Consumer groups
+//!
+//! Subscriptions with the same consumer name and filter form a group; the group gets every
+//! matching event once and hands it to one free member (competing consumers). Different
+//! groups each get every event (fan-out). A group outlives its members: an event for a
+//! group whose members all stopped waits for the next member.
+//!
+//! Groups exist only once services have subscribed, so `publish` waits until
+//! [`EmbeddedBus::open`] is called: `tideway up` subscribes every service, then opens the
+//! bus, and relays that started earlier simply wait.
+//!
+//! # Dead letters
+//!
+//! After the last failed delivery the event is logged, recorded in the `bus_dead_letters`
+//! table when [`EmbeddedOptions::dead_letters`] names a database, and published as a
+//! [`DeadLetter`] event on `tideway.dlq.<consumer>` to whichever groups subscribe to it.
+
+use std::{
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
+
+use futures_util::future::join_all;
+use tideway_store::{Db, Row};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    BoxFuture, BusError, DeadLetter, Event, Handler, Publisher, SubscribeOptions, Subscriber,
+    SubscriptionHandle, inbox::now_ms, subject,
+};
+
+/// The dead-letter table of the embedded bus; idempotent.
+pub const DEAD_LETTER_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS bus_dead_letters (
+    consumer TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    deliveries BIGINT NOT NULL,
+    error TEXT NOT NULL,
+    event TEXT NOT NULL,
+    dead_at_ms BIGINT NOT NULL,
+    PRIMARY KEY (consumer, event_id)
+)";
+
+/// Creates the dead-letter table when it is missing.
+#[tracing::instrument(skip_all, err)]
+pub async fn install_dead_letters(db: &Db) -> Result<(), BusError> {
+    sqlx::query(DEAD_LETTER_SCHEMA).execute(db.pool()).await?;
+    Ok(())
+}
+
+/// Every dead letter recorded in `db`, oldest first.
+pub async fn dead_letters(db: &Db) -> Result<Vec<DeadLetter>, BusError> {
+    let rows = sqlx::query(
+        "SELECT consumer, deliveries, error, event FROM bus_dead_letters ORDER BY dead_at_ms, event_id",
+    )
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter()
+        .map(|row| {
+            let event: String = row.try_get("event")?;
+            let deliveries: i64 = row.try_get("deliveries")?;
+            Ok(DeadLetter {
+                consumer: row.try_get("consumer")?,
+                deliveries: u32::try_from(deliveries).unwrap_or(u32::MAX),
+                error: row.try_get("error")?,
+                event: serde_json::from_str(&event)?,
+            })
+        })
+        .collect()
+}
+
+/// Embedded bus settings.
+#[derive(Debug, Clone, Default)]
+pub struct EmbeddedOptions {
+    /// Where to record dead letters (`bus_dead_letters`, created by the bus); none: they
+    /// are only logged and published on the dead-letter subject.
+    pub dead_letters: Option<Db>,
+}
+
+/// The in-process bus. Cheap to clone; clones share the groups.
+#[derive(Debug, Clone)]
+pub struct EmbeddedBus {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    groups: Mutex<Vec<Arc<Group>>>,
+    open: watch::Sender<bool>,
+    tracker: TaskTracker,
+    token: CancellationToken,
+    options: EmbeddedOptions,
+}
+
+#[derive(Debug)]
+struct Group {
+    options: SubscribeOptions,
+    queue: mpsc::UnboundedSender<Work>,
+    inbox: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Work>>>,
+}
+
+#[derive(Debug)]
+struct Work {
+    event: Event,
+    reply: oneshot::Sender<Result<(), String>>,
+}
+
+impl EmbeddedBus {
+    /// A closed bus: subscribe every consumer, then [`open`](Self::open) it.
+    pub async fn new(options: EmbeddedOptions) -> Result<Self, BusError> {
+        if let Some(db) = &options.dead_letters {
+            install_dead_letters(db).await?;
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                groups: Mutex::new(Vec::new()),
+                open: watch::Sender::new(false),
+                tracker: TaskTracker::new(),
+                token: CancellationToken::new(),
+                options,
+            }),
+        })
+    }
+
+    /// Lets publishing start (every consumer group that must see the first events exists).
+    pub fn open(&self) {
+        self.inner.open.send_replace(true);
+    }
+
+    fn matching(&self, subject: &str) -> Vec<Arc<Group>> {
+        self.inner
+            .groups
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|g| subject::matches(&g.options.filter, subject))
+            .cloned()
+            .collect()
+    }
+
+    fn deliver(&self, event: Event) -> BoxFuture<'_, Result<(), BusError>> {
+        Box::pin(async move {
+            event.validate()?;
+            let mut open = self.inner.open.subscribe();
+            if !*open.borrow() {
+                tracing::debug!("publishing waits for the embedded bus to open");
+                tokio::select! {
+                    () = self.inner.token.cancelled() => return Err(BusError::Closed),
+                    res = open.wait_for(|open| *open) => { res.map_err(|_| BusError::Closed)?; }
+                }
+            }
+            let groups = self.matching(&event.event_type);
+            let results = join_all(groups.iter().map(|g| self.deliver_to(g, &event))).await;
+            results.into_iter().collect()
+        })
+    }
+
+    async fn deliver_to(&self, group: &Group, event: &Event) -> Result<(), BusError> {
+        let options = &group.options;
+        let mut last_error = String::new();
+        for attempt in 1..=options.max_deliveries {
+            let (reply, outcome) = oneshot::channel();
+            group
+                .queue
+                .send(Work {
+                    event: event.clone(),
+                    reply,
+                })
+                .map_err(|_| BusError::Closed)?;
+            let outcome = tokio::select! {
+                () = self.inner.token.cancelled() => return Err(BusError::Closed),
+                outcome = outcome => outcome,
+            };
+            match outcome {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(err)) => last_error = err,
+                Err(_) => last_error = "the subscriber stopped during the delivery".to_owned(),
+            }
+            tracing::warn!(
+                consumer = %options.consumer, event_id = %event.id, event_type = %event.event_type,
+                attempt, error = %last_error, "event handler failed"
+            );
+            if attempt < options.max_deliveries {
+                tokio::select! {
+                    () = self.inner.token.cancelled() => return Err(BusError::Closed),
+                    () = tokio::time::sleep(options.backoff(attempt)) => {}
+                }
+            }
+        }
+        self.dead_letter(DeadLetter {
+            consumer: options.consumer.clone(),
+            deliveries: options.max_deliveries,
+            error: last_error,
+            event: event.clone(),
+        })
+        .await
+    }
+
+    async fn dead_letter(&self, letter: DeadLetter) -> Result<(), BusError> {
+        tracing::error!(
+            consumer = %letter.consumer, event_id = %letter.event.id,
+            event_type = %letter.event.event_type, deliveries = letter.deliveries,
+            error = %letter.error, "event dead-lettered"
+        );
+        if let Some(db) = &self.inner.options.dead_letters {
+            sqlx::query(
+                "INSERT INTO bus_dead_letters \
+                 (consumer, event_id, event_type, deliveries, error, event, dead_at_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (consumer, event_id) DO NOTHING",
+            )
+            .bind(&letter.consumer)
+            .bind(&letter.event.id)
+            .bind(&letter.event.event_type)
+            .bind(i64::from(letter.deliveries))
+            .bind(&letter.error)
+            .bind(serde_json::to_string(&letter.event)?)
+            .bind(now_ms())
+            .execute(db.pool())
+            .await?;
+        }
+        if letter
+            .event
+            .event_type
+            .starts_with(&format!("{}.dlq.", subject::ROOT))
+        {
+            // A dead letter that its own consumer cannot handle is not wrapped again.
+            return Ok(());
+        }
+        self.deliver(letter.to_event()?).await
+    }
+
+    fn group(&self, options: SubscribeOptions) -> Arc<Group> {
+        let mut groups = self
+            .inner
+            .groups
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(group) = groups
+            .iter()
+            .find(|g| g.options.consumer == options.consumer && g.options.filter == options.filter)
+        {
+            return group.clone();
+        }
+        let (queue, inbox) = mpsc::unbounded_channel();
+        let group = Arc::new(Group {
+            options,
+            queue,
+            inbox: Arc::new(tokio::sync::Mutex::new(inbox)),
+        });
+        groups.push(group.clone());
+        group
+    }
+}
+
+async fn member(
+    inbox: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Work>>>,
+    handler: Arc<dyn Handler>,
+    ack_wait: Duration,
+    token: CancellationToken,
+) {
+    loop {
+        let work = tokio::select! {
+            () = token.cancelled() => return,
+            work = async { inbox.lock().await.recv().await } => work,
+        };
+        let Some(Work { event, reply }) = work else {
+            return;
+        };
+        let outcome = tokio::select! {
+            // Stopping abandons the delivery: the dropped reply counts as a failure and
+            // the event is delivered again, to another member if there is one.
+            () = token.cancelled() => return,
+            outcome = tokio::time::timeout(ack_wait, handler.handle(event)) => outcome,
+        };
+        let outcome = match outcome {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(err)) => Err(err.to_string()),
+            Err(_) => Err(format!("the handler ran past the ack wait of {ack_wait:?}")),
+        };
+        let _ = reply.send(outcome);
+    }
+}
+
+impl Publisher for EmbeddedBus {
+    fn publish<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, Result<(), BusError>> {
+        self.deliver(event.clone())
+    }
+}
+
+impl Subscriber for EmbeddedBus {
+    fn subscribe(
+        &self,
+        options: SubscribeOptions,
+        handler: Arc<dyn Handler>,
+    ) -> BoxFuture<'_, Result<SubscriptionHandle, BusError>> {
+        Box::pin(async move {
+            options.validate()?;
+            if self.inner.token.is_cancelled() {
+                return Err(BusError::Closed);
+            }
+            let ack_wait = options.ack_wait;
+            let group = self.group(options);
+            let token = self.inner.token.child_token();
+            self.inner.tracker.spawn(member(
+                group.inbox.clone(),
+                handler,
+                ack_wait,
+                token.clone(),
+            ));
+            Ok(SubscriptionHandle::new(token))
+        })
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.inner.token.cancel();
+            self.inner.tracker.close();
+            self.inner.tracker.wait().await;
+        })
+    }
+}

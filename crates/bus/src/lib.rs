@@ -1,0 +1,276 @@
+//! Tideway's event bus: a CloudEvents envelope, publisher and subscriber traits, two
+//! backends, the transactional outbox with its relay, and the inbox.
+//!
+//! # How an event travels
+//!
+//! ```text
+//!  service A transaction ──────────────┐          ┌──────── service B transaction
+//!   state change + outbox::enqueue     │          │   inbox::record + effect
+//!                                      ▼          │
+//!          outbox table ──Relay (one per service, lease)──▶ Publisher ──▶ Subscriber ──▶ Handler
+//! ```
+//!
+//! 1. A service changes its state and calls [`outbox::enqueue`] in the **same** transaction,
+//!    so the change and the events it emits commit together or not at all.
+//! 2. A [`Relay`](outbox::Relay) per service (only one replica holds its lease) publishes the
+//!    pending rows in order through a [`Publisher`] and marks them sent once the backend has
+//!    accepted them: at least once, never lost.
+//! 3. The backend delivers every event to every consumer group whose filter matches its
+//!    subject (fan-out), and to one member of each group (competing consumers). The consumer
+//!    name is the consuming service: its replicas compete, other services each get a copy.
+//! 4. A [`Handler`] returns `Ok` (acknowledged) or `Err` (redelivered after a delay). After
+//!    [`SubscribeOptions::max_deliveries`] failed deliveries the event goes to the dead-letter
+//!    subject `tideway.dlq.<consumer>` as a [`DeadLetter`] event.
+//! 5. A handler records the event id with [`inbox::record`] in the transaction of its effect,
+//!    so a redelivered event is acknowledged without a second effect.
+//!
+//! # Backends
+//!
+//! * [`EmbeddedBus`] (`tideway up`): in-process. It keeps no queue of its own: publishing
+//!   returns only once every matching consumer group has acknowledged (or dead-lettered) the
+//!   event, so the relay marks an outbox row sent only after delivery. A process killed at
+//!   any moment leaves undelivered events pending in the outbox, and the relay delivers them
+//!   again on the next start. See [`embedded`].
+//! * [`NatsBus`] (distributed mode): NATS JetStream, one stream for Tideway's subjects, a
+//!   durable pull consumer per consuming service and filter, explicit acks, redelivery after
+//!   the ack wait or a nack, a maximum number of deliveries, then the dead-letter subject.
+//!   Publishing sets `Nats-Msg-Id` to the event id, so JetStream drops re-publishes inside
+//!   its duplicate window. See [`nats`].
+//!
+//! Both are used as `Arc<dyn Bus>`; the traits return boxed futures ([`BoxFuture`]) so they
+//! stay object safe without a macro.
+//!
+//! # Subjects
+//!
+//! An event's CloudEvents `type` is its subject, `tideway.<service>.<event>`; each payload
+//! type declares it through [`EventType::SUBJECT`]. Subscriptions filter with NATS wildcards:
+//! `*` matches one token, `>` one or more trailing tokens ([`subject::matches`]).
+#![warn(missing_docs)]
+
+pub mod embedded;
+pub mod event;
+pub mod inbox;
+pub mod nats;
+pub mod outbox;
+pub mod subject;
+pub mod testing;
+
+use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
+
+pub use embedded::{EmbeddedBus, EmbeddedOptions};
+pub use event::{DeadLetter, Event, EventType};
+pub use nats::{NatsBus, NatsOptions};
+
+/// A boxed, sendable future: what the bus traits return, so `dyn Bus` works.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The error a handler returns to refuse an event (it is redelivered later).
+pub type HandlerError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A failed bus operation.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// An event, subject or option is not acceptable.
+    #[error("invalid {what}: {reason}")]
+    Invalid {
+        /// What was invalid (`subject`, `consumer name`, …).
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// Encoding or decoding an event failed.
+    #[error("cannot encode or decode an event")]
+    Codec(#[from] serde_json::Error),
+    /// A payload's type is not the event's type.
+    #[error("event type {found:?} is not the expected {expected:?}")]
+    WrongType {
+        /// The type the caller asked for.
+        expected: &'static str,
+        /// The event's type.
+        found: String,
+    },
+    /// The backend (NATS) failed.
+    #[error("bus backend error: {context}")]
+    Backend {
+        /// What was being done.
+        context: String,
+        /// The cause.
+        #[source]
+        source: HandlerError,
+    },
+    /// The database failed (outbox, inbox, leases, dead letters).
+    #[error("database error")]
+    Db(#[from] sqlx::Error),
+    /// The bus is shutting down.
+    #[error("the bus is shut down")]
+    Closed,
+}
+
+impl BusError {
+    pub(crate) fn invalid(what: &'static str, reason: impl Into<String>) -> Self {
+        Self::Invalid {
+            what,
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn backend(context: impl Into<String>, source: impl Into<HandlerError>) -> Self {
+        Self::Backend {
+            context: context.into(),
+            source: source.into(),
+        }
+    }
+}
+
+/// Handles events of one subscription. `Ok` acknowledges; `Err` asks for a redelivery.
+///
+/// Any `Fn(Event) -> impl Future<Output = Result<(), E>>` closure is a handler.
+pub trait Handler: Send + Sync + 'static {
+    /// Handles one delivery of `event`.
+    fn handle(&self, event: Event) -> BoxFuture<'_, Result<(), HandlerError>>;
+}
+
+impl<F, Fut, E> Handler for F
+where
+    F: Fn(Event) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), E>> + Send + 'static,
+    E: Into<HandlerError>,
+{
+    fn handle(&self, event: Event) -> BoxFuture<'_, Result<(), HandlerError>> {
+        let fut = self(event);
+        Box::pin(async move { fut.await.map_err(Into::into) })
+    }
+}
+
+/// Publishes events.
+pub trait Publisher: Send + Sync {
+    /// Publishes one event; answers once the backend has accepted it durably (JetStream
+    /// stored it; the embedded bus had it acknowledged by every matching consumer group).
+    fn publish<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, Result<(), BusError>>;
+
+    /// Publishes events in order and answers once all are accepted. Backends that can
+    /// pipeline (NATS) send them all before awaiting the acknowledgements.
+    fn publish_batch<'a>(&'a self, events: &'a [Event]) -> BoxFuture<'a, Result<(), BusError>> {
+        Box::pin(async move {
+            for event in events {
+                self.publish(event).await?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// What a subscription consumes and how it retries.
+#[derive(Debug, Clone)]
+pub struct SubscribeOptions {
+    /// The durable consumer name: the consuming service (`inventory`). Subscriptions with the
+    /// same consumer and filter compete for events; different consumers each get every event.
+    pub consumer: String,
+    /// The subject filter, with wildcards (`tideway.ordering.*`, `tideway.>`).
+    pub filter: String,
+    /// Deliveries before the event is dead-lettered (at least 1).
+    pub max_deliveries: u32,
+    /// The delay before the first redelivery after a failure; doubled each time.
+    pub retry_delay: Duration,
+    /// The longest delay between redeliveries.
+    pub max_retry_delay: Duration,
+    /// How long a handler may run before the delivery counts as failed.
+    pub ack_wait: Duration,
+}
+
+impl SubscribeOptions {
+    /// Options for `consumer` on `filter` with defaults: 5 deliveries, retries after 1 s,
+    /// 2 s, 4 s … up to 30 s, 30 s ack wait.
+    pub fn new(consumer: impl Into<String>, filter: impl Into<String>) -> Self {
+        Self {
+            consumer: consumer.into(),
+            filter: filter.into(),
+            max_deliveries: 5,
+            retry_delay: Duration::from_secs(1),
+            max_retry_delay: Duration::from_secs(30),
+            ack_wait: Duration::from_secs(30),
+        }
+    }
+
+    /// Sets the number of deliveries before dead-lettering.
+    pub fn max_deliveries(mut self, n: u32) -> Self {
+        self.max_deliveries = n;
+        self
+    }
+
+    /// Sets the first redelivery delay and its cap.
+    pub fn retry_delay(mut self, first: Duration, max: Duration) -> Self {
+        self.retry_delay = first;
+        self.max_retry_delay = max;
+        self
+    }
+
+    /// Sets the ack wait.
+    pub fn ack_wait(mut self, ack_wait: Duration) -> Self {
+        self.ack_wait = ack_wait;
+        self
+    }
+
+    /// The delay before delivery `attempt + 1` after failed delivery `attempt` (1-based).
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let factor = 1_u32 << attempt.saturating_sub(1).min(20);
+        self.retry_delay
+            .saturating_mul(factor)
+            .min(self.max_retry_delay)
+    }
+
+    /// The dead-letter subject of this consumer: `tideway.dlq.<consumer>`.
+    pub fn dead_letter_subject(&self) -> String {
+        subject::dead_letter(&self.consumer)
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), BusError> {
+        subject::validate_consumer(&self.consumer)?;
+        subject::validate_filter(&self.filter)?;
+        if self.max_deliveries == 0 {
+            return Err(BusError::invalid("max_deliveries", "must be at least 1"));
+        }
+        if self.ack_wait.is_zero() {
+            return Err(BusError::invalid("ack_wait", "must be positive"));
+        }
+        Ok(())
+    }
+}
+
+/// A running subscription; [`SubscriptionHandle::stop`] ends this member (the consumer group
+/// and its pending events stay). Dropping the handle does not stop it.
+#[derive(Debug, Clone)]
+pub struct SubscriptionHandle {
+    token: tokio_util::sync::CancellationToken,
+}
+
+impl SubscriptionHandle {
+    pub(crate) fn new(token: tokio_util::sync::CancellationToken) -> Self {
+        Self { token }
+    }
+
+    /// Stops this subscription: no new deliveries; the one in progress is abandoned and will
+    /// be redelivered to another member.
+    pub fn stop(&self) {
+        self.token.cancel();
+    }
+}
+
+/// Consumes events.
+pub trait Subscriber: Send + Sync {
+    /// Starts consuming `options.filter` as `options.consumer`, calling `handler` for each
+    /// event. Call it once per worker; calls with the same consumer and filter compete.
+    fn subscribe(
+        &self,
+        options: SubscribeOptions,
+        handler: Arc<dyn Handler>,
+    ) -> BoxFuture<'_, Result<SubscriptionHandle, BusError>>;
+
+    /// Stops every subscription and waits for their tasks to end.
+    fn shutdown(&self) -> BoxFuture<'_, ()>;
+}
+
+/// A bus: publisher and subscriber. Used as `Arc<dyn Bus>`.
+pub trait Bus: Publisher + Subscriber {}
+
+impl<T: Publisher + Subscriber> Bus for T {}

@@ -1,0 +1,453 @@
+//! The NATS JetStream bus of distributed mode.
+//!
+//! * One stream ([`NatsOptions::stream`], `TIDEWAY`) holds every subject under the root
+//!   (`tideway.>`), dead-letter subjects (`tideway.dlq.<consumer>`) included. It is created
+//!   when missing; an existing one is used as it is.
+//! * Publishing sets `Nats-Msg-Id` to the event id, so a re-published event (a relay that
+//!   crashed before marking its row sent) is dropped by JetStream inside the stream's
+//!   duplicate window; [`Publisher::publish_batch`] sends a whole batch before awaiting the
+//!   acknowledgements. The `traceparent` also travels as a header.
+//! * Each subscription uses a durable pull consumer named after the consumer and its filter
+//!   (`inventory-tideway_ordering_star`), created when missing, with explicit acks, the ack
+//!   wait and `max_deliver = max_deliveries + 1`. Subscriptions of one consumer and filter
+//!   pull from the same durable consumer, so replicas compete; each consumer has its own
+//!   durable consumer, so every service gets every event.
+//! * `Ok` acks. `Err` naks with the subscription's backoff delay; a handler that outlives the
+//!   ack wait is redelivered by the server. When delivery `max_deliveries` fails, or the
+//!   server delivers once more after the last attempt timed out, the event is published to
+//!   `tideway.dlq.<consumer>` as a [`DeadLetter`] (`Nats-Msg-Id` `dlq:<consumer>:<event id>`)
+//!   and the original is terminated.
+//!
+//! The subject root on the wire is configurable ([`NatsOptions::root`]) so tests can share a
+//! server: events keep their `tideway.…` type, and `tideway.` is replaced by `<root>.` in
+//! NATS subjects and filters.
+
+use std::{sync::Arc, time::Duration};
+
+use async_nats::{
+    HeaderMap,
+    header::NATS_MESSAGE_ID,
+    jetstream::{
+        self, AckKind,
+        consumer::{AckPolicy, DeliverPolicy, pull},
+        context::PublishAckFuture,
+        message::PublishMessage,
+        stream,
+    },
+};
+use bytes::Bytes;
+use futures_util::{StreamExt, future::join_all};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    BoxFuture, BusError, DeadLetter, Event, Handler, Publisher, SubscribeOptions, Subscriber,
+    SubscriptionHandle, subject,
+};
+
+/// NATS bus settings.
+#[derive(Debug, Clone)]
+pub struct NatsOptions {
+    /// The server, `nats://127.0.0.1:4222`.
+    pub url: String,
+    /// The stream name, `TIDEWAY`.
+    pub stream: String,
+    /// The first token of subjects on the wire, `tideway` (a unique one per test).
+    pub root: String,
+    /// How long JetStream remembers message ids to drop duplicates.
+    pub duplicate_window: Duration,
+    /// How long the stream keeps events.
+    pub max_age: Duration,
+    /// How long connecting may take.
+    pub connect_timeout: Duration,
+}
+
+impl Default for NatsOptions {
+    fn default() -> Self {
+        Self {
+            url: "nats://127.0.0.1:4222".to_owned(),
+            stream: "TIDEWAY".to_owned(),
+            root: subject::ROOT.to_owned(),
+            duplicate_window: Duration::from_secs(120),
+            max_age: Duration::from_secs(7 * 24 * 3600),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The JetStream bus. Cheap to clone; clones share the connection and subscriptions.
+#[derive(Debug, Clone)]
+pub struct NatsBus {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    js: jetstream::Context,
+    stream: stream::Stream,
+    options: NatsOptions,
+    tracker: TaskTracker,
+    token: CancellationToken,
+}
+
+impl NatsBus {
+    /// Connects to the server and creates the stream when it is missing.
+    #[tracing::instrument(skip_all, fields(url = %options.url, stream = %options.stream), err)]
+    pub async fn connect(options: NatsOptions) -> Result<Self, BusError> {
+        let client = async_nats::ConnectOptions::new()
+            .connection_timeout(options.connect_timeout)
+            .name("tideway")
+            .connect(options.url.as_str())
+            .await
+            .map_err(|err| BusError::backend(format!("connecting to {}", options.url), err))?;
+        Self::with_client(client, options).await
+    }
+
+    /// Uses an existing connection; creates the stream when it is missing.
+    pub async fn with_client(
+        client: async_nats::Client,
+        options: NatsOptions,
+    ) -> Result<Self, BusError> {
+        if options.root.is_empty() || options.root.contains(['.', '*', '>', ' ']) {
+            return Err(BusError::invalid(
+                "subject root",
+                format!("{:?} must be one token", options.root),
+            ));
+        }
+        let js = jetstream::new(client);
+        let stream = js
+            .get_or_create_stream(stream::Config {
+                name: options.stream.clone(),
+                subjects: vec![format!("{}.>", options.root)],
+                duplicate_window: options.duplicate_window,
+                max_age: options.max_age,
+                storage: stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .map_err(|err| {
+                BusError::backend(format!("creating the stream {}", options.stream), err)
+            })?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                js,
+                stream,
+                options,
+                tracker: TaskTracker::new(),
+                token: CancellationToken::new(),
+            }),
+        })
+    }
+
+    /// The options in force.
+    pub fn options(&self) -> &NatsOptions {
+        &self.inner.options
+    }
+
+    /// The JetStream context (for operations tools and tests).
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.inner.js
+    }
+
+    /// Deletes the stream and everything in it (tests and tooling).
+    pub async fn delete_stream(&self) -> Result<(), BusError> {
+        self.inner
+            .js
+            .delete_stream(&self.inner.options.stream)
+            .await
+            .map_err(|err| BusError::backend("deleting the stream", err))?;
+        Ok(())
+    }
+
+    /// `subject` (`tideway.…`) as it is on the wire (`<root>.…`).
+    pub fn wire_subject(&self, subject: &str) -> String {
+        match subject.strip_prefix(subject::ROOT) {
+            Some(rest) if rest.starts_with('.') => format!("{}{rest}", self.inner.options.root),
+            _ => subject.to_owned(),
+        }
+    }
+
+    async fn send(&self, event: &Event, message_id: &str) -> Result<PublishAckFuture, BusError> {
+        event.validate()?;
+        let mut headers = HeaderMap::new();
+        headers.insert(NATS_MESSAGE_ID, message_id);
+        if let Some(traceparent) = &event.traceparent {
+            headers.insert("traceparent", traceparent.as_str());
+        }
+        let publish = PublishMessage::build()
+            .payload(Bytes::from(event.to_bytes()?))
+            .headers(headers);
+        self.inner
+            .js
+            .send_publish(self.wire_subject(&event.event_type), publish)
+            .await
+            .map_err(|err| BusError::backend(format!("publishing event {}", event.id), err))
+    }
+}
+
+async fn confirm(ack: PublishAckFuture) -> Result<(), BusError> {
+    let ack = ack
+        .await
+        .map_err(|err| BusError::backend("awaiting a publish acknowledgement", err))?;
+    if ack.duplicate {
+        tracing::debug!(
+            sequence = ack.sequence,
+            "duplicate publish dropped by JetStream"
+        );
+    }
+    Ok(())
+}
+
+/// The durable consumer's name for `consumer` on `filter`.
+pub fn durable_name(consumer: &str, filter: &str) -> String {
+    let filter: String = filter
+        .split('.')
+        .map(|token| match token {
+            "*" => "star".to_owned(),
+            ">" => "all".to_owned(),
+            token => token
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect(),
+        })
+        .collect::<Vec<_>>()
+        .join("_");
+    format!("{consumer}-{filter}")
+}
+
+impl Publisher for NatsBus {
+    fn publish<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, Result<(), BusError>> {
+        Box::pin(async move { confirm(self.send(event, &event.id).await?).await })
+    }
+
+    fn publish_batch<'a>(&'a self, events: &'a [Event]) -> BoxFuture<'a, Result<(), BusError>> {
+        Box::pin(async move {
+            // Send everything (in order, on one connection), then await the acks together.
+            let mut acks = Vec::with_capacity(events.len());
+            for event in events {
+                acks.push(self.send(event, &event.id).await?);
+            }
+            join_all(acks.into_iter().map(confirm))
+                .await
+                .into_iter()
+                .collect()
+        })
+    }
+}
+
+struct Member {
+    bus: NatsBus,
+    options: SubscribeOptions,
+    handler: Arc<dyn Handler>,
+}
+
+impl Member {
+    async fn run(
+        self,
+        consumer: jetstream::consumer::Consumer<pull::Config>,
+        token: CancellationToken,
+    ) {
+        loop {
+            let messages = tokio::select! {
+                () = token.cancelled() => return,
+                messages = consumer.stream().max_messages_per_batch(10).messages() => messages,
+            };
+            let mut messages = match messages {
+                Ok(messages) => messages,
+                Err(err) => {
+                    tracing::warn!(consumer = %self.options.consumer, error = %err, "pulling from JetStream failed; retrying");
+                    tokio::select! {
+                        () = token.cancelled() => return,
+                        () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    }
+                }
+            };
+            loop {
+                let next = tokio::select! {
+                    () = token.cancelled() => return,
+                    next = messages.next() => next,
+                };
+                match next {
+                    Some(Ok(message)) => {
+                        tokio::select! {
+                            // Abandoned: the server redelivers after the ack wait.
+                            () = token.cancelled() => return,
+                            () = self.handle(message) => {}
+                        }
+                    }
+                    Some(Err(err)) => {
+                        tracing::warn!(consumer = %self.options.consumer, error = %err, "JetStream pull error");
+                    }
+                    None => break,
+                }
+            }
+        }
+    }
+
+    async fn handle(&self, message: jetstream::Message) {
+        let options = &self.options;
+        let delivered = match message.info() {
+            Ok(info) => u32::try_from(info.delivered).unwrap_or(u32::MAX),
+            Err(err) => {
+                tracing::error!(consumer = %options.consumer, error = %err, "message without JetStream metadata");
+                return;
+            }
+        };
+        let event = match Event::from_bytes(&message.payload) {
+            Ok(event) => event,
+            Err(err) => {
+                tracing::error!(consumer = %options.consumer, subject = %message.subject, error = %err, "message is not an event; terminating it");
+                self.ack(&message, AckKind::Term).await;
+                return;
+            }
+        };
+        if delivered > options.max_deliveries {
+            // The last attempt ran past the ack wait and the server delivered once more.
+            let error = format!(
+                "the handler ran past the ack wait of {:?}",
+                options.ack_wait
+            );
+            self.give_up(&message, event, delivered - 1, error).await;
+            return;
+        }
+        let outcome =
+            tokio::time::timeout(options.ack_wait, self.handler.handle(event.clone())).await;
+        let error = match outcome {
+            Ok(Ok(())) => {
+                self.ack(&message, AckKind::Ack).await;
+                return;
+            }
+            Ok(Err(err)) => err.to_string(),
+            Err(_) => format!(
+                "the handler ran past the ack wait of {:?}",
+                options.ack_wait
+            ),
+        };
+        tracing::warn!(
+            consumer = %options.consumer, event_id = %event.id, event_type = %event.event_type,
+            attempt = delivered, error = %error, "event handler failed"
+        );
+        if delivered >= options.max_deliveries {
+            self.give_up(&message, event, delivered, error).await;
+        } else {
+            self.ack(&message, AckKind::Nak(Some(options.backoff(delivered))))
+                .await;
+        }
+    }
+
+    async fn give_up(
+        &self,
+        message: &jetstream::Message,
+        event: Event,
+        deliveries: u32,
+        error: String,
+    ) {
+        let consumer = self.options.consumer.clone();
+        tracing::error!(
+            consumer = %consumer, event_id = %event.id, event_type = %event.event_type,
+            deliveries, error = %error, "event dead-lettered"
+        );
+        let message_id = format!("dlq:{consumer}:{}", event.id);
+        let letter = DeadLetter {
+            consumer,
+            deliveries,
+            error,
+            event,
+        };
+        let published = async {
+            let event = letter.to_event()?;
+            confirm(self.bus.send(&event, &message_id).await?).await
+        }
+        .await;
+        match published {
+            Ok(()) => self.ack(message, AckKind::Term).await,
+            Err(err) => {
+                // Leave it unacknowledged: the server redelivers it and we try again.
+                tracing::error!(error = %err, "publishing a dead letter failed");
+            }
+        }
+    }
+
+    async fn ack(&self, message: &jetstream::Message, kind: AckKind) {
+        if let Err(err) = message.ack_with(kind).await {
+            tracing::warn!(consumer = %self.options.consumer, error = %err, "acknowledging a message failed");
+        }
+    }
+}
+
+impl Subscriber for NatsBus {
+    fn subscribe(
+        &self,
+        options: SubscribeOptions,
+        handler: Arc<dyn Handler>,
+    ) -> BoxFuture<'_, Result<SubscriptionHandle, BusError>> {
+        Box::pin(async move {
+            options.validate()?;
+            if self.inner.token.is_cancelled() {
+                return Err(BusError::Closed);
+            }
+            let durable = durable_name(&options.consumer, &options.filter);
+            let consumer = self
+                .inner
+                .stream
+                .get_or_create_consumer(
+                    &durable,
+                    pull::Config {
+                        durable_name: Some(durable.clone()),
+                        description: Some(format!("{} on {}", options.consumer, options.filter)),
+                        filter_subject: self.wire_subject(&options.filter),
+                        ack_policy: AckPolicy::Explicit,
+                        deliver_policy: DeliverPolicy::All,
+                        ack_wait: options.ack_wait,
+                        max_deliver: i64::from(options.max_deliveries) + 1,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map_err(|err| {
+                    BusError::backend(format!("creating the consumer {durable}"), err)
+                })?;
+            let token = self.inner.token.child_token();
+            let member = Member {
+                bus: self.clone(),
+                options,
+                handler,
+            };
+            self.inner
+                .tracker
+                .spawn(member.run(consumer, token.clone()));
+            Ok(SubscriptionHandle::new(token))
+        })
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.inner.token.cancel();
+            self.inner.tracker.close();
+            self.inner.tracker.wait().await;
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::durable_name;
+
+    #[test]
+    fn durable_names_are_valid_and_readable() {
+        assert_eq!(
+            durable_name("inventory", "tideway.ordering.*"),
+            "inventory-tideway_ordering_star"
+        );
+        assert_eq!(
+            durable_name("reporting", "tideway.>"),
+            "reporting-tideway_all"
+        );
+        assert_eq!(durable_name("x", "tideway.a/b.c"), "x-tideway_a_b_c");
+    }
+}

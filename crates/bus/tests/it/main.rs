@@ -1,0 +1,12 @@
+//! Integration tests of the bus: both backends (embedded, NATS JetStream on 127.0.0.1:4222)
+//! and, where a database is involved, both engines (SQLite, PostgreSQL).
+#![allow(
+    clippy::unwrap_used,
+    reason = "a failed step fails the test loudly, with its location"
+)]
+
+mod bus;
+mod helpers;
+mod inbox;
+mod nats;
+mod outbox;
