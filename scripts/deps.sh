@@ -3,9 +3,11 @@
 # Idempotent: a server that already answers is left alone; one that is missing is installed
 # from Debian's packages and started. Used by .ci/run and by developers on a new machine.
 #
-#   scripts/deps.sh            # PostgreSQL (what the test suite needs today)
+#   scripts/deps.sh            # PostgreSQL and NATS with JetStream (what the tests need)
 #
-# Environment: TIDEWAY_DEPS_TIMEOUT (seconds to wait for a server, default 60).
+# Environment: TIDEWAY_DEPS_TIMEOUT (seconds to wait for a server, default 60);
+# TIDEWAY_NATS_DIR (JetStream storage and log of a NATS server started here,
+# default /var/lib/tideway-nats).
 set -euo pipefail
 
 timeout_s="${TIDEWAY_DEPS_TIMEOUT:-60}"
@@ -76,4 +78,33 @@ ensure_postgres() {
   wait_for PostgreSQL postgres_answers
 }
 
+# NATS announces its features in the INFO line it sends on connect: `"jetstream":true`.
+nats_jetstream_answers() {
+  local info
+  info=$(timeout 3 bash -c 'exec 3<>/dev/tcp/127.0.0.1/4222; head -n1 <&3' 2>/dev/null) || return 1
+  [[ $info == INFO* && $info == *'"jetstream":true'* ]]
+}
+
+ensure_nats() {
+  if nats_jetstream_answers; then
+    log "NATS with JetStream answers on 127.0.0.1:4222"
+    return
+  fi
+  if tcp_open 4222; then
+    log "something answers on 127.0.0.1:4222 but it is not NATS with JetStream; stop it first"
+    return 1
+  fi
+  if ! command -v nats-server >/dev/null; then
+    apt_install nats-server
+  fi
+  local dir="${TIDEWAY_NATS_DIR:-/var/lib/tideway-nats}"
+  as_root mkdir -p "$dir"
+  log "starting nats-server with JetStream (storage $dir)"
+  # Detached, so it outlives this script; its log goes beside its storage.
+  as_root nohup setsid "$(command -v nats-server)" -js -a 127.0.0.1 -p 4222 -sd "$dir" \
+    -l "$dir/nats-server.log" </dev/null >/dev/null 2>&1 &
+  wait_for "NATS JetStream" nats_jetstream_answers
+}
+
 ensure_postgres
+ensure_nats
