@@ -206,6 +206,15 @@ impl Transport {
         mut request: Request<Body>,
         timeout: Duration,
     ) -> Result<Response<Body>, ClientError> {
+        // Carry the caller's trace to the callee.
+        if !request.headers().contains_key(&crate::trace::TRACEPARENT)
+            && let Some(traceparent) = crate::trace::current_traceparent()
+            && let Ok(value) = HeaderValue::from_str(&traceparent)
+        {
+            request
+                .headers_mut()
+                .insert(crate::trace::TRACEPARENT.clone(), value);
+        }
         let call = async {
             match &self.kind {
                 Kind::InProcess(router) => {

@@ -151,10 +151,16 @@ pub fn observe(name: &'static str, router: Router) -> Router {
                         .get::<RequestId>()
                         .and_then(|id| id.header_value().to_str().ok())
                         .unwrap_or_default();
+                    let trace_id = request
+                        .extensions()
+                        .get::<crate::trace::TraceContext>()
+                        .map(crate::trace::TraceContext::trace_id)
+                        .unwrap_or_default();
                     tracing::info_span!(
                         "request",
                         service = name,
                         request_id = %request_id,
+                        trace_id = %trace_id,
                         method = %request.method(),
                         path = %request.uri().path(),
                     )
@@ -169,6 +175,7 @@ pub fn observe(name: &'static str, router: Router) -> Router {
                 })
                 .on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
         )
+        .layer(middleware::from_fn(crate::trace::middleware))
         .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
 }
 
@@ -320,6 +327,72 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn the_trace_continues_across_an_in_process_hop() {
+        use crate::client::{JsonClient, Transport};
+        // A service that answers the traceparent it was called with.
+        let inner = service_router(
+            "inner",
+            Router::new().route(
+                "/seen",
+                axum::routing::get(|headers: http::HeaderMap| async move {
+                    axum::Json(
+                        headers
+                            .get("traceparent")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .to_owned(),
+                    )
+                }),
+            ),
+            Readiness::default(),
+            HttpOptions::default(),
+        );
+        let client = JsonClient::new(Transport::in_process(
+            "inner",
+            inner,
+            Duration::from_secs(1),
+        ));
+        // An outer service that calls it.
+        let outer = service_router(
+            "outer",
+            Router::new().route(
+                "/call",
+                axum::routing::get(move || {
+                    let client = client.clone();
+                    async move {
+                        let seen: String =
+                            client.get("/seen", &http::HeaderMap::new()).await.unwrap();
+                        axum::Json(seen)
+                    }
+                }),
+            ),
+            Readiness::default(),
+            HttpOptions::default(),
+        );
+        let caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let response = outer
+            .oneshot(
+                Request::get("/call")
+                    .header("traceparent", caller)
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            response.headers()["x-trace-id"],
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let seen: String = serde_json::from_slice(&body).unwrap();
+        let seen = crate::trace::TraceContext::parse(&seen).unwrap();
+        assert_eq!(seen.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_ne!(seen.to_string(), caller, "each hop is a child span");
     }
 
     #[tokio::test]

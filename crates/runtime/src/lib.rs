@@ -6,7 +6,8 @@
 //! ([`extract`]), the standard HTTP stack with request ids, access logs, metrics and health
 //! endpoints ([`http`], [`metrics`]), serving with graceful shutdown ([`serve`]), transports
 //! for typed clients that call a service in-process or over HTTP ([`client`]) and JWT
-//! verification against a JWKS ([`auth`]).
+//! verification against a JWKS ([`auth`]), and W3C trace context across HTTP and events
+//! ([`trace`]).
 #![warn(missing_docs)]
 
 pub mod auth;
@@ -18,5 +19,6 @@ pub mod metrics;
 pub mod problem;
 pub mod serve;
 pub mod telemetry;
+pub mod trace;
 
 pub use problem::{InvalidParam, Problem};
