@@ -1,1 +1,325 @@
-//! The inventory service (being written).
+//! The inventory service: stock per catalog item, reserved, released and committed by the
+//! checkout saga's commands on the event bus.
+//!
+//! * Commands (`tideway.inventory.reserve-stock`, `…release-stock`, `…commit-stock`, consumer
+//!   `inventory`) are handled in [`reservations`]: all lines of an order or none, never
+//!   oversold under concurrency, keyed by the order id so a repeated command re-sends its
+//!   stored outcome. Replies (`StockReserved`, `StockRejected`, `StockReleased`,
+//!   `StockCommitted`) go through the transactional outbox, published by a relay that holds
+//!   the `inventory` lease.
+//! * HTTP under `/api/inventory` ([`stock`]): read stock levels (everyone) and set what is
+//!   available (admins).
+//! * A fresh inventory is seeded from the catalog in the background ([`seed`]).
+//!
+//! The contract (commands, replies, views) is `tideway-inventory-api`.
+
+pub mod error;
+pub mod reservations;
+pub mod seed;
+pub mod stock;
+pub mod time;
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use axum::{Extension, Router};
+use serde::{Deserialize, Serialize};
+use tideway_bus::{
+    Bus, Event, Handler, Publisher, SubscribeOptions, SubscriptionHandle, inbox,
+    outbox::{self, Relay, RelayOptions, RelayWaker},
+};
+use tideway_catalog_api::CatalogClient;
+use tideway_inventory_api::{CommitStock, PREFIX, ReleaseStock, ReserveStock, SERVICE, StockLevel};
+use tideway_runtime::{
+    auth::JwtVerifier,
+    config::{ConfigError, Validate},
+    http::{HttpOptions, Readiness, service_router},
+};
+use tideway_store::{Db, DbOptions, Migrator};
+use tokio::sync::watch;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+pub use error::ApiError;
+pub use reservations::{Reservation, ReservationStatus};
+pub use stock::StockUpdate;
+
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// Subscriptions per command subject: how many commands of one kind run at once.
+pub const WORKERS: usize = 4;
+
+/// The inventory's configuration (`[inventory]` in `tideway.toml`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// `sqlite://path` or `postgres://…`.
+    pub database_url: String,
+    /// Whether items of the catalog without a stock row get one (with the catalog's stock).
+    pub seed_from_catalog: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            database_url: "sqlite://data/inventory.db".to_owned(),
+            seed_from_catalog: true,
+        }
+    }
+}
+
+impl Validate for Config {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let url = self.database_url.as_str();
+        let supported = ["sqlite:", "postgres://", "postgresql://"]
+            .iter()
+            .any(|scheme| url.starts_with(scheme));
+        if !supported {
+            return Err(ConfigError::invalid(
+                "inventory.database_url",
+                "a sqlite://… or postgres://… URL",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What every HTTP handler shares.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The inventory's database.
+    pub db: Db,
+}
+
+/// Every stock row and every reservation: what an invariant checker reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Every stock row, by item id.
+    pub stock: Vec<StockLevel>,
+    /// Every reservation with its lines, by order id. Only those whose status
+    /// [holds stock](ReservationStatus::holds_stock) account for `reserved` (status
+    /// `reserved`) and `committed` (status `committed`) units.
+    pub reservations: Vec<Reservation>,
+}
+
+/// The inventory service: a cheap-to-clone handle.
+#[derive(Clone)]
+pub struct Inventory {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Db,
+    verifier: Arc<JwtVerifier>,
+    waker: RelayWaker,
+    subscriptions: Vec<SubscriptionHandle>,
+    seeded: watch::Receiver<bool>,
+    tracker: TaskTracker,
+    token: CancellationToken,
+}
+
+impl std::fmt::Debug for Inventory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inventory")
+            .field("backend", &self.inner.db.backend())
+            .field("seeded", &*self.inner.seeded.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Inventory {
+    /// Connects to the database and migrates it (with the outbox and inbox tables), starts
+    /// the outbox relay (lease `inventory`), subscribes the command handlers as consumer
+    /// `inventory` ([`WORKERS`] per command), and, when `config.seed_from_catalog`, starts
+    /// seeding from `catalog` in the background ([`Inventory::seeded`] waits for it).
+    ///
+    /// On the embedded bus, call this before the bus is opened, so the handlers exist
+    /// when the first command is published.
+    pub async fn build(
+        config: &Config,
+        bus: Arc<dyn Bus>,
+        verifier: Arc<JwtVerifier>,
+        catalog: CatalogClient,
+    ) -> anyhow::Result<Self> {
+        config
+            .validate()
+            .context("invalid inventory configuration")?;
+        let db = Db::connect(&config.database_url, DbOptions::default())
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot connect to the inventory database {}",
+                    tideway_store::redact(&config.database_url)
+                )
+            })?;
+        db.migrate(&MIGRATOR)
+            .await
+            .context("cannot migrate the inventory database")?;
+        outbox::install(&db)
+            .await
+            .context("cannot create the inventory's outbox")?;
+        inbox::install(&db)
+            .await
+            .context("cannot create the inventory's inbox")?;
+
+        let tracker = TaskTracker::new();
+        let token = CancellationToken::new();
+        let publisher: Arc<dyn Publisher> = bus.clone();
+        let relay = Relay::new(
+            db.clone(),
+            publisher,
+            RelayOptions {
+                lease_name: SERVICE.to_owned(),
+                holder: format!("{SERVICE}-{}", uuid::Uuid::new_v4()),
+                ..RelayOptions::default()
+            },
+        );
+        let waker = relay.spawn(&tracker, token.child_token());
+
+        let commands = reservations::Commands::new(db.clone(), waker.clone());
+        let handler: Arc<dyn Handler> = Arc::new(move |event: Event| {
+            let commands = commands.clone();
+            async move { commands.handle(event).await }
+        });
+        let mut subscriptions = Vec::new();
+        for subject in [
+            <ReserveStock as tideway_bus::EventType>::SUBJECT,
+            <ReleaseStock as tideway_bus::EventType>::SUBJECT,
+            <CommitStock as tideway_bus::EventType>::SUBJECT,
+        ] {
+            for _ in 0..WORKERS {
+                let subscription = bus
+                    .subscribe(SubscribeOptions::new(SERVICE, subject), handler.clone())
+                    .await
+                    .with_context(|| format!("cannot subscribe to {subject}"));
+                match subscription {
+                    Ok(subscription) => subscriptions.push(subscription),
+                    Err(err) => {
+                        subscriptions.iter().for_each(SubscriptionHandle::stop);
+                        token.cancel();
+                        tracker.close();
+                        tracker.wait().await;
+                        return Err(err);
+                    }
+                }
+            }
+        }
+
+        let (seeded_tx, seeded) = watch::channel(!config.seed_from_catalog);
+        if config.seed_from_catalog {
+            tracker.spawn(seed::run(
+                db.clone(),
+                catalog,
+                token.child_token(),
+                seeded_tx,
+            ));
+        }
+        tracker.close();
+        tracing::info!(backend = ?db.backend(), seed = config.seed_from_catalog, "inventory started");
+        Ok(Self {
+            inner: Arc::new(Inner {
+                db,
+                verifier,
+                waker,
+                subscriptions,
+                seeded,
+                tracker,
+                token,
+            }),
+        })
+    }
+
+    /// The service's router: the API under `/api/inventory` wrapped in the standard stack
+    /// (request ids, access log, metrics, problems, health and readiness).
+    pub fn router(&self) -> Router {
+        let api = Router::new()
+            .nest(PREFIX, stock::routes())
+            .with_state(AppState {
+                db: self.inner.db.clone(),
+            })
+            .layer(Extension(self.inner.verifier.clone()));
+        let db = self.inner.db.clone();
+        let readiness = Readiness::default().with("database", move || {
+            let db = db.clone();
+            async move { db.ping().await.map_err(|err| err.to_string()) }
+        });
+        service_router(SERVICE, api, readiness, HttpOptions::default())
+    }
+
+    /// The inventory's database.
+    pub fn db(&self) -> &Db {
+        &self.inner.db
+    }
+
+    /// Waits until seeding from the catalog is done (at once when it is off); `false` when
+    /// the service shut down first.
+    pub async fn seeded(&self) -> bool {
+        let mut seeded = self.inner.seeded.clone();
+        tokio::select! {
+            done = seeded.wait_for(|done| *done) => return done.is_ok(),
+            () = self.inner.token.cancelled() => {}
+        }
+        *self.inner.seeded.borrow()
+    }
+
+    /// Sets the available units of `item_id` (0 to 1,000,000), creating its row; reserved
+    /// and committed units are kept. For tests and admins (`PUT /stock/{item_id}`).
+    pub async fn set_stock(&self, item_id: &str, available: i64) -> Result<StockLevel, ApiError> {
+        if !stock::is_item_id(item_id) {
+            return Err(ApiError::field(
+                "item_id",
+                "1–64 letters, digits, '-' or '_'",
+            ));
+        }
+        let available = stock::validate_available(available)?;
+        Ok(stock::set_available(&self.inner.db, item_id, available).await?)
+    }
+
+    /// The stock of `item_id`, if it has a row.
+    pub async fn stock(&self, item_id: &str) -> Result<Option<StockLevel>, ApiError> {
+        Ok(stock::get_level(&self.inner.db, item_id).await?)
+    }
+
+    /// Every stock row and reservation (for invariant checks and tests).
+    pub async fn snapshot(&self) -> Result<Snapshot, ApiError> {
+        Ok(Snapshot {
+            stock: stock::all(&self.inner.db).await?,
+            reservations: reservations::all(&self.inner.db).await?,
+        })
+    }
+
+    /// Asks the relay to publish pending replies now.
+    pub fn wake_relay(&self) {
+        self.inner.waker.wake();
+    }
+
+    /// Stops the subscriptions, the relay (releasing its lease) and seeding, and waits for
+    /// them. The bus itself belongs to the caller.
+    pub async fn shutdown(&self) {
+        self.inner
+            .subscriptions
+            .iter()
+            .for_each(SubscriptionHandle::stop);
+        self.inner.token.cancel();
+        self.inner.tracker.wait().await;
+        tracing::info!("inventory stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_defaults_and_validation() {
+        let config = Config::default();
+        assert!(config.seed_from_catalog);
+        assert_eq!(config.database_url, "sqlite://data/inventory.db");
+        assert!(config.validate().is_ok());
+        let bad = Config {
+            database_url: "mysql://x".into(),
+            ..Config::default()
+        };
+        let err = bad.validate().unwrap_err();
+        assert!(err.to_string().contains("inventory.database_url"), "{err}");
+    }
+}

@@ -1,0 +1,232 @@
+//! Stock levels: reading them (everyone) and setting what is available (admins), plus the
+//! queries behind them.
+//!
+//! `PUT /stock/{item_id}` sets `available` only: units held by reservations (`reserved`) and
+//! sold (`committed`) belong to orders and move only through the saga's commands.
+
+use axum::{Router, extract::State, routing::get};
+use serde::{Deserialize, Serialize};
+use tideway_inventory_api::StockLevel;
+use tideway_runtime::{
+    auth::AdminUser,
+    extract::{Json, Path, Query},
+};
+use tideway_store::{AnyRow, Db, Row};
+
+use crate::{AppState, error::ApiError, time::now_ms};
+
+/// The most units an item may have available.
+pub const MAX_AVAILABLE: i64 = 1_000_000;
+/// The most ids `GET /stock?ids=…` accepts.
+pub const MAX_IDS: usize = 100;
+
+/// The body of `PUT /api/inventory/stock/{item_id}` (admin).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StockUpdate {
+    /// Units that can be reserved: 0 to 1,000,000.
+    pub available: i64,
+}
+
+/// The query of `GET /api/inventory/stock`.
+#[derive(Debug, Clone, Default, Deserialize)]
+struct ManyQuery {
+    /// Comma-separated item ids.
+    ids: Option<String>,
+}
+
+/// The stock routes, relative to the inventory's prefix.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/stock", get(get_many))
+        .route("/stock/{item_id}", get(get_one).put(put_one))
+}
+
+/// Whether `id` can name an item: 1–64 ASCII letters, digits, `-` or `_` (catalog ids are
+/// UUIDs).
+pub fn is_item_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Checks a new `available` value.
+pub fn validate_available(available: i64) -> Result<i64, ApiError> {
+    if (0..=MAX_AVAILABLE).contains(&available) {
+        Ok(available)
+    } else {
+        Err(ApiError::field(
+            "available",
+            format!("must be between 0 and {MAX_AVAILABLE}"),
+        ))
+    }
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::NotFound(format!("no stock for item {id}"))
+}
+
+async fn get_one(
+    State(state): State<AppState>,
+    Path(item_id): Path<String>,
+) -> Result<Json<StockLevel>, ApiError> {
+    if !is_item_id(&item_id) {
+        return Err(not_found(&item_id));
+    }
+    let level = get_level(&state.db, &item_id)
+        .await?
+        .ok_or_else(|| not_found(&item_id))?;
+    Ok(Json(level))
+}
+
+async fn get_many(
+    State(state): State<AppState>,
+    Query(query): Query<ManyQuery>,
+) -> Result<Json<Vec<StockLevel>>, ApiError> {
+    let ids = parse_ids(query.ids.as_deref())?;
+    Ok(Json(get_many_levels(&state.db, &ids).await?))
+}
+
+async fn put_one(
+    State(state): State<AppState>,
+    AdminUser(admin): AdminUser,
+    Path(item_id): Path<String>,
+    Json(update): Json<StockUpdate>,
+) -> Result<Json<StockLevel>, ApiError> {
+    if !is_item_id(&item_id) {
+        return Err(not_found(&item_id));
+    }
+    let available = validate_available(update.available)?;
+    let level = set_available(&state.db, &item_id, available).await?;
+    tracing::info!(item_id = %item_id, available, admin = %admin.sub, "stock set");
+    Ok(Json(level))
+}
+
+/// The ids of `ids=a,b`: each valid, at least one, at most [`MAX_IDS`], duplicates dropped.
+fn parse_ids(ids: Option<&str>) -> Result<Vec<String>, ApiError> {
+    let Some(ids) = ids else {
+        return Err(ApiError::query("ids", "required: comma-separated item ids"));
+    };
+    let mut parsed: Vec<String> = Vec::new();
+    for id in ids.split(',').map(str::trim) {
+        if !is_item_id(id) {
+            return Err(ApiError::query(
+                "ids",
+                format!("{id:?} is not an item id (1–64 letters, digits, '-' or '_')"),
+            ));
+        }
+        if !parsed.iter().any(|p| p == id) {
+            parsed.push(id.to_owned());
+        }
+    }
+    if parsed.len() > MAX_IDS {
+        return Err(ApiError::query(
+            "ids",
+            format!("at most {MAX_IDS} ids per request"),
+        ));
+    }
+    Ok(parsed)
+}
+
+fn level(row: &AnyRow) -> Result<StockLevel, sqlx::Error> {
+    Ok(StockLevel {
+        item_id: row.try_get("item_id")?,
+        available: row.try_get("available")?,
+        reserved: row.try_get("reserved")?,
+        committed: row.try_get("committed")?,
+    })
+}
+
+/// The stock of `item_id`, if it has a row.
+#[tracing::instrument(skip_all, fields(item_id = %item_id), err)]
+pub async fn get_level(db: &Db, item_id: &str) -> Result<Option<StockLevel>, sqlx::Error> {
+    sqlx::query("SELECT item_id, available, reserved, committed FROM stock WHERE item_id = $1")
+        .bind(item_id)
+        .fetch_optional(db.pool())
+        .await?
+        .as_ref()
+        .map(level)
+        .transpose()
+}
+
+/// The stock of those of `ids` that have a row, in the order asked.
+#[tracing::instrument(skip_all, fields(count = ids.len()), err)]
+pub async fn get_many_levels(db: &Db, ids: &[String]) -> Result<Vec<StockLevel>, sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let placeholders: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        "SELECT item_id, available, reserved, committed FROM stock WHERE item_id IN ({})",
+        placeholders.join(", ")
+    );
+    let mut query = sqlx::query(&sql);
+    for id in ids {
+        query = query.bind(id);
+    }
+    let rows = query.fetch_all(db.pool()).await?;
+    let mut levels = rows.iter().map(level).collect::<Result<Vec<_>, _>>()?;
+    levels.sort_by_key(|l| ids.iter().position(|id| *id == l.item_id));
+    Ok(levels)
+}
+
+/// Every stock row, by item id.
+#[tracing::instrument(skip_all, err)]
+pub async fn all(db: &Db) -> Result<Vec<StockLevel>, sqlx::Error> {
+    let rows =
+        sqlx::query("SELECT item_id, available, reserved, committed FROM stock ORDER BY item_id")
+            .fetch_all(db.pool())
+            .await?;
+    rows.iter().map(level).collect()
+}
+
+/// Sets the available units of `item_id`, creating its row when missing.
+#[tracing::instrument(skip_all, fields(item_id = %item_id, available), err)]
+pub async fn set_available(
+    db: &Db,
+    item_id: &str,
+    available: i64,
+) -> Result<StockLevel, sqlx::Error> {
+    let row = sqlx::query(
+        "INSERT INTO stock (item_id, available, reserved, committed, version, updated_at_ms) \
+         VALUES ($1, $2, 0, 0, 1, $3) \
+         ON CONFLICT (item_id) DO UPDATE SET available = excluded.available, \
+         version = stock.version + 1, updated_at_ms = excluded.updated_at_ms \
+         RETURNING item_id, available, reserved, committed",
+    )
+    .bind(item_id)
+    .bind(available)
+    .bind(now_ms())
+    .fetch_one(db.pool())
+    .await?;
+    level(&row)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_checked_deduplicated_and_bounded() {
+        assert_eq!(parse_ids(Some("a, b,a")).unwrap(), ["a", "b"]);
+        assert!(parse_ids(None).is_err());
+        assert!(parse_ids(Some("")).is_err());
+        assert!(parse_ids(Some("a,,b")).is_err());
+        assert!(parse_ids(Some("a/b")).is_err());
+        let many: Vec<String> = (0..=MAX_IDS).map(|i| format!("i{i}")).collect();
+        assert!(parse_ids(Some(&many.join(","))).is_err());
+        assert_eq!(
+            parse_ids(Some(&many[..MAX_IDS].join(","))).unwrap().len(),
+            MAX_IDS
+        );
+    }
+
+    #[test]
+    fn available_is_bounded() {
+        assert!(validate_available(0).is_ok());
+        assert!(validate_available(MAX_AVAILABLE).is_ok());
+        assert!(validate_available(-1).is_err());
+        assert!(validate_available(MAX_AVAILABLE + 1).is_err());
+    }
+}
