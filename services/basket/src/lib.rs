@@ -14,6 +14,7 @@
 mod config;
 mod error;
 mod lines;
+mod orders;
 
 use std::sync::Arc;
 
@@ -70,6 +71,16 @@ impl Basket {
         });
         let router = service_router(SERVICE, api, readiness, HttpOptions::default());
         Ok(Self { db, router })
+    }
+
+    /// Consumes `OrderConfirmed` from `bus`: the ordered units leave the buyer's basket.
+    pub async fn subscribe(
+        &self,
+        bus: Arc<dyn tideway_bus::Bus>,
+    ) -> anyhow::Result<tideway_bus::SubscriptionHandle> {
+        orders::subscribe(self.db.clone(), bus)
+            .await
+            .context("cannot subscribe the basket to confirmed orders")
     }
 
     /// The HTTP router, wrapped with the standard stack (health, metrics, problems).

@@ -9,4 +9,5 @@ mod auth;
 mod catalog;
 mod helpers;
 mod lines;
+mod orders;
 mod validation;
