@@ -151,3 +151,17 @@ pub struct OrderCancelled {
 impl EventType for OrderCancelled {
     const SUBJECT: &'static str = "tideway.ordering.order-cancelled";
 }
+
+/// One page of the caller's orders (`GET /api/ordering/orders`), newest first; the orders
+/// carry no timeline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderPage {
+    /// The orders on this page.
+    pub items: Vec<OrderView>,
+    /// The page number, from 1.
+    pub page: u32,
+    /// The page size.
+    pub page_size: u32,
+    /// The caller's orders over all pages.
+    pub total: u64,
+}

@@ -1,1 +1,236 @@
-//! The ordering service (being written).
+//! The ordering service: checkout turns a basket into an order, and an orchestrated saga
+//! takes it to Confirmed or Cancelled.
+//!
+//! `POST /api/basket/checkout` (routed here by the gateway) reads the caller's basket through
+//! the basket's client, snapshots its lines and prices into a Pending order, commits the
+//! order with its `OrderPlaced` event (outbox), and starts the `checkout` saga
+//! ([`tideway_saga`]): reserve stock → authorize payment → confirm the order → capture
+//! payment. Every step's command is an event published through the outbox; inventory's and
+//! payment's replies come back over the bus and are delivered to the saga. A reply that
+//! fails a step, or a step that times out, compensates the steps done (release stock, void
+//! payment) and the order is Cancelled with the reason (see [`finish`]). Sagas interrupted
+//! by a crash are resumed at start-up.
+//!
+//! Ordering knows inventory and payment only through their contracts
+//! (`tideway-inventory-api`, `tideway-payment-api`).
+
+mod checkout;
+mod config;
+mod error;
+mod finish;
+mod orders;
+mod replies;
+mod saga;
+mod time;
+
+use std::{fmt, sync::Arc};
+
+use anyhow::Context;
+use axum::{Extension, Router};
+use tideway_basket_api::BasketClient;
+use tideway_bus::{
+    Bus, Publisher, SubscriptionHandle, inbox,
+    outbox::{self, Relay, RelayOptions},
+};
+use tideway_ordering_api::{OrderView, SERVICE};
+use tideway_runtime::{
+    auth::JwtVerifier,
+    config::Validate,
+    http::{HttpOptions, Readiness, service_router},
+};
+use tideway_saga::{DbSagaStore, EngineOptions, SagaEngine};
+use tideway_store::{Db, DbOptions, Migrator};
+use tokio::sync::{mpsc, watch};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+pub use checkout::{IDEMPOTENCY_KEY, MAX_KEY_CHARS};
+pub use config::Config;
+pub use error::ApiError;
+pub use finish::ORPHAN_REASON;
+pub use saga::{AUTHORIZE_PAYMENT, CAPTURE_PAYMENT, CONFIRM_ORDER, RESERVE_STOCK, SAGA};
+
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// A running ordering service: its database, saga engine, bus subscriptions, outbox relay
+/// and HTTP router. Cheap to clone.
+#[derive(Clone)]
+pub struct Ordering {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Db,
+    router: Router,
+    engine: SagaEngine,
+    subscriptions: Vec<SubscriptionHandle>,
+    tracker: TaskTracker,
+    token: CancellationToken,
+}
+
+impl fmt::Debug for Ordering {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ordering")
+            .field("db", &self.inner.db)
+            .field("engine", &self.inner.engine)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Ordering {
+    /// Connects to the database and migrates it (orders, outbox, inbox, saga tables), starts
+    /// the outbox relay, subscribes to inventory's and payment's replies, resumes every
+    /// unfinished saga, starts the timeout sweeper and the task that cancels the orders of
+    /// compensated sagas, and builds the router. Baskets are read through `basket`; tokens
+    /// are checked with `verifier`.
+    pub async fn build(
+        config: &Config,
+        bus: Arc<dyn Bus>,
+        verifier: Arc<JwtVerifier>,
+        basket: BasketClient,
+    ) -> anyhow::Result<Self> {
+        config
+            .validate()
+            .context("invalid ordering configuration")?;
+        let db = Db::connect(&config.database_url, DbOptions::default())
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot open the ordering database {}",
+                    tideway_store::redact(&config.database_url)
+                )
+            })?;
+        db.migrate(&MIGRATOR)
+            .await
+            .context("cannot migrate the ordering database")?;
+        outbox::install(&db)
+            .await
+            .context("cannot install the ordering outbox")?;
+        inbox::install(&db)
+            .await
+            .context("cannot install the ordering inbox")?;
+        tideway_saga::install(&db)
+            .await
+            .context("cannot install the ordering saga tables")?;
+
+        let tracker = TaskTracker::new();
+        let token = CancellationToken::new();
+        let publisher: Arc<dyn Publisher> = bus.clone();
+        let relay = Relay::new(
+            db.clone(),
+            publisher,
+            RelayOptions {
+                lease_name: SERVICE.to_owned(),
+                ..RelayOptions::default()
+            },
+        );
+        let waker = relay.spawn(&tracker, token.child_token());
+
+        let (finished_tx, finished_rx) = mpsc::unbounded_channel();
+        let sagas = DbSagaStore::new(db.clone());
+        let engine = SagaEngine::new(
+            finish::NotifyingStore::new(sagas.clone(), finished_tx),
+            EngineOptions {
+                sweep_interval: config.sweep_interval(),
+                ..EngineOptions::default()
+            },
+        );
+        let deps = saga::Deps {
+            db: db.clone(),
+            waker: waker.clone(),
+            sagas,
+            captured: Arc::new(watch::channel(0).0),
+            capture_retry: config.capture_timeout(),
+        };
+        let definition = saga::definition(&deps, config);
+        engine
+            .register(definition.clone())
+            .context("cannot register the checkout saga")?;
+
+        let subscriptions = replies::subscribe(
+            replies::Replies {
+                engine: engine.clone(),
+                deps: deps.clone(),
+            },
+            &bus,
+        )
+        .await
+        .context("cannot subscribe ordering to the checkout replies")?;
+        let resumed = engine
+            .resume_all()
+            .await
+            .context("cannot resume the unfinished checkout sagas")?;
+        engine.spawn_sweeper();
+        tracker.spawn(
+            finish::Finisher {
+                deps,
+                finished: finished_rx,
+            }
+            .run(token.child_token()),
+        );
+        tracing::info!(resumed, "ordering started");
+
+        let state = orders::State {
+            db: db.clone(),
+            engine: engine.clone(),
+            saga: Arc::new(definition),
+            basket,
+            waker,
+        };
+        let api = orders::routes(state).layer(Extension(verifier));
+        let ping_db = db.clone();
+        let readiness = Readiness::default().with("database", move || {
+            let db = ping_db.clone();
+            async move { db.ping().await.map_err(|err| err.to_string()) }
+        });
+        let router = service_router(SERVICE, api, readiness, HttpOptions::default());
+        Ok(Self {
+            inner: Arc::new(Inner {
+                db,
+                router,
+                engine,
+                subscriptions,
+                tracker,
+                token,
+            }),
+        })
+    }
+
+    /// The HTTP router, wrapped with the standard stack (health, metrics, problems).
+    pub fn router(&self) -> Router {
+        self.inner.router.clone()
+    }
+
+    /// The database.
+    pub fn db(&self) -> &Db {
+        &self.inner.db
+    }
+
+    /// The saga engine (to watch an order's saga, e.g. `wait_finished(order_id, ..)`).
+    pub fn saga_engine(&self) -> &SagaEngine {
+        &self.inner.engine
+    }
+
+    /// Every order with its lines, oldest first, without timelines: for invariant checks.
+    /// Empty (and logged) when the database cannot be read.
+    pub async fn snapshot(&self) -> Vec<OrderView> {
+        match orders::store::all(&self.inner.db).await {
+            Ok(orders) => orders,
+            Err(err) => {
+                tracing::error!(error = %err, "cannot read the orders for a snapshot");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Stops the subscriptions, the saga engine (steps under way are resumed at the next
+    /// start), the outbox relay and the finisher, and waits for their tasks.
+    pub async fn shutdown(&self) {
+        for subscription in &self.inner.subscriptions {
+            subscription.stop();
+        }
+        self.inner.engine.shutdown().await;
+        self.inner.token.cancel();
+        self.inner.tracker.close();
+        self.inner.tracker.wait().await;
+    }
+}

@@ -1,0 +1,285 @@
+//! `POST /api/basket/checkout`: turns the caller's basket into a Pending order and starts
+//! its saga.
+//!
+//! The basket is read with the caller's own token; its lines and prices are snapshotted
+//! into the order. The order and its `OrderPlaced` event commit in one transaction, then the
+//! saga starts. With an `Idempotency-Key`, a repeated request of the same user answers the
+//! same order (and starts its saga if an earlier attempt could not).
+
+use axum::{
+    body::Bytes,
+    extract::State as Shared,
+    http::{HeaderMap, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use tideway_basket_api::BasketView;
+use tideway_bus::outbox;
+use tideway_ordering_api::{
+    CheckoutAccepted, CheckoutRequest, OrderLine, OrderPlaced, OrderStatus, OrderView, PREFIX,
+};
+use tideway_payment_api::APPROVED_CARD;
+use tideway_runtime::{
+    auth::{AuthError, AuthUser, bearer},
+    client::ClientError,
+    extract::{Json, parse_json},
+    trace,
+};
+use uuid::Uuid;
+
+use crate::{
+    error::ApiError,
+    orders::{
+        State,
+        store::{self, NewOrder},
+    },
+    saga::{CheckoutState, event, trace_id},
+};
+
+/// The header that makes a checkout idempotent.
+pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
+/// The longest idempotency key accepted.
+pub const MAX_KEY_CHARS: usize = 100;
+
+/// `POST /api/basket/checkout`.
+pub async fn checkout(
+    Shared(state): Shared<State>,
+    AuthUser(user): AuthUser,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let key = idempotency_key(&headers)?;
+    let request = parse_body(&headers, &body)?;
+    let card = card_number(request.card.as_deref())?;
+    let token = bearer(&headers)?;
+    if let Some(key) = &key
+        && let Some(id) = store::find_by_key(&state.db, &user.sub, key).await?
+    {
+        return replay(&state, &id, card).await;
+    }
+    let basket = state.basket.get(token).await.map_err(basket_error)?;
+    let (lines, total_minor) = snapshot(&basket)?;
+    let order = NewOrder {
+        id: Uuid::now_v7().to_string(),
+        user_id: user.sub.clone(),
+        lines,
+        total_minor,
+        currency: basket.currency.clone(),
+        trace_id: trace_id(),
+        idempotency_key: key.clone(),
+    };
+    let placed = OrderPlaced {
+        order_id: order.id.clone(),
+        user_id: order.user_id.clone(),
+        lines: order.lines.clone(),
+        total_minor,
+    };
+    let mut tx = state.db.begin().await?;
+    if let Err(err) = store::insert(&mut tx, &order).await {
+        drop(tx);
+        // Two requests with one key raced: the other one's order is the answer.
+        if tideway_store::is_unique_violation(&err)
+            && let Some(key) = &key
+            && let Some(id) = store::find_by_key(&state.db, &user.sub, key).await?
+        {
+            return replay(&state, &id, card).await;
+        }
+        return Err(err.into());
+    }
+    outbox::enqueue(&mut tx, &event(&placed, &order.id)?).await?;
+    tx.commit().await?;
+    state.waker.wake();
+    tracing::info!(
+        order_id = %order.id, trace_id = %order.trace_id, total_minor,
+        lines = order.lines.len(), "order placed"
+    );
+    let saga_state = CheckoutState {
+        order_id: order.id.clone(),
+        user_id: order.user_id,
+        lines: order.lines,
+        total_minor,
+        currency: order.currency,
+        card,
+        traceparent: trace::current_traceparent(),
+    };
+    state
+        .engine
+        .start(&state.saga, &order.id, saga_state)
+        .await?;
+    Ok(accepted(&order.id))
+}
+
+/// The answer for an order placed before with the same key: its saga is started if an
+/// earlier attempt failed to, and the same 202 is sent.
+async fn replay(state: &State, id: &str, card: String) -> Result<Response, ApiError> {
+    let order: OrderView = store::load(&state.db, id)
+        .await?
+        .ok_or_else(|| ApiError::Internal(format!("order {id} vanished")))?;
+    if order.status == OrderStatus::Pending {
+        let saga_state = CheckoutState {
+            order_id: order.id.clone(),
+            user_id: order.user_id,
+            lines: order.lines,
+            total_minor: order.total_minor,
+            currency: order.currency,
+            card,
+            traceparent: trace::current_traceparent(),
+        };
+        // Idempotent: an existing instance is left as it is.
+        state.engine.start(&state.saga, id, saga_state).await?;
+    }
+    tracing::info!(order_id = %id, "checkout repeated with the same idempotency key");
+    Ok(accepted(id))
+}
+
+fn accepted(id: &str) -> Response {
+    let href = format!("{PREFIX}/orders/{id}");
+    let body = CheckoutAccepted {
+        order_id: id.to_owned(),
+        status: OrderStatus::Pending,
+        href: href.clone(),
+    };
+    (StatusCode::ACCEPTED, [(header::LOCATION, href)], Json(body)).into_response()
+}
+
+/// The optional `Idempotency-Key` header: 1 to 100 visible ASCII characters.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let invalid = || {
+        ApiError::invalid(
+            IDEMPOTENCY_KEY,
+            format!("must be 1 to {MAX_KEY_CHARS} visible ASCII characters"),
+        )
+    };
+    let text = value.to_str().map_err(|_| invalid())?.trim();
+    if text.is_empty()
+        || text.len() > MAX_KEY_CHARS
+        || !text.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+    {
+        return Err(invalid());
+    }
+    Ok(Some(text.to_owned()))
+}
+
+/// The optional JSON body: empty means `{}`.
+fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<CheckoutRequest, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(CheckoutRequest::default());
+    }
+    if !is_json(headers) {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    parse_json(body).map_err(|problem| ApiError::Rejected(Box::new(problem)))
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let mime = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+}
+
+/// The card without spaces: 12 to 19 digits; the approved test card when none is given.
+fn card_number(card: Option<&str>) -> Result<String, ApiError> {
+    let Some(card) = card else {
+        return Ok(APPROVED_CARD.to_owned());
+    };
+    let digits: String = card.chars().filter(|c| *c != ' ').collect();
+    if !(12..=19).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ApiError::invalid(
+            "card",
+            "must be 12 to 19 digits (spaces allowed)",
+        ));
+    }
+    Ok(digits)
+}
+
+/// The basket's lines and total, checked: not empty, every line available.
+fn snapshot(basket: &BasketView) -> Result<(Vec<OrderLine>, i64), ApiError> {
+    if basket.items.is_empty() {
+        return Err(ApiError::invalid("basket", "the basket is empty"));
+    }
+    let mut total: i64 = 0;
+    let mut lines = Vec::with_capacity(basket.items.len());
+    for (i, line) in basket.items.iter().enumerate() {
+        if !line.available {
+            return Err(ApiError::Conflict {
+                field: format!("items[{i}]"),
+                reason: format!(
+                    "{:?} is not available in the quantity asked ({})",
+                    line.name, line.quantity
+                ),
+            });
+        }
+        total = line
+            .unit_price_minor
+            .checked_mul(line.quantity)
+            .and_then(|sum| total.checked_add(sum))
+            .ok_or_else(|| ApiError::invalid("basket", "the total is too large"))?;
+        lines.push(OrderLine {
+            item_id: line.item_id.clone(),
+            name: line.name.clone(),
+            unit_price_minor: line.unit_price_minor,
+            quantity: line.quantity,
+        });
+    }
+    Ok((lines, total))
+}
+
+fn basket_error(err: ClientError) -> ApiError {
+    match err.status() {
+        Some(StatusCode::UNAUTHORIZED) => {
+            ApiError::Unauthorized(AuthError::Invalid("the basket refused the token".into()))
+        }
+        _ => ApiError::BasketUnavailable(err),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    #[test]
+    fn cards_are_12_to_19_digits_with_spaces_allowed() {
+        assert_eq!(card_number(None).unwrap(), APPROVED_CARD);
+        assert_eq!(
+            card_number(Some("4242 4242 4242 4242")).unwrap(),
+            "4242424242424242"
+        );
+        assert_eq!(card_number(Some("123456789012")).unwrap(), "123456789012");
+        for bad in [
+            "",
+            "12345678901",
+            "12345678901234567890",
+            "4242-4242-4242-4242",
+            "abcdabcdabcd",
+        ] {
+            assert!(card_number(Some(bad)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn idempotency_keys_are_short_visible_text() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(idempotency_key(&headers).unwrap(), None);
+        headers.insert(IDEMPOTENCY_KEY, HeaderValue::from_static("k-1"));
+        assert_eq!(idempotency_key(&headers).unwrap().as_deref(), Some("k-1"));
+        headers.insert(IDEMPOTENCY_KEY, HeaderValue::from_static(" "));
+        assert!(idempotency_key(&headers).is_err());
+        let long = "k".repeat(MAX_KEY_CHARS + 1);
+        headers.insert(IDEMPOTENCY_KEY, HeaderValue::from_str(&long).unwrap());
+        assert!(idempotency_key(&headers).is_err());
+    }
+}

@@ -1,0 +1,139 @@
+//! The ordering service's configuration.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tideway_runtime::config::{ConfigError, Validate};
+
+/// The longest step timeout accepted (a day), so a typo cannot park sagas for years.
+const MAX_TIMEOUT_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// The ordering service's configuration (`[ordering]` in `tideway.toml`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// `sqlite://path/to/file.db` or `postgres://user@host:port/db`.
+    pub database_url: String,
+    /// How long inventory may take to answer `ReserveStock` before the order is cancelled.
+    pub reserve_timeout_ms: u64,
+    /// How long payment may take to answer `AuthorizePayment` before the order is cancelled.
+    pub payment_timeout_ms: u64,
+    /// How long to wait for `PaymentCaptured` before sending `CapturePayment` again. A
+    /// confirmed order is never cancelled: capture is retried, not compensated.
+    pub capture_timeout_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            database_url: "sqlite://data/ordering.db".to_owned(),
+            reserve_timeout_ms: 10_000,
+            payment_timeout_ms: 15_000,
+            capture_timeout_ms: 15_000,
+        }
+    }
+}
+
+impl Config {
+    pub(crate) fn reserve_timeout(&self) -> Duration {
+        Duration::from_millis(self.reserve_timeout_ms)
+    }
+
+    pub(crate) fn payment_timeout(&self) -> Duration {
+        Duration::from_millis(self.payment_timeout_ms)
+    }
+
+    pub(crate) fn capture_timeout(&self) -> Duration {
+        Duration::from_millis(self.capture_timeout_ms)
+    }
+
+    /// How often the saga sweeper looks for timed-out steps: a quarter of the shortest
+    /// timeout, between 50 ms and 1 s.
+    pub(crate) fn sweep_interval(&self) -> Duration {
+        let shortest = self
+            .reserve_timeout_ms
+            .min(self.payment_timeout_ms)
+            .min(self.capture_timeout_ms);
+        Duration::from_millis((shortest / 4).clamp(50, 1000))
+    }
+}
+
+impl Validate for Config {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let url = self.database_url.as_str();
+        let known = ["sqlite:", "postgres://", "postgresql://"]
+            .iter()
+            .any(|scheme| url.starts_with(scheme));
+        if !known || url.len() <= "sqlite:".len() {
+            return Err(ConfigError::invalid(
+                "ordering.database_url",
+                "a sqlite://… or postgres://… URL",
+            ));
+        }
+        for (key, value) in [
+            ("ordering.reserve_timeout_ms", self.reserve_timeout_ms),
+            ("ordering.payment_timeout_ms", self.payment_timeout_ms),
+            ("ordering.capture_timeout_ms", self.capture_timeout_ms),
+        ] {
+            if !(1..=MAX_TIMEOUT_MS).contains(&value) {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("milliseconds between 1 and {MAX_TIMEOUT_MS}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_is_valid_and_wrong_values_name_their_key() {
+        assert!(Config::default().validate().is_ok());
+        let config = Config {
+            database_url: "mysql://x".to_owned(),
+            ..Config::default()
+        };
+        let err = config.validate().unwrap_err();
+        assert!(err.to_string().contains("ordering.database_url"), "{err}");
+        for (config, key) in [
+            (
+                Config {
+                    reserve_timeout_ms: 0,
+                    ..Config::default()
+                },
+                "ordering.reserve_timeout_ms",
+            ),
+            (
+                Config {
+                    payment_timeout_ms: MAX_TIMEOUT_MS + 1,
+                    ..Config::default()
+                },
+                "ordering.payment_timeout_ms",
+            ),
+            (
+                Config {
+                    capture_timeout_ms: 0,
+                    ..Config::default()
+                },
+                "ordering.capture_timeout_ms",
+            ),
+        ] {
+            let err = config.validate().unwrap_err();
+            assert!(err.to_string().contains(key), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_sweeper_runs_often_enough_for_the_shortest_timeout() {
+        assert_eq!(Config::default().sweep_interval(), Duration::from_secs(1));
+        let fast = Config {
+            reserve_timeout_ms: 300,
+            ..Config::default()
+        };
+        assert_eq!(fast.sweep_interval(), Duration::from_millis(75));
+    }
+}

@@ -1,0 +1,134 @@
+//! The one error type of the ordering endpoints, rendered as problem documents.
+
+use axum::{
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use tideway_runtime::{auth::AuthError, client::ClientError, problem::Problem};
+
+/// Why an ordering request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A body field or header has a wrong value (422).
+    #[error("{field}: {reason}")]
+    Invalid {
+        /// The field.
+        field: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// A query parameter has a wrong value (400, like the query extractor's rejections).
+    #[error("{param}: {reason}")]
+    InvalidQuery {
+        /// The parameter.
+        param: &'static str,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// The request conflicts with the state of things (409), naming a field.
+    #[error("{field}: {reason}")]
+    Conflict {
+        /// The field.
+        field: String,
+        /// Why.
+        reason: String,
+    },
+    /// The body was refused by the JSON parser, which named the field (400/422).
+    #[error("the body was refused")]
+    Rejected(Box<Problem>),
+    /// The body is not JSON (415).
+    #[error("the body is not application/json")]
+    UnsupportedMediaType,
+    /// No such order, or not the caller's (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The caller's token was refused (401).
+    #[error("unauthorized")]
+    Unauthorized(#[from] AuthError),
+    /// The basket did not answer (503).
+    #[error("the basket is unavailable")]
+    BasketUnavailable(#[source] ClientError),
+    /// The database failed (500).
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+    /// Anything else that should not happen (500).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// A 422 naming `field`.
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::Invalid {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// A 400 naming the query parameter `param`.
+    pub fn query(param: &'static str, reason: impl Into<String>) -> Self {
+        Self::InvalidQuery {
+            param,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<tideway_bus::BusError> for ApiError {
+    fn from(err: tideway_bus::BusError) -> Self {
+        match err {
+            tideway_bus::BusError::Db(err) => Self::Database(err),
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<tideway_saga::SagaError> for ApiError {
+    fn from(err: tideway_saga::SagaError) -> Self {
+        Self::Internal(format!("saga: {err}"))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let Self::Unauthorized(err) = self {
+            // Keeps the `WWW-Authenticate` header the auth error adds.
+            return err.into_response();
+        }
+        let problem = match &self {
+            Self::Invalid { field, reason } => {
+                Problem::invalid_field(field.clone(), reason.clone())
+            }
+            Self::InvalidQuery { param, reason } => Problem::new(StatusCode::BAD_REQUEST)
+                .with_type("/problems/validation")
+                .with_title("Invalid query parameter")
+                .with_detail(format!("{param}: {reason}"))
+                .with_param(*param, reason.clone()),
+            Self::Conflict { field, reason } => {
+                Problem::conflict(reason.clone()).with_param(field.clone(), reason.clone())
+            }
+            Self::Rejected(problem) => (**problem).clone(),
+            Self::UnsupportedMediaType => Problem::new(StatusCode::UNSUPPORTED_MEDIA_TYPE)
+                .with_type("/problems/unsupported-media-type")
+                .with_detail("expected a body with Content-Type: application/json")
+                .with_param("content-type", "must be application/json"),
+            Self::NotFound(what) => Problem::not_found(what.clone()),
+            Self::Unauthorized(err) => err.problem(),
+            Self::BasketUnavailable(err) => {
+                tracing::warn!(error = %err, "the basket is unavailable; refusing the checkout");
+                Problem::new(StatusCode::SERVICE_UNAVAILABLE)
+                    .with_type("/problems/dependency-unavailable")
+                    .with_detail("the basket is unavailable; try again shortly")
+            }
+            Self::Database(err) => {
+                tracing::error!(error = %err, "an ordering database operation failed");
+                Problem::internal()
+            }
+            Self::Internal(message) => {
+                tracing::error!(error = %message, "an ordering request failed");
+                Problem::internal()
+            }
+        };
+        problem.into_response()
+    }
+}

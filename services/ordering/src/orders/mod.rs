@@ -1,0 +1,121 @@
+//! Orders: the endpoints that show them, and (in [`store`]) their SQL.
+
+pub mod store;
+
+use axum::{
+    Router,
+    extract::State as Shared,
+    routing::{get, post},
+};
+use serde::Deserialize;
+use std::sync::Arc;
+use tideway_basket_api::BasketClient;
+use tideway_bus::outbox::RelayWaker;
+use tideway_ordering_api::{CHECKOUT_PATH, OrderPage, OrderView, PREFIX, TimelineEntry};
+use tideway_runtime::{
+    auth::{ADMIN_ROLE, AuthUser},
+    extract::{Json, Path, Query},
+};
+use tideway_saga::{SagaDefinition, SagaEngine, StepRecord};
+use tideway_store::Db;
+
+use crate::{checkout, error::ApiError, saga::CheckoutState, time::from_ms};
+
+/// The default page size.
+pub const DEFAULT_PAGE_SIZE: u32 = 20;
+/// The largest page size.
+pub const MAX_PAGE_SIZE: u32 = 100;
+/// The largest page number (keeps offsets small).
+pub const MAX_PAGE: u32 = 1_000_000;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct State {
+    pub db: Db,
+    pub engine: SagaEngine,
+    pub saga: Arc<SagaDefinition<CheckoutState>>,
+    pub basket: BasketClient,
+    pub waker: RelayWaker,
+}
+
+/// The endpoints (without the standard stack).
+pub fn routes(state: State) -> Router {
+    Router::new()
+        .route(CHECKOUT_PATH, post(checkout::checkout))
+        .route(&format!("{PREFIX}/orders"), get(list))
+        .route(&format!("{PREFIX}/orders/{{id}}"), get(show))
+        .with_state(state)
+}
+
+/// The query string of the listing, as sent (types checked by the extractor).
+#[derive(Debug, Default, Deserialize)]
+pub struct ListParams {
+    page: Option<i64>,
+    page_size: Option<i64>,
+}
+
+fn bounded(
+    value: Option<i64>,
+    default: u32,
+    max: u32,
+    name: &'static str,
+) -> Result<u32, ApiError> {
+    match value {
+        None => Ok(default),
+        Some(value) => u32::try_from(value)
+            .ok()
+            .filter(|v| (1..=max).contains(v))
+            .ok_or_else(|| ApiError::query(name, format!("must be between 1 and {max}"))),
+    }
+}
+
+/// `GET /api/ordering/orders`: the caller's orders, newest first (no timelines).
+async fn list(
+    Shared(state): Shared<State>,
+    AuthUser(user): AuthUser,
+    Query(params): Query<ListParams>,
+) -> Result<Json<OrderPage>, ApiError> {
+    let page = bounded(params.page, 1, MAX_PAGE, "page")?;
+    let page_size = bounded(
+        params.page_size,
+        DEFAULT_PAGE_SIZE,
+        MAX_PAGE_SIZE,
+        "page_size",
+    )?;
+    let (items, total) = store::list(&state.db, &user.sub, page, page_size).await?;
+    Ok(Json(OrderPage {
+        items,
+        page,
+        page_size,
+        total,
+    }))
+}
+
+/// `GET /api/ordering/orders/{id}`: one order with its saga's timeline; only its buyer and
+/// admins see it (others get a 404, as if it did not exist).
+async fn show(
+    Shared(state): Shared<State>,
+    AuthUser(user): AuthUser,
+    Path(id): Path<String>,
+) -> Result<Json<OrderView>, ApiError> {
+    let not_found = || ApiError::NotFound(format!("order {id} not found"));
+    let mut order = store::load(&state.db, &id).await?.ok_or_else(not_found)?;
+    if order.user_id != user.sub && !user.has_role(ADMIN_ROLE) {
+        return Err(not_found());
+    }
+    if let Some(instance) = state.engine.instance(&id).await? {
+        order.timeline = instance.steps.iter().map(entry).collect();
+    }
+    Ok(Json(order))
+}
+
+fn entry(step: &StepRecord) -> TimelineEntry {
+    TimelineEntry {
+        step: step.step.clone(),
+        kind: step.kind.as_str().to_owned(),
+        status: step.status.as_str().to_owned(),
+        started_at: from_ms(step.started_ms),
+        finished_at: step.finished_ms.map(from_ms),
+        detail: step.detail.clone(),
+    }
+}

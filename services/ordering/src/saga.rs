@@ -1,0 +1,344 @@
+//! The checkout saga: reserve stock → authorize payment → confirm the order → capture
+//! payment.
+//!
+//! Commands go out through the outbox (in a transaction of their own, then the relay is
+//! woken); replies come back through [`crate::replies`] as
+//! [`SagaEngine::deliver`](tideway_saga::SagaEngine::deliver) calls. Every action and
+//! compensation is idempotent: a repeated command carries the same order id and
+//! idempotency key, which inventory and payment deduplicate.
+//!
+//! # Capture never cancels a confirmed order
+//!
+//! The saga engine compensates every earlier step when any step fails or times out; it has
+//! no "pivot" after which failures stop compensating. So `capture_payment` never fails: its
+//! action sends `CapturePayment`, then waits for the order's capture to be recorded (by the
+//! `PaymentCaptured` handler), sending the command again (same idempotency key) every
+//! `capture_timeout_ms`. Its engine timeout is far beyond any real wait, and
+//! `confirm_order`, a local transaction retried until it commits, has the same. Once the
+//! order is confirmed the saga can only complete.
+
+use std::{fmt, future::Future, sync::Arc, time::Duration};
+
+use serde::{Deserialize, Serialize};
+use tideway_bus::{BusError, Event, EventType, outbox, outbox::RelayWaker};
+use tideway_inventory_api::{CommitStock, ReleaseStock, ReserveStock, StockLine};
+use tideway_ordering_api::{OrderConfirmed, OrderLine, OrderStatus};
+use tideway_payment_api::{AuthorizePayment, CapturePayment, VoidPayment};
+use tideway_runtime::trace;
+use tideway_saga::{DbSagaStore, SagaDefinition, SagaStore, Step, StepContext, StepOutcome};
+use tideway_store::Db;
+use tokio::sync::watch;
+
+use crate::{config::Config, orders::store};
+
+/// The saga's name, stored with every instance.
+pub const SAGA: &str = "checkout";
+/// The steps, in order.
+pub const RESERVE_STOCK: &str = "reserve_stock";
+/// Second step.
+pub const AUTHORIZE_PAYMENT: &str = "authorize_payment";
+/// Third step.
+pub const CONFIRM_ORDER: &str = "confirm_order";
+/// Fourth step.
+pub const CAPTURE_PAYMENT: &str = "capture_payment";
+
+/// The engine timeout of steps that must not be compensated once begun (a month).
+const NEVER: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+/// The longest pause between attempts at a failed local write.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// What the checkout saga carries from step to step (persisted as JSON).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckoutState {
+    /// The order (also the saga instance's id).
+    pub order_id: String,
+    /// The buyer.
+    pub user_id: String,
+    /// The lines, as snapshotted at checkout.
+    pub lines: Vec<OrderLine>,
+    /// Total in minor units.
+    pub total_minor: i64,
+    /// ISO 4217 code.
+    pub currency: String,
+    /// The card to authorize (only ever sent in `AuthorizePayment`; never logged).
+    pub card: String,
+    /// The checkout request's trace context, continued by every step.
+    pub traceparent: Option<String>,
+}
+
+impl fmt::Debug for CheckoutState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CheckoutState")
+            .field("order_id", &self.order_id)
+            .field("user_id", &self.user_id)
+            .field("lines", &self.lines)
+            .field("total_minor", &self.total_minor)
+            .field("currency", &self.currency)
+            .field("card", &"<redacted>")
+            .field("traceparent", &self.traceparent)
+            .finish()
+    }
+}
+
+/// What the steps need: the database, the relay to wake, the saga store (to read an
+/// instance's reason) and the capture signal.
+#[derive(Clone)]
+pub struct Deps {
+    pub db: Db,
+    pub waker: RelayWaker,
+    pub sagas: DbSagaStore,
+    /// Bumped whenever a capture is recorded, to wake waiting capture steps.
+    pub captured: Arc<watch::Sender<u64>>,
+    pub capture_retry: Duration,
+}
+
+impl Deps {
+    /// Enqueues `events` in one transaction and wakes the relay.
+    pub async fn emit(&self, events: &[Event]) -> Result<(), BusError> {
+        let mut tx = self.db.begin().await?;
+        for event in events {
+            outbox::enqueue(&mut tx, event).await?;
+        }
+        tx.commit().await?;
+        self.waker.wake();
+        Ok(())
+    }
+
+    /// Why the instance `id` is compensating, for the commands that undo its steps.
+    async fn reason(&self, id: &str) -> String {
+        match self.sagas.load(id).await {
+            Ok(Some(record)) => record.reason.unwrap_or_else(|| "compensating".to_owned()),
+            _ => "compensating".to_owned(),
+        }
+    }
+}
+
+/// An event about `order_id` carrying the current trace.
+pub fn event<T: EventType>(payload: &T, order_id: &str) -> Result<Event, BusError> {
+    let mut event = Event::new(payload)?.with_subject(order_id);
+    event.traceparent = trace::current_traceparent();
+    Ok(event)
+}
+
+/// Runs `attempt` until it succeeds, backing off; the step's timeout (or a shutdown) bounds
+/// the wait. Local writes only fail while the database is unreachable.
+async fn retrying<T, E, F, Fut>(what: &str, order_id: &str, attempt: F) -> T
+where
+    E: fmt::Display,
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match attempt().await {
+            Ok(value) => return value,
+            Err(err) => {
+                tracing::warn!(order_id = %order_id, error = %err, "{what} failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+/// Sends `payload` through the outbox, in the state's trace.
+async fn send<T: EventType>(deps: &Deps, state: &CheckoutState, what: &str, payload: &T) {
+    let order_id = state.order_id.as_str();
+    trace::continue_from(state.traceparent.as_deref(), async {
+        retrying(what, order_id, || async {
+            let event = event(payload, order_id)?;
+            deps.emit(std::slice::from_ref(&event)).await
+        })
+        .await;
+        tracing::info!(
+            order_id = %order_id, trace_id = %trace_id(), command = T::SUBJECT,
+            "checkout saga sent {what}"
+        );
+    })
+    .await;
+}
+
+/// The current trace id, for log lines.
+pub fn trace_id() -> String {
+    trace::current()
+        .map(|ctx| ctx.trace_id())
+        .unwrap_or_default()
+}
+
+/// The checkout saga over `deps`, with the step timeouts of `config`.
+pub fn definition(deps: &Deps, config: &Config) -> SagaDefinition<CheckoutState> {
+    SagaDefinition::new(SAGA)
+        .step(
+            Step::new(RESERVE_STOCK, {
+                let deps = deps.clone();
+                move |_ctx: StepContext, state: CheckoutState| {
+                    let deps = deps.clone();
+                    async move {
+                        let command = ReserveStock {
+                            order_id: state.order_id.clone(),
+                            lines: state
+                                .lines
+                                .iter()
+                                .map(|line| StockLine {
+                                    item_id: line.item_id.clone(),
+                                    quantity: line.quantity,
+                                })
+                                .collect(),
+                        };
+                        send(&deps, &state, "ReserveStock", &command).await;
+                        StepOutcome::Waiting
+                    }
+                }
+            })
+            .compensate({
+                let deps = deps.clone();
+                move |ctx: StepContext, state: CheckoutState| {
+                    let deps = deps.clone();
+                    async move {
+                        let command = ReleaseStock {
+                            order_id: state.order_id.clone(),
+                            reason: deps.reason(ctx.instance_id()).await,
+                        };
+                        send(&deps, &state, "ReleaseStock", &command).await;
+                        StepOutcome::Done(state)
+                    }
+                }
+            })
+            .timeout(config.reserve_timeout()),
+        )
+        .step(
+            Step::new(AUTHORIZE_PAYMENT, {
+                let deps = deps.clone();
+                move |ctx: StepContext, state: CheckoutState| {
+                    let deps = deps.clone();
+                    async move {
+                        let command = AuthorizePayment {
+                            order_id: state.order_id.clone(),
+                            idempotency_key: ctx.idempotency_key(),
+                            amount_minor: state.total_minor,
+                            currency: state.currency.clone(),
+                            card: state.card.clone(),
+                        };
+                        send(&deps, &state, "AuthorizePayment", &command).await;
+                        StepOutcome::Waiting
+                    }
+                }
+            })
+            .compensate({
+                let deps = deps.clone();
+                move |ctx: StepContext, state: CheckoutState| {
+                    let deps = deps.clone();
+                    async move {
+                        let command = VoidPayment {
+                            order_id: state.order_id.clone(),
+                            idempotency_key: ctx.idempotency_key(),
+                            reason: deps.reason(ctx.instance_id()).await,
+                        };
+                        send(&deps, &state, "VoidPayment", &command).await;
+                        StepOutcome::Done(state)
+                    }
+                }
+            })
+            .timeout(config.payment_timeout()),
+        )
+        .step(
+            Step::new(CONFIRM_ORDER, {
+                let deps = deps.clone();
+                move |_ctx: StepContext, state: CheckoutState| {
+                    let deps = deps.clone();
+                    async move {
+                        let traceparent = state.traceparent.clone();
+                        trace::continue_from(traceparent.as_deref(), confirm(deps, state)).await
+                    }
+                }
+            })
+            .timeout(NEVER),
+        )
+        .step(
+            Step::new(CAPTURE_PAYMENT, {
+                let deps = deps.clone();
+                move |ctx: StepContext, state: CheckoutState| {
+                    let deps = deps.clone();
+                    async move { capture(deps, ctx, state).await }
+                }
+            })
+            .timeout(NEVER),
+        )
+}
+
+/// Confirms the pending order and emits `OrderConfirmed` and `CommitStock` with it, once.
+async fn confirm(deps: Deps, state: CheckoutState) -> StepOutcome<CheckoutState> {
+    let order_id = state.order_id.as_str();
+    let outcome = retrying("confirming the order", order_id, || async {
+        let mut tx = deps.db.begin().await?;
+        match store::status_of(&mut tx, order_id).await? {
+            Some(OrderStatus::Pending) => {}
+            // Confirmed by an earlier run of this step (its events went with it).
+            Some(OrderStatus::Confirmed) => return Ok::<_, BusError>(None),
+            Some(OrderStatus::Cancelled) => return Ok(Some("the order is already cancelled")),
+            None => return Ok(Some("the order does not exist")),
+        }
+        store::finish(&mut tx, order_id, OrderStatus::Confirmed, None).await?;
+        let confirmed = OrderConfirmed {
+            order_id: state.order_id.clone(),
+            user_id: state.user_id.clone(),
+            lines: state.lines.clone(),
+            total_minor: state.total_minor,
+        };
+        let commit = CommitStock {
+            order_id: state.order_id.clone(),
+        };
+        outbox::enqueue(&mut tx, &event(&confirmed, order_id)?).await?;
+        outbox::enqueue(&mut tx, &event(&commit, order_id)?).await?;
+        tx.commit().await?;
+        deps.waker.wake();
+        tracing::info!(order_id = %order_id, trace_id = %trace_id(), "order confirmed");
+        Ok(None)
+    })
+    .await;
+    match outcome {
+        None => StepOutcome::Done(state),
+        Some(problem) => StepOutcome::Failed(problem.to_owned()),
+    }
+}
+
+/// Sends `CapturePayment` and waits until the capture is recorded, sending it again (same
+/// idempotency key) every `capture_retry`. Never fails: the order is confirmed.
+async fn capture(deps: Deps, ctx: StepContext, state: CheckoutState) -> StepOutcome<CheckoutState> {
+    let mut signal = deps.captured.subscribe();
+    let command = CapturePayment {
+        order_id: state.order_id.clone(),
+        idempotency_key: ctx.idempotency_key(),
+    };
+    let mut sends = 0_u32;
+    let mut next_send = tokio::time::Instant::now();
+    loop {
+        let captured = retrying("reading the capture", &state.order_id, || {
+            store::is_captured(&deps.db, &state.order_id)
+        })
+        .await;
+        if captured {
+            return StepOutcome::Done(state);
+        }
+        if tokio::time::Instant::now() >= next_send {
+            if sends > 0 {
+                tracing::warn!(
+                    order_id = %state.order_id, attempt = sends + 1,
+                    "no capture reply in time; sending CapturePayment again"
+                );
+            }
+            send(&deps, &state, "CapturePayment", &command).await;
+            sends += 1;
+            next_send = tokio::time::Instant::now() + deps.capture_retry;
+        }
+        tokio::select! {
+            changed = signal.changed() => {
+                if changed.is_err() {
+                    // The service is shutting down; the step is resumed at the next start.
+                    std::future::pending::<()>().await;
+                }
+            }
+            () = tokio::time::sleep_until(next_send) => {}
+        }
+    }
+}
