@@ -1,1 +1,318 @@
-//! The payment service (being written).
+//! The payment service: authorize, capture, void and refund card payments against a
+//! simulated provider, driven by the checkout saga's commands over the event bus.
+//!
+//! * Commands (consumer `payment`): [`AuthorizePayment`] → `PaymentAuthorized` or
+//!   `PaymentDeclined`; [`CapturePayment`] → `PaymentCaptured`; [`VoidPayment`] →
+//!   `PaymentVoided` (an authorized payment is voided, a captured one refunded). Every reply
+//!   leaves through the outbox in the transaction that records the payment's state, and every
+//!   command is effectively once: see [`commands`].
+//! * The provider ([`provider`]) is a trait; [`SimulatedProvider`] implements the test cards,
+//!   a decline rate and a latency, and keeps its own idempotency ledger.
+//! * HTTP (admins only): `GET /api/payment/payments/{order_id}` and
+//!   `GET /api/payment/payments?limit=` (newest first).
+//!
+//! Card numbers are validated (12–19 digits, Luhn) and never stored or logged: only their
+//! last four digits are kept. The contract is `tideway-payment-api`.
+
+pub mod card;
+pub mod commands;
+pub mod error;
+pub mod payments;
+pub mod provider;
+pub mod time;
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use axum::{Extension, Router};
+use serde::{Deserialize, Serialize};
+use tideway_bus::{
+    Bus, Event, EventType, SubscribeOptions, SubscriptionHandle, inbox,
+    outbox::{self, Relay, RelayOptions},
+};
+use tideway_payment_api::{
+    AuthorizePayment, CapturePayment, PREFIX, PaymentView, SERVICE, VoidPayment,
+};
+use tideway_runtime::{
+    auth::JwtVerifier,
+    config::{ConfigError, Validate},
+    http::{HttpOptions, Readiness, service_router},
+};
+use tideway_store::{Db, DbOptions, Migrator};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+pub use error::ApiError;
+pub use provider::{Provider, SimulatedOptions, SimulatedProvider};
+
+use commands::Handlers;
+
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// The longest simulated provider latency accepted.
+pub const MAX_LATENCY_MS: u64 = 60_000;
+/// Handlers per command subject in this process (they compete for the commands).
+pub const WORKERS_PER_COMMAND: usize = 4;
+
+/// The payment service's configuration (`[payment]` in `tideway.toml`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// `sqlite://path` or `postgres://…`.
+    pub database_url: String,
+    /// The share of authorizations the simulated provider declines at random (0.0 to 1.0),
+    /// besides the declining test cards. Deterministic per idempotency key.
+    pub decline_rate: f64,
+    /// How long every simulated provider call takes, in milliseconds (at most 60000).
+    pub latency_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            database_url: "sqlite://data/payment.db".to_owned(),
+            decline_rate: 0.0,
+            latency_ms: 0,
+        }
+    }
+}
+
+impl Validate for Config {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let url = self.database_url.as_str();
+        let supported = ["sqlite:", "postgres://", "postgresql://"]
+            .iter()
+            .any(|scheme| url.starts_with(scheme));
+        if !supported {
+            return Err(ConfigError::invalid(
+                "payment.database_url",
+                "a sqlite://… or postgres://… URL",
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.decline_rate) {
+            return Err(ConfigError::invalid(
+                "payment.decline_rate",
+                "a number from 0.0 to 1.0",
+            ));
+        }
+        if self.latency_ms > MAX_LATENCY_MS {
+            return Err(ConfigError::invalid(
+                "payment.latency_ms",
+                format!("at most {MAX_LATENCY_MS} milliseconds"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What every HTTP handler shares.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The payment database.
+    pub db: Db,
+}
+
+/// The payment service: a cheap-to-clone handle.
+#[derive(Debug, Clone)]
+pub struct Payment {
+    db: Db,
+    verifier: Arc<JwtVerifier>,
+    provider: SimulatedProvider,
+    subscriptions: Arc<Vec<SubscriptionHandle>>,
+    tracker: TaskTracker,
+    token: CancellationToken,
+}
+
+impl Payment {
+    /// Connects, migrates, installs the outbox and inbox, starts the outbox relay and
+    /// subscribes the command handlers (consumer `payment`).
+    pub async fn build(
+        config: &Config,
+        bus: Arc<dyn Bus>,
+        verifier: Arc<JwtVerifier>,
+    ) -> anyhow::Result<Self> {
+        config.validate().context("invalid payment configuration")?;
+        let db = Db::connect(&config.database_url, DbOptions::default())
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot connect to the payment database {}",
+                    tideway_store::redact(&config.database_url)
+                )
+            })?;
+        db.migrate(&MIGRATOR)
+            .await
+            .context("cannot migrate the payment database")?;
+        outbox::install(&db)
+            .await
+            .context("cannot create the payment outbox")?;
+        inbox::install(&db)
+            .await
+            .context("cannot create the payment inbox")?;
+
+        let provider = SimulatedProvider::new(
+            db.clone(),
+            SimulatedOptions {
+                decline_rate: config.decline_rate,
+                latency: Duration::from_millis(config.latency_ms),
+            },
+        );
+        let tracker = TaskTracker::new();
+        let token = CancellationToken::new();
+        let relay = Relay::new(
+            db.clone(),
+            bus.clone(),
+            RelayOptions {
+                lease_name: SERVICE.to_owned(),
+                holder: format!("{SERVICE}-{}", uuid::Uuid::new_v4()),
+                ..RelayOptions::default()
+            },
+        );
+        let waker = relay.spawn(&tracker, token.clone());
+        let handlers = Arc::new(Handlers::new(db.clone(), Arc::new(provider.clone()), waker));
+
+        // A handler may wait for the provider twice (void then nothing else, or one call):
+        // give it the latency twice over on top of the usual ack wait.
+        let ack_wait = Duration::from_secs(30) + Duration::from_millis(config.latency_ms) * 2;
+        let mut subscriptions = Vec::new();
+        for filter in [
+            AuthorizePayment::SUBJECT,
+            CapturePayment::SUBJECT,
+            VoidPayment::SUBJECT,
+        ] {
+            for _ in 0..WORKERS_PER_COMMAND {
+                let handlers = handlers.clone();
+                let handler = move |event: Event| {
+                    let handlers = handlers.clone();
+                    async move { handlers.handle(event).await }
+                };
+                let subscription = bus
+                    .subscribe(
+                        SubscribeOptions::new(SERVICE, filter).ack_wait(ack_wait),
+                        Arc::new(handler),
+                    )
+                    .await
+                    .with_context(|| format!("cannot subscribe to {filter}"))?;
+                subscriptions.push(subscription);
+            }
+        }
+        tracing::info!(
+            decline_rate = config.decline_rate,
+            latency_ms = config.latency_ms,
+            "payment service started"
+        );
+        Ok(Self {
+            db,
+            verifier,
+            provider,
+            subscriptions: Arc::new(subscriptions),
+            tracker,
+            token,
+        })
+    }
+
+    /// The service's router: the API under `/api/payment` wrapped in the standard stack.
+    pub fn router(&self) -> Router {
+        let api = Router::new()
+            .nest(PREFIX, payments::routes())
+            .with_state(AppState {
+                db: self.db.clone(),
+            })
+            .layer(Extension(self.verifier.clone()));
+        let db = self.db.clone();
+        let readiness = Readiness::default().with("database", move || {
+            let db = db.clone();
+            async move { db.ping().await.map_err(|err| err.to_string()) }
+        });
+        service_router(SERVICE, api, readiness, HttpOptions::default())
+    }
+
+    /// The payment database.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// The simulated provider (its ledger shows what was charged).
+    pub fn provider(&self) -> &SimulatedProvider {
+        &self.provider
+    }
+
+    /// Every payment, oldest first (for invariant checks).
+    pub async fn snapshot(&self) -> Vec<PaymentView> {
+        match payments::list(&self.db, None).await {
+            Ok(payments) => payments,
+            Err(err) => {
+                tracing::error!(error = %err, "cannot read the payments for a snapshot");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Stops the command subscriptions and the outbox relay, and waits for them.
+    pub async fn shutdown(&self) {
+        for subscription in self.subscriptions.iter() {
+            subscription.stop();
+        }
+        self.token.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_defaults_and_validation() {
+        let config = Config::default();
+        assert_eq!(config.decline_rate, 0.0);
+        assert_eq!(config.latency_ms, 0);
+        assert!(config.validate().is_ok());
+        for (bad, key) in [
+            (
+                Config {
+                    database_url: "mysql://x".into(),
+                    ..Config::default()
+                },
+                "payment.database_url",
+            ),
+            (
+                Config {
+                    decline_rate: 1.5,
+                    ..Config::default()
+                },
+                "payment.decline_rate",
+            ),
+            (
+                Config {
+                    decline_rate: -0.1,
+                    ..Config::default()
+                },
+                "payment.decline_rate",
+            ),
+            (
+                Config {
+                    decline_rate: f64::NAN,
+                    ..Config::default()
+                },
+                "payment.decline_rate",
+            ),
+            (
+                Config {
+                    latency_ms: 60_001,
+                    ..Config::default()
+                },
+                "payment.latency_ms",
+            ),
+        ] {
+            let err = bad.validate().unwrap_err();
+            assert!(err.to_string().contains(key), "{err}");
+        }
+        let edge = Config {
+            decline_rate: 1.0,
+            latency_ms: 60_000,
+            ..Config::default()
+        };
+        assert!(edge.validate().is_ok());
+    }
+}

@@ -1,0 +1,78 @@
+//! The one error type of the payment service's HTTP handlers and how each is answered.
+
+use axum::{
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use tideway_runtime::Problem;
+
+/// Why a payment request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A query parameter has a wrong value (400, like the query extractor's rejections).
+    #[error("{param}: {reason}")]
+    InvalidQuery {
+        /// The parameter's name.
+        param: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// No such payment (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The database does not answer (503).
+    #[error("the database is unavailable")]
+    Unavailable(#[source] sqlx::Error),
+    /// Anything else (opaque 500, logged once here).
+    #[error("the database failed")]
+    Database(#[source] sqlx::Error),
+}
+
+impl ApiError {
+    /// A wrong query parameter.
+    pub fn query(param: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::InvalidQuery {
+            param: param.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The problem document answered for this error.
+    pub fn problem(&self) -> Problem {
+        match self {
+            Self::InvalidQuery { param, reason } => Problem::new(StatusCode::BAD_REQUEST)
+                .with_type("/problems/validation")
+                .with_title("Invalid query parameter")
+                .with_detail(format!("{param}: {reason}"))
+                .with_param(param, reason),
+            Self::NotFound(what) => Problem::not_found(what),
+            Self::Unavailable(_) => Problem::new(StatusCode::SERVICE_UNAVAILABLE)
+                .with_detail("payments are temporarily unavailable; try again shortly"),
+            Self::Database(_) => Problem::internal(),
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(err: sqlx::Error) -> Self {
+        match err {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                Self::Unavailable(err)
+            }
+            other => Self::Database(other),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match &self {
+            Self::Database(err) => tracing::error!(error = ?err, "a payment request failed"),
+            Self::Unavailable(err) => {
+                tracing::warn!(error = %err, "the payment database is unavailable")
+            }
+            _ => {}
+        }
+        self.problem().into_response()
+    }
+}
