@@ -4,12 +4,17 @@
 //! `PUT /stock/{item_id}` sets `available` only: units held by reservations (`reserved`) and
 //! sold (`committed`) belong to orders and move only through the saga's commands.
 
-use axum::{Router, extract::State, routing::get};
+use axum::{
+    Router,
+    extract::State,
+    response::{IntoResponse as _, Response},
+    routing::get,
+};
 use serde::{Deserialize, Serialize};
 use tideway_inventory_api::StockLevel;
 use tideway_runtime::{
     auth::AdminUser,
-    extract::{Json, Path, Query},
+    extract::{Json, Path, Query, parse_json},
 };
 use tideway_store::{AnyRow, Db, Row};
 
@@ -92,15 +97,26 @@ async fn put_one(
     State(state): State<AppState>,
     AdminUser(admin): AdminUser,
     Path(item_id): Path<String>,
-    Json(update): Json<StockUpdate>,
-) -> Result<Json<StockLevel>, ApiError> {
+    Json(body): Json<serde_json::Value>,
+) -> Result<Response, ApiError> {
     if !is_item_id(&item_id) {
         return Err(not_found(&item_id));
     }
+    // serde reads a struct from an array too (`[7]`); only an object is a stock update.
+    if !body.is_object() {
+        return Err(ApiError::field("body", "must be a JSON object"));
+    }
+    let update: StockUpdate = match serde_json::to_vec(&body)
+        .map_err(|_| ApiError::field("body", "must be a JSON object"))
+        .map(|bytes| parse_json(&bytes))?
+    {
+        Ok(update) => update,
+        Err(problem) => return Ok(problem.into_response()),
+    };
     let available = validate_available(update.available)?;
     let level = set_available(&state.db, &item_id, available).await?;
     tracing::info!(item_id = %item_id, available, admin = %admin.sub, "stock set");
-    Ok(Json(level))
+    Ok(Json(level).into_response())
 }
 
 /// The ids of `ids=a,b`: each valid, at least one, at most [`MAX_IDS`], duplicates dropped.
