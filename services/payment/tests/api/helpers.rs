@@ -1,0 +1,316 @@
+//! `spawn_app`: the payment service on a random port over a test database and a test bus, a
+//! subscriber collecting everything published on `tideway.payment.*`, and helpers per
+//! command and endpoint.
+
+use std::{sync::Arc, time::Duration};
+
+use reqwest::{Response, StatusCode};
+use serde_json::Value;
+use tideway_bus::{
+    Bus, EmbeddedBus, EmbeddedOptions, Event, EventType, SubscribeOptions, outbox,
+    testing::TestNats,
+};
+use tideway_payment::{Config, Payment};
+use tideway_payment_api::{
+    APPROVED_CARD, AuthorizePayment, CapturePayment, PREFIX, PaymentAuthorized, PaymentCaptured,
+    PaymentDeclined, PaymentView, PaymentVoided, VoidPayment,
+};
+use tideway_runtime::auth::{ADMIN_ROLE, JwtVerifier, TokenSigner};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// How long any awaited condition may take on a busy two-core machine.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Which bus the app runs on.
+pub enum TestBus {
+    Embedded,
+    Nats(TestNats),
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub payment: Payment,
+    pub signer: TokenSigner,
+    pub bus: Arc<dyn Bus>,
+    seen: watch::Sender<Vec<Event>>,
+    shutdown: CancellationToken,
+    _nats: Option<TestNats>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// The payment service on the embedded bus over `db_url`, with default behaviour.
+pub async fn spawn_app(db_url: &str) -> TestApp {
+    spawn_with(
+        Config {
+            database_url: db_url.to_owned(),
+            ..Config::default()
+        },
+        TestBus::Embedded,
+    )
+    .await
+}
+
+/// The payment service with `config` on `bus`.
+pub async fn spawn_with(config: Config, bus: TestBus) -> TestApp {
+    let (dyn_bus, embedded, nats): (Arc<dyn Bus>, Option<EmbeddedBus>, Option<TestNats>) = match bus
+    {
+        TestBus::Embedded => {
+            let bus = EmbeddedBus::new(EmbeddedOptions::default()).await.unwrap();
+            (Arc::new(bus.clone()), Some(bus), None)
+        }
+        TestBus::Nats(nats) => (Arc::new(nats.bus().await), None, Some(nats)),
+    };
+    // The saga's side: everything on tideway.payment.* (commands included) is recorded.
+    let (seen, _) = watch::channel(Vec::new());
+    let recorder = seen.clone();
+    dyn_bus
+        .subscribe(
+            SubscribeOptions::new("test-ordering", "tideway.payment.*"),
+            Arc::new(move |event: Event| {
+                recorder.send_modify(|events| events.push(event));
+                async { Ok::<_, std::io::Error>(()) }
+            }),
+        )
+        .await
+        .unwrap();
+
+    let signer = TokenSigner::generate().unwrap();
+    let verifier = Arc::new(JwtVerifier::from_keys(signer.jwks(), "tideway", "tideway"));
+    let payment = Payment::build(&config, dyn_bus.clone(), verifier)
+        .await
+        .expect("build the payment service");
+    if let Some(embedded) = embedded {
+        embedded.open();
+    }
+    let listener = tideway_runtime::serve::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    let shutdown = CancellationToken::new();
+    tokio::spawn(tideway_runtime::serve::serve(
+        listener,
+        payment.router(),
+        shutdown.clone(),
+        Duration::from_secs(1),
+    ));
+    TestApp {
+        address,
+        client: reqwest::Client::new(),
+        payment,
+        signer,
+        bus: dyn_bus,
+        seen,
+        shutdown,
+        _nats: nats,
+    }
+}
+
+/// A fresh order id.
+pub fn order() -> String {
+    format!("order-{}", uuid::Uuid::now_v7())
+}
+
+/// The saga's authorize command for `order_id` (its step key).
+pub fn authorize(order_id: &str, card: &str, amount_minor: i64) -> AuthorizePayment {
+    AuthorizePayment {
+        order_id: order_id.to_owned(),
+        idempotency_key: format!("{order_id}:authorize_payment:action"),
+        amount_minor,
+        currency: "EUR".to_owned(),
+        card: card.to_owned(),
+    }
+}
+
+pub fn capture(order_id: &str) -> CapturePayment {
+    CapturePayment {
+        order_id: order_id.to_owned(),
+        idempotency_key: format!("{order_id}:capture_payment:action"),
+    }
+}
+
+pub fn void(order_id: &str) -> VoidPayment {
+    VoidPayment {
+        order_id: order_id.to_owned(),
+        idempotency_key: format!("{order_id}:authorize_payment:compensation"),
+        reason: "payment declined".to_owned(),
+    }
+}
+
+/// A reply as the saga would see it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    Authorized(PaymentAuthorized),
+    Declined(PaymentDeclined),
+    Captured(PaymentCaptured),
+    Voided(PaymentVoided),
+}
+
+impl Reply {
+    fn of(event: &Event) -> Option<Self> {
+        Some(match event.event_type.as_str() {
+            PaymentAuthorized::SUBJECT => Self::Authorized(event.decode().unwrap()),
+            PaymentDeclined::SUBJECT => Self::Declined(event.decode().unwrap()),
+            PaymentCaptured::SUBJECT => Self::Captured(event.decode().unwrap()),
+            PaymentVoided::SUBJECT => Self::Voided(event.decode().unwrap()),
+            _ => return None,
+        })
+    }
+
+    pub fn declined_reason(&self) -> &str {
+        match self {
+            Self::Declined(declined) => &declined.reason,
+            other => panic!("expected a decline, got {other:?}"),
+        }
+    }
+}
+
+fn order_of(event: &Event) -> Option<String> {
+    event
+        .data
+        .get("order_id")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+}
+
+impl TestApp {
+    /// Publishes `command` as a new event and returns the event.
+    pub async fn send<T: EventType>(&self, command: &T) -> Event {
+        let event = Event::new(command).unwrap();
+        self.publish(&event).await;
+        event
+    }
+
+    /// Publishes `event` (again, when it was already).
+    pub async fn publish(&self, event: &Event) {
+        self.bus.publish(event).await.unwrap();
+    }
+
+    /// Waits until `order_id` has at least `n` reply events; returns them all.
+    pub async fn reply_events(&self, order_id: &str, n: usize) -> Vec<Event> {
+        let replies = |events: &Vec<Event>| -> Vec<Event> {
+            events
+                .iter()
+                .filter(|e| Reply::of(e).is_some() && order_of(e).as_deref() == Some(order_id))
+                .cloned()
+                .collect()
+        };
+        let mut rx = self.seen.subscribe();
+        let found =
+            tokio::time::timeout(DEADLINE, rx.wait_for(|events| replies(events).len() >= n))
+                .await
+                .unwrap_or_else(|_| panic!("timed out waiting for {n} replies for {order_id}"))
+                .unwrap();
+        replies(&found)
+    }
+
+    /// Waits until `order_id` has at least `n` replies; returns them all.
+    pub async fn replies(&self, order_id: &str, n: usize) -> Vec<Reply> {
+        self.reply_events(order_id, n)
+            .await
+            .iter()
+            .filter_map(Reply::of)
+            .collect()
+    }
+
+    /// Waits for the `n`th reply of `order_id` (1-based).
+    pub async fn reply(&self, order_id: &str, n: usize) -> Reply {
+        self.replies(order_id, n).await.swap_remove(n - 1)
+    }
+
+    /// Waits until the outbox has nothing pending: on the embedded bus every reply has then
+    /// reached the test subscriber.
+    pub async fn settled(&self) {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let pending = outbox::pending(self.payment.db()).await.unwrap();
+            if pending == 0 {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the outbox still has {pending} pending events"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The payment of `order_id` in the database.
+    pub async fn stored(&self, order_id: &str) -> Option<PaymentView> {
+        self.payment
+            .snapshot()
+            .await
+            .into_iter()
+            .find(|p| p.order_id == order_id)
+    }
+
+    /// Provider ledger entries of `operation` for `order_id`.
+    pub async fn ledger(&self, order_id: &str, operation: &str) -> i64 {
+        self.payment
+            .provider()
+            .ledger_entries(order_id, operation)
+            .await
+            .unwrap()
+    }
+
+    /// A single number from `sql` with one text parameter.
+    pub async fn count(&self, sql: &str, param: &str) -> i64 {
+        sqlx::query_scalar(sql)
+            .bind(param)
+            .fetch_one(self.payment.db().pool())
+            .await
+            .unwrap()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{PREFIX}{path}", self.address)
+    }
+
+    pub fn token(&self, roles: &[&str]) -> String {
+        let claims = TokenSigner::claims(
+            "user-1",
+            "user@tideway.test",
+            roles,
+            "tideway",
+            "tideway",
+            Duration::from_secs(300),
+        );
+        self.signer.sign(&claims).unwrap()
+    }
+
+    pub async fn get_as(&self, path: &str, roles: Option<&[&str]>) -> Response {
+        let mut request = self.client.get(self.url(path));
+        if let Some(roles) = roles {
+            request = request.bearer_auth(self.token(roles));
+        }
+        request.send().await.unwrap()
+    }
+
+    /// `GET` as an admin, expecting 200.
+    pub async fn admin_json(&self, path: &str) -> Value {
+        let response = self.get_as(path, Some(&[ADMIN_ROLE])).await;
+        assert_eq!(response.status(), StatusCode::OK, "GET {path}");
+        response.json().await.unwrap()
+    }
+
+    /// Authorizes a fresh order with the approved card and waits for the reply.
+    pub async fn authorized_order(&self, amount_minor: i64) -> (String, PaymentAuthorized) {
+        let order_id = order();
+        self.send(&authorize(&order_id, APPROVED_CARD, amount_minor))
+            .await;
+        match self.reply(&order_id, 1).await {
+            Reply::Authorized(authorized) => (order_id, authorized),
+            other => panic!("expected an authorization, got {other:?}"),
+        }
+    }
+
+    pub async fn stop(&self) {
+        self.payment.shutdown().await;
+        self.bus.shutdown().await;
+        self.shutdown.cancel();
+    }
+}
