@@ -162,7 +162,7 @@ impl Handlers {
             );
             let result = self.dispatch(&event).instrument(span.clone()).await;
             if let Err(err) = &result {
-                span.in_scope(|| tracing::warn!(error = %err, "a payment command failed"));
+                span.in_scope(|| tracing::warn!(error = ?err, "a payment command failed"));
             }
             result
         })
@@ -580,9 +580,11 @@ impl Handlers {
 }
 
 fn decode<T: EventType>(event: &Event) -> Result<T, CommandError> {
+    // serde's message may quote a value, and a value may be a card number: say only what
+    // could not be decoded.
     event
         .decode::<T>()
-        .map_err(|err| CommandError::Unusable(format!("cannot decode the command: {err}")))
+        .map_err(|_| CommandError::Unusable(format!("the data is not a valid {}", T::SUBJECT)))
 }
 
 fn check_id(name: &str, value: &str) -> Result<(), CommandError> {

@@ -1,9 +1,14 @@
 //! Effectively once: redelivered events, repeated commands, a crash between the provider
 //! call and the commit.
 
-use tideway_bus::Event;
-use tideway_payment::card::CardNumber;
-use tideway_payment::provider::{Authorization, AuthorizeRequest, Provider};
+use std::sync::Arc;
+
+use tideway_bus::{Event, outbox::RelayWaker};
+use tideway_payment::{
+    card::CardNumber,
+    commands::{CommandError, Handlers},
+    provider::{Authorization, AuthorizeRequest, Provider},
+};
 use tideway_payment_api::{APPROVED_CARD, DECLINED_CARD, PaymentStatus};
 use tideway_store::testing::backends;
 
@@ -148,6 +153,44 @@ async fn concurrent_deliveries_of_one_authorize_charge_once() {
         assert!(replies.iter().all(|r| *r == replies[0]), "{replies:?}");
         assert!(matches!(replies[0], Reply::Authorized(_)));
         assert_eq!(app.ledger(&order_id, "authorize").await, 1);
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_key_reused_for_another_order_or_command_is_refused_not_answered() {
+    for db in backends().await {
+        let app = spawn_app(db.url()).await;
+        let (order_id, _) = app.authorized_order(300).await;
+        let key = format!("{order_id}:authorize_payment:action");
+        // Handlers called directly: the bus would retry, then dead-letter the command.
+        let handlers = Handlers::new(
+            app.payment.db().clone(),
+            Arc::new(app.payment.provider().clone()),
+            RelayWaker::default(),
+        );
+        let mut other_order = authorize(&order(), APPROVED_CARD, 300);
+        other_order.idempotency_key = key.clone();
+        let mut as_capture = capture(&order_id);
+        as_capture.idempotency_key = key.clone();
+        for event in [
+            Event::new(&other_order).unwrap(),
+            Event::new(&as_capture).unwrap(),
+        ] {
+            let err = handlers.handle(event).await.unwrap_err();
+            assert!(matches!(err, CommandError::Unusable(_)), "{err:?}");
+        }
+        // Undecodable data is refused without quoting it (it may hold a card number).
+        let mut garbled = Event::new(&authorize(&order(), APPROVED_CARD, 1)).unwrap();
+        garbled.data["amount_minor"] = serde_json::json!(APPROVED_CARD);
+        let err = handlers.handle(garbled).await.unwrap_err();
+        assert!(!format!("{err:?}").contains(APPROVED_CARD), "{err:?}");
+        app.settled().await;
+        assert_eq!(app.replies(&order_id, 1).await.len(), 1);
+        assert_eq!(
+            app.stored(&order_id).await.unwrap().status,
+            PaymentStatus::Authorized
+        );
         app.stop().await;
     }
 }
