@@ -19,7 +19,7 @@ fn free_port() -> u16 {
 }
 
 /// A child process, stopped with SIGTERM when dropped.
-struct Proc {
+pub struct Proc {
     name: &'static str,
     child: Child,
     log: std::path::PathBuf,
@@ -70,88 +70,137 @@ impl Drop for Proc {
     }
 }
 
+const SERVICES: [&str; 6] = [
+    "identity",
+    "catalog",
+    "basket",
+    "inventory",
+    "payment",
+    "ordering",
+];
+
+/// The seven processes of the distributed shape on PostgreSQL (when reachable) and NATS.
+pub struct Distributed {
+    pub gateway: String,
+    procs: Vec<Proc>,
+    _databases: Vec<TestDb>,
+    _nats: Option<tideway_bus::testing::TestNats>,
+    _dir: tempfile::TempDir,
+}
+
+impl Distributed {
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let gateway = free_port();
+        let ports: Vec<u16> = SERVICES.iter().map(|_| free_port()).collect();
+        let url = |port: u16| format!("http://127.0.0.1:{port}");
+        let mut env: Vec<(String, String)> = vec![
+            ("TIDEWAY_DATA_DIR".into(), dir.path().display().to_string()),
+            (
+                "TIDEWAY_GATEWAY__LISTEN".into(),
+                format!("127.0.0.1:{gateway}"),
+            ),
+        ];
+        for (service, port) in SERVICES.iter().zip(&ports) {
+            let upper = service.to_uppercase();
+            env.push((
+                format!("TIDEWAY_{upper}__LISTEN"),
+                format!("127.0.0.1:{port}"),
+            ));
+            env.push((format!("TIDEWAY_URLS__{upper}"), url(*port)));
+        }
+        // Distributed mode stores on PostgreSQL: a fresh database per service.
+        let mut databases: Vec<TestDb> = Vec::new();
+        for service in SERVICES {
+            if let Some(db) = testing::postgres().await {
+                env.push((
+                    format!("TIDEWAY_{}__DATABASE_URL", service.to_uppercase()),
+                    db.url().to_owned(),
+                ));
+                databases.push(db);
+            }
+        }
+        // And carries events on NATS JetStream: a stream and subject root of its own.
+        let nats = tideway_bus::testing::nats().await;
+        if let Some(nats) = &nats {
+            let options = nats.options();
+            env.push(("TIDEWAY_BUS__NATS_URL".into(), options.url));
+            env.push(("TIDEWAY_BUS__STREAM".into(), options.stream));
+            env.push(("TIDEWAY_BUS__ROOT".into(), options.root));
+        }
+        let mut procs: Vec<Proc> = SERVICES
+            .iter()
+            .map(|service| Proc::start(service, &["serve", service], &env, dir.path()))
+            .collect();
+        procs.push(Proc::start("gateway", &["gateway"], &env, dir.path()));
+        let this = Self {
+            gateway: url(gateway),
+            procs,
+            _databases: databases,
+            _nats: nats,
+            _dir: dir,
+        };
+        for port in ports.iter().chain([&gateway]) {
+            let ready = tokio::time::timeout(
+                Duration::from_secs(60),
+                scenario::wait_ready(&url(*port), Duration::from_secs(60)),
+            )
+            .await;
+            if ready.is_err() {
+                this.dump_logs();
+                panic!("port {port} not ready");
+            }
+        }
+        this
+    }
+
+    pub fn dump_logs(&self) {
+        for proc in &self.procs {
+            eprintln!("--- {} ---\n{}", proc.name, proc.log());
+        }
+    }
+
+    /// Stops every process with SIGTERM; each must exit cleanly having logged JSON access
+    /// lines with request and trace ids. Returns every log line, parsed.
+    pub fn stop(self) -> Vec<serde_json::Value> {
+        let mut lines = Vec::new();
+        for proc in self.procs {
+            let name = proc.name;
+            let log_path = proc.log.clone();
+            let status = proc.terminate();
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            assert!(status.success(), "{name} exited with {status}: {log}");
+            let parsed: Vec<serde_json::Value> = log
+                .lines()
+                .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+                .collect();
+            let access = parsed
+                .iter()
+                .find(|line| line["message"] == "request finished")
+                .unwrap_or_else(|| panic!("{name} wrote no access log line: {log}"));
+            assert!(
+                access["span"]["request_id"]
+                    .as_str()
+                    .is_some_and(|id| !id.is_empty()),
+                "{access}"
+            );
+            assert!(
+                access["span"]["trace_id"]
+                    .as_str()
+                    .is_some_and(|id| id.len() == 32),
+                "{access}"
+            );
+            lines.extend(parsed);
+        }
+        lines
+    }
+}
+
 #[tokio::test]
 async fn shop_as_separate_processes() {
-    let dir = tempfile::tempdir().unwrap();
-    let [gateway, identity, catalog, basket] = [free_port(), free_port(), free_port(), free_port()];
-    let url = |port: u16| format!("http://127.0.0.1:{port}");
-    let mut env: Vec<(String, String)> = vec![
-        ("TIDEWAY_DATA_DIR".into(), dir.path().display().to_string()),
-        (
-            "TIDEWAY_GATEWAY__LISTEN".into(),
-            format!("127.0.0.1:{gateway}"),
-        ),
-        (
-            "TIDEWAY_IDENTITY__LISTEN".into(),
-            format!("127.0.0.1:{identity}"),
-        ),
-        (
-            "TIDEWAY_CATALOG__LISTEN".into(),
-            format!("127.0.0.1:{catalog}"),
-        ),
-        (
-            "TIDEWAY_BASKET__LISTEN".into(),
-            format!("127.0.0.1:{basket}"),
-        ),
-        ("TIDEWAY_URLS__IDENTITY".into(), url(identity)),
-        ("TIDEWAY_URLS__CATALOG".into(), url(catalog)),
-        ("TIDEWAY_URLS__BASKET".into(), url(basket)),
-    ];
-    // Distributed mode stores on PostgreSQL: a fresh database per service.
-    let mut databases: Vec<TestDb> = Vec::new();
-    for service in ["IDENTITY", "CATALOG", "BASKET"] {
-        if let Some(db) = testing::postgres().await {
-            env.push((
-                format!("TIDEWAY_{service}__DATABASE_URL"),
-                db.url().to_owned(),
-            ));
-            databases.push(db);
-        }
-    }
-
-    let procs = vec![
-        Proc::start("identity", &["serve", "identity"], &env, dir.path()),
-        Proc::start("catalog", &["serve", "catalog"], &env, dir.path()),
-        Proc::start("basket", &["serve", "basket"], &env, dir.path()),
-        Proc::start("gateway", &["gateway"], &env, dir.path()),
-    ];
-    let base = url(gateway);
-    for port in [identity, catalog, basket, gateway] {
-        let ready = tokio::time::timeout(
-            Duration::from_secs(30),
-            scenario::wait_ready(&url(port), Duration::from_secs(30)),
-        )
-        .await;
-        if ready.is_err() {
-            for proc in &procs {
-                eprintln!("--- {} ---\n{}", proc.name, proc.log());
-            }
-            panic!("port {port} not ready");
-        }
-    }
-
-    scenario::shop(&base).await;
-
-    // Every process stops cleanly on SIGTERM, and its logs are JSON lines with request ids.
-    for proc in procs {
-        let name = proc.name;
-        let log_path = proc.log.clone();
-        let status = proc.terminate();
-        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-        assert!(status.success(), "{name} exited with {status}: {log}");
-        let access = log
-            .lines()
-            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-            .find(|line| line["message"] == "request finished")
-            .unwrap_or_else(|| panic!("{name} wrote no access log line: {log}"));
-        assert!(
-            access["span"]["request_id"]
-                .as_str()
-                .is_some_and(|id| !id.is_empty()),
-            "{access}"
-        );
-    }
-    drop(databases);
+    let system = Distributed::start().await;
+    scenario::shop(&system.gateway).await;
+    system.stop();
 }
 
 #[test]

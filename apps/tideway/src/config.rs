@@ -36,6 +36,38 @@ pub struct Config {
     pub catalog: Section<tideway_catalog::Config>,
     /// The basket service.
     pub basket: Section<tideway_basket::Config>,
+    /// The inventory service.
+    pub inventory: Section<tideway_inventory::Config>,
+    /// The payment service.
+    pub payment: Section<tideway_payment::Config>,
+    /// The ordering service.
+    pub ordering: Section<tideway_ordering::Config>,
+    /// The event bus.
+    pub bus: BusConfig,
+}
+
+/// Which bus carries events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BusKind {
+    /// In-process (only for `tideway up`), durable through each service's outbox.
+    Embedded,
+    /// NATS JetStream (always used by `tideway serve`).
+    Nats,
+}
+
+/// The event bus.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BusConfig {
+    /// `embedded` or `nats` for `tideway up`; separate processes always use NATS.
+    pub kind: BusKind,
+    /// The NATS server.
+    pub nats_url: String,
+    /// The JetStream stream holding Tideway's events.
+    pub stream: String,
+    /// The first token of event subjects on the wire (`tideway`); a different one lets
+    /// several Tideway systems share one NATS server.
+    pub root: String,
 }
 
 /// Logging.
@@ -56,6 +88,12 @@ pub struct Urls {
     pub catalog: String,
     /// The basket service.
     pub basket: String,
+    /// The inventory service.
+    pub inventory: String,
+    /// The payment service.
+    pub payment: String,
+    /// The ordering service.
+    pub ordering: String,
 }
 
 /// The gateway's section.
@@ -92,6 +130,18 @@ impl Default for Config {
         let basket = tideway_basket::Config {
             database_url: "sqlite://{data_dir}/basket.db".to_owned(),
         };
+        let inventory = tideway_inventory::Config {
+            database_url: "sqlite://{data_dir}/inventory.db".to_owned(),
+            ..tideway_inventory::Config::default()
+        };
+        let payment = tideway_payment::Config {
+            database_url: "sqlite://{data_dir}/payment.db".to_owned(),
+            ..tideway_payment::Config::default()
+        };
+        let ordering = tideway_ordering::Config {
+            database_url: "sqlite://{data_dir}/ordering.db".to_owned(),
+            ..tideway_ordering::Config::default()
+        };
         Self {
             data_dir: PathBuf::from("./data"),
             log: LogConfig {
@@ -102,6 +152,9 @@ impl Default for Config {
                 identity: "http://127.0.0.1:8081".to_owned(),
                 catalog: "http://127.0.0.1:8082".to_owned(),
                 basket: "http://127.0.0.1:8083".to_owned(),
+                inventory: "http://127.0.0.1:8084".to_owned(),
+                payment: "http://127.0.0.1:8085".to_owned(),
+                ordering: "http://127.0.0.1:8086".to_owned(),
             },
             client_timeout_ms: 3_000,
             demo_users: true,
@@ -120,6 +173,24 @@ impl Default for Config {
             basket: Section {
                 listen: "127.0.0.1:8083".to_owned(),
                 service: basket,
+            },
+            inventory: Section {
+                listen: "127.0.0.1:8084".to_owned(),
+                service: inventory,
+            },
+            payment: Section {
+                listen: "127.0.0.1:8085".to_owned(),
+                service: payment,
+            },
+            ordering: Section {
+                listen: "127.0.0.1:8086".to_owned(),
+                service: ordering,
+            },
+            bus: BusConfig {
+                kind: BusKind::Embedded,
+                nats_url: "nats://127.0.0.1:4222".to_owned(),
+                stream: "TIDEWAY".to_owned(),
+                root: "tideway".to_owned(),
             },
         }
     }
@@ -175,6 +246,9 @@ impl Config {
             &mut self.identity.service.database_url,
             &mut self.catalog.service.database_url,
             &mut self.basket.service.database_url,
+            &mut self.inventory.service.database_url,
+            &mut self.payment.service.database_url,
+            &mut self.ordering.service.database_url,
         ] {
             *url = url.replace("{data_dir}", dir);
         }
@@ -218,9 +292,42 @@ impl Validate for Config {
         check_addr("identity.listen", &self.identity.listen)?;
         check_addr("catalog.listen", &self.catalog.listen)?;
         check_addr("basket.listen", &self.basket.listen)?;
+        check_addr("inventory.listen", &self.inventory.listen)?;
+        check_addr("payment.listen", &self.payment.listen)?;
+        check_addr("ordering.listen", &self.ordering.listen)?;
         check_url("urls.identity", &self.urls.identity)?;
         check_url("urls.catalog", &self.urls.catalog)?;
         check_url("urls.basket", &self.urls.basket)?;
+        check_url("urls.inventory", &self.urls.inventory)?;
+        check_url("urls.payment", &self.urls.payment)?;
+        check_url("urls.ordering", &self.urls.ordering)?;
+        if !self.bus.nats_url.starts_with("nats://") {
+            return Err(ConfigError::invalid(
+                "bus.nats_url",
+                format!(
+                    "a URL such as nats://127.0.0.1:4222, found {:?}",
+                    self.bus.nats_url
+                ),
+            ));
+        }
+        if self.bus.root.is_empty() || !self.bus.root.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err(ConfigError::invalid(
+                "bus.root",
+                "a subject token of letters and digits",
+            ));
+        }
+        if self.bus.stream.is_empty()
+            || !self
+                .bus
+                .stream
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(ConfigError::invalid(
+                "bus.stream",
+                "a stream name of letters, digits, `_` and `-`",
+            ));
+        }
         if self.client_timeout_ms == 0 || self.client_timeout_ms > 60_000 {
             return Err(ConfigError::invalid(
                 "client_timeout_ms",
@@ -236,6 +343,9 @@ impl Validate for Config {
         self.identity.service.validate()?;
         self.catalog.service.validate()?;
         self.basket.service.validate()?;
+        self.inventory.service.validate()?;
+        self.payment.service.validate()?;
+        self.ordering.service.validate()?;
         Ok(())
     }
 }

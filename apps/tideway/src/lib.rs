@@ -11,12 +11,15 @@
 //! token is cancelled, so tests build on port 0 and stop it at will.
 
 pub mod config;
+pub mod invariants;
 pub mod load;
 
 use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
 use axum::Router;
+use tideway_basket_api::BasketClient;
+use tideway_bus::{Bus, EmbeddedBus, EmbeddedOptions, NatsBus, NatsOptions};
 use tideway_catalog_api::CatalogClient;
 use tideway_runtime::{auth::JwtVerifier, client::Transport, serve};
 use tideway_store::Db;
@@ -34,6 +37,12 @@ pub enum ServiceName {
     Catalog,
     /// Each user's basket.
     Basket,
+    /// Stock and reservations.
+    Inventory,
+    /// Payments against the simulated card provider.
+    Payment,
+    /// Orders and the checkout saga.
+    Ordering,
 }
 
 impl ServiceName {
@@ -43,6 +52,45 @@ impl ServiceName {
             Self::Identity => "identity",
             Self::Catalog => "catalog",
             Self::Basket => "basket",
+            Self::Inventory => "inventory",
+            Self::Payment => "payment",
+            Self::Ordering => "ordering",
+        }
+    }
+}
+
+/// Something with background work to stop after the server stops.
+enum Stoppable {
+    Inventory(tideway_inventory::Inventory),
+    Payment(tideway_payment::Payment),
+    Ordering(tideway_ordering::Ordering),
+    Bus(Arc<dyn Bus>),
+}
+
+/// The services of the embedded shape, for tests and the invariant checker.
+#[derive(Clone)]
+pub struct Services {
+    /// Users and tokens.
+    pub identity: tideway_identity::Identity,
+    /// Items and prices.
+    pub catalog: tideway_catalog::Catalog,
+    /// Baskets.
+    pub basket: tideway_basket::Basket,
+    /// Stock.
+    pub inventory: tideway_inventory::Inventory,
+    /// Payments.
+    pub payment: tideway_payment::Payment,
+    /// Orders.
+    pub ordering: tideway_ordering::Ordering,
+}
+
+impl Services {
+    /// The databases the checkout invariants are checked on.
+    pub fn stores(&self) -> invariants::Stores {
+        invariants::Stores {
+            ordering: self.ordering.db().clone(),
+            inventory: self.inventory.db().clone(),
+            payment: self.payment.db().clone(),
         }
     }
 }
@@ -52,13 +100,37 @@ pub struct App {
     listener: TcpListener,
     router: Router,
     dbs: Vec<Db>,
+    stoppables: Vec<Stoppable>,
+    services: Option<Services>,
+}
+
+async fn nats_bus(config: &Config) -> anyhow::Result<Arc<dyn Bus>> {
+    let bus = NatsBus::connect(NatsOptions {
+        url: config.bus.nats_url.clone(),
+        stream: config.bus.stream.clone(),
+        root: config.bus.root.clone(),
+        ..NatsOptions::default()
+    })
+    .await
+    .with_context(|| format!("cannot connect to NATS at {}", config.bus.nats_url))?;
+    Ok(Arc::new(bus))
 }
 
 impl App {
     /// Everything in one process: the services call one another in-process and the gateway
-    /// forwards to their routers directly. Binds `config.gateway.listen`.
+    /// forwards to their routers directly. Events go through the embedded bus (or NATS
+    /// when `bus.kind = "nats"`). Binds `config.gateway.listen`.
     pub async fn embedded(config: &Config) -> anyhow::Result<Self> {
         let timeout = config.client_timeout();
+        let (bus, embedded): (Arc<dyn Bus>, Option<EmbeddedBus>) = match config.bus.kind {
+            config::BusKind::Embedded => {
+                let embedded = EmbeddedBus::new(EmbeddedOptions::default())
+                    .await
+                    .context("starting the embedded bus")?;
+                (Arc::new(embedded.clone()), Some(embedded))
+            }
+            config::BusKind::Nats => (nats_bus(config).await?, None),
+        };
         let identity = tideway_identity::Identity::build(&config.identity.service)
             .await
             .context("starting the identity service")?;
@@ -68,40 +140,101 @@ impl App {
             .context("starting the catalog service")?;
         let catalog_client =
             CatalogClient::new(Transport::in_process("catalog", catalog.router(), timeout));
-        let basket =
-            tideway_basket::Basket::build(&config.basket.service, catalog_client, verifier.clone())
+        let basket = tideway_basket::Basket::build(
+            &config.basket.service,
+            catalog_client.clone(),
+            verifier.clone(),
+        )
+        .await
+        .context("starting the basket service")?;
+        basket.subscribe(bus.clone()).await?;
+        let inventory = tideway_inventory::Inventory::build(
+            &config.inventory.service,
+            bus.clone(),
+            verifier.clone(),
+            catalog_client,
+        )
+        .await
+        .context("starting the inventory service")?;
+        let payment =
+            tideway_payment::Payment::build(&config.payment.service, bus.clone(), verifier.clone())
                 .await
-                .context("starting the basket service")?;
-        let upstreams = HashMap::from([
-            (
-                "identity".to_owned(),
-                Transport::in_process("identity", identity.router(), timeout),
-            ),
-            (
-                "catalog".to_owned(),
-                Transport::in_process("catalog", catalog.router(), timeout),
-            ),
-            (
-                "basket".to_owned(),
-                Transport::in_process("basket", basket.router(), timeout),
-            ),
-        ]);
+                .context("starting the payment service")?;
+        let basket_client =
+            BasketClient::new(Transport::in_process("basket", basket.router(), timeout));
+        let ordering = tideway_ordering::Ordering::build(
+            &config.ordering.service,
+            bus.clone(),
+            verifier.clone(),
+            basket_client,
+        )
+        .await
+        .context("starting the ordering service")?;
+        // Every consumer has subscribed: events may flow.
+        if let Some(embedded) = &embedded {
+            embedded.open();
+        }
+        let routers = [
+            ("identity", identity.router()),
+            ("catalog", catalog.router()),
+            ("basket", basket.router()),
+            ("inventory", inventory.router()),
+            ("payment", payment.router()),
+            ("ordering", ordering.router()),
+        ];
+        let upstreams = routers
+            .into_iter()
+            .map(|(name, router)| {
+                (
+                    name.to_owned(),
+                    Transport::in_process(name, router, timeout),
+                )
+            })
+            .collect();
         let gateway = tideway_gateway::Gateway::new(&config.gateway.gateway, upstreams, verifier)
             .context("configuring the gateway")?;
         let listener = serve::bind(&config.gateway.listen).await?;
+        let services = Services {
+            identity,
+            catalog,
+            basket,
+            inventory,
+            payment,
+            ordering,
+        };
         Ok(Self {
             listener,
             router: gateway.router(),
             dbs: vec![
-                identity.db().clone(),
-                catalog.db().clone(),
-                basket.db().clone(),
+                services.identity.db().clone(),
+                services.catalog.db().clone(),
+                services.basket.db().clone(),
+                services.inventory.db().clone(),
+                services.payment.db().clone(),
+                services.ordering.db().clone(),
             ],
+            stoppables: vec![
+                Stoppable::Ordering(services.ordering.clone()),
+                Stoppable::Payment(services.payment.clone()),
+                Stoppable::Inventory(services.inventory.clone()),
+                Stoppable::Bus(bus),
+            ],
+            services: Some(services),
         })
     }
 
-    /// One service on `config.<service>.listen`, reaching the others at `config.urls`.
+    /// One service on `config.<service>.listen`, reaching the others at `config.urls` and
+    /// the bus on NATS.
     pub async fn service(config: &Config, name: ServiceName) -> anyhow::Result<Self> {
+        let timeout = config.client_timeout();
+        let catalog_client = || -> anyhow::Result<CatalogClient> {
+            Ok(CatalogClient::new(Transport::http(
+                "catalog",
+                &config.urls.catalog,
+                timeout,
+            )?))
+        };
+        let mut stoppables = Vec::new();
         let (router, db, listen) = match name {
             ServiceName::Identity => {
                 let identity = tideway_identity::Identity::build(&config.identity.service)
@@ -127,19 +260,72 @@ impl App {
                 )
             }
             ServiceName::Basket => {
-                let catalog = CatalogClient::new(Transport::http(
-                    "catalog",
-                    &config.urls.catalog,
-                    config.client_timeout(),
-                )?);
+                let bus = nats_bus(config).await?;
                 let basket = tideway_basket::Basket::build(
                     &config.basket.service,
-                    catalog,
+                    catalog_client()?,
                     remote_verifier(config)?,
                 )
                 .await
                 .context("starting the basket service")?;
+                basket.subscribe(bus.clone()).await?;
+                stoppables.push(Stoppable::Bus(bus));
                 (basket.router(), basket.db().clone(), &config.basket.listen)
+            }
+            ServiceName::Inventory => {
+                let bus = nats_bus(config).await?;
+                let inventory = tideway_inventory::Inventory::build(
+                    &config.inventory.service,
+                    bus.clone(),
+                    remote_verifier(config)?,
+                    catalog_client()?,
+                )
+                .await
+                .context("starting the inventory service")?;
+                stoppables.push(Stoppable::Inventory(inventory.clone()));
+                stoppables.push(Stoppable::Bus(bus));
+                (
+                    inventory.router(),
+                    inventory.db().clone(),
+                    &config.inventory.listen,
+                )
+            }
+            ServiceName::Payment => {
+                let bus = nats_bus(config).await?;
+                let payment = tideway_payment::Payment::build(
+                    &config.payment.service,
+                    bus.clone(),
+                    remote_verifier(config)?,
+                )
+                .await
+                .context("starting the payment service")?;
+                stoppables.push(Stoppable::Payment(payment.clone()));
+                stoppables.push(Stoppable::Bus(bus));
+                (
+                    payment.router(),
+                    payment.db().clone(),
+                    &config.payment.listen,
+                )
+            }
+            ServiceName::Ordering => {
+                let bus = nats_bus(config).await?;
+                let basket =
+                    BasketClient::new(Transport::http("basket", &config.urls.basket, timeout)?);
+                let ordering = tideway_ordering::Ordering::build(
+                    &config.ordering.service,
+                    bus.clone(),
+                    remote_verifier(config)?,
+                    basket,
+                )
+                .await
+                .context("starting the ordering service")?;
+                stoppables.push(Stoppable::Ordering(ordering.clone()));
+                stoppables.push(Stoppable::Bus(bus));
+                (
+                    ordering.router(),
+                    ordering.db().clone(),
+                    &config.ordering.listen,
+                )
             }
         };
         let listener = serve::bind(listen).await?;
@@ -147,6 +333,8 @@ impl App {
             listener,
             router,
             dbs: vec![db],
+            stoppables,
+            services: None,
         })
     }
 
@@ -154,20 +342,21 @@ impl App {
     pub async fn gateway(config: &Config) -> anyhow::Result<Self> {
         let timeout = config.client_timeout();
         let pool = tideway_runtime::client::http_client();
-        let upstreams = HashMap::from([
-            (
-                "identity".to_owned(),
-                Transport::http_with("identity", &config.urls.identity, timeout, pool.clone())?,
-            ),
-            (
-                "catalog".to_owned(),
-                Transport::http_with("catalog", &config.urls.catalog, timeout, pool.clone())?,
-            ),
-            (
-                "basket".to_owned(),
-                Transport::http_with("basket", &config.urls.basket, timeout, pool)?,
-            ),
-        ]);
+        let urls = [
+            ("identity", &config.urls.identity),
+            ("catalog", &config.urls.catalog),
+            ("basket", &config.urls.basket),
+            ("inventory", &config.urls.inventory),
+            ("payment", &config.urls.payment),
+            ("ordering", &config.urls.ordering),
+        ];
+        let mut upstreams = HashMap::new();
+        for (name, url) in urls {
+            upstreams.insert(
+                name.to_owned(),
+                Transport::http_with(name, url, timeout, pool.clone())?,
+            );
+        }
         let gateway = tideway_gateway::Gateway::new(
             &config.gateway.gateway,
             upstreams,
@@ -179,6 +368,8 @@ impl App {
             listener,
             router: gateway.router(),
             dbs: Vec::new(),
+            stoppables: Vec::new(),
+            services: None,
         })
     }
 
@@ -187,10 +378,23 @@ impl App {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` is cancelled, lets in-flight requests finish, then closes the
-    /// database pools.
+    /// The embedded shape's services (`None` for the other roles).
+    pub fn services(&self) -> Option<&Services> {
+        self.services.as_ref()
+    }
+
+    /// Serves until `shutdown` is cancelled, lets in-flight requests finish, stops the
+    /// services' background work and the bus, then closes the database pools.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let result = serve::serve(self.listener, self.router, shutdown, serve::DEFAULT_GRACE).await;
+        for stoppable in &self.stoppables {
+            match stoppable {
+                Stoppable::Inventory(service) => service.shutdown().await,
+                Stoppable::Payment(service) => service.shutdown().await,
+                Stoppable::Ordering(service) => service.shutdown().await,
+                Stoppable::Bus(bus) => bus.shutdown().await,
+            }
+        }
         for db in &self.dbs {
             db.close().await;
         }

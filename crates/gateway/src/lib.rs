@@ -116,6 +116,26 @@ impl Default for GatewayConfig {
                     Access::Role("admin".to_owned()),
                 ),
                 route("/api/basket", "basket", Access::User, Access::User),
+                // Checkout reads the basket but is the ordering service's.
+                route(
+                    "/api/basket/checkout",
+                    "ordering",
+                    Access::User,
+                    Access::User,
+                ),
+                route("/api/ordering", "ordering", Access::User, Access::User),
+                route(
+                    "/api/inventory",
+                    "inventory",
+                    Access::Public,
+                    Access::Role("admin".to_owned()),
+                ),
+                route(
+                    "/api/payment",
+                    "payment",
+                    Access::Role("admin".to_owned()),
+                    Access::Role("admin".to_owned()),
+                ),
             ],
             body_limit_bytes: 64 * 1024,
         }
