@@ -154,6 +154,19 @@ impl Distributed {
         this
     }
 
+    /// The checkout's databases, when the services run on PostgreSQL.
+    pub fn stores(&self) -> Option<tideway::invariants::Stores> {
+        let db = |service: &str| {
+            let index = SERVICES.iter().position(|s| *s == service)?;
+            self._databases.get(index).map(|db| (**db).clone())
+        };
+        Some(tideway::invariants::Stores {
+            ordering: db("ordering")?,
+            inventory: db("inventory")?,
+            payment: db("payment")?,
+        })
+    }
+
     pub fn dump_logs(&self) {
         for proc in &self.procs {
             eprintln!("--- {} ---\n{}", proc.name, proc.log());
@@ -200,7 +213,50 @@ impl Distributed {
 async fn shop_as_separate_processes() {
     let system = Distributed::start().await;
     scenario::shop(&system.gateway).await;
-    system.stop();
+    crate::checkout::checkout_outcomes(&system.gateway).await;
+    if let Some(stores) = system.stores() {
+        let pending = tideway::invariants::wait_terminal(&stores.ordering, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(pending, 0);
+        let report = tideway::invariants::check(&stores).await.unwrap();
+        assert!(report.holds(), "{report:#?}");
+    }
+    let lines = system.stop();
+    // One checkout, one trace: the ordering, inventory and payment logs share its trace id.
+    let traced_services = |trace: &str| {
+        let mut services: Vec<String> = lines
+            .iter()
+            .filter(|l| l.to_string().contains(trace))
+            .filter_map(|l| {
+                l["target"]
+                    .as_str()
+                    .map(|t| t.split("::").next().unwrap_or(t).to_owned())
+            })
+            .collect();
+        services.sort();
+        services.dedup();
+        services
+    };
+    let checkout_trace = lines
+        .iter()
+        .find(|l| l["message"] == "request finished" && l["span"]["path"] == "/api/basket/checkout")
+        .and_then(|l| l["span"]["trace_id"].as_str())
+        .expect("the checkout request was logged")
+        .to_owned();
+    let services = traced_services(&checkout_trace);
+    for service in ["tideway_ordering", "tideway_inventory", "tideway_payment"] {
+        assert!(
+            services.iter().any(|s| s == service),
+            "{service} logged nothing with trace {checkout_trace}: {services:?}\n{}",
+            lines
+                .iter()
+                .filter(|l| l.to_string().contains("stock reserved"))
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
 }
 
 #[test]

@@ -156,6 +156,13 @@ impl App {
         )
         .await
         .context("starting the inventory service")?;
+        // In one process the catalog answers at once: start with every item stocked.
+        if !matches!(
+            tokio::time::timeout(std::time::Duration::from_secs(30), inventory.seeded()).await,
+            Ok(true)
+        ) {
+            tracing::warn!("inventory is not seeded from the catalog yet; it keeps trying");
+        }
         let payment =
             tideway_payment::Payment::build(&config.payment.service, bus.clone(), verifier.clone())
                 .await

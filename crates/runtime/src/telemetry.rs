@@ -31,7 +31,9 @@ pub fn init(format: LogFormat, filter: &str) {
                     .json()
                     .flatten_event(true)
                     .with_current_span(true)
-                    .with_span_list(false),
+                    // Every enclosing span too: the request's (request_id, trace_id) or the
+                    // event handler's (trace_id) stays on lines logged in nested spans.
+                    .with_span_list(true),
             )
             .try_init(),
     };

@@ -1,0 +1,353 @@
+//! Checkout end to end through the gateway: happy path, decline, out of stock and a step
+//! timeout, on the embedded bus and on NATS JetStream, with the invariants checked after.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tideway::{App, Config, config::BusKind, invariants};
+use tokio_util::sync::CancellationToken;
+
+use crate::scenario;
+
+/// A shopper with a token, against one gateway.
+pub struct Shopper {
+    pub base: String,
+    pub token: String,
+    pub http: reqwest::Client,
+}
+
+impl Shopper {
+    pub async fn register(base: &str) -> Self {
+        let http = reqwest::Client::new();
+        let email = format!("buyer-{}@example.com", uuid::Uuid::new_v4().simple());
+        let response = http
+            .post(format!("{base}/api/identity/register"))
+            .json(&json!({ "email": email, "password": "correct-horse-9", "name": "Buyer" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        let token = scenario::login(&http, base, &email, "correct-horse-9").await;
+        Self {
+            base: base.to_owned(),
+            token,
+            http,
+        }
+    }
+
+    pub async fn add(&self, item_id: &str, quantity: i64) {
+        let response = self
+            .http
+            .post(format!("{}/api/basket/items", self.base))
+            .bearer_auth(&self.token)
+            .json(&json!({ "item_id": item_id, "quantity": quantity }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{:?}", response.text().await);
+    }
+
+    /// Checks out; returns the order id.
+    pub async fn checkout(&self, card: Option<&str>) -> String {
+        let body = match card {
+            Some(card) => json!({ "card": card }),
+            None => json!({}),
+        };
+        let response = self
+            .http
+            .post(format!("{}/api/basket/checkout", self.base))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202, "{:?}", response.text().await);
+        let accepted: Value = response.json().await.unwrap();
+        assert_eq!(accepted["status"], "pending");
+        accepted["order_id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn order(&self, id: &str) -> Value {
+        let response = self
+            .http
+            .get(format!("{}/api/ordering/orders/{id}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.json().await.unwrap()
+    }
+
+    /// Waits until the order is confirmed or cancelled.
+    pub async fn settled(&self, id: &str, deadline: Duration) -> Value {
+        let start = Instant::now();
+        loop {
+            let order = self.order(id).await;
+            if order["status"] != "pending" {
+                return order;
+            }
+            assert!(
+                start.elapsed() < deadline,
+                "order {id} still pending: {order}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn basket(&self) -> Value {
+        self.http
+            .get(format!("{}/api/basket", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+}
+
+/// An item with at least `stock` units in the catalog.
+pub async fn item_with_stock(base: &str, stock: i64) -> (String, i64) {
+    let page: Value = reqwest::get(format!(
+        "{base}/api/catalog/items?page_size=100&sort=price_asc"
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let item = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["stock"].as_i64().unwrap() >= stock)
+        .unwrap();
+    (
+        item["id"].as_str().unwrap().to_owned(),
+        item["price_minor"].as_i64().unwrap(),
+    )
+}
+
+/// Waits until the inventory knows `item_id` (it seeds from the catalog in the background
+/// when the services are separate processes).
+pub async fn wait_stocked(base: &str, item_id: &str, deadline: Duration) {
+    let start = Instant::now();
+    while reqwest::get(format!("{base}/api/inventory/stock/{item_id}"))
+        .await
+        .unwrap()
+        .status()
+        != 200
+    {
+        assert!(
+            start.elapsed() < deadline,
+            "inventory never stocked {item_id}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Sets an item's stock as the admin.
+pub async fn set_stock(base: &str, item_id: &str, available: i64) {
+    let http = reqwest::Client::new();
+    let admin = scenario::login(&http, base, "admin@tideway.local", "tideway-admin-1").await;
+    let response = http
+        .put(format!("{base}/api/inventory/stock/{item_id}"))
+        .bearer_auth(&admin)
+        .json(&json!({ "available": available }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{:?}", response.text().await);
+}
+
+/// Happy path, decline and out of stock against one running system.
+pub async fn checkout_outcomes(base: &str) {
+    let deadline = Duration::from_secs(30);
+    let (item, price) = item_with_stock(base, 5).await;
+    wait_stocked(base, &item, deadline).await;
+
+    // Happy path: confirmed, the timeline has every step, the basket is emptied.
+    let buyer = Shopper::register(base).await;
+    buyer.add(&item, 2).await;
+    let id = buyer.checkout(None).await;
+    let order = buyer.settled(&id, deadline).await;
+    assert_eq!(order["status"], "confirmed", "{order}");
+    assert_eq!(order["total_minor"].as_i64().unwrap(), 2 * price);
+    assert_eq!(order["trace_id"].as_str().unwrap().len(), 32);
+    let steps: Vec<&str> = order["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "action")
+        .map(|e| e["step"].as_str().unwrap())
+        .collect();
+    for step in ["reserve_stock", "authorize_payment", "confirm_order"] {
+        assert!(steps.contains(&step), "{step} missing from {order}");
+    }
+    let start = Instant::now();
+    while buyer.basket().await["items"]
+        .as_array()
+        .is_some_and(|i| !i.is_empty())
+    {
+        assert!(start.elapsed() < deadline, "the basket was not cleared");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let listed: Value = buyer
+        .http
+        .get(format!("{base}/api/ordering/orders"))
+        .bearer_auth(&buyer.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(listed.to_string().contains(&id), "{listed}");
+
+    // The declining test card: cancelled with the reason, stock released.
+    let decliner = Shopper::register(base).await;
+    decliner.add(&item, 1).await;
+    let id = decliner.checkout(Some("4000 0000 0000 0002")).await;
+    let order = decliner.settled(&id, deadline).await;
+    assert_eq!(order["status"], "cancelled", "{order}");
+    assert!(
+        order["reason"].as_str().unwrap().contains("declined"),
+        "{order}"
+    );
+
+    // Out of stock: one unit left, two buyers; exactly one order is confirmed.
+    let (scarce, _) = item_with_stock(base, 1).await;
+    set_stock(base, &scarce, 1).await;
+    let first = Shopper::register(base).await;
+    let second = Shopper::register(base).await;
+    first.add(&scarce, 1).await;
+    second.add(&scarce, 1).await;
+    let a = first.checkout(None).await;
+    let b = second.checkout(None).await;
+    let a = first.settled(&a, deadline).await;
+    let b = second.settled(&b, deadline).await;
+    let statuses = [a["status"].clone(), b["status"].clone()];
+    assert!(statuses.contains(&json!("confirmed")), "{a} {b}");
+    assert!(statuses.contains(&json!("cancelled")), "{a} {b}");
+    let cancelled = if a["status"] == "cancelled" { &a } else { &b };
+    assert!(
+        cancelled["reason"]
+            .as_str()
+            .unwrap()
+            .contains("out of stock"),
+        "{cancelled}"
+    );
+}
+
+fn config(dir: &std::path::Path) -> Config {
+    let mut config = Config {
+        data_dir: dir.to_path_buf(),
+        ..Config::default()
+    };
+    config.gateway.listen = "127.0.0.1:0".to_owned();
+    config
+}
+
+async fn run_embedded(config: Config, test: impl AsyncFnOnce(&str)) -> invariants::Report {
+    let app = App::embedded(&config).await.unwrap();
+    let base = format!("http://{}", app.local_addr().unwrap());
+    let stores = app.services().unwrap().stores();
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    scenario::wait_ready(&base, Duration::from_secs(10)).await;
+    test(&base).await;
+    let pending = invariants::wait_terminal(&stores.ordering, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(pending, 0, "every order is terminal");
+    let report = invariants::check(&stores).await.unwrap();
+    shutdown.cancel();
+    server.await.unwrap().unwrap();
+    report
+}
+
+#[tokio::test]
+async fn checkout_on_the_embedded_bus() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.resolve().unwrap();
+    let report = run_embedded(config, async |base| checkout_outcomes(base).await).await;
+    assert!(report.holds(), "{report:#?}");
+    assert!(
+        report.orders("confirmed") >= 2 && report.orders("cancelled") >= 2,
+        "{report:#?}"
+    );
+}
+
+#[tokio::test]
+async fn checkout_on_nats_jetstream() {
+    let Some(nats) = tideway_bus::testing::nats().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    let options = nats.options();
+    config.bus.kind = BusKind::Nats;
+    config.bus.nats_url = options.url;
+    config.bus.stream = options.stream;
+    config.bus.root = options.root;
+    config.resolve().unwrap();
+    let report = run_embedded(config, async |base| checkout_outcomes(base).await).await;
+    assert!(report.holds(), "{report:#?}");
+    assert!(
+        report.orders("confirmed") >= 2 && report.orders("cancelled") >= 2,
+        "{report:#?}"
+    );
+}
+
+/// The payment provider answers after the saga's deadline: the order is cancelled as
+/// timed out, compensations run, and the late answer changes nothing.
+#[tokio::test]
+async fn a_step_timeout_cancels_and_compensates() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.payment.service.latency_ms = 1_500;
+    config.ordering.service.payment_timeout_ms = 300;
+    config.resolve().unwrap();
+    let report = run_embedded(config, async |base| {
+        let (item, _) = item_with_stock(base, 3).await;
+        let buyer = Shopper::register(base).await;
+        buyer.add(&item, 1).await;
+        let id = buyer.checkout(None).await;
+        let order = buyer.settled(&id, Duration::from_secs(30)).await;
+        assert_eq!(order["status"], "cancelled", "{order}");
+        assert!(
+            order["reason"].as_str().unwrap().contains("timed out"),
+            "{order}"
+        );
+        // The slow provider answers late; the payment must end released, never held.
+        let http = reqwest::Client::new();
+        let admin = scenario::login(&http, base, "admin@tideway.local", "tideway-admin-1").await;
+        let start = Instant::now();
+        loop {
+            let response = http
+                .get(format!("{base}/api/payment/payments/{id}"))
+                .bearer_auth(&admin)
+                .send()
+                .await
+                .unwrap();
+            if response.status() == 200 {
+                let payment: Value = response.json().await.unwrap();
+                let status = payment["status"].as_str().unwrap().to_owned();
+                if ["voided", "declined", "refunded"].contains(&status.as_str()) {
+                    break;
+                }
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "the late payment was never released"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(report.holds(), "{report:#?}");
+    assert_eq!(report.orders("cancelled"), 1, "{report:#?}");
+}
