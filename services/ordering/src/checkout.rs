@@ -170,7 +170,13 @@ fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<CheckoutRequest, ApiEr
     if !is_json(headers) {
         return Err(ApiError::UnsupportedMediaType);
     }
-    parse_json(body).map_err(|problem| ApiError::Rejected(Box::new(problem)))
+    let rejected = |problem| ApiError::Rejected(Box::new(problem));
+    // The contract type would also accept a JSON array; only an object is a request.
+    let value: serde_json::Value = parse_json(body).map_err(rejected)?;
+    if !value.is_object() {
+        return Err(ApiError::invalid("body", "must be a JSON object"));
+    }
+    parse_json(body).map_err(rejected)
 }
 
 fn is_json(headers: &HeaderMap) -> bool {

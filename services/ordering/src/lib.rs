@@ -23,14 +23,14 @@ mod replies;
 mod saga;
 mod time;
 
-use std::{fmt, sync::Arc};
+use std::{fmt, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use axum::{Extension, Router};
 use tideway_basket_api::BasketClient;
 use tideway_bus::{
     Bus, Publisher, SubscriptionHandle, inbox,
-    outbox::{self, Relay, RelayOptions},
+    outbox::{self, Lease, Relay, RelayOptions, RelayWaker},
 };
 use tideway_ordering_api::{OrderView, SERVICE};
 use tideway_runtime::{
@@ -50,6 +50,54 @@ pub use finish::ORPHAN_REASON;
 pub use saga::{AUTHORIZE_PAYMENT, CAPTURE_PAYMENT, CONFIRM_ORDER, RESERVE_STOCK, SAGA};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// How long a shutdown waits for a relay pass under way before abandoning it.
+const RELAY_GRACE: Duration = Duration::from_secs(1);
+
+/// Runs the outbox relay (lease `ordering`) on `tracker` until `token` is cancelled.
+///
+/// `Relay::run` only looks at its token between passes, and on the embedded bus a pass
+/// waits until every consumer group has acknowledged — forever, when a consumer's handler
+/// itself waits on a group whose members stopped. So a shutdown gives the pass under way
+/// [`RELAY_GRACE`], then drops it (its rows stay pending and are published again by the
+/// next relay) and releases the lease so a successor need not wait for it to expire.
+fn spawn_relay(
+    db: &Db,
+    publisher: Arc<dyn Publisher>,
+    tracker: &TaskTracker,
+    token: CancellationToken,
+) -> RelayWaker {
+    let options = RelayOptions {
+        lease_name: SERVICE.to_owned(),
+        holder: uuid::Uuid::new_v4().to_string(),
+        ..RelayOptions::default()
+    };
+    let lease = Lease::new(
+        db.clone(),
+        options.lease_name.clone(),
+        options.holder.clone(),
+        options.lease_ttl,
+    );
+    let relay = Relay::new(db.clone(), publisher, options);
+    let waker = relay.waker();
+    tracker.spawn(async move {
+        let run = relay.run(token.clone());
+        tokio::pin!(run);
+        tokio::select! {
+            () = &mut run => return,
+            () = token.cancelled() => {}
+        }
+        if tokio::time::timeout(RELAY_GRACE, &mut run).await.is_err() {
+            tracing::warn!(
+                "the outbox relay was still publishing at shutdown; its rows stay pending"
+            );
+            if let Err(err) = lease.release().await {
+                tracing::warn!(error = %err, "releasing the relay lease failed");
+            }
+        }
+    });
+    waker
+}
 
 /// A running ordering service: its database, saga engine, bus subscriptions, outbox relay
 /// and HTTP router. Cheap to clone.
@@ -115,15 +163,7 @@ impl Ordering {
         let tracker = TaskTracker::new();
         let token = CancellationToken::new();
         let publisher: Arc<dyn Publisher> = bus.clone();
-        let relay = Relay::new(
-            db.clone(),
-            publisher,
-            RelayOptions {
-                lease_name: SERVICE.to_owned(),
-                ..RelayOptions::default()
-            },
-        );
-        let waker = relay.spawn(&tracker, token.child_token());
+        let waker = spawn_relay(&db, publisher, &tracker, token.child_token());
 
         let (finished_tx, finished_rx) = mpsc::unbounded_channel();
         let sagas = DbSagaStore::new(db.clone());

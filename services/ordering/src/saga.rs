@@ -22,7 +22,7 @@ use std::{fmt, future::Future, sync::Arc, time::Duration};
 use serde::{Deserialize, Serialize};
 use tideway_bus::{BusError, Event, EventType, outbox, outbox::RelayWaker};
 use tideway_inventory_api::{CommitStock, ReleaseStock, ReserveStock, StockLine};
-use tideway_ordering_api::{OrderConfirmed, OrderLine, OrderStatus};
+use tideway_ordering_api::{OrderConfirmed, OrderLine, OrderStatus, SERVICE};
 use tideway_payment_api::{AuthorizePayment, CapturePayment, VoidPayment};
 use tideway_runtime::trace;
 use tideway_saga::{DbSagaStore, SagaDefinition, SagaStore, Step, StepContext, StepOutcome};
@@ -113,9 +113,12 @@ impl Deps {
     }
 }
 
-/// An event about `order_id` carrying the current trace.
+/// An event about `order_id` from ordering (also commands typed under another service's
+/// subject), carrying the current trace.
 pub fn event<T: EventType>(payload: &T, order_id: &str) -> Result<Event, BusError> {
-    let mut event = Event::new(payload)?.with_subject(order_id);
+    let mut event = Event::new(payload)?
+        .with_subject(order_id)
+        .with_source(format!("tideway/{SERVICE}"));
     event.traceparent = trace::current_traceparent();
     Ok(event)
 }
