@@ -108,3 +108,42 @@ async fn a_restarted_service_resumes_its_sagas_to_an_end() {
         app.ordering.shutdown().await;
     }
 }
+
+#[tokio::test]
+async fn an_old_pending_order_whose_saga_never_started_is_cancelled_at_start_up() {
+    for db in tideway_store::testing::backends().await {
+        let mut app = spawn_app(config(db.url())).await;
+        // What a crash between committing an order and starting its saga leaves behind.
+        let id = "0190a1b2-0000-7000-8000-00000000dead";
+        sqlx::query(
+            "INSERT INTO orders (id, user_id, status, reason, total_minor, currency, trace_id, \
+             idempotency_key, payment_captured, created_at, updated_at) \
+             VALUES ($1, 'alice', 'pending', NULL, 100, 'EUR', $2, NULL, 0, $3, $3)",
+        )
+        .bind(id)
+        .bind("4bf92f3577b34da6a3ce929d0e0e4736")
+        .bind("2020-01-01T00:00:00.000Z")
+        .execute(app.ordering.db().pool())
+        .await
+        .unwrap();
+        app.restart().await;
+        app.log.wait_terminal(id).await;
+        let token = app.token("alice");
+        let order = app.order(&token, id).await;
+        assert_eq!(order.status, OrderStatus::Cancelled);
+        assert_eq!(
+            order.reason.as_deref(),
+            Some(tideway_ordering::ORPHAN_REASON)
+        );
+        let cancelled = app.log.envelopes::<OrderCancelled>(id);
+        assert_eq!(cancelled.len(), 1);
+        assert!(
+            cancelled[0]
+                .traceparent
+                .as_deref()
+                .unwrap()
+                .contains("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        app.ordering.shutdown().await;
+    }
+}

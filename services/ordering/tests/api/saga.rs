@@ -312,3 +312,49 @@ async fn every_reply_delivered_three_times_has_one_effect() {
         app.ordering.shutdown().await;
     }
 }
+
+#[tokio::test]
+async fn an_unanswered_capture_is_sent_again_and_never_cancels_the_confirmed_order() {
+    for db in tideway_store::testing::backends().await {
+        let app = spawn_app(tideway_ordering::Config {
+            capture_timeout_ms: 200,
+            ..config(db.url())
+        })
+        .await;
+        app.responders.set(Script {
+            capture: Answer::Silent,
+            ..Script::default()
+        });
+        let token = app.token("alice");
+        let order = app.checkout_to_end(&token, None).await;
+        assert_eq!(order.status, OrderStatus::Confirmed);
+        // Payment stays silent: the capture is sent again, with the same key, and nothing
+        // is undone.
+        app.log
+            .wait_for("three capture attempts", |log| {
+                log.of::<CapturePayment>(&order.id).len() >= 3
+            })
+            .await;
+        let captures = app.log.of::<CapturePayment>(&order.id);
+        assert!(
+            captures
+                .iter()
+                .all(|c| c.idempotency_key == format!("{}:{CAPTURE_PAYMENT}:action", order.id))
+        );
+        let now = app.order(&token, &order.id).await;
+        assert_eq!(now.status, OrderStatus::Confirmed);
+        assert!(app.log.of::<VoidPayment>(&order.id).is_empty());
+        assert!(app.log.of::<ReleaseStock>(&order.id).is_empty());
+        assert!(app.log.of::<OrderCancelled>(&order.id).is_empty());
+
+        // Payment recovers: the next attempt is answered and the saga completes.
+        app.responders.set(Script::default());
+        let done = app.finished(&token, &order.id).await;
+        assert_eq!(done.status, OrderStatus::Confirmed);
+        assert_eq!(
+            steps(&done).last().copied(),
+            Some((CAPTURE_PAYMENT, "action", "done"))
+        );
+        app.ordering.shutdown().await;
+    }
+}
