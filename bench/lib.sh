@@ -176,7 +176,7 @@ measure() {
             continue
         fi
         local per_cpu
-        per_cpu=$(awk -F'\t' -v c="$tested_s" '{ printf "%.0f", c > 0 ? $4 / c : 0 }' "$BENCH_OUT/last")
+        per_cpu=$(awk -F'\t' -v c="$tested_s" '{ printf "%.0f", (c > 0 ? $4 / c : 0) }' "$BENCH_OUT/last")
         printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$(cat "$BENCH_OUT/last")" "$tested_s" \
             "$per_cpu" "$steal_pct" "$foreign" >>"$BENCH_OUT/runs.tsv"
         log "$label: $(tr '\t' ' ' <"$BENCH_OUT/last") cpu ${tested_s}s (${per_cpu}/cpu-s) steal ${steal_pct}% foreign ${foreign}"

@@ -83,7 +83,7 @@ EOF
 cat >"$BENCH_OUT/haproxy.cfg" <<EOF
 global
     nbthread 2
-    maxconn 20000
+    maxconn 8000
 defaults
     mode http
     timeout connect 5s
