@@ -160,14 +160,14 @@ measure() {
         # generator: someone else's work on the machine during the run.
         foreign=$(awk -v busy=$((m1[0] - m0[0])) -v ours=$((t1 - t0 + o1 - o0)) -v gen="$gen" \
             -v hz="$HZ" -v wall="$wall" 'BEGIN { f = (busy / hz - ours / hz - gen) / wall; if (f < 0) f = 0; printf "%.2f", f }')
+        # For tideway load, the CPU of the pids under test is the generator's own figure for
+        # the measured phase (without its setup); steal and foreign CPU stay the outer,
+        # whole-command figures above, which are consistent with one another.
         if [[ $kind == load && -f $dir/report.json ]]; then
             local tested_pids=() pid
             for pid in $tested; do tested_pids+=("$pid" $(pgrep -P "$pid" 2>/dev/null || true)); done
             tested_s=$(jq -r --argjson t "$(printf '%s\n' "${tested_pids[@]}" | jq -s .)" \
                 '[.cpu[] | select(.pid as $p | $t | index($p)) | .cpu_secs] | add // 0 | . * 1000 | round / 1000' "$dir/report.json")
-            steal_pct=$(jq -r '.machine_cpu | if . and .total_secs > 0 then (1000 * .steal_secs / .total_secs | round) / 10 else 0 end' "$dir/report.json")
-            foreign=$(jq -r '((.machine_cpu.busy_secs // 0) - ([.cpu[].cpu_secs] | add // 0) - (.generator_cpu_secs // 0)) / .elapsed_secs
-                | if . < 0 then 0 else . end | . * 100 | round / 100' "$dir/report.json")
         fi
         if awk -v f="$foreign" -v max="$BENCH_MAX_FOREIGN" 'BEGIN { exit !(f > max) }'; then
             log "$label: discarded (foreign CPU $foreign cores, steal $steal_pct%), attempt $attempt"
