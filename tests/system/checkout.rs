@@ -262,7 +262,9 @@ async fn run_embedded(config: Config, test: impl AsyncFnOnce(&str)) -> invariant
         .await
         .unwrap();
     assert_eq!(pending, 0, "every order is terminal");
-    let report = invariants::check(&stores).await.unwrap();
+    let report = invariants::settle(&stores, Duration::from_secs(30))
+        .await
+        .unwrap();
     shutdown.cancel();
     server.await.unwrap().unwrap();
     report

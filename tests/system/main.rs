@@ -7,6 +7,7 @@
 )]
 
 mod checkout;
+mod crash;
 mod processes;
 mod scenario;
 

@@ -13,7 +13,7 @@ use crate::scenario;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tideway");
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().port()
 }
@@ -26,7 +26,7 @@ pub struct Proc {
 }
 
 impl Proc {
-    fn start(name: &'static str, args: &[&str], env: &[(String, String)], dir: &Path) -> Self {
+    pub fn start(name: &'static str, args: &[&str], env: &[(String, String)], dir: &Path) -> Self {
         let log = dir.join(format!("{name}.log"));
         let out = std::fs::File::create(&log).unwrap();
         let child = Command::new(BIN)
@@ -58,7 +58,7 @@ impl Proc {
         }
     }
 
-    fn log(&self) -> String {
+    pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
@@ -219,7 +219,9 @@ async fn shop_as_separate_processes() {
             .await
             .unwrap();
         assert_eq!(pending, 0);
-        let report = tideway::invariants::check(&stores).await.unwrap();
+        let report = tideway::invariants::settle(&stores, Duration::from_secs(30))
+            .await
+            .unwrap();
         assert!(report.holds(), "{report:#?}");
     }
     let lines = system.stop();

@@ -73,7 +73,23 @@ pub async fn wait_terminal(ordering: &Db, deadline: Duration) -> anyhow::Result<
     }
 }
 
-/// Checks every invariant.
+/// Checks until every invariant holds or `deadline` passes, and returns the last report.
+///
+/// An order is terminal once its saga has decided; the compensations it sent (release the
+/// stock, void the payment) travel through outboxes and land a moment later. So the
+/// invariants are a property of the system at rest: this waits for it to come to rest.
+pub async fn settle(stores: &Stores, deadline: Duration) -> anyhow::Result<Report> {
+    let start = Instant::now();
+    loop {
+        let report = check(stores).await?;
+        if report.holds() || start.elapsed() >= deadline {
+            return Ok(report);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Checks every invariant once.
 pub async fn check(stores: &Stores) -> anyhow::Result<Report> {
     let mut report = Report::default();
 
