@@ -1,6 +1,10 @@
 //! CPU time of watched processes during the measured phase (Linux `/proc`), so a benchmark
 //! can report requests per CPU-second of the process under test without counting the
 //! generator's setup (registering users hashes passwords on the target).
+//!
+//! Only per-process counters: machine-wide `/proc/stat` deltas read from inside a busy
+//! process proved inconsistent on our VMs (totals off by a third over seconds), so the
+//! bench scripts read those from outside, around the whole command.
 
 use serde::Serialize;
 
@@ -13,40 +17,26 @@ pub struct ProcessCpu {
     pub cpu_secs: f64,
 }
 
-/// The whole machine during the measured phase, from `/proc/stat`.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct MachineCpu {
-    /// Busy CPU seconds, all processes (steal excluded).
-    pub busy_secs: f64,
-    /// CPU seconds stolen by the hypervisor.
-    pub steal_secs: f64,
-    /// All CPU seconds (busy, idle, iowait, steal).
-    pub total_secs: f64,
-}
-
-/// A snapshot of the watched processes and the machine.
+/// A snapshot of the watched processes.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     ticks: Vec<(u32, Option<u64>)>,
-    machine: Option<[u64; 3]>,
 }
 
 /// Clock ticks per second of `/proc` times (USER_HZ, 100 on every Linux we run on).
 const USER_HZ: f64 = 100.0;
 
 impl Snapshot {
-    /// Reads the CPU times of `pids` and of the machine now.
+    /// Reads the CPU times of `pids` now.
     pub fn take(pids: &[u32]) -> Self {
         Self {
             ticks: pids.iter().map(|&pid| (pid, process_ticks(pid))).collect(),
-            machine: machine_ticks(),
         }
     }
 
     /// What was used between `self` and `later`.
-    pub fn since(&self, later: &Snapshot) -> (Vec<ProcessCpu>, Option<MachineCpu>) {
-        let processes = self
-            .ticks
+    pub fn since(&self, later: &Snapshot) -> Vec<ProcessCpu> {
+        self.ticks
             .iter()
             .zip(&later.ticks)
             .filter_map(|((pid, a), (_, b))| {
@@ -55,16 +45,7 @@ impl Snapshot {
                     cpu_secs: (*b)?.saturating_sub((*a)?) as f64 / USER_HZ,
                 })
             })
-            .collect();
-        let machine = match (self.machine, later.machine) {
-            (Some(a), Some(b)) => Some(MachineCpu {
-                busy_secs: b[0].saturating_sub(a[0]) as f64 / USER_HZ,
-                steal_secs: b[1].saturating_sub(a[1]) as f64 / USER_HZ,
-                total_secs: b[2].saturating_sub(a[2]) as f64 / USER_HZ,
-            }),
-            _ => None,
-        };
-        (processes, machine)
+            .collect()
     }
 }
 
@@ -78,22 +59,6 @@ fn process_ticks(pid: u32) -> Option<u64> {
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
     Some(utime + stime)
-}
-
-/// Busy, steal and total ticks of the machine.
-fn machine_ticks() -> Option<[u64; 3]> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
-    let v: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    // user nice system idle iowait irq softirq steal
-    let busy = v.first()? + v.get(1)? + v.get(2)? + v.get(5)? + v.get(6)?;
-    let steal = *v.get(7)?;
-    let total = busy + v.get(3)? + v.get(4)? + steal;
-    Some([busy, steal, total])
 }
 
 #[cfg(test)]
@@ -110,11 +75,10 @@ mod tests {
             x = x.wrapping_mul(31).wrapping_add(i);
         }
         std::hint::black_box(x);
-        let (processes, machine) = before.since(&Snapshot::take(&[me]));
+        let processes = before.since(&Snapshot::take(&[me]));
         if cfg!(target_os = "linux") {
             assert_eq!(processes.len(), 1);
             assert!(processes[0].cpu_secs >= 0.0);
-            assert!(machine.is_some_and(|m| m.total_secs >= m.busy_secs));
         }
     }
 }

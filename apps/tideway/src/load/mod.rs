@@ -401,7 +401,7 @@ pub async fn run_recorded(args: LoadArgs) -> anyhow::Result<(Report, Recorder)> 
     progress.set_message("waiting for the last answers");
     tracker.close();
     tracker.wait().await;
-    let (mut watched, machine) = cpu_before.since(&cpu::Snapshot::take(&pids));
+    let mut watched = cpu_before.since(&cpu::Snapshot::take(&pids));
     let generator = watched
         .pop_if(|c| c.pid == std::process::id())
         .map(|c| c.cpu_secs);
@@ -430,7 +430,6 @@ pub async fn run_recorded(args: LoadArgs) -> anyhow::Result<(Report, Recorder)> 
     let mut report = Report::build(info, &recorder, total, window, elapsed);
     report.cpu = watched;
     report.generator_cpu_secs = generator;
-    report.machine_cpu = machine;
     Ok((report, recorder))
 }
 

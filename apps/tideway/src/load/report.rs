@@ -6,7 +6,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use super::{
-    cpu::{MachineCpu, ProcessCpu},
+    cpu::ProcessCpu,
     mix::Mix,
     record::{Errors, Recorder, Series},
 };
@@ -132,8 +132,6 @@ pub struct Report {
     pub cpu: Vec<ProcessCpu>,
     /// The generator's own CPU seconds during the measured phase (Linux).
     pub generator_cpu_secs: Option<f64>,
-    /// The whole machine's CPU during the measured phase (Linux).
-    pub machine_cpu: Option<MachineCpu>,
 }
 
 /// What the run was asked to do, for the report.
@@ -219,7 +217,6 @@ impl Report {
             notes: info.notes,
             cpu: Vec::new(),
             generator_cpu_secs: None,
-            machine_cpu: None,
         }
     }
 
