@@ -12,7 +12,8 @@ pub enum Mix {
     Shop,
     /// Anonymous catalog reads: browse 65%, search 15%, item 20%. No users are created.
     Browse,
-    /// Checkout only; stops at once when the target has no checkout endpoint.
+    /// Checkout only (add an item, check out); stops at once when the target has no
+    /// checkout endpoint.
     Checkout,
 }
 
@@ -28,10 +29,10 @@ pub enum Endpoint {
     Item,
     /// The basket: view it, add an item, or now and then clear it.
     Basket,
-    /// `POST /api/basket/checkout`.
+    /// An add to the basket, then `POST /api/basket/checkout`.
     Checkout,
     /// The checkout share of the shop mix, sent as a basket view because the target has no
-    /// checkout endpoint yet.
+    /// checkout endpoint.
     CheckoutAsBasketView,
     /// The one path given with `--path`.
     Path,

@@ -11,9 +11,10 @@
 //! number, so two runs with the same seed send the same sequence. Each class has its own
 //! HdrHistogram. At the end: a table on stdout, `report.json` and `plot.png` in `--out`.
 //!
-//! Checkout does not exist yet: the shop mix detects that (a 404 from
-//! `POST /api/basket/checkout`) and sends its checkout share as a basket view, reported on
-//! its own row and in the notes; the checkout mix stops with an error.
+//! A checkout puts an item in the user's basket and then posts `/api/basket/checkout`
+//! (latency to the end of both). A target without checkout (a 404 from that endpoint,
+//! probed once) gets the shop mix's checkout share as basket views instead, reported on
+//! their own row and in the notes; the checkout mix stops with an error.
 
 mod cpu;
 mod mix;
@@ -76,21 +77,18 @@ impl Schedule {
             let lag = last_sent.saturating_sub(intended);
             let draws = mix::Draws::new(self.seed, index);
             let endpoint = self.weights.pick(mix::unit(draws.bits(0)));
-            let request = self.shop.request(&self.client, endpoint, draws);
+            let steps = self.shop.requests(&self.client, endpoint, draws);
             self.live.in_flight.fetch_add(1, Ordering::Relaxed);
             let live = self.live.clone();
             self.tracker.spawn_on(
                 async move {
-                    let outcome = match request.send().await {
-                        Ok(response) => {
-                            let outcome = record::Outcome::of_status(response.status().as_u16());
-                            match response.bytes().await {
-                                Ok(_) => outcome,
-                                Err(err) => record::Outcome::of_error(&err),
-                            }
+                    let mut outcome = record::Outcome::Ok;
+                    for request in steps {
+                        outcome = send(request).await;
+                        if outcome != record::Outcome::Ok {
+                            break;
                         }
-                        Err(err) => record::Outcome::of_error(&err),
-                    };
+                    }
                     live.ended(endpoint, intended, start.elapsed(), outcome);
                 },
                 &self.runtime,
@@ -108,6 +106,20 @@ impl Schedule {
             }
         }
         last_sent
+    }
+}
+
+/// Sends one request and reads its whole body.
+async fn send(request: reqwest::RequestBuilder) -> record::Outcome {
+    match request.send().await {
+        Ok(response) => {
+            let outcome = record::Outcome::of_status(response.status().as_u16());
+            match response.bytes().await {
+                Ok(_) => outcome,
+                Err(err) => record::Outcome::of_error(&err),
+            }
+        }
+        Err(err) => record::Outcome::of_error(&err),
     }
 }
 
@@ -165,8 +177,8 @@ pub struct LoadArgs {
     /// them only).
     #[arg(long, default_value_t = 16)]
     pub users: usize,
-    /// The shop mix's checkout share in percent. Until checkout exists this share is sent
-    /// as basket views (`checkout_as_basket_view` in the report); 0 leaves it out.
+    /// The shop mix's checkout share in percent; 0 leaves it out. Against a target without
+    /// checkout this share is sent as basket views (`checkout_as_basket_view`).
     #[arg(long, default_value_t = 5.0)]
     pub checkout_share: f64,
     /// Where the report and the plot go (default: target/load/<UTC timestamp>).

@@ -144,8 +144,44 @@ impl Shop {
         Ok(response.status() != StatusCode::NOT_FOUND)
     }
 
-    /// The request of class `endpoint` for request draws `draws`.
-    pub fn request(&self, client: &Client, endpoint: Endpoint, draws: Draws) -> RequestBuilder {
+    /// The requests of class `endpoint` for request draws `draws`, sent one after the other;
+    /// the class's latency runs from the intended time to the end of the last. A checkout
+    /// first puts an item in the user's basket (a checkout of an empty basket is refused),
+    /// so it measures the add-and-check-out step of a shopper's journey.
+    pub fn requests(
+        &self,
+        client: &Client,
+        endpoint: Endpoint,
+        draws: Draws,
+    ) -> Vec<RequestBuilder> {
+        let mut steps = Vec::with_capacity(2);
+        if endpoint == Endpoint::Checkout
+            && let Some(user) = self.user(draws)
+            && !self.catalog.in_stock.is_empty()
+        {
+            let item = &self.catalog.in_stock[draws.below(4, self.catalog.in_stock.len())];
+            steps.push(
+                client
+                    .post(format!("{}/api/basket/items", self.base))
+                    .header("authorization", &user.authorization)
+                    .json(&json!({ "item_id": item, "quantity": 1 })),
+            );
+        }
+        steps.push(self.request(client, endpoint, draws));
+        steps
+    }
+
+    /// The user of request draws `draws`, if the mix has users.
+    fn user(&self, draws: Draws) -> Option<&User> {
+        if self.users.is_empty() {
+            None
+        } else {
+            self.users.get(draws.below(10, self.users.len()))
+        }
+    }
+
+    /// The (last) request of class `endpoint` for request draws `draws`.
+    fn request(&self, client: &Client, endpoint: Endpoint, draws: Draws) -> RequestBuilder {
         let base = &self.base;
         let catalog = &self.catalog;
         let user = if self.users.is_empty() {

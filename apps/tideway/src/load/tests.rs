@@ -248,6 +248,36 @@ async fn the_shop_mix_without_checkout_sends_that_share_as_basket_views() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_checkout_each_checkout_adds_an_item_then_checks_out() {
+    let seen = Arc::new(Seen::default());
+    let counter = seen.clone();
+    let router = fake_shop(seen.clone()).route(
+        "/api/basket/checkout",
+        post(move || {
+            let seen = counter.clone();
+            async move {
+                seen.add("checkout");
+                (StatusCode::ACCEPTED, Json(json!({ "status": "pending" })))
+            }
+        }),
+    );
+    let server = spawn(router).await;
+    let mut args = LoadArgs::new(&server.base, 100.0, Duration::from_secs(1));
+    args.users = 2;
+    args.mix = Mix::Checkout;
+
+    let report = run(args).await.unwrap();
+
+    assert_eq!(report.total.requests, 100);
+    assert_eq!(report.total.ok, 100, "{:?}", report.total);
+    assert_eq!(report.endpoints[0].endpoint, "checkout");
+    // The probe, then one per request.
+    assert_eq!(seen.get("checkout"), 101);
+    assert_eq!(seen.get("basket"), 100, "an add before each checkout");
+    assert!(report.notes.is_empty(), "{:?}", report.notes);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_checkout_mix_stops_at_once_without_checkout() {
     let seen = Arc::new(Seen::default());
     let server = spawn(fake_shop(seen.clone())).await;
