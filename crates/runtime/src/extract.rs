@@ -148,11 +148,7 @@ where
                 } else {
                     name
                 };
-                Problem::new(StatusCode::BAD_REQUEST)
-                    .with_type("/problems/validation")
-                    .with_title("Invalid query parameter")
-                    .with_detail(format!("{name}: {message}"))
-                    .with_param(name, message)
+                Problem::invalid_query(name, message)
             })
     }
 }

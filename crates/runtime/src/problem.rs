@@ -99,6 +99,17 @@ impl Problem {
             .with_param(name, reason)
     }
 
+    /// 400: a query parameter `name` with a wrong value.
+    pub fn invalid_query(name: impl Into<String>, reason: impl Into<String>) -> Self {
+        let name = name.into();
+        let reason = reason.into();
+        Self::new(StatusCode::BAD_REQUEST)
+            .with_type("/problems/validation")
+            .with_title("Invalid query parameter")
+            .with_detail(format!("{name}: {reason}"))
+            .with_param(name, reason)
+    }
+
     /// 400: a malformed request (syntax, not values).
     pub fn bad_request(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST)

@@ -70,6 +70,15 @@ pub fn is_unique_violation(err: &sqlx::Error) -> bool {
     }
 }
 
+/// Whether `err` means the database cannot be reached right now (a 503, worth a retry),
+/// as opposed to a failed statement.
+pub fn is_unavailable(err: &sqlx::Error) -> bool {
+    matches!(
+        err,
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)
+    )
+}
+
 /// Pool settings.
 #[derive(Debug, Clone, Copy)]
 pub struct DbOptions {

@@ -63,11 +63,7 @@ impl ApiError {
     pub fn problem(&self) -> Problem {
         match self {
             Self::InvalidField { field, reason } => Problem::invalid_field(field, reason),
-            Self::InvalidQuery { param, reason } => Problem::new(StatusCode::BAD_REQUEST)
-                .with_type("/problems/validation")
-                .with_title("Invalid query parameter")
-                .with_detail(format!("{param}: {reason}"))
-                .with_param(param, reason),
+            Self::InvalidQuery { param, reason } => Problem::invalid_query(param, reason),
             Self::NotFound(what) => Problem::not_found(what),
             Self::Conflict(what) => Problem::conflict(what),
             Self::Unavailable(_) => Problem::new(StatusCode::SERVICE_UNAVAILABLE)
@@ -79,11 +75,10 @@ impl ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(err: sqlx::Error) -> Self {
-        match err {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-                Self::Unavailable(err)
-            }
-            other => Self::Database(other),
+        if tideway_store::is_unavailable(&err) {
+            Self::Unavailable(err)
+        } else {
+            Self::Database(err)
         }
     }
 }

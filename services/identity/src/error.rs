@@ -68,11 +68,10 @@ impl ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(err: sqlx::Error) -> Self {
-        match err {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-                Self::Unavailable(err)
-            }
-            other => Self::Internal(other.into()),
+        if tideway_store::is_unavailable(&err) {
+            Self::Unavailable(err)
+        } else {
+            Self::Internal(err.into())
         }
     }
 }

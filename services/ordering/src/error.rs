@@ -99,11 +99,7 @@ impl IntoResponse for ApiError {
             Self::Invalid { field, reason } => {
                 Problem::invalid_field(field.clone(), reason.clone())
             }
-            Self::InvalidQuery { param, reason } => Problem::new(StatusCode::BAD_REQUEST)
-                .with_type("/problems/validation")
-                .with_title("Invalid query parameter")
-                .with_detail(format!("{param}: {reason}"))
-                .with_param(*param, reason.clone()),
+            Self::InvalidQuery { param, reason } => Problem::invalid_query(*param, reason.clone()),
             Self::Conflict { field, reason } => {
                 Problem::conflict(reason.clone()).with_param(field.clone(), reason.clone())
             }

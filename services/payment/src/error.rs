@@ -40,11 +40,7 @@ impl ApiError {
     /// The problem document answered for this error.
     pub fn problem(&self) -> Problem {
         match self {
-            Self::InvalidQuery { param, reason } => Problem::new(StatusCode::BAD_REQUEST)
-                .with_type("/problems/validation")
-                .with_title("Invalid query parameter")
-                .with_detail(format!("{param}: {reason}"))
-                .with_param(param, reason),
+            Self::InvalidQuery { param, reason } => Problem::invalid_query(param, reason),
             Self::NotFound(what) => Problem::not_found(what),
             Self::Unavailable(_) => Problem::new(StatusCode::SERVICE_UNAVAILABLE)
                 .with_detail("payments are temporarily unavailable; try again shortly"),
@@ -55,11 +51,10 @@ impl ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(err: sqlx::Error) -> Self {
-        match err {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-                Self::Unavailable(err)
-            }
-            other => Self::Database(other),
+        if tideway_store::is_unavailable(&err) {
+            Self::Unavailable(err)
+        } else {
+            Self::Database(err)
         }
     }
 }
