@@ -278,7 +278,17 @@ impl Relay {
                 break;
             }
             let mut delay = self.options.poll_interval;
-            match self.pass().await {
+            // A pass may wait on a publish (the embedded bus waits for every consumer group,
+            // and a stopped group never answers): cancellation must not wait for it. Rows
+            // whose publish is abandoned stay pending and go out on the next start.
+            let pass = tokio::select! {
+                () = token.cancelled() => {
+                    held = true;
+                    break;
+                }
+                pass = self.pass() => pass,
+            };
+            match pass {
                 Ok(Some(_)) => held = true,
                 Ok(None) => held = false,
                 Err(err) => {
