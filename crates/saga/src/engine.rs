@@ -105,7 +105,7 @@ impl<S> fmt::Debug for Reply<S> {
     }
 }
 
-/// An instance as [`SagaEngine::instance`] shows it.
+/// An instance as [`SagaEngine::instance`] and [`SagaEngine::recent`] show it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct SagaInstance {
     /// The instance id.
@@ -440,6 +440,35 @@ impl SagaEngine {
             return Ok(None);
         };
         let steps = self.inner.store.steps(id).await?;
+        self.view(record, steps).map(Some)
+    }
+
+    /// The `limit` most recently started instances, of every saga and status, newest first,
+    /// each with its timeline (as [`instance`](Self::instance) shows one): for an operator's
+    /// console. Two reads whatever the limit (instances, then all their steps at once).
+    #[instrument(skip_all, fields(limit = limit), err)]
+    pub async fn recent(&self, limit: u32) -> Result<Vec<SagaInstance>, SagaError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let records = self.inner.store.recent(limit).await?;
+        let ids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
+        let mut steps = self.inner.store.steps_of(&ids).await?;
+        records
+            .into_iter()
+            .map(|record| {
+                let timeline = steps.remove(&record.id).unwrap_or_default();
+                self.view(record, timeline)
+            })
+            .collect()
+    }
+
+    /// `record` with its timeline, as callers see it.
+    fn view(
+        &self,
+        record: InstanceRecord,
+        steps: Vec<StepRecord>,
+    ) -> Result<SagaInstance, SagaError> {
         let current_step = if record.status.is_terminal() {
             None
         } else {
@@ -447,7 +476,7 @@ impl SagaEngine {
                 index_usize(record.step).and_then(|i| saga.step_name(i).map(str::to_owned))
             })
         };
-        Ok(Some(SagaInstance {
+        Ok(SagaInstance {
             state: serde_json::from_str(&record.state).map_err(SagaError::State)?,
             id: record.id,
             saga: record.saga,
@@ -458,7 +487,7 @@ impl SagaEngine {
             created_ms: record.created_ms,
             updated_ms: record.updated_ms,
             steps,
-        }))
+        })
     }
 
     /// Waits until the instance `id` exists and satisfies `condition`, for at most `timeout`.

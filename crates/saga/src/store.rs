@@ -1,7 +1,7 @@
 //! Where saga instances and their step timelines live: the [`SagaStore`] trait and its
 //! implementation on a service's [`Db`] (SQLite or PostgreSQL through `sqlx::Any`).
 
-use std::fmt;
+use std::{collections::HashMap, fmt};
 
 use futures_util::{FutureExt, future::BoxFuture};
 use serde::Serialize;
@@ -11,7 +11,7 @@ use tracing::instrument;
 use crate::{SagaError, StepKind};
 
 /// The tables, created idempotently by [`install`].
-const SCHEMA: [&str; 3] = [
+const SCHEMA: [&str; 4] = [
     "CREATE TABLE IF NOT EXISTS saga_instances (
         id TEXT PRIMARY KEY,
         saga TEXT NOT NULL,
@@ -26,6 +26,8 @@ const SCHEMA: [&str; 3] = [
         version BIGINT NOT NULL
     )",
     "CREATE INDEX IF NOT EXISTS saga_instances_open ON saga_instances (status, deadline_ms)",
+    // The newest first, for an operator's listing (`SagaStore::recent`).
+    "CREATE INDEX IF NOT EXISTS saga_instances_recent ON saga_instances (created_ms)",
     "CREATE TABLE IF NOT EXISTS saga_steps (
         instance_id TEXT NOT NULL,
         step_index BIGINT NOT NULL,
@@ -260,6 +262,16 @@ pub trait SagaStore: Send + Sync + 'static {
 
     /// The timeline of the instance `id`, in the order the calls first started.
     fn steps<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Vec<StepRecord>, SagaError>>;
+
+    /// The `limit` most recently created instances, of every saga and status, newest first.
+    fn recent(&self, limit: u32) -> BoxFuture<'_, Result<Vec<InstanceRecord>, SagaError>>;
+
+    /// The timelines of the instances `ids` (each in the order its calls first started), by
+    /// instance id; an instance without steps (or unknown) has no entry.
+    fn steps_of<'a>(
+        &'a self,
+        ids: &'a [String],
+    ) -> BoxFuture<'a, Result<HashMap<String, Vec<StepRecord>>, SagaError>>;
 }
 
 /// [`SagaStore`] on a service's database; run [`install`] first.
@@ -270,6 +282,9 @@ pub struct DbSagaStore {
 
 const INSTANCE_COLUMNS: &str =
     "id, saga, state, status, step, waiting, deadline_ms, reason, created_ms, updated_ms, version";
+
+/// The most ids bound in one `IN (...)` list: SQLite caps a statement's parameters.
+const IN_CHUNK: usize = 500;
 
 impl DbSagaStore {
     /// A store on `db`.
@@ -423,6 +438,43 @@ impl DbSagaStore {
         .await?;
         rows.iter().map(decode_step).collect()
     }
+
+    #[instrument(skip_all, fields(limit = limit), err)]
+    async fn recent_records(&self, limit: u32) -> Result<Vec<InstanceRecord>, SagaError> {
+        let rows = sqlx_query(&format!(
+            "SELECT {INSTANCE_COLUMNS} FROM saga_instances ORDER BY created_ms DESC, id DESC LIMIT $1"
+        ))
+        .bind(i64::from(limit))
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter().map(decode_instance).collect()
+    }
+
+    #[instrument(skip_all, fields(instances = ids.len()), err)]
+    async fn steps_of_records(
+        &self,
+        ids: &[String],
+    ) -> Result<HashMap<String, Vec<StepRecord>>, SagaError> {
+        let mut timelines: HashMap<String, Vec<StepRecord>> = HashMap::new();
+        // One query per chunk of ids (one in all for a console page), not one per instance.
+        for chunk in ids.chunks(IN_CHUNK) {
+            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT instance_id, step_index, step, kind, status, attempts, started_ms, finished_ms, detail
+                 FROM saga_steps WHERE instance_id IN ({}) ORDER BY instance_id, seq, step_index",
+                placeholders.join(", ")
+            );
+            let mut query = sqlx_query(&sql);
+            for id in chunk {
+                query = query.bind(id);
+            }
+            for row in query.fetch_all(self.db.pool()).await? {
+                let id: String = row.try_get("instance_id")?;
+                timelines.entry(id).or_default().push(decode_step(&row)?);
+            }
+        }
+        Ok(timelines)
+    }
 }
 
 fn decode_instance(row: &AnyRow) -> Result<InstanceRecord, SagaError> {
@@ -485,6 +537,17 @@ impl SagaStore for DbSagaStore {
 
     fn steps<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Vec<StepRecord>, SagaError>> {
         self.step_records(id).boxed()
+    }
+
+    fn recent(&self, limit: u32) -> BoxFuture<'_, Result<Vec<InstanceRecord>, SagaError>> {
+        self.recent_records(limit).boxed()
+    }
+
+    fn steps_of<'a>(
+        &'a self,
+        ids: &'a [String],
+    ) -> BoxFuture<'a, Result<HashMap<String, Vec<StepRecord>>, SagaError>> {
+        self.steps_of_records(ids).boxed()
     }
 }
 

@@ -152,6 +152,51 @@ impl EventType for OrderCancelled {
     const SUBJECT: &'static str = "tideway.ordering.order-cancelled";
 }
 
+/// A checkout saga instance as the operations console shows it (`GET /api/ordering/sagas`,
+/// admins only), with its order's status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SagaView {
+    /// The instance id, which is the order id.
+    pub id: String,
+    /// The saga definition's name, e.g. `checkout`.
+    pub saga: String,
+    /// Where the saga stands: `running`, `compensating`, `completed`, `compensated` or
+    /// `failed` (a compensation failed: the order needs an operator).
+    pub status: String,
+    /// The step whose action (running) or compensation (compensating) is next or under way;
+    /// absent once the saga has ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_step: Option<String>,
+    /// Whether the current step sent a command and waits for its reply.
+    pub waiting: bool,
+    /// The order's state; absent when the order row is missing (it should not be).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_status: Option<OrderStatus>,
+    /// Why the saga is compensating or ended as it did (the saga's own reason, else the
+    /// order's cancellation reason).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The trace id of the order's checkout request, to find every log line of the saga.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+    /// When the saga started (RFC 3339).
+    pub created_at: String,
+    /// When the saga last changed (RFC 3339).
+    pub updated_at: String,
+    /// Every action and compensation started, in order, with its times.
+    pub steps: Vec<TimelineEntry>,
+}
+
+/// The most recently started checkout sagas (`GET /api/ordering/sagas?limit=N`), newest
+/// first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SagaPage {
+    /// The instances, newest first; at most `limit`.
+    pub items: Vec<SagaView>,
+    /// The limit applied (20 unless asked, at most 100).
+    pub limit: u32,
+}
+
 /// One page of the caller's orders (`GET /api/ordering/orders`), newest first; the orders
 /// carry no timeline.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

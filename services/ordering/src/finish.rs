@@ -9,7 +9,7 @@
 //! every Pending order whose saga has ended, and cancels Pending orders whose saga was never
 //! started (the process died between committing the order and starting its saga).
 
-use std::{future::Future, pin::Pin, time::Duration};
+use std::{collections::HashMap, future::Future, pin::Pin, time::Duration};
 
 use tideway_bus::BusError;
 use tideway_ordering_api::{OrderCancelled, OrderStatus};
@@ -82,6 +82,17 @@ impl SagaStore for NotifyingStore {
 
     fn steps<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Vec<StepRecord>, SagaError>> {
         self.inner.steps(id)
+    }
+
+    fn recent(&self, limit: u32) -> BoxFuture<'_, Result<Vec<InstanceRecord>, SagaError>> {
+        self.inner.recent(limit)
+    }
+
+    fn steps_of<'a>(
+        &'a self,
+        ids: &'a [String],
+    ) -> BoxFuture<'a, Result<HashMap<String, Vec<StepRecord>>, SagaError>> {
+        self.inner.steps_of(ids)
     }
 }
 

@@ -140,3 +140,86 @@ async fn a_restarted_call_counts_attempts_and_keeps_its_first_start() {
         );
     }
 }
+
+#[tokio::test]
+async fn recent_answers_the_newest_instances_first_up_to_the_limit() {
+    for db in testing::backends().await {
+        install(&db).await.unwrap();
+        let store = DbSagaStore::new((*db).clone());
+        assert!(store.recent(10).await.unwrap().is_empty());
+        // Created out of order; two share a creation time (the id breaks the tie).
+        for (id, created_ms) in [("b", 2_000), ("a", 1_000), ("d", 3_000), ("c", 3_000)] {
+            let mut r = record(id);
+            r.created_ms = created_ms;
+            r.updated_ms = created_ms;
+            store.insert(&r).await.unwrap();
+        }
+        let ids = |records: Vec<InstanceRecord>| -> Vec<String> {
+            records.into_iter().map(|r| r.id).collect()
+        };
+        assert_eq!(ids(store.recent(10).await.unwrap()), ["d", "c", "b", "a"]);
+        assert_eq!(ids(store.recent(2).await.unwrap()), ["d", "c"]);
+        let newest = store.recent(1).await.unwrap();
+        assert_eq!(newest[0], {
+            let mut d = record("d");
+            d.created_ms = 3_000;
+            d.updated_ms = 3_000;
+            d
+        });
+    }
+}
+
+#[tokio::test]
+async fn steps_of_groups_the_timelines_of_many_instances_in_one_read() {
+    for db in testing::backends().await {
+        install(&db).await.unwrap();
+        let store = DbSagaStore::new((*db).clone());
+        for id in ["i-1", "i-2", "i-3"] {
+            store.insert(&record(id)).await.unwrap();
+        }
+        let started = |index, step: &str, kind, seq| StepLogWrite::Started {
+            index,
+            step: step.into(),
+            kind,
+            at_ms: seq * 10,
+            seq,
+        };
+        // i-1: two actions, then the second compensated (started last, listed last).
+        let mut r = record("i-1");
+        r.version = 2;
+        let log = [
+            started(0, "one", StepKind::Action, 2),
+            started(1, "two", StepKind::Action, 3),
+            started(1, "two", StepKind::Compensation, 4),
+        ];
+        assert!(store.update(&r, 1, &log).await.unwrap());
+        let mut r = record("i-2");
+        r.version = 2;
+        let log = [started(0, "one", StepKind::Action, 2)];
+        assert!(store.update(&r, 1, &log).await.unwrap());
+
+        let ids: Vec<String> = ["i-1", "i-2", "i-3", "nope"].map(String::from).into();
+        let timelines = store.steps_of(&ids).await.unwrap();
+        assert_eq!(timelines.len(), 2, "no entry without steps: {timelines:?}");
+        for (id, timeline) in &timelines {
+            assert_eq!(
+                *timeline,
+                store.steps(id).await.unwrap(),
+                "{id}: the same timeline as one instance's"
+            );
+        }
+        let order: Vec<(&str, StepKind)> = timelines["i-1"]
+            .iter()
+            .map(|s| (s.step.as_str(), s.kind))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                ("one", StepKind::Action),
+                ("two", StepKind::Action),
+                ("two", StepKind::Compensation)
+            ]
+        );
+        assert!(store.steps_of(&[]).await.unwrap().is_empty());
+    }
+}

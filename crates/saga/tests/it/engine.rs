@@ -451,3 +451,66 @@ async fn bad_replies_are_refused_with_a_reason() {
         engine.shutdown().await;
     }
 }
+
+#[tokio::test]
+async fn recent_lists_the_newest_instances_first_with_their_timelines() {
+    for db in testing::backends().await {
+        let world = World::new(db).await;
+        let engine = world.engine();
+        assert!(engine.recent(10).await.unwrap().is_empty());
+        let plans = [
+            Plan::default(),
+            Plan {
+                fail_at: Some(2),
+                ..Plan::default()
+            },
+            Plan {
+                wait_at: Some(1),
+                ..Plan::default()
+            },
+        ];
+        let mut ids = Vec::new();
+        for plan in plans {
+            let id = new_id();
+            let waits = plan.wait_at.is_some();
+            engine.start(&world.saga, &id, plan).await.unwrap();
+            if waits {
+                engine
+                    .wait_until(&id, DEADLINE, |i| i.waiting)
+                    .await
+                    .unwrap();
+            } else {
+                engine.wait_finished(&id, DEADLINE).await.unwrap();
+            }
+            ids.push(id);
+            // Distinct creation times: the listing is ordered by them.
+            world.clock.advance(Duration::from_millis(1));
+        }
+
+        let recent = engine.recent(10).await.unwrap();
+        let listed: Vec<&str> = recent.iter().map(|i| i.id.as_str()).collect();
+        assert_eq!(listed, [&*ids[2], &*ids[1], &*ids[0]]);
+        for listed in &recent {
+            let one = engine.instance(&listed.id).await.unwrap().unwrap();
+            assert_eq!(*listed, one, "listed as shown alone");
+        }
+        assert_eq!(
+            recent
+                .iter()
+                .map(|i| (i.status, i.current_step.as_deref(), i.steps.len()))
+                .collect::<Vec<_>>(),
+            [
+                (SagaStatus::Running, Some("two"), 2),
+                // one, two done; three failed; two, one undone.
+                (SagaStatus::Compensated, None, 5),
+                (SagaStatus::Completed, None, 4),
+            ]
+        );
+
+        let newest = engine.recent(1).await.unwrap();
+        assert_eq!(newest.len(), 1);
+        assert_eq!(newest[0].id, ids[2]);
+        assert!(engine.recent(0).await.unwrap().is_empty());
+        engine.shutdown().await;
+    }
+}

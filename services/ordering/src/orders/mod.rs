@@ -1,5 +1,7 @@
-//! Orders: the endpoints that show them, and (in [`store`]) their SQL.
+//! Orders: the endpoints that show them, and (in [`store`]) their SQL; [`sagas`] lists
+//! their checkout sagas for operators.
 
+pub mod sagas;
 pub mod store;
 
 use axum::{
@@ -44,6 +46,7 @@ pub fn routes(state: State) -> Router {
         .route(CHECKOUT_PATH, post(checkout::checkout))
         .route(&format!("{PREFIX}/orders"), get(list))
         .route(&format!("{PREFIX}/orders/{{id}}"), get(show))
+        .route(&format!("{PREFIX}/sagas"), get(sagas::list))
         .with_state(state)
 }
 

@@ -19,6 +19,14 @@ pub struct NewOrder {
     pub idempotency_key: Option<String>,
 }
 
+/// What the saga listing shows of an order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderSummary {
+    pub status: OrderStatus,
+    pub reason: Option<String>,
+    pub trace_id: String,
+}
+
 const COLUMNS: &str =
     "id, user_id, status, reason, total_minor, currency, trace_id, created_at, updated_at";
 
@@ -259,4 +267,36 @@ pub async fn is_captured(db: &Db, id: &str) -> Result<bool, sqlx::Error> {
             .fetch_optional(db.pool())
             .await?;
     Ok(captured == Some(1))
+}
+
+/// The status, reason and trace id of the orders `ids` that exist, by id.
+pub async fn summaries(
+    db: &Db,
+    ids: &[String],
+) -> Result<HashMap<String, OrderSummary>, sqlx::Error> {
+    let mut out = HashMap::with_capacity(ids.len());
+    // Bounded IN lists: SQLite allows a limited number of parameters.
+    for chunk in ids.chunks(500) {
+        let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT id, status, reason, trace_id FROM orders WHERE id IN ({})",
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query(&sql);
+        for id in chunk {
+            query = query.bind(id);
+        }
+        for row in query.fetch_all(db.pool()).await? {
+            let status: String = row.try_get("status")?;
+            out.insert(
+                row.try_get("id")?,
+                OrderSummary {
+                    status: parse_status(&status)?,
+                    reason: row.try_get("reason")?,
+                    trace_id: row.try_get("trace_id")?,
+                },
+            );
+        }
+    }
+    Ok(out)
 }

@@ -12,3 +12,4 @@ mod nats;
 mod orders;
 mod recovery;
 mod saga;
+mod sagas;
