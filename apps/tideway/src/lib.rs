@@ -95,6 +95,45 @@ impl Services {
     }
 }
 
+/// The gateway with the web front beside its routes. The front calls the gateway's own
+/// routes in-process (so it sees what any client sees); the console reaches the gateway and
+/// every upstream directly for their health and metrics.
+fn with_web(
+    config: &Config,
+    gateway: tideway_gateway::Gateway,
+    upstreams: &HashMap<String, Transport>,
+    verifier: Arc<JwtVerifier>,
+) -> (tideway_gateway::Gateway, tideway_web::Web) {
+    let timeout = config.client_timeout();
+    let api = Transport::in_process(tideway_gateway::SERVICE, gateway.router(), timeout);
+    let mut services = vec![api.clone()];
+    let mut names: Vec<&String> = upstreams.keys().collect();
+    names.sort();
+    services.extend(
+        names
+            .into_iter()
+            .filter_map(|name| upstreams.get(name).cloned()),
+    );
+    let routes = config
+        .gateway
+        .gateway
+        .routes
+        .iter()
+        .map(|route| tideway_web::RouteInfo {
+            prefix: route.prefix.clone(),
+            upstream: route.upstream.clone(),
+            read: String::from(route.read.clone()),
+            write: String::from(route.write.clone()),
+        })
+        .collect();
+    let web = tideway_web::Web::new(tideway_web::WebOptions {
+        api,
+        verifier,
+        ops: tideway_web::OpsSources { services, routes },
+    });
+    (gateway.with_pages(web.router()), web)
+}
+
 /// A built role, bound to its socket and ready to run.
 pub struct App {
     listener: TcpListener,
@@ -177,10 +216,6 @@ impl App {
         )
         .await
         .context("starting the ordering service")?;
-        // Every consumer has subscribed: events may flow.
-        if let Some(embedded) = &embedded {
-            embedded.open();
-        }
         let routers = [
             ("identity", identity.router()),
             ("catalog", catalog.router()),
@@ -189,7 +224,7 @@ impl App {
             ("payment", payment.router()),
             ("ordering", ordering.router()),
         ];
-        let upstreams = routers
+        let upstreams: HashMap<String, Transport> = routers
             .into_iter()
             .map(|(name, router)| {
                 (
@@ -198,8 +233,20 @@ impl App {
                 )
             })
             .collect();
-        let gateway = tideway_gateway::Gateway::new(&config.gateway.gateway, upstreams, verifier)
-            .context("configuring the gateway")?;
+        let gateway = tideway_gateway::Gateway::new(
+            &config.gateway.gateway,
+            upstreams.clone(),
+            verifier.clone(),
+        )
+        .context("configuring the gateway")?;
+        let (gateway, web) = with_web(config, gateway, &upstreams, verifier);
+        web.tap_events(&bus)
+            .await
+            .context("subscribing the console to the bus")?;
+        // Every consumer has subscribed: events may flow.
+        if let Some(embedded) = &embedded {
+            embedded.open();
+        }
         let listener = serve::bind(&config.gateway.listen).await?;
         let services = Services {
             identity,
@@ -364,18 +411,29 @@ impl App {
                 Transport::http_with(name, url, timeout, pool.clone())?,
             );
         }
+        let verifier = remote_verifier(config)?;
         let gateway = tideway_gateway::Gateway::new(
             &config.gateway.gateway,
-            upstreams,
-            remote_verifier(config)?,
+            upstreams.clone(),
+            verifier.clone(),
         )
         .context("configuring the gateway")?;
+        let (gateway, web) = with_web(config, gateway, &upstreams, verifier);
+        // The console shows the bus's events when NATS answers; the shop works without it.
+        let mut stoppables = Vec::new();
+        match nats_bus(config).await {
+            Ok(bus) => match web.tap_events(&bus).await {
+                Ok(_) => stoppables.push(Stoppable::Bus(bus)),
+                Err(err) => tracing::warn!(error = %err, "the console cannot follow the bus"),
+            },
+            Err(err) => tracing::warn!(error = %err, "the console cannot follow the bus"),
+        }
         let listener = serve::bind(&config.gateway.listen).await?;
         Ok(Self {
             listener,
             router: gateway.router(),
             dbs: Vec::new(),
-            stoppables: Vec::new(),
+            stoppables,
             services: None,
         })
     }

@@ -176,6 +176,7 @@ pub struct Gateway {
     shared: Arc<Shared>,
     upstreams: HashMap<String, Transport>,
     options: HttpOptions,
+    pages: Option<Router>,
 }
 
 impl Gateway {
@@ -211,7 +212,16 @@ impl Gateway {
             options: HttpOptions {
                 body_limit: config.body_limit_bytes,
             },
+            pages: None,
         })
+    }
+
+    /// Serves `pages` beside the routes (a web front, static files): paths no route claims
+    /// go to it, under the same observability, body limit and problem handling.
+    #[must_use]
+    pub fn with_pages(mut self, pages: Router) -> Self {
+        self.pages = Some(pages);
+        self
     }
 
     /// The gateway's router: every route, plus health and metrics.
@@ -235,12 +245,11 @@ impl Gateway {
                 async move { upstream_ready(&transport).await }
             });
         }
-        service_router(
-            SERVICE,
-            api.with_state(self.shared.clone()),
-            readiness,
-            self.options,
-        )
+        let mut api = api.with_state(self.shared.clone());
+        if let Some(pages) = &self.pages {
+            api = api.merge(pages.clone());
+        }
+        service_router(SERVICE, api, readiness, self.options)
     }
 }
 

@@ -226,12 +226,14 @@ pub async fn problem_for_bare_errors(request: Request, next: Next) -> Response {
     if !(status.is_client_error() || status.is_server_error()) {
         return response;
     }
-    let is_json = response
+    // A JSON problem is already one; an HTML page (the web front's error pages and forms
+    // with errors) is meant for a person.
+    let has_document = response
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.contains("json"));
-    if is_json {
+        .is_some_and(|ct| ct.contains("json") || ct.starts_with("text/html"));
+    if has_document {
         return response;
     }
     let (parts, _body) = response.into_parts();

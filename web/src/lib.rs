@@ -1,0 +1,83 @@
+//! Tideway's web front: the storefront and the operations console.
+//!
+//! Pages are rendered on the server (maud) and enhanced with htmx: the catalog's search
+//! updates its results as one types, the basket's quantities change in place, the order
+//! page follows its checkout saga over server-sent events, and the console refreshes its
+//! figures. Every page also works without JavaScript. The front is a client of the public
+//! API: it calls the gateway's routes through a [`Transport`] with the signed-in user's
+//! token (kept in HttpOnly cookies), so it sees exactly what any other client sees.
+//! Static assets (htmx, its SSE extension, the stylesheet) are vendored and embedded.
+#![warn(missing_docs)]
+
+mod api;
+mod assets;
+mod error;
+mod images;
+mod layout;
+pub mod ops;
+mod session;
+pub(crate) mod shop;
+
+use std::sync::Arc;
+
+use axum::{Router, middleware};
+use tideway_bus::{Bus, BusError, SubscriptionHandle};
+use tideway_runtime::{auth::JwtVerifier, client::Transport};
+
+pub use ops::{OpsSources, RouteInfo};
+
+/// What the web front needs.
+pub struct WebOptions {
+    /// The public API (the gateway's routes), in this process or at a URL.
+    pub api: Transport,
+    /// Verifies the access tokens kept in the session cookie.
+    pub verifier: Arc<JwtVerifier>,
+    /// What the operations console shows.
+    pub ops: OpsSources,
+}
+
+/// The web front, ready to be turned into a router.
+#[derive(Clone)]
+pub struct Web {
+    state: AppState,
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub(crate) api: api::Api,
+    pub(crate) verifier: Arc<JwtVerifier>,
+    pub(crate) ops: Arc<ops::Console>,
+}
+
+impl Web {
+    /// A web front over `options.api`.
+    pub fn new(options: WebOptions) -> Self {
+        Self {
+            state: AppState {
+                api: api::Api::new(options.api),
+                verifier: options.verifier,
+                ops: Arc::new(ops::Console::new(options.ops)),
+            },
+        }
+    }
+
+    /// Subscribes the console's event tap to `bus` (before an embedded bus is opened).
+    pub async fn tap_events(&self, bus: &Arc<dyn Bus>) -> Result<SubscriptionHandle, BusError> {
+        self.state.ops.events().subscribe(bus).await
+    }
+
+    /// The pages, the images and the assets. Mount beside the API routes (no prefix).
+    pub fn router(&self) -> Router {
+        Router::new()
+            .merge(shop::routes())
+            .merge(ops::routes())
+            .merge(images::routes())
+            .merge(assets::routes())
+            .layer(middleware::from_fn_with_state(
+                self.state.clone(),
+                session::middleware,
+            ))
+            .with_state(self.state.clone())
+    }
+}

@@ -1,0 +1,458 @@
+//! The operations console at `/ops`, for admins: every service with its address and
+//! health, the gateway's routes, live traffic per service (request and error rates, p50
+//! and p99 latency, from the services' own `/metrics`), the recent events on the bus, the
+//! checkout sagas with their steps, and from an order to its trace. The panels refresh
+//! themselves with htmx.
+
+pub mod events;
+pub mod metrics;
+
+use std::{sync::Mutex, time::Instant};
+
+use axum::{
+    Router,
+    body::Body,
+    extract::{Path, Query, State},
+    http::{HeaderMap, Request},
+    response::{IntoResponse, Redirect, Response},
+    routing::get,
+};
+use futures_util::future::join_all;
+use http_body_util_shim::read_text;
+use maud::{Markup, html};
+use serde::Deserialize;
+use tideway_ordering_api::{OrderView, SagaPage};
+use tideway_runtime::client::Transport;
+
+use crate::{
+    AppState,
+    error::PageError,
+    layout::{Section, badge, page, when},
+    session::{User, Visitor},
+    shop::{short, timeline},
+};
+
+pub use events::{EventSummary, EventTap};
+pub use metrics::{ServiceTraffic, Traffic};
+
+/// A gateway route as the console shows it.
+#[derive(Debug, Clone)]
+pub struct RouteInfo {
+    /// The path prefix.
+    pub prefix: String,
+    /// The upstream service.
+    pub upstream: String,
+    /// Who may read.
+    pub read: String,
+    /// Who may write.
+    pub write: String,
+}
+
+/// What the console watches.
+pub struct OpsSources {
+    /// Every service (and the gateway), reached directly for `/health/ready` and `/metrics`.
+    pub services: Vec<Transport>,
+    /// The gateway's routes.
+    pub routes: Vec<RouteInfo>,
+}
+
+/// The console's state: its sources, the traffic window, the event tap.
+pub(crate) struct Console {
+    sources: OpsSources,
+    traffic: Mutex<Traffic>,
+    events: EventTap,
+}
+
+/// How many recent events the console keeps.
+const EVENTS_KEPT: usize = 200;
+
+impl Console {
+    pub(crate) fn new(sources: OpsSources) -> Self {
+        Self {
+            sources,
+            traffic: Mutex::new(Traffic::default()),
+            events: EventTap::new(EVENTS_KEPT),
+        }
+    }
+
+    pub(crate) fn events(&self) -> &EventTap {
+        &self.events
+    }
+}
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/ops", get(console))
+        .route("/ops/services", get(services_panel))
+        .route("/ops/traffic", get(traffic_panel))
+        .route("/ops/events", get(events_panel))
+        .route("/ops/sagas", get(sagas_panel))
+        .route("/ops/order", get(find_order))
+        .route("/ops/orders/{id}", get(order))
+}
+
+fn admin(visitor: &Visitor, here: &str) -> Result<User, PageError> {
+    match &visitor.user {
+        None => Err(PageError::SignIn {
+            next: here.to_owned(),
+        }),
+        Some(user) if !user.is_admin() => Err(PageError::Forbidden),
+        Some(user) => Ok(user.clone()),
+    }
+}
+
+/// `GET /ops`.
+async fn console(State(state): State<AppState>, visitor: Visitor) -> Result<Markup, PageError> {
+    let user = admin(&visitor, "/ops")?;
+    let (services, traffic, sagas) =
+        tokio::join!(services(&state), traffic(&state), sagas(&state, &user),);
+    let body = html! {
+        div.ops-head {
+            h1 { "Operations" }
+            form.find role="search" action="/ops/order" method="get" {
+                label for="order-id" { "Find an order" }
+                input #order-id name="id" type="search" placeholder="Order id" required;
+                button type="submit" { "Show" }
+            }
+        }
+        div.ops-grid {
+            (services)
+            (traffic)
+        }
+        (routes_panel(&state))
+        (sagas)
+        (events_section(&state.ops.events.recent(), None))
+    };
+    Ok(page("Operations", &visitor, Section::Ops, body))
+}
+
+async fn services_panel(
+    State(state): State<AppState>,
+    visitor: Visitor,
+) -> Result<Markup, PageError> {
+    admin(&visitor, "/ops")?;
+    Ok(services(&state).await)
+}
+
+async fn traffic_panel(
+    State(state): State<AppState>,
+    visitor: Visitor,
+) -> Result<Markup, PageError> {
+    admin(&visitor, "/ops")?;
+    Ok(traffic(&state).await)
+}
+
+async fn events_panel(
+    State(state): State<AppState>,
+    visitor: Visitor,
+) -> Result<Markup, PageError> {
+    admin(&visitor, "/ops")?;
+    Ok(events_section(&state.ops.events.recent(), None))
+}
+
+async fn sagas_panel(State(state): State<AppState>, visitor: Visitor) -> Result<Markup, PageError> {
+    let user = admin(&visitor, "/ops")?;
+    Ok(sagas(&state, &user).await)
+}
+
+/// One service's health as read from `/health/ready`.
+struct Health {
+    service: String,
+    address: String,
+    ready: bool,
+    detail: String,
+}
+
+async fn health(transport: &Transport) -> Health {
+    let request = Request::get("/health/ready").body(Body::empty());
+    let (ready, detail) = match request {
+        Err(err) => (false, err.to_string()),
+        Ok(request) => match transport.send(request).await {
+            Err(err) => (false, err.to_string()),
+            Ok(response) => {
+                let ok = response.status().is_success();
+                let text = read_text(response).await.unwrap_or_default();
+                let detail = serde_json::from_str::<serde_json::Value>(&text)
+                    .ok()
+                    .and_then(|body| {
+                        let failing: Vec<String> = body["checks"]
+                            .as_array()?
+                            .iter()
+                            .filter(|c| c["ok"] != serde_json::Value::Bool(true))
+                            .map(|c| {
+                                format!(
+                                    "{}: {}",
+                                    c["name"].as_str().unwrap_or("check"),
+                                    c["error"].as_str().unwrap_or("failing")
+                                )
+                            })
+                            .collect();
+                        Some(failing.join("; "))
+                    })
+                    .unwrap_or_default();
+                (ok, detail)
+            }
+        },
+    };
+    Health {
+        service: transport.service().to_owned(),
+        address: transport.address(),
+        ready,
+        detail,
+    }
+}
+
+async fn services(state: &AppState) -> Markup {
+    let checks = join_all(state.ops.sources.services.iter().map(health)).await;
+    html! {
+        section.panel #panel-services aria-labelledby="services-heading"
+            hx-get="/ops/services" hx-trigger="every 5s" hx-swap="outerHTML" {
+            h2 #services-heading { "Services" }
+            table {
+                thead { tr { th scope="col" { "Service" } th scope="col" { "Address" } th scope="col" { "Health" } } }
+                tbody {
+                    @for check in &checks {
+                        tr {
+                            th scope="row" { (check.service) }
+                            td { code { (check.address) } }
+                            td {
+                                (badge(if check.ready { "ready" } else { "not_ready" }))
+                                @if !check.detail.is_empty() { " " small { (check.detail) } }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn scrape(transport: &Transport) -> Option<String> {
+    let request = Request::get("/metrics").body(Body::empty()).ok()?;
+    let response = transport.send(request).await.ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    read_text(response).await
+}
+
+async fn traffic(state: &AppState) -> Markup {
+    let texts = join_all(state.ops.sources.services.iter().map(scrape)).await;
+    let mut snapshot = metrics::Snapshot::default();
+    for text in texts.into_iter().flatten() {
+        snapshot.merge(metrics::parse(&text));
+    }
+    let rows = match state.ops.traffic.lock() {
+        Ok(mut window) => window.observe(snapshot, Instant::now()),
+        Err(poisoned) => poisoned.into_inner().observe(snapshot, Instant::now()),
+    };
+    let ms = |v: Option<f64>| v.map_or_else(|| "–".to_owned(), |v| format!("{v:.1} ms"));
+    html! {
+        section.panel #panel-traffic aria-labelledby="traffic-heading"
+            hx-get="/ops/traffic" hx-trigger="every 2s" hx-swap="outerHTML" {
+            h2 #traffic-heading { "Traffic" }
+            table {
+                thead { tr {
+                    th scope="col" { "Service" }
+                    th.num scope="col" { "Requests/s" }
+                    th.num scope="col" { "Errors/s" }
+                    th.num scope="col" { "Error rate" }
+                    th.num scope="col" { "p50" }
+                    th.num scope="col" { "p99" }
+                    th.num scope="col" { "Requests" }
+                } }
+                tbody {
+                    @for row in &rows {
+                        tr {
+                            th scope="row" { (row.service) }
+                            td.num { (format!("{:.1}", row.requests_per_s)) }
+                            td.num { (format!("{:.2}", row.errors_per_s)) }
+                            td.num { (format!("{:.1} %", row.error_ratio * 100.0)) }
+                            td.num { (ms(row.p50_ms)) }
+                            td.num { (ms(row.p99_ms)) }
+                            td.num { (row.requests_total) }
+                        }
+                    }
+                }
+            }
+            p.hint { "Rates over the last seconds, from each service's /metrics." }
+        }
+    }
+}
+
+fn routes_panel(state: &AppState) -> Markup {
+    html! {
+        section.panel aria-labelledby="routes-heading" {
+            h2 #routes-heading { "Gateway routes" }
+            table {
+                thead { tr {
+                    th scope="col" { "Prefix" } th scope="col" { "Upstream" }
+                    th scope="col" { "Read" } th scope="col" { "Write" }
+                } }
+                tbody {
+                    @for route in &state.ops.sources.routes {
+                        tr {
+                            td { code { (route.prefix) } }
+                            td { (route.upstream) }
+                            td { (route.read) }
+                            td { (route.write) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn events_section(events: &[EventSummary], trace: Option<&str>) -> Markup {
+    let refresh = trace.is_none();
+    html! {
+        section.panel #panel-events aria-labelledby="events-heading"
+            hx-get=[refresh.then_some("/ops/events")] hx-trigger=[refresh.then_some("every 3s")]
+            hx-swap=[refresh.then_some("outerHTML")] {
+            h2 #events-heading { @if trace.is_some() { "Events of this trace" } @else { "Recent events" } }
+            @if events.is_empty() {
+                p.empty { "No events yet. Place an order and watch them arrive." }
+            } @else {
+                table.events {
+                    thead { tr {
+                        th scope="col" { "Time" } th scope="col" { "Type" }
+                        th scope="col" { "Source" } th scope="col" { "Subject" } th scope="col" { "Trace id" }
+                    } }
+                    tbody {
+                        @for event in events.iter().take(50) {
+                            tr {
+                                td { (when(&event.time)) }
+                                td { code { (event.event_type) } }
+                                td { (event.source) }
+                                td { @if let Some(subject) = &event.subject { code { (short(subject)) } } }
+                                td { @if let Some(trace) = &event.trace_id { code.trace { (trace) } } }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn sagas(state: &AppState, user: &User) -> Markup {
+    let page: Result<SagaPage, _> = state
+        .api
+        .get(&user.token, "/api/ordering/sagas?limit=20")
+        .await;
+    html! {
+        section.panel #panel-sagas aria-labelledby="sagas-heading"
+            hx-get="/ops/sagas" hx-trigger="every 3s" hx-swap="outerHTML" {
+            h2 #sagas-heading { "Checkout sagas" }
+            @match page {
+                Err(err) => p.alert role="alert" { "The ordering service did not answer: " (err) }
+                Ok(page) if page.items.is_empty() => p.empty { "No checkouts yet." }
+                Ok(page) => {
+                    table.sagas {
+                        thead { tr {
+                            th scope="col" { "Order" } th scope="col" { "Saga" } th scope="col" { "State" }
+                            th scope="col" { "Steps" } th scope="col" { "Trace id" } th scope="col" { "Updated" }
+                        } }
+                        tbody {
+                            @for saga in &page.items {
+                                tr data-order=(saga.id) {
+                                    td { a href=(format!("/ops/orders/{}", crate::api::segment(&saga.id))) { (short(&saga.id)) } }
+                                    td { (saga.saga) }
+                                    td {
+                                        (badge(&saga.status))
+                                        @if let Some(reason) = &saga.reason { " " small { (reason) } }
+                                    }
+                                    td {
+                                        ol.steps {
+                                            @for step in &saga.steps {
+                                                li data-status=(step.status) title=(step.detail.clone().unwrap_or_default()) {
+                                                    (step.step.replace('_', " "))
+                                                    @if step.kind != "action" { " (" (step.kind) ")" }
+                                                }
+                                            }
+                                        }
+                                    }
+                                    td { @if let Some(trace) = &saga.trace_id { code.trace { (trace) } } }
+                                    td { (when(&saga.updated_at)) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The "find an order" form.
+#[derive(Debug, Deserialize)]
+struct FindOrder {
+    #[serde(default)]
+    id: String,
+}
+
+async fn find_order(
+    visitor: Visitor,
+    Query(find): Query<FindOrder>,
+) -> Result<Response, PageError> {
+    admin(&visitor, "/ops")?;
+    let id = find.id.trim();
+    if id.is_empty() {
+        return Ok(Redirect::to("/ops").into_response());
+    }
+    Ok(Redirect::to(&format!("/ops/orders/{}", crate::api::segment(id))).into_response())
+}
+
+/// `GET /ops/orders/{id}`: an order, its saga and trace id, and the events of its trace.
+async fn order(
+    State(state): State<AppState>,
+    visitor: Visitor,
+    Path(id): Path<String>,
+    _headers: HeaderMap,
+) -> Result<Markup, PageError> {
+    let here = format!("/ops/orders/{}", crate::api::segment(&id));
+    let user = admin(&visitor, &here)?;
+    let order: OrderView = state
+        .api
+        .order(&user.token, &id)
+        .await
+        .map_err(|err| PageError::from_client(err, &here))?;
+    let events = state.ops.events.for_trace(&order.trace_id);
+    let status = crate::shop::status_name(order.status);
+    let body = html! {
+        nav.crumbs aria-label="Breadcrumb" { a href="/ops" { "Operations" } " / order " (short(&order.id)) }
+        h1 { "Order " (short(&order.id)) }
+        dl.facts {
+            dt { "Order id" } dd { code { (order.id) } }
+            dt { "Status" } dd #order-status { (badge(status)) @if let Some(reason) = &order.reason { " " (reason) } }
+            dt { "Trace id" } dd { code.trace #trace-id { (order.trace_id) } }
+            dt { "Customer" } dd { code { (order.user_id) } }
+            dt { "Placed" } dd { (when(&order.created_at)) }
+        }
+        p.hint { "Search the services' logs for this trace id to follow the checkout across processes." }
+        section.panel aria-labelledby="saga-heading" {
+            h2 #saga-heading { "Saga steps" }
+            (timeline(&order.timeline))
+        }
+        (events_section(&events, Some(&order.trace_id)))
+    };
+    Ok(page(
+        &format!("Order {} · Operations", short(&order.id)),
+        &visitor,
+        Section::Ops,
+        body,
+    ))
+}
+
+mod http_body_util_shim {
+    use axum::{body::Body, http::Response};
+
+    /// The body as text, at most 4 MiB.
+    pub(super) async fn read_text(response: Response<Body>) -> Option<String> {
+        let bytes = axum::body::to_bytes(response.into_body(), 4 * 1024 * 1024)
+            .await
+            .ok()?;
+        String::from_utf8(bytes.to_vec()).ok()
+    }
+}

@@ -1,0 +1,245 @@
+//! The basket: add from an item's page, change quantities in place, remove, go to checkout.
+
+use axum::{
+    Form,
+    extract::{Path, State},
+    http::StatusCode,
+    response::{IntoResponse, Redirect, Response},
+};
+use maud::{Markup, html};
+use serde::Deserialize;
+use tideway_basket_api::BasketView;
+
+use super::catalog::{item_page, load_item};
+use crate::{
+    AppState,
+    error::{PageError, login_url},
+    layout::{FormErrors, Section, form_error, money, page},
+    session::{User, Visitor},
+};
+
+pub(crate) fn signed_in<'a>(visitor: &'a Visitor, next: &str) -> Result<&'a User, PageError> {
+    visitor.user.as_ref().ok_or_else(|| PageError::SignIn {
+        next: next.to_owned(),
+    })
+}
+
+/// `GET /basket`.
+pub(crate) async fn show(
+    State(state): State<AppState>,
+    visitor: Visitor,
+) -> Result<Markup, PageError> {
+    let user = signed_in(&visitor, "/basket")?;
+    let basket = state
+        .api
+        .basket
+        .get(&user.token)
+        .await
+        .map_err(|err| PageError::from_client(err, "/basket"))?;
+    Ok(basket_page(&visitor, &basket, None))
+}
+
+fn basket_page(
+    visitor: &Visitor,
+    basket: &BasketView,
+    refused: Option<(&str, &FormErrors)>,
+) -> Markup {
+    let body = html! {
+        h1 { "Your basket" }
+        div #basket {
+            @if let Some((_, errors)) = refused {
+                (form_error(errors))
+            }
+            @if basket.items.is_empty() {
+                p.empty { "Your basket is empty. " a href="/catalog" { "Find something you like" } "." }
+            } @else {
+                table.basket {
+                    caption.visually-hidden { "Items in your basket" }
+                    thead { tr {
+                        th scope="col" { "Item" }
+                        th scope="col" { "Price" }
+                        th scope="col" { "Quantity" }
+                        th scope="col" class="num" { "Subtotal" }
+                        th scope="col" { span.visually-hidden { "Actions" } }
+                    } }
+                    tbody {
+                        @for line in &basket.items {
+                            @let id = crate::api::segment(&line.item_id);
+                            @let error = refused.filter(|(item, _)| *item == line.item_id)
+                                .and_then(|(_, errors)| errors.field("quantity"));
+                            @let input_id = format!("qty-{id}");
+                            tr {
+                                td data-label="Item" {
+                                    a href=(format!("/items/{id}")) { (line.name) }
+                                    @if !line.available { " " span.badge data-status="cancelled" { "Unavailable" } }
+                                }
+                                td data-label="Price" { (money(line.unit_price_minor, &basket.currency)) }
+                                td data-label="Quantity" {
+                                    form.qty method="post" action=(format!("/basket/items/{id}")) novalidate
+                                        hx-post=(format!("/basket/items/{id}")) hx-target="#basket"
+                                        hx-select="#basket" hx-swap="outerHTML" {
+                                        label.visually-hidden for=(input_id) { "Quantity of " (line.name) }
+                                        input id=(input_id) type="number" name="quantity" value=(line.quantity)
+                                            min="0" max="99" required
+                                            aria-invalid=[error.map(|_| "true")]
+                                            aria-describedby=[error.map(|_| format!("{input_id}-error"))];
+                                        button.small type="submit" { "Update" }
+                                        @if let Some(error) = error {
+                                            small.error id=(format!("{input_id}-error")) { (error) }
+                                        }
+                                    }
+                                }
+                                td.num data-label="Subtotal" { (money(line.line_total_minor, &basket.currency)) }
+                                td {
+                                    form method="post" action=(format!("/basket/items/{id}/remove"))
+                                        hx-post=(format!("/basket/items/{id}/remove")) hx-target="#basket"
+                                        hx-select="#basket" hx-swap="outerHTML" {
+                                        button.link type="submit" aria-label=(format!("Remove {}", line.name)) { "Remove" }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    tfoot { tr {
+                        th scope="row" colspan="3" { "Total (" (basket.item_count) " items)" }
+                        td.num #basket-total { strong { (money(basket.total_minor, &basket.currency)) } }
+                        td {}
+                    } }
+                }
+                p.actions {
+                    a href="/catalog" { "Continue shopping" }
+                    a.button href="/checkout" { "Checkout" }
+                }
+            }
+        }
+    };
+    page("Basket", visitor, Section::Basket, body)
+}
+
+/// An item and a quantity as posted.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct AddForm {
+    #[serde(default)]
+    item_id: String,
+    #[serde(default)]
+    quantity: String,
+}
+
+fn parse_quantity(text: &str) -> Result<i64, FormErrors> {
+    text.trim().parse::<i64>().map_err(|_| {
+        let mut errors = FormErrors::default();
+        errors
+            .fields
+            .insert("quantity".to_owned(), "Enter a whole number.".to_owned());
+        errors
+    })
+}
+
+/// `POST /basket/items`: adds an item, then shows the basket.
+pub(crate) async fn add(
+    State(state): State<AppState>,
+    visitor: Visitor,
+    Form(form): Form<AddForm>,
+) -> Result<Response, PageError> {
+    let back = format!("/items/{}", crate::api::segment(&form.item_id));
+    let Some(user) = &visitor.user else {
+        return Ok(Redirect::to(&login_url(&back)).into_response());
+    };
+    let refused = match parse_quantity(&form.quantity) {
+        Ok(quantity) => match state
+            .api
+            .basket
+            .add(&user.token, &form.item_id, quantity)
+            .await
+        {
+            Ok(_) => return Ok(Redirect::to("/basket").into_response()),
+            Err(err) => match FormErrors::from_client_error(&err) {
+                Some(errors) => errors,
+                None => return Err(PageError::from_client(err, &back)),
+            },
+        },
+        Err(errors) => errors,
+    };
+    let item = load_item(&state, &form.item_id).await?;
+    Ok((
+        StatusCode::UNPROCESSABLE_ENTITY,
+        item_page(&visitor, &item, &refused, &form.quantity),
+    )
+        .into_response())
+}
+
+/// A new quantity as posted.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct QuantityForm {
+    #[serde(default)]
+    quantity: String,
+}
+
+/// `POST /basket/items/{id}`: sets a line's quantity (0 removes it).
+pub(crate) async fn update(
+    State(state): State<AppState>,
+    visitor: Visitor,
+    Path(id): Path<String>,
+    Form(form): Form<QuantityForm>,
+) -> Result<Response, PageError> {
+    let user = signed_in(&visitor, "/basket")?;
+    let result = match parse_quantity(&form.quantity) {
+        Ok(0) => state.api.basket.remove(&user.token, &id).await,
+        Ok(quantity) => {
+            state
+                .api
+                .basket
+                .set_quantity(&user.token, &id, quantity)
+                .await
+        }
+        Err(errors) => return refused(&state, &visitor, user, &id, &errors).await,
+    };
+    match result {
+        Ok(_) => Ok(Redirect::to("/basket").into_response()),
+        Err(err) => match FormErrors::from_client_error(&err) {
+            Some(errors) => refused(&state, &visitor, user, &id, &errors).await,
+            None => Err(PageError::from_client(err, "/basket")),
+        },
+    }
+}
+
+async fn refused(
+    state: &AppState,
+    visitor: &Visitor,
+    user: &User,
+    id: &str,
+    errors: &FormErrors,
+) -> Result<Response, PageError> {
+    let basket = state
+        .api
+        .basket
+        .get(&user.token)
+        .await
+        .map_err(|err| PageError::from_client(err, "/basket"))?;
+    // A refusal about the quantity shows beside its input; anything else above the table.
+    let mut errors = errors.clone();
+    if errors.field("quantity").is_none() && errors.form.is_none() {
+        errors.form = errors.fields.values().next().cloned();
+    }
+    Ok((
+        StatusCode::UNPROCESSABLE_ENTITY,
+        basket_page(visitor, &basket, Some((id, &errors))),
+    )
+        .into_response())
+}
+
+/// `POST /basket/items/{id}/remove`.
+pub(crate) async fn remove(
+    State(state): State<AppState>,
+    visitor: Visitor,
+    Path(id): Path<String>,
+) -> Result<Response, PageError> {
+    let user = signed_in(&visitor, "/basket")?;
+    match state.api.basket.remove(&user.token, &id).await {
+        Ok(_) => Ok(Redirect::to("/basket").into_response()),
+        Err(err) if err.status() == Some(StatusCode::NOT_FOUND) => {
+            Ok(Redirect::to("/basket").into_response())
+        }
+        Err(err) => Err(PageError::from_client(err, "/basket")),
+    }
+}
