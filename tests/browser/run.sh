@@ -70,10 +70,12 @@ start_server() {
   mkdir -p "$tmp/data"
   echo "starting $bin up on $BASE_URL (data in $tmp/data)"
   # Run from the temporary directory so a developer's ./tideway.toml does not apply; no
-  # colour codes in the log file.
+  # colour codes in the log file. The card provider answers after a second, so an order page
+  # is seen Pending first and then follows its saga live.
   (
     cd "$tmp"
     NO_COLOR=1 TIDEWAY_DATA_DIR="$tmp/data" TIDEWAY_GATEWAY__LISTEN="127.0.0.1:$port" \
+      TIDEWAY_PAYMENT__LATENCY_MS="${PAYMENT_LATENCY_MS:-1000}" \
       exec "$bin" up
   ) >"$log" 2>&1 &
   server_pid=$!

@@ -188,7 +188,13 @@ test('a new customer shops end to end and watches the order confirm live', async
   await page.getByLabel('Card number').fill('4242 4242 4242 4242');
   await page.getByRole('button', { name: 'Place order' }).click();
   await page.waitForURL(/\/orders\/[0-9a-f-]+$/);
+  // The card provider takes a second (run.sh): the page opens Pending and the saga's
+  // progress arrives over server-sent events, without a reload (the marker survives).
+  assert.match(await page.locator('#order-status').innerText(), /Pending/);
+  await shot(page, '10-order-pending');
+  await page.evaluate(() => { window.stillTheSamePage = true; });
   await waitForStatus(page, 'Confirmed');
+  assert.equal(await page.evaluate(() => window.stillTheSamePage), true, 'the page was not reloaded');
   assert.ok((await page.locator('ol.timeline li').count()) >= 3, 'the timeline shows the saga steps');
   await shot(page, '10-order-confirmed');
 

@@ -97,18 +97,18 @@ pub(crate) fn render(item: &Item) -> String {
             aria-label=(format!("Picture of {}", item.name)) {
             defs {
                 linearGradient id=(gradient) x1="0" y1="0" x2="1" y2="1" {
-                    stop offset="0" stop-color=(background);
-                    stop offset="1" stop-color=(background2);
+                    stop offset="0" stop-color=(background) {}
+                    stop offset="1" stop-color=(background2) {}
                 }
             }
-            rect width="400" height="300" fill=(format!("url(#{gradient})"));
+            rect width="400" height="300" fill=(format!("url(#{gradient})")) {}
             @for (x, y, r, opacity) in &shapes {
-                circle cx=(x) cy=(y) r=(r) fill=(accent) fill-opacity=(format!("{opacity:.2}"));
+                circle cx=(x) cy=(y) r=(r) fill=(accent) fill-opacity=(format!("{opacity:.2}")) {}
             }
             path d=(format!("M0 {} C 100 {}, 300 {}, 400 {} L400 300 L0 300 Z",
                 210 + byte(20) % 30, 170 + byte(21) % 40, 250 + byte(22) % 30, 200 + byte(23) % 30))
-                fill=(ink) fill-opacity="0.15";
-            circle cx="200" cy="130" r="58" fill="white" fill-opacity="0.85";
+                fill=(ink) fill-opacity="0.15" {}
+            circle cx="200" cy="130" r="58" fill="white" fill-opacity="0.85" {}
             text x="200" y="150" text-anchor="middle" font-family="system-ui, sans-serif"
                 font-size="52" font-weight="700" fill=(ink) { (initials) }
             text x="200" y="270" text-anchor="middle" font-family="system-ui, sans-serif"
@@ -155,6 +155,16 @@ mod tests {
         assert_ne!(a, render(&item("b", "House Blend")));
         assert!(a.starts_with("<svg"));
         assert!(a.contains(">HB<"), "{a}");
+        // Served as image/svg+xml, it must be XML: no HTML-style void elements.
+        for element in ["stop", "rect", "circle", "path"] {
+            let opened = a.matches(&format!("<{element} ")).count();
+            assert!(opened > 0, "no {element} in {a}");
+            assert_eq!(
+                opened,
+                a.matches(&format!("</{element}>")).count(),
+                "{element} unclosed"
+            );
+        }
     }
 
     #[test]

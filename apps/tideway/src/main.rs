@@ -99,6 +99,8 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     tracing::info!(%addr, role, ready_ms, "tideway is listening");
     println!("\nTideway: {role} on http://{addr} (ready in {ready_ms} ms)");
     if !matches!(command, Command::Serve { .. }) {
+        println!("  shop        http://{addr}/");
+        println!("  console     http://{addr}/ops  (admins)");
         println!("  catalog     http://{addr}/api/catalog/items");
         println!("  health      http://{addr}/health/ready");
         println!("  metrics     http://{addr}/metrics");

@@ -184,9 +184,10 @@ pub(crate) async fn list(
     Ok(page("Your orders", &visitor, Section::Orders, body))
 }
 
-/// The first block of an id, enough to tell orders apart on screen.
+/// The last block of an id, enough to tell orders apart on screen (ids are UUIDv7: their
+/// first blocks are a timestamp, alike for orders placed close together).
 pub(crate) fn short(id: &str) -> &str {
-    id.split('-').next().unwrap_or(id)
+    id.rsplit('-').next().unwrap_or(id)
 }
 
 pub(crate) fn status_name(status: OrderStatus) -> &'static str {
