@@ -10,6 +10,7 @@ mod checkout;
 mod crash;
 mod processes;
 mod scenario;
+mod web;
 
 use std::time::Duration;
 

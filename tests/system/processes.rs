@@ -214,6 +214,7 @@ async fn shop_as_separate_processes() {
     let system = Distributed::start().await;
     scenario::shop(&system.gateway).await;
     crate::checkout::checkout_outcomes(&system.gateway).await;
+    console_sees_every_process(&system.gateway).await;
     if let Some(stores) = system.stores() {
         let pending = tideway::invariants::wait_terminal(&stores.ordering, Duration::from_secs(30))
             .await
@@ -288,4 +289,45 @@ fn bad_configuration_stops_start_up_naming_the_key() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("client_timeout_ms"), "{stderr}");
+}
+
+/// The gateway process serves the shop and the console; the console reaches every service
+/// process over HTTP and finds it ready, and lists the checkouts just made.
+async fn console_sees_every_process(gateway: &str) {
+    let http = reqwest::Client::new();
+    let home = http.get(format!("{gateway}/")).send().await.unwrap();
+    assert_eq!(home.status(), 200);
+    assert!(home.text().await.unwrap().contains("Categories"));
+    let admin = scenario::login(&http, gateway, "admin@tideway.local", "tideway-admin-1").await;
+    let console = http
+        .get(format!("{gateway}/ops"))
+        .header(reqwest::header::COOKIE, format!("tw_access={admin}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(console.status(), 200);
+    let page = console.text().await.unwrap();
+    for service in [
+        "identity",
+        "catalog",
+        "basket",
+        "inventory",
+        "payment",
+        "ordering",
+    ] {
+        assert!(
+            page.contains(&format!("<th scope=\"row\">{service}</th>")),
+            "{service}"
+        );
+    }
+    assert_eq!(
+        page.matches(r#"data-status="ready""#).count(),
+        7,
+        "the gateway and six services are ready: {page}"
+    );
+    assert!(page.contains("http://127.0.0.1:"), "addresses are shown");
+    assert!(
+        page.matches("<tr data-order=").count() >= 3,
+        "the checkouts' sagas"
+    );
 }
