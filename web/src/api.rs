@@ -1,6 +1,7 @@
 //! The public API as the pages use it: the services' typed clients pointed at the gateway.
 
 use http::{HeaderMap, HeaderValue, Method, header};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::de::DeserializeOwned;
 use tideway_basket_api::BasketClient;
 use tideway_catalog_api::CatalogClient;
@@ -89,15 +90,23 @@ fn bearer(token: &str) -> Result<HeaderMap, ClientError> {
     Ok(headers)
 }
 
+/// Everything but the unreserved characters of RFC 3986 is encoded in a path segment.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
 /// `id` as one percent-encoded path segment.
 pub(crate) fn segment(id: &str) -> String {
-    let mut out = String::with_capacity(id.len());
-    for byte in id.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
+    utf8_percent_encode(id, SEGMENT).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ids_stay_one_segment() {
+        assert_eq!(super::segment("0193-ab_c.d~"), "0193-ab_c.d~");
+        assert_eq!(super::segment("a/b c?"), "a%2Fb%20c%3F");
     }
-    out
 }

@@ -98,12 +98,14 @@ impl Services {
 /// The gateway with the web front beside its routes. The front calls the gateway's own
 /// routes in-process (so it sees what any client sees); the console reaches the gateway and
 /// every upstream directly for their health and metrics.
-fn with_web(
+fn gateway_with_web(
     config: &Config,
-    gateway: tideway_gateway::Gateway,
-    upstreams: &HashMap<String, Transport>,
+    upstreams: HashMap<String, Transport>,
     verifier: Arc<JwtVerifier>,
-) -> (tideway_gateway::Gateway, tideway_web::Web) {
+) -> anyhow::Result<(tideway_gateway::Gateway, tideway_web::Web)> {
+    let gateway =
+        tideway_gateway::Gateway::new(&config.gateway.gateway, upstreams.clone(), verifier.clone())
+            .context("configuring the gateway")?;
     let timeout = config.client_timeout();
     let api = Transport::in_process(tideway_gateway::SERVICE, gateway.router(), timeout);
     let mut services = vec![api.clone()];
@@ -131,7 +133,7 @@ fn with_web(
         verifier,
         ops: tideway_web::OpsSources { services, routes },
     });
-    (gateway.with_pages(web.router()), web)
+    Ok((gateway.with_pages(web.router()), web))
 }
 
 /// A built role, bound to its socket and ready to run.
@@ -233,13 +235,7 @@ impl App {
                 )
             })
             .collect();
-        let gateway = tideway_gateway::Gateway::new(
-            &config.gateway.gateway,
-            upstreams.clone(),
-            verifier.clone(),
-        )
-        .context("configuring the gateway")?;
-        let (gateway, web) = with_web(config, gateway, &upstreams, verifier);
+        let (gateway, web) = gateway_with_web(config, upstreams, verifier)?;
         web.tap_events(&bus)
             .await
             .context("subscribing the console to the bus")?;
@@ -411,14 +407,7 @@ impl App {
                 Transport::http_with(name, url, timeout, pool.clone())?,
             );
         }
-        let verifier = remote_verifier(config)?;
-        let gateway = tideway_gateway::Gateway::new(
-            &config.gateway.gateway,
-            upstreams.clone(),
-            verifier.clone(),
-        )
-        .context("configuring the gateway")?;
-        let (gateway, web) = with_web(config, gateway, &upstreams, verifier);
+        let (gateway, web) = gateway_with_web(config, upstreams, remote_verifier(config)?)?;
         // The console shows the bus's events when NATS answers; the shop works without it.
         let mut stoppables = Vec::new();
         match nats_bus(config).await {

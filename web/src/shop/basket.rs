@@ -24,18 +24,27 @@ pub(crate) fn signed_in<'a>(visitor: &'a Visitor, next: &str) -> Result<&'a User
     })
 }
 
+/// The user's basket, or the page's error (`next` is where to come back after signing in).
+pub(crate) async fn load_basket(
+    state: &AppState,
+    user: &User,
+    next: &str,
+) -> Result<BasketView, PageError> {
+    state
+        .api
+        .basket
+        .get(&user.token)
+        .await
+        .map_err(|err| PageError::from_client(err, next))
+}
+
 /// `GET /basket`.
 pub(crate) async fn show(
     State(state): State<AppState>,
     visitor: Visitor,
 ) -> Result<Markup, PageError> {
     let user = signed_in(&visitor, "/basket")?;
-    let basket = state
-        .api
-        .basket
-        .get(&user.token)
-        .await
-        .map_err(|err| PageError::from_client(err, "/basket"))?;
+    let basket = load_basket(&state, user, "/basket").await?;
     Ok(basket_page(&visitor, &basket, None))
 }
 
@@ -210,12 +219,7 @@ async fn refused(
     id: &str,
     errors: &FormErrors,
 ) -> Result<Response, PageError> {
-    let basket = state
-        .api
-        .basket
-        .get(&user.token)
-        .await
-        .map_err(|err| PageError::from_client(err, "/basket"))?;
+    let basket = load_basket(state, user, "/basket").await?;
     // A refusal about the quantity shows beside its input; anything else above the table.
     let mut errors = errors.clone();
     if errors.field("quantity").is_none() && errors.form.is_none() {

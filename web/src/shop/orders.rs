@@ -18,7 +18,7 @@ use serde::Deserialize;
 use tideway_basket_api::BasketView;
 use tideway_ordering_api::{OrderStatus, OrderView};
 
-use super::basket::signed_in as require_user;
+use super::basket::{load_basket, signed_in as require_user};
 use crate::{
     AppState,
     error::PageError,
@@ -39,12 +39,7 @@ pub(crate) async fn checkout_form(
     visitor: Visitor,
 ) -> Result<Response, PageError> {
     let user = require_user(&visitor, "/checkout")?;
-    let basket = state
-        .api
-        .basket
-        .get(&user.token)
-        .await
-        .map_err(|err| PageError::from_client(err, "/checkout"))?;
+    let basket = load_basket(&state, user, "/checkout").await?;
     if basket.items.is_empty() {
         return Ok(Redirect::to("/basket").into_response());
     }
@@ -125,12 +120,7 @@ pub(crate) async fn checkout(
         .into_response()),
         Err(err) => match FormErrors::from_client_error(&err) {
             Some(errors) => {
-                let basket = state
-                    .api
-                    .basket
-                    .get(&user.token)
-                    .await
-                    .map_err(|err| PageError::from_client(err, "/checkout"))?;
+                let basket = load_basket(&state, user, "/checkout").await?;
                 Ok((
                     StatusCode::UNPROCESSABLE_ENTITY,
                     checkout_page(&visitor, &basket, &form.card, &key, &errors),
