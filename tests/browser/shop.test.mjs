@@ -174,6 +174,7 @@ test('a new customer shops end to end and watches the order confirm live', async
   const quantityError = page.locator('table.basket small.error');
   await quantityError.waitFor();
   assert.match(await quantityError.innerText(), /99/);
+  assert.equal(await page.getByLabel('Quantity of Stoneware Mug Set of 4').inputValue(), '100', 'what was typed is kept');
   assert.equal(cents(await page.locator('#basket-total').innerText()), 3 * senchaPrice + mugPrice);
   await shot(page, '07-basket');
 
@@ -284,6 +285,30 @@ test('pages hold at a phone\'s width', async () => {
   const ordersOverflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   assert.ok(ordersOverflow <= 0, `the orders page scrolls sideways by ${ordersOverflow}px`);
   await shot(page, '18-phone-orders');
+  noErrors(page);
+  await page.context().close();
+});
+
+test('the keyboard alone signs in, in the order the form reads', async () => {
+  const page = await newPage();
+  await page.goto(`${BASE_URL}/login`);
+  const focused = () => page.evaluate(() => {
+    const el = document.activeElement;
+    return el?.labels?.[0]?.textContent ?? el?.textContent?.trim();
+  });
+  await page.getByLabel('Email').focus();
+  await page.keyboard.type(email);
+  await page.keyboard.press('Tab');
+  assert.equal(await focused(), 'Password');
+  await page.keyboard.type(password);
+  await page.keyboard.press('Tab');
+  assert.equal(await focused(), 'Sign in');
+  await page.keyboard.press('Enter');
+  await page.getByRole('button', { name: 'Sign out' }).waitFor();
+  // The focus ring is visible on a focused control.
+  await page.getByRole('link', { name: 'Shop', exact: true }).focus();
+  const ring = await page.evaluate(() => getComputedStyle(document.activeElement).boxShadow);
+  assert.notEqual(ring, 'none', 'a focused link shows a focus ring');
   noErrors(page);
   await page.context().close();
 });

@@ -38,6 +38,14 @@ pub(crate) async fn load_basket(
         .map_err(|err| PageError::from_client(err, next))
 }
 
+/// A change of quantity the basket refused: shown beside that line's input, with what was
+/// typed kept.
+struct Refusal<'a> {
+    item_id: &'a str,
+    errors: &'a FormErrors,
+    quantity: &'a str,
+}
+
 /// `GET /basket`.
 pub(crate) async fn show(
     State(state): State<AppState>,
@@ -48,16 +56,12 @@ pub(crate) async fn show(
     Ok(basket_page(&visitor, &basket, None))
 }
 
-fn basket_page(
-    visitor: &Visitor,
-    basket: &BasketView,
-    refused: Option<(&str, &FormErrors)>,
-) -> Markup {
+fn basket_page(visitor: &Visitor, basket: &BasketView, refused: Option<&Refusal<'_>>) -> Markup {
     let body = html! {
         h1 { "Your basket" }
         div #basket {
-            @if let Some((_, errors)) = refused {
-                (form_error(errors))
+            @if let Some(refusal) = refused {
+                (form_error(refusal.errors))
             }
             @if basket.items.is_empty() {
                 p.empty { "Your basket is empty. " a href="/catalog" { "Find something you like" } "." }
@@ -74,8 +78,9 @@ fn basket_page(
                     tbody {
                         @for line in &basket.items {
                             @let id = crate::api::segment(&line.item_id);
-                            @let error = refused.filter(|(item, _)| *item == line.item_id)
-                                .and_then(|(_, errors)| errors.field("quantity"));
+                            @let refusal = refused.filter(|r| r.item_id == line.item_id);
+                            @let error = refusal.and_then(|r| r.errors.field("quantity"));
+                            @let quantity = refusal.map_or_else(|| line.quantity.to_string(), |r| r.quantity.to_owned());
                             @let input_id = format!("qty-{id}");
                             tr {
                                 td data-label="Item" {
@@ -88,7 +93,7 @@ fn basket_page(
                                         hx-post=(format!("/basket/items/{id}")) hx-target="#basket"
                                         hx-select="#basket" hx-swap="outerHTML" {
                                         label.visually-hidden for=(input_id) { "Quantity of " (line.name) }
-                                        input id=(input_id) type="number" name="quantity" value=(line.quantity)
+                                        input id=(input_id) type="number" name="quantity" value=(quantity)
                                             min="0" max="99" required
                                             aria-invalid=[error.map(|_| "true")]
                                             aria-describedby=[error.map(|_| format!("{input_id}-error"))];
@@ -201,12 +206,12 @@ pub(crate) async fn update(
                 .set_quantity(&user.token, &id, quantity)
                 .await
         }
-        Err(errors) => return refused(&state, &visitor, user, &id, &errors).await,
+        Err(errors) => return refused(&state, &visitor, user, &id, &form.quantity, &errors).await,
     };
     match result {
         Ok(_) => Ok(Redirect::to("/basket").into_response()),
         Err(err) => match FormErrors::from_client_error(&err) {
-            Some(errors) => refused(&state, &visitor, user, &id, &errors).await,
+            Some(errors) => refused(&state, &visitor, user, &id, &form.quantity, &errors).await,
             None => Err(PageError::from_client(err, "/basket")),
         },
     }
@@ -217,6 +222,7 @@ async fn refused(
     visitor: &Visitor,
     user: &User,
     id: &str,
+    quantity: &str,
     errors: &FormErrors,
 ) -> Result<Response, PageError> {
     let basket = load_basket(state, user, "/basket").await?;
@@ -227,7 +233,15 @@ async fn refused(
     }
     Ok((
         StatusCode::UNPROCESSABLE_ENTITY,
-        basket_page(visitor, &basket, Some((id, &errors))),
+        basket_page(
+            visitor,
+            &basket,
+            Some(&Refusal {
+                item_id: id,
+                errors: &errors,
+                quantity,
+            }),
+        ),
     )
         .into_response())
 }
