@@ -307,14 +307,7 @@ async fn console_sees_every_process(gateway: &str) {
         .unwrap();
     assert_eq!(console.status(), 200);
     let page = console.text().await.unwrap();
-    for service in [
-        "identity",
-        "catalog",
-        "basket",
-        "inventory",
-        "payment",
-        "ordering",
-    ] {
+    for service in SERVICES {
         assert!(
             page.contains(&format!("<th scope=\"row\">{service}</th>")),
             "{service}"

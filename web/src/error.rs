@@ -65,12 +65,8 @@ impl PageError {
 
 /// Where to sign in and come back to `next`.
 pub(crate) fn login_url(next: &str) -> String {
-    let query: String = form_urlencoded_pair("next", next);
+    let query = serde_urlencoded::to_string([("next", next)]).unwrap_or_default();
     format!("/login?{query}")
-}
-
-fn form_urlencoded_pair(key: &str, value: &str) -> String {
-    serde_urlencoded::to_string([(key, value)]).unwrap_or_default()
 }
 
 impl IntoResponse for PageError {

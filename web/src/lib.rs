@@ -68,16 +68,20 @@ impl Web {
     }
 
     /// The pages, the images and the assets. Mount beside the API routes (no prefix).
+    ///
+    /// Only the pages look at the session: assets and pictures need no user, and a browser
+    /// fetches them in parallel, which with an expired access token would race several
+    /// refreshes of one (rotating, single-use) refresh token.
     pub fn router(&self) -> Router {
         Router::new()
             .merge(shop::routes())
             .merge(ops::routes())
-            .merge(images::routes())
-            .merge(assets::routes())
             .layer(middleware::from_fn_with_state(
                 self.state.clone(),
                 session::middleware,
             ))
+            .merge(images::routes())
+            .merge(assets::routes())
             .with_state(self.state.clone())
     }
 }

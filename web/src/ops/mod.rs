@@ -13,12 +13,11 @@ use axum::{
     Router,
     body::Body,
     extract::{Path, Query, State},
-    http::{HeaderMap, Request},
+    http::Request,
     response::{IntoResponse, Redirect, Response},
     routing::get,
 };
 use futures_util::future::join_all;
-use http_body_util_shim::read_text;
 use maud::{Markup, html};
 use serde::Deserialize;
 use tideway_ordering_api::{OrderView, SagaPage};
@@ -409,7 +408,6 @@ async fn order(
     State(state): State<AppState>,
     visitor: Visitor,
     Path(id): Path<String>,
-    _headers: HeaderMap,
 ) -> Result<Markup, PageError> {
     let here = format!("/ops/orders/{}", crate::api::segment(&id));
     let user = admin(&visitor, &here)?;
@@ -445,14 +443,10 @@ async fn order(
     ))
 }
 
-mod http_body_util_shim {
-    use axum::{body::Body, http::Response};
-
-    /// The body as text, at most 4 MiB.
-    pub(super) async fn read_text(response: Response<Body>) -> Option<String> {
-        let bytes = axum::body::to_bytes(response.into_body(), 4 * 1024 * 1024)
-            .await
-            .ok()?;
-        String::from_utf8(bytes.to_vec()).ok()
-    }
+/// A response's body as text, at most 4 MiB.
+async fn read_text(response: axum::http::Response<Body>) -> Option<String> {
+    let bytes = axum::body::to_bytes(response.into_body(), 4 * 1024 * 1024)
+        .await
+        .ok()?;
+    String::from_utf8(bytes.to_vec()).ok()
 }

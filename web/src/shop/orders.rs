@@ -59,15 +59,11 @@ fn checkout_page(
         div.columns {
             section aria-labelledby="summary-heading" {
                 h2 #summary-heading { "Your order" }
-                ul.summary {
-                    @for line in &basket.items {
-                        li {
-                            span { (line.quantity) " × " (line.name) }
-                            span { (money(line.line_total_minor, &basket.currency)) }
-                        }
-                    }
-                    li.total { span { "Total" } strong { (money(basket.total_minor, &basket.currency)) } }
-                }
+                (summary(
+                    basket.items.iter().map(|l| (l.quantity, l.name.as_str(), l.line_total_minor)),
+                    basket.total_minor,
+                    &basket.currency,
+                ))
             }
             section aria-labelledby="payment-heading" {
                 h2 #payment-heading { "Payment" }
@@ -215,15 +211,11 @@ pub(crate) async fn show(
         }
         section aria-labelledby="lines-heading" {
             h2 #lines-heading { "Items" }
-            ul.summary {
-                @for line in &order.lines {
-                    li {
-                        span { (line.quantity) " × " (line.name) }
-                        span { (money(line.unit_price_minor * line.quantity, &order.currency)) }
-                    }
-                }
-                li.total { span { "Total" } strong { (money(order.total_minor, &order.currency)) } }
-            }
+            (summary(
+                order.lines.iter().map(|l| (l.quantity, l.name.as_str(), l.unit_price_minor * l.quantity)),
+                order.total_minor,
+                &order.currency,
+            ))
         }
         p.hint {
             "Trace id " code { (order.trace_id) }
@@ -238,6 +230,25 @@ pub(crate) async fn show(
         Section::Orders,
         body,
     ))
+}
+
+/// Lines as "quantity × name … amount" with the total under them (checkout and order).
+fn summary<'a>(
+    lines: impl Iterator<Item = (i64, &'a str, i64)>,
+    total_minor: i64,
+    currency: &str,
+) -> Markup {
+    html! {
+        ul.summary {
+            @for (quantity, name, amount) in lines {
+                li {
+                    span { (quantity) " × " (name) }
+                    span { (money(amount, currency)) }
+                }
+            }
+            li.total { span { "Total" } strong { (money(total_minor, currency)) } }
+        }
+    }
 }
 
 /// The order's status and its saga's timeline (what the live stream sends).
