@@ -5,20 +5,22 @@
 //! RFC 9457 problem responses ([`problem`]) and extractors that produce them
 //! ([`extract`]), the standard HTTP stack with request ids, access logs, metrics and health
 //! endpoints ([`http`], [`metrics`]), serving with graceful shutdown ([`serve`]), transports
-//! for typed clients that call a service in-process or over HTTP ([`client`]) and JWT
+//! for typed clients that call a service in-process or over HTTP ([`client`], re-exported
+//! from `tideway-client`, which contract crates use without this server stack) and JWT
 //! verification against a JWKS ([`auth`]), and W3C trace context across HTTP and events
 //! ([`trace`]).
 #![warn(missing_docs)]
 
 pub mod auth;
-pub mod client;
 pub mod config;
 pub mod extract;
 pub mod http;
 pub mod metrics;
-pub mod problem;
 pub mod serve;
 pub mod telemetry;
 pub mod trace;
 
-pub use problem::{InvalidParam, Problem};
+/// Transports and the JSON client, from [`tideway_client`] (what contract crates use).
+pub use tideway_client as client;
+pub use tideway_client::problem;
+pub use tideway_client::{InvalidParam, Problem};

@@ -8,7 +8,7 @@
 
 use http::{HeaderMap, HeaderValue, Method, header};
 use serde::{Deserialize, Serialize};
-use tideway_runtime::client::{ClientError, JsonClient, Transport};
+use tideway_client::{ClientError, JsonClient, Transport};
 
 /// The service's name (metrics, logs, routes).
 pub const SERVICE: &str = "basket";

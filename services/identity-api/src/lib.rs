@@ -3,13 +3,14 @@
 //!
 //! [`IdentityClient`] is the typed client; it works in-process or over HTTP through a
 //! [`Transport`]. Services that only need to verify tokens do not call it: they build a
-//! `tideway_runtime::auth::JwtVerifier::from_jwks(transport, JWKS_PATH, …)`.
+//! `tideway_runtime::auth::JwtVerifier::from_jwks(transport, JWKS_PATH, …)`. The
+//! contract stays free of any JWT library: [`IdentityClient::jwks`] decodes the key set into
+//! the caller's own type.
 #![warn(missing_docs)]
 
 use http::{HeaderMap, HeaderValue, Method, header};
-pub use jsonwebtoken::jwk::JwkSet;
 use serde::{Deserialize, Serialize};
-use tideway_runtime::client::{ClientError, JsonClient, Transport};
+use tideway_client::{ClientError, JsonClient, Transport};
 
 /// The service's name (metrics, logs, routes).
 pub const SERVICE: &str = "identity";
@@ -127,8 +128,9 @@ impl IdentityClient {
         self.inner.get(&format!("{PREFIX}/me"), &headers).await
     }
 
-    /// The public signing keys.
-    pub async fn jwks(&self) -> Result<JwkSet, ClientError> {
+    /// The public signing keys (RFC 7517 JSON), decoded into the caller's key-set type
+    /// (`jsonwebtoken::jwk::JwkSet`, say).
+    pub async fn jwks<T: serde::de::DeserializeOwned>(&self) -> Result<T, ClientError> {
         self.inner.get(JWKS_PATH, &HeaderMap::new()).await
     }
 

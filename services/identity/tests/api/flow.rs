@@ -4,8 +4,9 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::Value;
+use tideway_identity::JwkSet;
 use tideway_identity_api::{
-    IdentityClient, JwkSet, LoginRequest, RegisterRequest, SERVICE, TokenResponse, UserView,
+    IdentityClient, LoginRequest, RegisterRequest, SERVICE, TokenResponse, UserView,
 };
 use tideway_runtime::{auth::JwtVerifier, client::Transport};
 
@@ -165,7 +166,7 @@ async fn the_typed_client_works_over_http_and_in_process() {
             let err = client.refresh(&tokens.refresh_token).await.unwrap_err();
             assert_eq!(err.status(), Some(StatusCode::UNAUTHORIZED));
             client.logout(&next.refresh_token).await.unwrap();
-            let jwks = client.jwks().await.unwrap();
+            let jwks: JwkSet = client.jwks().await.unwrap();
             assert_eq!(
                 jwks.keys[0].common.key_id.as_deref(),
                 Some(app.signer.key_id())

@@ -1,10 +1,10 @@
 //! RFC 9457 problem details: the one error shape every Tideway endpoint answers with.
 
-use axum::{
-    Json,
-    http::{HeaderValue, StatusCode, header},
+use axum_core::{
+    body::Body,
     response::{IntoResponse, Response},
 };
+use http::{HeaderValue, StatusCode, header};
 use serde::{Deserialize, Serialize};
 
 /// The media type of a problem document.
@@ -158,7 +158,11 @@ impl std::error::Error for Problem {}
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let status = self.status_code();
-        let mut response = (status, Json(self)).into_response();
+        // Serialising a struct of strings and numbers cannot fail; should it ever, the
+        // status alone still says what happened.
+        let body = serde_json::to_vec(&self).unwrap_or_default();
+        let mut response = Response::new(Body::from(body));
+        *response.status_mut() = status;
         response
             .headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
@@ -175,9 +179,10 @@ mod tests {
         let response = Problem::invalid_field("quantity", "must be at least 1").into_response();
         assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!(response.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
-        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+        let body = http_body_util::BodyExt::collect(response.into_body())
             .await
-            .unwrap();
+            .unwrap()
+            .to_bytes();
         let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(json["status"], 422);
         assert_eq!(json["invalid-params"][0]["name"], "quantity");

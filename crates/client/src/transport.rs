@@ -1,0 +1,234 @@
+//! Transports for typed clients: a service called in-process (its router, no socket) or
+//! over HTTP (pooled connections, a deadline on every call). The gateway forwards through
+//! the same transports, so one code path serves both deployment shapes.
+
+use std::{convert::Infallible, sync::Arc, time::Duration};
+
+use http::{HeaderValue, Request, Response, Uri};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+use tower::{Service, ServiceExt, util::BoxCloneSyncService};
+
+pub use axum_core::body::Body;
+
+use crate::error::ClientError;
+
+/// The pooled HTTP/1 client behind [`Transport::http`], shareable between transports.
+pub type HttpClient = Client<HttpConnector, Body>;
+
+/// A service's request handler called in this process: its router, type-erased.
+type Local = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
+
+#[derive(Clone)]
+enum Kind {
+    InProcess(Local),
+    Http {
+        scheme: http::uri::Scheme,
+        authority: http::uri::Authority,
+        client: HttpClient,
+    },
+}
+
+/// How to reach one service.
+#[derive(Clone)]
+pub struct Transport {
+    service: Arc<str>,
+    kind: Kind,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transport")
+            .field("service", &self.service)
+            .field("address", &self.address())
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// A pooled HTTP/1 client for upstream calls.
+pub fn http_client() -> HttpClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(2)));
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(64)
+        .build(connector)
+}
+
+impl Transport {
+    /// Calls `router` (an axum `Router`, or any service of the same shape) directly, in
+    /// this process.
+    pub fn in_process<S>(service: &str, router: S, timeout: Duration) -> Self
+    where
+        S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        Self {
+            service: service.into(),
+            kind: Kind::InProcess(BoxCloneSyncService::new(router)),
+            timeout,
+        }
+    }
+
+    /// Calls the service at `base_url` (`http://host:port`) with a new connection pool.
+    pub fn http(service: &str, base_url: &str, timeout: Duration) -> Result<Self, ClientError> {
+        Self::http_with(service, base_url, timeout, http_client())
+    }
+
+    /// Calls the service at `base_url` through an existing pool.
+    pub fn http_with(
+        service: &str,
+        base_url: &str,
+        timeout: Duration,
+        client: HttpClient,
+    ) -> Result<Self, ClientError> {
+        let uri: Uri = base_url
+            .parse()
+            .map_err(|err| ClientError::InvalidRequest(format!("base URL {base_url:?}: {err}")))?;
+        let (Some(scheme), Some(authority)) = (uri.scheme().cloned(), uri.authority().cloned())
+        else {
+            return Err(ClientError::InvalidRequest(format!(
+                "base URL {base_url:?} needs a scheme and a host"
+            )));
+        };
+        if scheme != http::uri::Scheme::HTTP {
+            return Err(ClientError::InvalidRequest(format!(
+                "base URL {base_url:?}: only http is supported inside the system"
+            )));
+        }
+        Ok(Self {
+            service: service.into(),
+            kind: Kind::Http {
+                scheme,
+                authority,
+                client,
+            },
+            timeout,
+        })
+    }
+
+    /// The service this transport reaches.
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
+    /// `in-process` or the base URL.
+    pub fn address(&self) -> String {
+        match &self.kind {
+            Kind::InProcess(_) => "in-process".to_owned(),
+            Kind::Http {
+                scheme, authority, ..
+            } => format!("{scheme}://{authority}"),
+        }
+    }
+
+    /// The deadline of every call.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Sends `request`, whose URI is a path and query, under the transport's deadline.
+    pub async fn send(&self, request: Request<Body>) -> Result<Response<Body>, ClientError> {
+        self.send_with_timeout(request, self.timeout).await
+    }
+
+    /// Sends `request` under `timeout` (for the answer's head: the body streams on).
+    pub async fn send_with_timeout(
+        &self,
+        request: Request<Body>,
+        timeout: Duration,
+    ) -> Result<Response<Body>, ClientError> {
+        match tokio::time::timeout(timeout, self.send_unbounded(request)).await {
+            Ok(result) => result,
+            Err(_) => Err(self.timed_out(timeout)),
+        }
+    }
+
+    /// The error of a call that passed its deadline `timeout`.
+    pub(crate) fn timed_out(&self, timeout: Duration) -> ClientError {
+        ClientError::Timeout {
+            service: self.service.to_string(),
+            timeout,
+        }
+    }
+
+    /// Sends `request` with no deadline of its own: the caller bounds it.
+    pub(crate) async fn send_unbounded(
+        &self,
+        mut request: Request<Body>,
+    ) -> Result<Response<Body>, ClientError> {
+        // Carry the caller's trace to the callee.
+        if !request.headers().contains_key(&crate::trace::TRACEPARENT)
+            && let Some(traceparent) = crate::trace::current_traceparent()
+            && let Ok(value) = HeaderValue::from_str(&traceparent)
+        {
+            request
+                .headers_mut()
+                .insert(crate::trace::TRACEPARENT.clone(), value);
+        }
+        match &self.kind {
+            Kind::InProcess(router) => match router.clone().oneshot(as_if_sent(request)).await {
+                Ok(response) => Ok(response),
+                Err(never) => match never {},
+            },
+            Kind::Http {
+                scheme,
+                authority,
+                client,
+            } => {
+                let path_and_query = request
+                    .uri()
+                    .path_and_query()
+                    .cloned()
+                    .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+                *request.uri_mut() = Uri::builder()
+                    .scheme(scheme.clone())
+                    .authority(authority.clone())
+                    .path_and_query(path_and_query)
+                    .build()
+                    .map_err(|err| ClientError::InvalidRequest(err.to_string()))?;
+                client
+                    .request(request)
+                    .await
+                    .map(|response| response.map(Body::new))
+                    .map_err(|err| ClientError::Connect {
+                        service: self.service.to_string(),
+                        message: error_chain(&err),
+                    })
+            }
+        }
+    }
+}
+
+/// The request as the service would receive it over a socket: method, URI, headers and
+/// body, but none of the caller's extensions (a router's path parameters, for one, would
+/// otherwise leak into the service's router).
+fn as_if_sent(request: Request<Body>) -> Request<Body> {
+    let (parts, body) = request.into_parts();
+    let mut fresh = Request::new(body);
+    *fresh.method_mut() = parts.method;
+    *fresh.uri_mut() = parts.uri;
+    *fresh.version_mut() = parts.version;
+    *fresh.headers_mut() = parts.headers;
+    fresh
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut message = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
