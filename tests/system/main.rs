@@ -8,6 +8,7 @@
 
 mod checkout;
 mod crash;
+mod degraded;
 mod processes;
 mod scenario;
 mod web;

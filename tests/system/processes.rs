@@ -289,6 +289,21 @@ fn bad_configuration_stops_start_up_naming_the_key() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("client_timeout_ms"), "{stderr}");
+
+    // A database URL is parsed as the configuration is read, and its key is named.
+    let output = Command::new(BIN)
+        .args(["serve", "basket"])
+        .env("TIDEWAY_BASKET__DATABASE_URL", "mysql://u:secret@h/basket")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("basket.database_url"), "{stderr}");
+    assert!(
+        !stderr.contains("secret"),
+        "no password in errors: {stderr}"
+    );
 }
 
 /// The gateway process serves the shop and the console; the console reaches every service

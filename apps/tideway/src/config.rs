@@ -12,6 +12,7 @@ use tideway_runtime::{
     config::{ConfigError, Validate},
     telemetry::LogFormat,
 };
+use tideway_store::DatabaseUrl;
 
 /// Everything the binary reads.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -119,27 +120,27 @@ pub struct Section<C> {
 impl Default for Config {
     fn default() -> Self {
         let identity = tideway_identity::Config {
-            database_url: "sqlite://{data_dir}/identity.db".to_owned(),
+            database_url: DatabaseUrl::sqlite("{data_dir}/identity.db"),
             signing_key_file: Some(PathBuf::from("{data_dir}/identity-signing-key.pem")),
             ..tideway_identity::Config::default()
         };
         let catalog = tideway_catalog::Config {
-            database_url: "sqlite://{data_dir}/catalog.db".to_owned(),
+            database_url: DatabaseUrl::sqlite("{data_dir}/catalog.db"),
             ..tideway_catalog::Config::default()
         };
         let basket = tideway_basket::Config {
-            database_url: "sqlite://{data_dir}/basket.db".to_owned(),
+            database_url: DatabaseUrl::sqlite("{data_dir}/basket.db"),
         };
         let inventory = tideway_inventory::Config {
-            database_url: "sqlite://{data_dir}/inventory.db".to_owned(),
+            database_url: DatabaseUrl::sqlite("{data_dir}/inventory.db"),
             ..tideway_inventory::Config::default()
         };
         let payment = tideway_payment::Config {
-            database_url: "sqlite://{data_dir}/payment.db".to_owned(),
+            database_url: DatabaseUrl::sqlite("{data_dir}/payment.db"),
             ..tideway_payment::Config::default()
         };
         let ordering = tideway_ordering::Config {
-            database_url: "sqlite://{data_dir}/ordering.db".to_owned(),
+            database_url: DatabaseUrl::sqlite("{data_dir}/ordering.db"),
             ..tideway_ordering::Config::default()
         };
         Self {
@@ -250,7 +251,11 @@ impl Config {
             &mut self.payment.service.database_url,
             &mut self.ordering.service.database_url,
         ] {
-            *url = url.replace("{data_dir}", dir);
+            // Replacing a path segment keeps the scheme, so the URL stays valid; should it
+            // not, the unresolved one fails at connect with its name in the error.
+            if let Ok(resolved) = url.replace("{data_dir}", dir) {
+                *url = resolved;
+            }
         }
         if let Some(file) = &mut self.identity.service.signing_key_file {
             *file = PathBuf::from(file.display().to_string().replace("{data_dir}", dir));

@@ -84,11 +84,27 @@ fn describe(err: &figment::Error) -> String {
             None => format!(" (from {})", m.name),
         })
         .unwrap_or_default();
+    let kind = err.kind.to_string();
     if key.is_empty() {
-        format!("{}{source}", err.kind)
-    } else {
-        format!("key `{key}`: {}{source}", err.kind)
+        return format!("{kind}{source}");
     }
+    // A value type may name its own field (`` `database_url`: … ``): serde's `flatten`
+    // loses the path below a flattened section, so join that name onto the key.
+    if let Some(rest) = kind.strip_prefix('`')
+        && let Some((field, message)) = rest.split_once("`: ")
+        && !field.is_empty()
+        && field
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
+        let key = if key.ends_with(&format!(".{field}")) || key == field {
+            key
+        } else {
+            format!("{key}.{field}")
+        };
+        return format!("key `{key}`: {message}{source}");
+    }
+    format!("key `{key}`: {kind}{source}")
 }
 
 #[cfg(test)]
@@ -157,6 +173,65 @@ mod tests {
             jail.set_env("TIDEWAY_NESTED__NAME", "\"\"");
             let err = extract::<Sample>(&layered(&defaults(), None).unwrap()).unwrap_err();
             assert!(err.to_string().contains("nested.name"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_field_named_by_its_value_joins_a_flattened_sections_key() {
+        #[derive(Debug, Serialize, Deserialize)]
+        struct Outer {
+            section: Flattened,
+        }
+        #[derive(Debug, Serialize, Deserialize)]
+        struct Flattened {
+            listen: String,
+            #[serde(flatten)]
+            inner: Inner,
+        }
+        #[derive(Debug, Serialize, Deserialize)]
+        struct Inner {
+            url: Url,
+        }
+        #[derive(Debug, Clone, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        struct Url(String);
+        impl TryFrom<String> for Url {
+            type Error = String;
+            fn try_from(value: String) -> Result<Self, String> {
+                if value.starts_with("ok:") {
+                    Ok(Self(value))
+                } else {
+                    Err(format!("`url`: expected ok:…, found {value:?}"))
+                }
+            }
+        }
+        impl From<Url> for String {
+            fn from(url: Url) -> Self {
+                url.0
+            }
+        }
+        impl Validate for Outer {
+            fn validate(&self) -> Result<(), ConfigError> {
+                Ok(())
+            }
+        }
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TIDEWAY_SECTION__URL", "bad");
+            let defaults = Outer {
+                section: Flattened {
+                    listen: "x".into(),
+                    inner: Inner {
+                        url: Url("ok:1".into()),
+                    },
+                },
+            };
+            let err = extract::<Outer>(&layered(&defaults, None).unwrap()).unwrap_err();
+            let message = err.to_string();
+            assert!(
+                message.contains("key `section.url`: expected ok:"),
+                "{message}"
+            );
             Ok(())
         });
     }

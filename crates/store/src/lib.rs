@@ -3,13 +3,25 @@
 //! Services write their SQL once, with `$1` placeholders and `INSERT … ON CONFLICT`, and run
 //! it through `sqlx::Any` on either engine. Only basic types cross the `Any` driver, so ids,
 //! times and money are TEXT and BIGINT columns. Migrations are embedded per service with
-//! `sqlx::migrate!` and run at start-up. [`testing`] gives every test a fresh database on
-//! both engines.
+//! `sqlx::migrate!` and run at start-up.
+//!
+//! A service opens its database one way: its [`DatabaseUrl`] (parsed with the
+//! configuration) goes to [`Db::open_service`], which connects, migrates and logs that the
+//! database is ready; [`Db::readiness`] is its `/health/ready` check; and every failed
+//! statement is classified once ([`DbError`]: 503 with `Retry-After`, 409, or an opaque 500).
 #![warn(missing_docs)]
 
+mod error;
 pub mod testing;
+mod url;
 
-use std::{str::FromStr, sync::Once, time::Duration};
+use std::{future::Future, str::FromStr, sync::Once, time::Duration};
+
+use backon::{ExponentialBuilder, Retryable};
+pub use error::{
+    DbError, DbErrorClass, RETRY_AFTER_SECONDS, classify, is_unavailable, is_unique_violation,
+};
+pub use url::{DatabaseUrl, InvalidDatabaseUrl};
 
 pub use sqlx::{
     self, Any, AnyPool, Row, Transaction,
@@ -19,7 +31,8 @@ pub use sqlx::{
 use sqlx::{Connection, any::AnyConnectOptions};
 
 /// The engine behind a [`Db`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Backend {
     /// SQLite, a file in the data directory.
     Sqlite,
@@ -39,6 +52,17 @@ pub enum StoreError {
     /// A migration failed.
     #[error("migration failed")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Opening a service's database failed.
+    #[error("cannot open the {service} database {url}")]
+    Open {
+        /// The service.
+        service: &'static str,
+        /// Its database, password hidden.
+        url: String,
+        /// The cause.
+        #[source]
+        source: Box<StoreError>,
+    },
     /// A file-system error around a SQLite file.
     #[error("cannot prepare the database file {path}")]
     Io {
@@ -55,28 +79,6 @@ impl StoreError {
     pub fn is_unique_violation(&self) -> bool {
         matches!(self, Self::Sqlx(err) if is_unique_violation(err))
     }
-}
-
-/// Whether `err` is a unique-key violation on either engine.
-pub fn is_unique_violation(err: &sqlx::Error) -> bool {
-    match err {
-        sqlx::Error::Database(db) => {
-            db.is_unique_violation()
-                // The Any driver may not map the kind; fall back on the engines' codes:
-                // PostgreSQL 23505, SQLite 2067 (SQLITE_CONSTRAINT_UNIQUE) and 1555 (PRIMARY KEY).
-                || matches!(db.code().as_deref(), Some("23505" | "2067" | "1555"))
-        }
-        _ => false,
-    }
-}
-
-/// Whether `err` means the database cannot be reached right now (a 503, worth a retry),
-/// as opposed to a failed statement.
-pub fn is_unavailable(err: &sqlx::Error) -> bool {
-    matches!(
-        err,
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)
-    )
 }
 
 /// Pool settings.
@@ -110,34 +112,67 @@ fn install_drivers() {
 }
 
 impl Db {
-    /// Connects to `url`: `sqlite://path/to/file.db` (the file and its directory are created)
-    /// or `postgres://user@host:port/db`.
+    /// Opens the database of `service`: connects to `url`, runs `migrator`'s migrations and
+    /// logs that it is ready, with how long that took. Every service starts this way.
+    pub async fn open_service(
+        service: &'static str,
+        url: &DatabaseUrl,
+        migrator: &Migrator,
+    ) -> Result<Self, StoreError> {
+        let started = std::time::Instant::now();
+        let opened = async {
+            let db = Self::open(url, DbOptions::default()).await?;
+            db.migrate(migrator).await?;
+            Ok::<_, StoreError>(db)
+        }
+        .await
+        .map_err(|source| StoreError::Open {
+            service,
+            url: url.to_string(),
+            source: Box::new(source),
+        })?;
+        tracing::info!(
+            service,
+            backend = ?opened.backend,
+            database = %url,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "database ready"
+        );
+        Ok(opened)
+    }
+
+    /// Connects to `url` (a string parsed as a [`DatabaseUrl`]).
     pub async fn connect(url: &str, options: DbOptions) -> Result<Self, StoreError> {
+        Self::open(&DatabaseUrl::parse(url)?, options).await
+    }
+
+    /// Connects to `url`: a SQLite file (created with its directory) or PostgreSQL.
+    pub async fn open(url: &DatabaseUrl, options: DbOptions) -> Result<Self, StoreError> {
         install_drivers();
-        let (backend, url) = if let Some(path) = url
-            .strip_prefix("sqlite://")
-            .or_else(|| url.strip_prefix("sqlite:"))
+        let backend = url.backend();
+        if let Some(file) = url.sqlite_file()
+            && let Some(parent) = std::path::Path::new(file).parent()
+            && !parent.as_os_str().is_empty()
         {
-            let file = path.split('?').next().unwrap_or(path);
-            if file != ":memory:"
-                && let Some(parent) = std::path::Path::new(file).parent()
-                && !parent.as_os_str().is_empty()
-            {
-                std::fs::create_dir_all(parent).map_err(|source| StoreError::Io {
-                    path: parent.display().to_string(),
-                    source,
-                })?;
+            std::fs::create_dir_all(parent).map_err(|source| StoreError::Io {
+                path: parent.display().to_string(),
+                source,
+            })?;
+        }
+        let url = match backend {
+            Backend::Sqlite => {
+                let path = url
+                    .expose()
+                    .strip_prefix("sqlite://")
+                    .or_else(|| url.expose().strip_prefix("sqlite:"))
+                    .unwrap_or_default();
+                if path.contains('?') {
+                    format!("sqlite://{path}")
+                } else {
+                    format!("sqlite://{path}?mode=rwc")
+                }
             }
-            let url = if path.contains('?') {
-                format!("sqlite://{path}")
-            } else {
-                format!("sqlite://{path}?mode=rwc")
-            };
-            (Backend::Sqlite, url)
-        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            (Backend::Postgres, url.to_owned())
-        } else {
-            return Err(StoreError::UnsupportedUrl(redact(url)));
+            Backend::Postgres => url.expose().to_owned(),
         };
         let connect_options = AnyConnectOptions::from_str(&url)?;
         let pool = AnyPoolOptions::new()
@@ -172,18 +207,20 @@ impl Db {
     /// other has just created. That run is retried a few times: on retry it finds the
     /// migrations applied.
     pub async fn migrate(&self, migrator: &Migrator) -> Result<(), StoreError> {
-        let mut attempt: u32 = 1;
-        loop {
-            match migrator.run(&self.pool).await {
-                Ok(()) => return Ok(()),
-                Err(err) if self.backend == Backend::Sqlite && attempt < 5 => {
-                    tracing::warn!(error = %err, attempt, "migration failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
-                    attempt += 1;
-                }
-                Err(err) => return Err(err.into()),
-            }
-        }
+        let sqlite = self.backend == Backend::Sqlite;
+        // Four retries, 50 ms doubling with jitter: well past the other process's run.
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(50))
+            .with_max_times(4)
+            .with_jitter();
+        (|| migrator.run(&self.pool))
+            .retry(backoff)
+            .when(|_| sqlite)
+            .notify(|err, delay| {
+                tracing::warn!(error = %err, ?delay, "migration failed; retrying");
+            })
+            .await?;
+        Ok(())
     }
 
     /// The pool.
@@ -194,6 +231,21 @@ impl Db {
     /// The engine.
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// The `/health/ready` check of this database: ready while it answers a trivial query.
+    pub fn readiness(
+        &self,
+    ) -> impl Fn() -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>>
+    + Clone
+    + Send
+    + Sync
+    + 'static {
+        let db = self.clone();
+        move || {
+            let db = db.clone();
+            Box::pin(async move { db.ping().await.map_err(|err| err.to_string()) })
+        }
     }
 
     /// Answers when the database answers a trivial query.
@@ -297,11 +349,44 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn open_service_connects_migrates_and_is_ready_twice_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = DatabaseUrl::sqlite(&dir.path().join("nested/probe.db").display().to_string());
+        let migrator = sqlx::migrate!("./tests/migrations");
+        for _ in 0..2 {
+            let db = Db::open_service("probe", &url, &migrator).await.unwrap();
+            sqlx::query("INSERT INTO probe (id, note) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING")
+                .bind(1_i64)
+                .bind("x")
+                .execute(db.pool())
+                .await
+                .unwrap();
+            assert_eq!((db.readiness())().await, Ok(()));
+            db.close().await;
+            assert!(
+                (db.readiness())().await.is_err(),
+                "a closed pool is not ready"
+            );
+        }
+    }
+
+    #[tokio::test]
     async fn rejects_unknown_engines() {
         let err = Db::connect("mysql://x", DbOptions::default())
             .await
             .unwrap_err();
         assert!(matches!(err, StoreError::UnsupportedUrl(_)));
+        let err = Db::open_service(
+            "catalog",
+            &DatabaseUrl::parse("postgres://nobody@127.0.0.1:1/none").unwrap(),
+            &sqlx::migrate!("./tests/migrations"),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("cannot open the catalog database"),
+            "{err}"
+        );
     }
 
     #[tokio::test]

@@ -5,6 +5,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use tideway_runtime::{client::ClientError, problem::Problem};
+use tideway_store::DbError;
 
 /// Why a basket request failed.
 #[derive(Debug, thiserror::Error)]
@@ -33,7 +34,7 @@ pub enum ApiError {
     CatalogUnavailable(#[source] ClientError),
     /// The database failed (500).
     #[error("database error")]
-    Database(#[from] sqlx::Error),
+    Database(#[from] DbError),
     /// A rule the code relies on did not hold (500).
     #[error("internal error: {0}")]
     Internal(String),
@@ -68,15 +69,18 @@ impl IntoResponse for ApiError {
                     .with_type("/problems/dependency-unavailable")
                     .with_detail("the catalog is unavailable; try again shortly")
             }
-            Self::Database(err) => {
-                tracing::error!(error = %err, "a basket database operation failed");
-                Problem::internal()
-            }
+            Self::Database(err) => return err.respond(),
             Self::Internal(message) => {
                 tracing::error!(error = %message, "a basket request failed");
                 Problem::internal()
             }
         };
         problem.into_response()
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(err: sqlx::Error) -> Self {
+        Self::Database(DbError::new(tideway_basket_api::SERVICE, err))
     }
 }

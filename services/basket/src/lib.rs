@@ -26,7 +26,7 @@ use tideway_runtime::{
     auth::JwtVerifier,
     http::{HttpOptions, Readiness, service_router},
 };
-use tideway_store::{Db, DbOptions, Migrator};
+use tideway_store::{Db, Migrator};
 
 pub use config::Config;
 pub use error::ApiError;
@@ -48,27 +48,13 @@ impl Basket {
         catalog: CatalogClient,
         verifier: Arc<JwtVerifier>,
     ) -> anyhow::Result<Self> {
-        let db = Db::connect(&config.database_url, DbOptions::default())
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot open the basket database {}",
-                    tideway_store::redact(&config.database_url)
-                )
-            })?;
-        db.migrate(&MIGRATOR)
-            .await
-            .context("cannot migrate the basket database")?;
+        let db = Db::open_service(SERVICE, &config.database_url, &MIGRATOR).await?;
         let state = lines::State {
             db: db.clone(),
             catalog,
         };
         let api = lines::routes(state).layer(Extension(verifier));
-        let ping_db = db.clone();
-        let readiness = Readiness::default().with("database", move || {
-            let db = ping_db.clone();
-            async move { db.ping().await.map_err(|err| err.to_string()) }
-        });
+        let readiness = Readiness::default().with("database", db.readiness());
         let router = service_router(SERVICE, api, readiness, HttpOptions::default());
         Ok(Self { db, router })
     }

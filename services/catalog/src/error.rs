@@ -1,10 +1,8 @@
 //! The one error type of the catalog's handlers and how each variant is answered.
 
-use axum::{
-    http::StatusCode,
-    response::{IntoResponse, Response},
-};
+use axum::response::{IntoResponse, Response};
 use tideway_runtime::Problem;
+use tideway_store::DbError;
 
 /// Why a catalog request failed.
 #[derive(Debug, thiserror::Error)]
@@ -31,15 +29,12 @@ pub enum ApiError {
     /// The request conflicts with the catalog (409).
     #[error("{0}")]
     Conflict(String),
-    /// The database does not answer (503).
-    #[error("the database is unavailable")]
-    Unavailable(#[source] sqlx::Error),
     /// An answer could not be serialised (opaque 500, logged where it happened).
     #[error("cannot serialise the answer")]
     Serialize,
-    /// Anything else (opaque 500, logged once here).
-    #[error("the database failed")]
-    Database(#[source] sqlx::Error),
+    /// The database failed: 503, 409 or an opaque 500 by its class, logged once.
+    #[error(transparent)]
+    Database(#[from] DbError),
 }
 
 impl ApiError {
@@ -66,32 +61,23 @@ impl ApiError {
             Self::InvalidQuery { param, reason } => Problem::invalid_query(param, reason),
             Self::NotFound(what) => Problem::not_found(what),
             Self::Conflict(what) => Problem::conflict(what),
-            Self::Unavailable(_) => Problem::new(StatusCode::SERVICE_UNAVAILABLE)
-                .with_detail("the catalog is temporarily unavailable; try again shortly"),
-            Self::Database(_) | Self::Serialize => Problem::internal(),
+            Self::Database(err) => err.problem(),
+            Self::Serialize => Problem::internal(),
         }
     }
 }
 
 impl From<sqlx::Error> for ApiError {
     fn from(err: sqlx::Error) -> Self {
-        if tideway_store::is_unavailable(&err) {
-            Self::Unavailable(err)
-        } else {
-            Self::Database(err)
-        }
+        Self::Database(DbError::new(tideway_catalog_api::SERVICE, err))
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match &self {
-            Self::Database(err) => tracing::error!(error = ?err, "a catalog request failed"),
-            Self::Unavailable(err) => {
-                tracing::warn!(error = %err, "the catalog database is unavailable")
-            }
-            _ => {}
+            Self::Database(err) => err.respond(),
+            _ => self.problem().into_response(),
         }
-        self.problem().into_response()
     }
 }

@@ -25,7 +25,7 @@ use tideway_runtime::{
     config::{ConfigError, Validate},
     http::{HttpOptions, Readiness, service_router},
 };
-use tideway_store::{Db, DbOptions, Migrator};
+use tideway_store::{DatabaseUrl, Db, Migrator};
 
 pub use error::ApiError;
 
@@ -36,7 +36,7 @@ static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 #[serde(default)]
 pub struct Config {
     /// `sqlite://path` or `postgres://…`.
-    pub database_url: String,
+    pub database_url: DatabaseUrl,
     /// Whether an empty catalog is filled with the demo catalog at start.
     pub seed: bool,
 }
@@ -44,7 +44,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            database_url: "sqlite://data/catalog.db".to_owned(),
+            database_url: DatabaseUrl::sqlite("data/catalog.db"),
             seed: true,
         }
     }
@@ -52,16 +52,7 @@ impl Default for Config {
 
 impl Validate for Config {
     fn validate(&self) -> Result<(), ConfigError> {
-        let url = self.database_url.as_str();
-        let supported = ["sqlite:", "postgres://", "postgresql://"]
-            .iter()
-            .any(|scheme| url.starts_with(scheme));
-        if !supported {
-            return Err(ConfigError::invalid(
-                "catalog.database_url",
-                "a sqlite://… or postgres://… URL",
-            ));
-        }
+        // The database URL is checked as it is read (`DatabaseUrl`); nothing else to check.
         Ok(())
     }
 }
@@ -85,17 +76,7 @@ impl Catalog {
     /// `config.seed` is set and the catalog is empty, seeds the demo catalog.
     pub async fn build(config: &Config, verifier: Arc<JwtVerifier>) -> anyhow::Result<Self> {
         config.validate().context("invalid catalog configuration")?;
-        let db = Db::connect(&config.database_url, DbOptions::default())
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot connect to the catalog database {}",
-                    tideway_store::redact(&config.database_url)
-                )
-            })?;
-        db.migrate(&MIGRATOR)
-            .await
-            .context("cannot migrate the catalog database")?;
+        let db = Db::open_service(SERVICE, &config.database_url, &MIGRATOR).await?;
         seed::ensure_categories(&db)
             .await
             .context("cannot create the catalog's categories")?;
@@ -119,11 +100,7 @@ impl Catalog {
                 db: self.db.clone(),
             })
             .layer(Extension(self.verifier.clone()));
-        let db = self.db.clone();
-        let readiness = Readiness::default().with("database", move || {
-            let db = db.clone();
-            async move { db.ping().await.map_err(|err| err.to_string()) }
-        });
+        let readiness = Readiness::default().with("database", self.db.readiness());
         service_router(SERVICE, api, readiness, HttpOptions::default())
     }
 
@@ -142,11 +119,7 @@ mod tests {
         let config = Config::default();
         assert!(config.seed);
         assert!(config.validate().is_ok());
-        let bad = Config {
-            database_url: "mysql://x".into(),
-            ..Config::default()
-        };
-        let err = bad.validate().unwrap_err();
-        assert!(err.to_string().contains("catalog.database_url"), "{err}");
+        let err = serde_json::from_str::<Config>(r#"{"database_url": "mysql://x"}"#).unwrap_err();
+        assert!(err.to_string().contains("sqlite://"), "{err}");
     }
 }

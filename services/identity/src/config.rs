@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use tideway_runtime::config::{ConfigError, Validate};
+use tideway_store::DatabaseUrl;
 
 use crate::users::{validate_email, validate_name, validate_password, validate_role};
 
@@ -16,7 +17,7 @@ use crate::users::{validate_email, validate_name, validate_password, validate_ro
 #[serde(default)]
 pub struct Config {
     /// `sqlite://…` or `postgres://…`.
-    pub database_url: String,
+    pub database_url: DatabaseUrl,
     /// The `iss` of every access token.
     pub issuer: String,
     /// The `aud` of every access token.
@@ -58,7 +59,7 @@ pub struct SeedUser {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            database_url: "sqlite://data/identity.db".to_owned(),
+            database_url: DatabaseUrl::sqlite("data/identity.db"),
             issuer: "tideway".to_owned(),
             audience: "tideway".to_owned(),
             access_token_ttl_secs: 900,
@@ -76,12 +77,6 @@ const MAX_TTL_SECS: u64 = 10 * 365 * 24 * 3600;
 
 impl Validate for Config {
     fn validate(&self) -> Result<(), ConfigError> {
-        if self.database_url.trim().is_empty() {
-            return Err(ConfigError::invalid(
-                "identity.database_url",
-                "a sqlite:// or postgres:// URL",
-            ));
-        }
         if self.issuer.trim().is_empty() {
             return Err(ConfigError::invalid(
                 "identity.issuer",

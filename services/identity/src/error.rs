@@ -8,6 +8,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use tideway_runtime::{Problem, auth::AuthError};
+use tideway_store::DbError;
 
 /// The error of an identity endpoint.
 #[derive(Debug, thiserror::Error)]
@@ -38,9 +39,9 @@ pub enum ApiError {
     /// The access token was refused.
     #[error(transparent)]
     Auth(#[from] AuthError),
-    /// The database does not answer.
-    #[error("the database is unavailable")]
-    Unavailable(#[source] sqlx::Error),
+    /// The database failed: 503, 409 or an opaque 500 by its class, logged once.
+    #[error(transparent)]
+    Database(#[from] DbError),
     /// Anything else; the cause is logged, never sent.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -68,11 +69,7 @@ impl ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(err: sqlx::Error) -> Self {
-        if tideway_store::is_unavailable(&err) {
-            Self::Unavailable(err)
-        } else {
-            Self::Internal(err.into())
-        }
+        Self::Database(DbError::new(tideway_identity_api::SERVICE, err))
     }
 }
 
@@ -98,11 +95,7 @@ impl IntoResponse for ApiError {
             Self::UnknownUser => self.unauthorized(Some("authorization")),
             Self::NotFound => Problem::not_found(self.to_string()),
             Self::Auth(err) => return err.clone().into_response(),
-            Self::Unavailable(err) => {
-                tracing::error!(error = %err, "the database is unavailable");
-                Problem::new(StatusCode::SERVICE_UNAVAILABLE)
-                    .with_detail("the identity service is unavailable; try again shortly")
-            }
+            Self::Database(err) => return err.respond(),
             Self::Internal(err) => {
                 tracing::error!(error = format!("{err:#}"), "request failed");
                 Problem::internal()

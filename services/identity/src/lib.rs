@@ -29,7 +29,7 @@ use tideway_runtime::{
     config::Validate,
     http::{HttpOptions, Readiness, service_router},
 };
-use tideway_store::{Db, DbOptions, Migrator};
+use tideway_store::{Db, Migrator};
 
 use crate::tokens::Settings;
 pub use crate::{
@@ -74,17 +74,7 @@ impl Identity {
         config
             .validate()
             .context("invalid identity configuration")?;
-        let db = Db::connect(&config.database_url, DbOptions::default())
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot connect to the identity database {}",
-                    tideway_store::redact(&config.database_url)
-                )
-            })?;
-        db.migrate(&MIGRATOR)
-            .await
-            .context("cannot migrate the identity database")?;
+        let db = Db::open_service(SERVICE, &config.database_url, &MIGRATOR).await?;
         let signer = keys::load_signer(config)?;
         seed::ensure(&db, &config.seed_users).await?;
         let dummy = uuid::Uuid::new_v4().to_string();
@@ -122,11 +112,7 @@ impl Identity {
             .route(tideway_identity_api::JWKS_PATH, get(tokens::jwks))
             .layer(Extension(self.verifier()))
             .with_state(self.clone());
-        let db = self.inner.db.clone();
-        let readiness = Readiness::default().with("database", move || {
-            let db = db.clone();
-            async move { db.ping().await.map_err(|err| err.to_string()) }
-        });
+        let readiness = Readiness::default().with("database", self.inner.db.readiness());
         service_router(
             SERVICE,
             api,

@@ -35,7 +35,7 @@ use tideway_runtime::{
     config::{ConfigError, Validate},
     http::{HttpOptions, Readiness, service_router},
 };
-use tideway_store::{Db, DbOptions, Migrator};
+use tideway_store::{DatabaseUrl, Db, Migrator};
 use tokio::sync::watch;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -53,7 +53,7 @@ pub const WORKERS: usize = 4;
 #[serde(default)]
 pub struct Config {
     /// `sqlite://path` or `postgres://…`.
-    pub database_url: String,
+    pub database_url: DatabaseUrl,
     /// Whether items of the catalog without a stock row get one (with the catalog's stock).
     pub seed_from_catalog: bool,
 }
@@ -61,7 +61,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            database_url: "sqlite://data/inventory.db".to_owned(),
+            database_url: DatabaseUrl::sqlite("data/inventory.db"),
             seed_from_catalog: true,
         }
     }
@@ -69,16 +69,6 @@ impl Default for Config {
 
 impl Validate for Config {
     fn validate(&self) -> Result<(), ConfigError> {
-        let url = self.database_url.as_str();
-        let supported = ["sqlite:", "postgres://", "postgresql://"]
-            .iter()
-            .any(|scheme| url.starts_with(scheme));
-        if !supported {
-            return Err(ConfigError::invalid(
-                "inventory.database_url",
-                "a sqlite://… or postgres://… URL",
-            ));
-        }
         Ok(())
     }
 }
@@ -143,17 +133,7 @@ impl Inventory {
         config
             .validate()
             .context("invalid inventory configuration")?;
-        let db = Db::connect(&config.database_url, DbOptions::default())
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot connect to the inventory database {}",
-                    tideway_store::redact(&config.database_url)
-                )
-            })?;
-        db.migrate(&MIGRATOR)
-            .await
-            .context("cannot migrate the inventory database")?;
+        let db = Db::open_service(SERVICE, &config.database_url, &MIGRATOR).await?;
         outbox::install(&db)
             .await
             .context("cannot create the inventory's outbox")?;
@@ -237,11 +217,7 @@ impl Inventory {
                 db: self.inner.db.clone(),
             })
             .layer(Extension(self.inner.verifier.clone()));
-        let db = self.inner.db.clone();
-        let readiness = Readiness::default().with("database", move || {
-            let db = db.clone();
-            async move { db.ping().await.map_err(|err| err.to_string()) }
-        });
+        let readiness = Readiness::default().with("database", self.inner.db.readiness());
         service_router(SERVICE, api, readiness, HttpOptions::default())
     }
 
@@ -313,13 +289,9 @@ mod tests {
     fn config_defaults_and_validation() {
         let config = Config::default();
         assert!(config.seed_from_catalog);
-        assert_eq!(config.database_url, "sqlite://data/inventory.db");
+        assert_eq!(config.database_url.expose(), "sqlite://data/inventory.db");
         assert!(config.validate().is_ok());
-        let bad = Config {
-            database_url: "mysql://x".into(),
-            ..Config::default()
-        };
-        let err = bad.validate().unwrap_err();
-        assert!(err.to_string().contains("inventory.database_url"), "{err}");
+        let err = serde_json::from_str::<Config>(r#"{"database_url": "mysql://x"}"#).unwrap_err();
+        assert!(err.to_string().contains("sqlite://"), "{err}");
     }
 }

@@ -5,6 +5,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use tideway_runtime::{auth::AuthError, client::ClientError, problem::Problem};
+use tideway_store::DbError;
 
 /// Why an ordering request failed.
 #[derive(Debug, thiserror::Error)]
@@ -50,7 +51,7 @@ pub enum ApiError {
     BasketUnavailable(#[source] ClientError),
     /// The database failed (500).
     #[error("database error")]
-    Database(#[from] sqlx::Error),
+    Database(#[from] DbError),
     /// Anything else that should not happen (500).
     #[error("internal error: {0}")]
     Internal(String),
@@ -77,7 +78,7 @@ impl ApiError {
 impl From<tideway_bus::BusError> for ApiError {
     fn from(err: tideway_bus::BusError) -> Self {
         match err {
-            tideway_bus::BusError::Db(err) => Self::Database(err),
+            tideway_bus::BusError::Db(err) => err.into(),
             other => Self::Internal(other.to_string()),
         }
     }
@@ -116,15 +117,18 @@ impl IntoResponse for ApiError {
                     .with_type("/problems/dependency-unavailable")
                     .with_detail("the basket is unavailable; try again shortly")
             }
-            Self::Database(err) => {
-                tracing::error!(error = %err, "an ordering database operation failed");
-                Problem::internal()
-            }
+            Self::Database(err) => return err.respond(),
             Self::Internal(message) => {
                 tracing::error!(error = %message, "an ordering request failed");
                 Problem::internal()
             }
         };
         problem.into_response()
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(err: sqlx::Error) -> Self {
+        Self::Database(DbError::new(tideway_ordering_api::SERVICE, err))
     }
 }

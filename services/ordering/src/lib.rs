@@ -39,7 +39,7 @@ use tideway_runtime::{
     http::{HttpOptions, Readiness, service_router},
 };
 use tideway_saga::{DbSagaStore, EngineOptions, SagaEngine};
-use tideway_store::{Db, DbOptions, Migrator};
+use tideway_store::{Db, Migrator};
 use tokio::sync::{mpsc, watch};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -139,17 +139,7 @@ impl Ordering {
         config
             .validate()
             .context("invalid ordering configuration")?;
-        let db = Db::connect(&config.database_url, DbOptions::default())
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot open the ordering database {}",
-                    tideway_store::redact(&config.database_url)
-                )
-            })?;
-        db.migrate(&MIGRATOR)
-            .await
-            .context("cannot migrate the ordering database")?;
+        let db = Db::open_service(SERVICE, &config.database_url, &MIGRATOR).await?;
         outbox::install(&db)
             .await
             .context("cannot install the ordering outbox")?;
@@ -217,11 +207,7 @@ impl Ordering {
             waker,
         };
         let api = orders::routes(state).layer(Extension(verifier));
-        let ping_db = db.clone();
-        let readiness = Readiness::default().with("database", move || {
-            let db = ping_db.clone();
-            async move { db.ping().await.map_err(|err| err.to_string()) }
-        });
+        let readiness = Readiness::default().with("database", db.readiness());
         let router = service_router(SERVICE, api, readiness, HttpOptions::default());
         Ok(Self {
             inner: Arc::new(Inner {

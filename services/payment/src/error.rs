@@ -1,10 +1,8 @@
 //! The one error type of the payment service's HTTP handlers and how each is answered.
 
-use axum::{
-    http::StatusCode,
-    response::{IntoResponse, Response},
-};
+use axum::response::{IntoResponse, Response};
 use tideway_runtime::Problem;
+use tideway_store::DbError;
 
 /// Why a payment request failed.
 #[derive(Debug, thiserror::Error)]
@@ -20,12 +18,9 @@ pub enum ApiError {
     /// No such payment (404).
     #[error("{0}")]
     NotFound(String),
-    /// The database does not answer (503).
-    #[error("the database is unavailable")]
-    Unavailable(#[source] sqlx::Error),
-    /// Anything else (opaque 500, logged once here).
-    #[error("the database failed")]
-    Database(#[source] sqlx::Error),
+    /// The database failed: 503, 409 or an opaque 500 by its class, logged once.
+    #[error(transparent)]
+    Database(#[from] DbError),
 }
 
 impl ApiError {
@@ -42,32 +37,22 @@ impl ApiError {
         match self {
             Self::InvalidQuery { param, reason } => Problem::invalid_query(param, reason),
             Self::NotFound(what) => Problem::not_found(what),
-            Self::Unavailable(_) => Problem::new(StatusCode::SERVICE_UNAVAILABLE)
-                .with_detail("payments are temporarily unavailable; try again shortly"),
-            Self::Database(_) => Problem::internal(),
+            Self::Database(err) => err.problem(),
         }
     }
 }
 
 impl From<sqlx::Error> for ApiError {
     fn from(err: sqlx::Error) -> Self {
-        if tideway_store::is_unavailable(&err) {
-            Self::Unavailable(err)
-        } else {
-            Self::Database(err)
-        }
+        Self::Database(DbError::new(tideway_payment_api::SERVICE, err))
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match &self {
-            Self::Database(err) => tracing::error!(error = ?err, "a payment request failed"),
-            Self::Unavailable(err) => {
-                tracing::warn!(error = %err, "the payment database is unavailable")
-            }
-            _ => {}
+            Self::Database(err) => err.respond(),
+            _ => self.problem().into_response(),
         }
-        self.problem().into_response()
     }
 }

@@ -38,7 +38,7 @@ use tideway_runtime::{
     config::{ConfigError, Validate},
     http::{HttpOptions, Readiness, service_router},
 };
-use tideway_store::{Db, DbOptions, Migrator};
+use tideway_store::{DatabaseUrl, Db, Migrator};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub use error::ApiError;
@@ -58,7 +58,7 @@ pub const WORKERS_PER_COMMAND: usize = 4;
 #[serde(default)]
 pub struct Config {
     /// `sqlite://path` or `postgres://…`.
-    pub database_url: String,
+    pub database_url: DatabaseUrl,
     /// The share of authorizations the simulated provider declines at random (0.0 to 1.0),
     /// besides the declining test cards. Deterministic per idempotency key.
     pub decline_rate: f64,
@@ -69,7 +69,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            database_url: "sqlite://data/payment.db".to_owned(),
+            database_url: DatabaseUrl::sqlite("data/payment.db"),
             decline_rate: 0.0,
             latency_ms: 0,
         }
@@ -78,16 +78,6 @@ impl Default for Config {
 
 impl Validate for Config {
     fn validate(&self) -> Result<(), ConfigError> {
-        let url = self.database_url.as_str();
-        let supported = ["sqlite:", "postgres://", "postgresql://"]
-            .iter()
-            .any(|scheme| url.starts_with(scheme));
-        if !supported {
-            return Err(ConfigError::invalid(
-                "payment.database_url",
-                "a sqlite://… or postgres://… URL",
-            ));
-        }
         if !(0.0..=1.0).contains(&self.decline_rate) {
             return Err(ConfigError::invalid(
                 "payment.decline_rate",
@@ -131,17 +121,7 @@ impl Payment {
         verifier: Arc<JwtVerifier>,
     ) -> anyhow::Result<Self> {
         config.validate().context("invalid payment configuration")?;
-        let db = Db::connect(&config.database_url, DbOptions::default())
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot connect to the payment database {}",
-                    tideway_store::redact(&config.database_url)
-                )
-            })?;
-        db.migrate(&MIGRATOR)
-            .await
-            .context("cannot migrate the payment database")?;
+        let db = Db::open_service(SERVICE, &config.database_url, &MIGRATOR).await?;
         outbox::install(&db)
             .await
             .context("cannot create the payment outbox")?;
@@ -218,11 +198,7 @@ impl Payment {
                 db: self.db.clone(),
             })
             .layer(Extension(self.verifier.clone()));
-        let db = self.db.clone();
-        let readiness = Readiness::default().with("database", move || {
-            let db = db.clone();
-            async move { db.ping().await.map_err(|err| err.to_string()) }
-        });
+        let readiness = Readiness::default().with("database", self.db.readiness());
         service_router(SERVICE, api, readiness, HttpOptions::default())
     }
 
@@ -269,13 +245,6 @@ mod tests {
         assert_eq!(config.latency_ms, 0);
         assert!(config.validate().is_ok());
         for (bad, key) in [
-            (
-                Config {
-                    database_url: "mysql://x".into(),
-                    ..Config::default()
-                },
-                "payment.database_url",
-            ),
             (
                 Config {
                     decline_rate: 1.5,

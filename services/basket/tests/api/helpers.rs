@@ -211,7 +211,7 @@ pub async fn spawn_app_with(
 ) -> TestApp {
     let verifier = Arc::new(JwtVerifier::from_keys(signer.jwks(), "tideway", "tideway"));
     let config = Config {
-        database_url: db_url.to_owned(),
+        database_url: db_url.parse().expect("a test database URL"),
     };
     let basket = Basket::build(&config, catalog, verifier).await.unwrap();
     let listener = bind("127.0.0.1:0").await.unwrap();

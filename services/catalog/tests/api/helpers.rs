@@ -27,7 +27,7 @@ impl Drop for TestApp {
 /// The catalog over `db_url`, seeded.
 pub async fn spawn_app(db_url: &str) -> TestApp {
     spawn_with(&Config {
-        database_url: db_url.to_owned(),
+        database_url: db_url.parse().expect("a test database URL"),
         seed: true,
     })
     .await

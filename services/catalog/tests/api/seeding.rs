@@ -76,7 +76,7 @@ async fn seeding_is_idempotent_across_concurrent_and_later_builds() {
 async fn an_emptied_catalog_is_not_reseeded_and_seed_false_seeds_nothing() {
     for db in tideway_store::testing::backends().await {
         let unseeded = spawn_with(&Config {
-            database_url: db.url().to_owned(),
+            database_url: db.url().parse().expect("a test database URL"),
             seed: false,
         })
         .await;

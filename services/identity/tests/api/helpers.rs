@@ -31,7 +31,7 @@ impl Drop for TestApp {
 /// A test configuration over `db_url` with a fixed, known signing key.
 pub fn test_config(db_url: &str, signer: &TokenSigner) -> Config {
     Config {
-        database_url: db_url.to_owned(),
+        database_url: db_url.parse().expect("a test database URL"),
         signing_key: Some(signer.to_pkcs8_pem().into()),
         ..Config::default()
     }

@@ -21,7 +21,7 @@ async fn a_generated_key_is_persisted_and_reused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("secrets/identity-key.pem");
         let config = Config {
-            database_url: db.url().to_owned(),
+            database_url: db.url().parse().expect("a test database URL"),
             signing_key_file: Some(path.clone()),
             ..Config::default()
         };
@@ -55,7 +55,7 @@ async fn a_generated_key_is_persisted_and_reused() {
 async fn without_a_key_or_permission_to_generate_one_build_fails() {
     let db = tideway_store::testing::sqlite().await;
     let config = Config {
-        database_url: db.url().to_owned(),
+        database_url: db.url().parse().expect("a test database URL"),
         generate_signing_key: false,
         ..Config::default()
     };

@@ -78,7 +78,7 @@ pub async fn spawn_with(db_url: &str, bus: TestBus, seed: bool, catalog: Catalog
     let signer = TokenSigner::generate().unwrap();
     let verifier = Arc::new(JwtVerifier::from_keys(signer.jwks(), "tideway", "tideway"));
     let config = Config {
-        database_url: db_url.to_owned(),
+        database_url: db_url.parse().expect("a test database URL"),
         seed_from_catalog: seed,
     };
     let inventory = Inventory::build(&config, dyn_bus.clone(), verifier, catalog)

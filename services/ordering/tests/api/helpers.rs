@@ -436,7 +436,7 @@ impl Reply {
 /// A config on `db_url` with the default timeouts.
 pub fn config(db_url: &str) -> Config {
     Config {
-        database_url: db_url.to_owned(),
+        database_url: db_url.parse().expect("a test database URL"),
         ..Config::default()
     }
 }

@@ -169,7 +169,7 @@ async fn the_decline_rate_declines_all_or_none() {
         for (rate, declined) in [(1.0, true), (0.0, false)] {
             let app = spawn_with(
                 Config {
-                    database_url: db.url().to_owned(),
+                    database_url: db.url().parse().expect("a test database URL"),
                     decline_rate: rate,
                     ..Config::default()
                 },

@@ -14,7 +14,7 @@ async fn replies_do_not_arrive_before_the_provider_latency() {
     for db in backends().await {
         let app = spawn_with(
             Config {
-                database_url: db.url().to_owned(),
+                database_url: db.url().parse().expect("a test database URL"),
                 latency_ms: 400,
                 ..Config::default()
             },

@@ -15,7 +15,7 @@ async fn a_payment_runs_its_course_over_nats() {
         };
         let app = spawn_with(
             Config {
-                database_url: db.url().to_owned(),
+                database_url: db.url().parse().expect("a test database URL"),
                 ..Config::default()
             },
             TestBus::Nats(nats),
