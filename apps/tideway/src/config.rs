@@ -8,6 +8,7 @@
 use std::{net::SocketAddr, path::PathBuf};
 
 use serde::{Deserialize, Serialize};
+use tideway_gateway::{Access, RouteConfig};
 use tideway_runtime::{
     config::{ConfigError, Validate},
     telemetry::LogFormat,
@@ -160,7 +161,10 @@ impl Default for Config {
             demo_users: true,
             gateway: GatewaySection {
                 listen: "127.0.0.1:8080".to_owned(),
-                gateway: tideway_gateway::GatewayConfig::default(),
+                gateway: tideway_gateway::GatewayConfig {
+                    routes: shop_routes(),
+                    ..tideway_gateway::GatewayConfig::default()
+                },
             },
             identity: Section {
                 listen: "127.0.0.1:8081".to_owned(),
@@ -194,6 +198,27 @@ impl Default for Config {
             },
         }
     }
+}
+
+/// The shop's route table: which service answers under each prefix (the longest matching
+/// prefix wins), and who may read and write there.
+pub fn shop_routes() -> Vec<RouteConfig> {
+    let admin = || Access::Role("admin".to_owned());
+    vec![
+        RouteConfig::new("/api/identity", "identity", Access::Public, Access::Public),
+        RouteConfig::new("/api/catalog", "catalog", Access::Public, admin()),
+        RouteConfig::new("/api/basket", "basket", Access::User, Access::User),
+        // Checkout reads the basket but is the ordering service's.
+        RouteConfig::new(
+            "/api/basket/checkout",
+            "ordering",
+            Access::User,
+            Access::User,
+        ),
+        RouteConfig::new("/api/ordering", "ordering", Access::User, Access::User),
+        RouteConfig::new("/api/inventory", "inventory", Access::Public, admin()),
+        RouteConfig::new("/api/payment", "payment", admin(), admin()),
+    ]
 }
 
 /// The demo accounts seeded by default, printed at start-up.
@@ -347,5 +372,28 @@ impl Validate for Config {
         self.payment.service.validate()?;
         self.ordering.service.validate()?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shop_routes_are_the_defaults() {
+        let config = Config::default();
+        let route = |prefix: &str| {
+            config
+                .gateway
+                .gateway
+                .routes
+                .iter()
+                .find(|route| route.prefix == prefix)
+                .unwrap_or_else(|| panic!("no route {prefix}"))
+        };
+        assert_eq!(route("/api/catalog").upstream, "catalog");
+        assert_eq!(route("/api/catalog").write, Access::Role("admin".into()));
+        assert_eq!(route("/api/basket/checkout").upstream, "ordering");
+        assert_eq!(config.gateway.gateway.routes, shop_routes());
     }
 }

@@ -88,7 +88,28 @@ fn default_timeout_ms() -> u64 {
     5_000
 }
 
+impl RouteConfig {
+    /// A route with the default deadline (5 s).
+    pub fn new(
+        prefix: impl Into<String>,
+        upstream: impl Into<String>,
+        read: Access,
+        write: Access,
+    ) -> Self {
+        Self {
+            prefix: prefix.into(),
+            upstream: upstream.into(),
+            read,
+            write,
+            timeout_ms: default_timeout_ms(),
+        }
+    }
+}
+
 /// The gateway's configuration.
+///
+/// The default has no routes: the gateway knows no services, and whoever deploys it gives
+/// it its route table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GatewayConfig {
     /// The routes; the longest matching prefix wins.
@@ -99,44 +120,8 @@ pub struct GatewayConfig {
 
 impl Default for GatewayConfig {
     fn default() -> Self {
-        let route = |prefix: &str, upstream: &str, read: Access, write: Access| RouteConfig {
-            prefix: prefix.to_owned(),
-            upstream: upstream.to_owned(),
-            read,
-            write,
-            timeout_ms: default_timeout_ms(),
-        };
         Self {
-            routes: vec![
-                route("/api/identity", "identity", Access::Public, Access::Public),
-                route(
-                    "/api/catalog",
-                    "catalog",
-                    Access::Public,
-                    Access::Role("admin".to_owned()),
-                ),
-                route("/api/basket", "basket", Access::User, Access::User),
-                // Checkout reads the basket but is the ordering service's.
-                route(
-                    "/api/basket/checkout",
-                    "ordering",
-                    Access::User,
-                    Access::User,
-                ),
-                route("/api/ordering", "ordering", Access::User, Access::User),
-                route(
-                    "/api/inventory",
-                    "inventory",
-                    Access::Public,
-                    Access::Role("admin".to_owned()),
-                ),
-                route(
-                    "/api/payment",
-                    "payment",
-                    Access::Role("admin".to_owned()),
-                    Access::Role("admin".to_owned()),
-                ),
-            ],
+            routes: Vec::new(),
             body_limit_bytes: 64 * 1024,
         }
     }

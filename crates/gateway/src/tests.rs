@@ -45,27 +45,26 @@ fn fixture() -> Fixture {
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead_addr = dead.local_addr().unwrap();
     drop(dead);
-    let mut config = GatewayConfig {
+    let config = GatewayConfig {
+        routes: vec![
+            RouteConfig::new(
+                "/api/catalog",
+                "catalog",
+                Access::Public,
+                Access::Role("admin".into()),
+            ),
+            RouteConfig::new("/api/basket", "basket", Access::User, Access::User),
+            RouteConfig {
+                timeout_ms: 50,
+                ..RouteConfig::new("/api/slow", "slow", Access::Public, Access::Public)
+            },
+            RouteConfig {
+                timeout_ms: 1000,
+                ..RouteConfig::new("/api/dead", "dead", Access::Public, Access::Public)
+            },
+        ],
         body_limit_bytes: 1024,
-        ..GatewayConfig::default()
     };
-    config
-        .routes
-        .retain(|r| r.upstream == "catalog" || r.upstream == "basket");
-    config.routes.push(RouteConfig {
-        prefix: "/api/slow".into(),
-        upstream: "slow".into(),
-        read: Access::Public,
-        write: Access::Public,
-        timeout_ms: 50,
-    });
-    config.routes.push(RouteConfig {
-        prefix: "/api/dead".into(),
-        upstream: "dead".into(),
-        read: Access::Public,
-        write: Access::Public,
-        timeout_ms: 1000,
-    });
     let timeout = Duration::from_secs(2);
     let upstreams = HashMap::from([
         (
@@ -253,10 +252,28 @@ async fn drops_hop_by_hop_headers_and_limits_bodies() {
 }
 
 #[test]
-fn refuses_bad_configuration() {
+fn the_default_has_no_routes() {
+    let config = GatewayConfig::default();
+    assert!(config.routes.is_empty());
+}
+
+fn verifier() -> Arc<JwtVerifier> {
     let signer = TokenSigner::generate().unwrap();
-    let verifier = Arc::new(JwtVerifier::from_keys(signer.jwks(), "tideway", "tideway"));
-    let err = Gateway::new(&GatewayConfig::default(), HashMap::new(), verifier.clone())
+    Arc::new(JwtVerifier::from_keys(signer.jwks(), "tideway", "tideway"))
+}
+
+#[test]
+fn refuses_bad_configuration() {
+    let config = GatewayConfig {
+        routes: vec![RouteConfig::new(
+            "/api/catalog",
+            "catalog",
+            Access::Public,
+            Access::Public,
+        )],
+        ..GatewayConfig::default()
+    };
+    let err = Gateway::new(&config, HashMap::new(), verifier())
         .err()
         .unwrap();
     assert!(matches!(err, GatewayError::UnknownUpstream { .. }));
