@@ -291,6 +291,70 @@ fn bad_configuration_stops_start_up_naming_the_key() {
     assert!(stderr.contains("client_timeout_ms"), "{stderr}");
 }
 
+/// A bad route table stops start-up with exit code 2 naming the route's key, whether it
+/// comes from a file or the environment, before any service is built or port bound.
+#[test]
+fn bad_routes_stop_start_up_naming_the_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let route = |prefix: &str, timeout_ms: u64| {
+        format!(
+            "[[gateway.routes]]\nprefix = \"{prefix}\"\nupstream = \"catalog\"\n\
+             read = \"public\"\nwrite = \"public\"\ntimeout_ms = {timeout_ms}\n"
+        )
+    };
+    let cases = [
+        (
+            format!(
+                "{}{}",
+                route("/api/catalog", 1000),
+                route("/api/catalog", 1000)
+            ),
+            "gateway.routes[1].prefix",
+        ),
+        (route("/api/{id}", 1000), "gateway.routes[0].prefix"),
+        (route("/api/catalog/", 1000), "gateway.routes[0].prefix"),
+        (
+            format!("{}{}", route("/a", 1000), route("/b", 0)),
+            "gateway.routes[1].timeout_ms",
+        ),
+    ];
+    for (table, key) in cases {
+        let file = dir.path().join("routes.toml");
+        std::fs::write(&file, table).unwrap();
+        for command in ["up", "gateway"] {
+            let output = Command::new(BIN)
+                .arg("--config")
+                .arg(&file)
+                .arg(command)
+                .env("TIDEWAY_DATA_DIR", dir.path())
+                .current_dir(dir.path())
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert_eq!(output.status.code(), Some(2), "{command}, {key}: {stderr}");
+            assert!(stderr.contains(key), "{command}, {key}: {stderr}");
+        }
+    }
+    assert!(
+        !dir.path().join("catalog.db").exists(),
+        "nothing was created"
+    );
+
+    // The environment can carry a table too.
+    let output = Command::new(BIN)
+        .arg("gateway")
+        .env(
+            "TIDEWAY_GATEWAY__ROUTES",
+            r#"[{prefix="/x",upstream="catalog",read="public",write="public"},{prefix="/x",upstream="basket",read="public",write="public"}]"#,
+        )
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("gateway.routes[1].prefix"), "{stderr}");
+}
+
 /// The gateway process serves the shop and the console; the console reaches every service
 /// process over HTTP and finds it ready, and lists the checkouts just made.
 async fn console_sees_every_process(gateway: &str) {

@@ -288,6 +288,16 @@ impl Config {
     }
 }
 
+/// The services a gateway route may name as its upstream.
+const UPSTREAMS: [&str; 6] = [
+    "identity",
+    "catalog",
+    "basket",
+    "inventory",
+    "payment",
+    "ordering",
+];
+
 fn check_addr(key: &str, value: &str) -> Result<(), ConfigError> {
     value.parse::<SocketAddr>().map(|_| ()).map_err(|_| {
         ConfigError::invalid(
@@ -359,11 +369,18 @@ impl Validate for Config {
                 "a number of milliseconds from 1 to 60000",
             ));
         }
-        if self.gateway.gateway.body_limit_bytes == 0 {
-            return Err(ConfigError::invalid(
-                "gateway.body_limit_bytes",
-                "a positive number of bytes",
-            ));
+        self.gateway.gateway.validate()?;
+        for (index, route) in self.gateway.gateway.routes.iter().enumerate() {
+            if !UPSTREAMS.contains(&route.upstream.as_str()) {
+                return Err(ConfigError::invalid(
+                    format!("gateway.routes[{index}].upstream"),
+                    format!(
+                        "one of {}, found {:?}",
+                        UPSTREAMS.join(", "),
+                        route.upstream
+                    ),
+                ));
+            }
         }
         self.identity.service.validate()?;
         self.catalog.service.validate()?;
@@ -395,5 +412,42 @@ mod tests {
         assert_eq!(route("/api/catalog").write, Access::Role("admin".into()));
         assert_eq!(route("/api/basket/checkout").upstream, "ordering");
         assert_eq!(config.gateway.gateway.routes, shop_routes());
+    }
+
+    /// The key the default configuration with `change` applied is refused for.
+    fn refused_key(change: impl FnOnce(&mut Config)) -> String {
+        let mut config = Config::default();
+        change(&mut config);
+        match config.validate() {
+            Err(ConfigError::Invalid { key, .. }) => key,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_routes_are_refused_naming_the_route() {
+        Config::default().validate().unwrap();
+        fn routes(config: &mut Config) -> &mut Vec<RouteConfig> {
+            &mut config.gateway.gateway.routes
+        }
+        assert_eq!(
+            refused_key(|c| {
+                let first = routes(c)[0].clone();
+                routes(c).push(first);
+            }),
+            format!("gateway.routes[{}].prefix", shop_routes().len())
+        );
+        assert_eq!(
+            refused_key(|c| routes(c)[2].prefix = "/api/{x}".into()),
+            "gateway.routes[2].prefix"
+        );
+        assert_eq!(
+            refused_key(|c| routes(c)[1].timeout_ms = 0),
+            "gateway.routes[1].timeout_ms"
+        );
+        assert_eq!(
+            refused_key(|c| routes(c)[3].upstream = "shipping".into()),
+            "gateway.routes[3].upstream"
+        );
     }
 }

@@ -255,6 +255,7 @@ async fn drops_hop_by_hop_headers_and_limits_bodies() {
 fn the_default_has_no_routes() {
     let config = GatewayConfig::default();
     assert!(config.routes.is_empty());
+    config.validate().unwrap();
 }
 
 fn verifier() -> Arc<JwtVerifier> {
@@ -282,4 +283,91 @@ fn refuses_bad_configuration() {
         Access::try_from("role:admin".to_owned()),
         Ok(Access::Role("admin".into()))
     );
+}
+
+/// The key a configuration with `routes` is refused for, if any.
+fn refused_key(routes: Vec<RouteConfig>) -> Option<String> {
+    let config = GatewayConfig {
+        routes,
+        ..GatewayConfig::default()
+    };
+    match config.validate() {
+        Ok(()) => None,
+        Err(ConfigError::Invalid { key, .. }) => Some(key),
+        Err(other) => panic!("unexpected {other}"),
+    }
+}
+
+fn public(prefix: &str) -> RouteConfig {
+    RouteConfig::new(prefix, "catalog", Access::Public, Access::Public)
+}
+
+#[test]
+fn validation_names_the_bad_route() {
+    for prefix in [
+        "api/catalog",
+        "/api/catalog/",
+        "/",
+        "",
+        "/api/{id}",
+        "/api/x}",
+        "/api/*rest",
+        "/api/:id",
+    ] {
+        assert_eq!(
+            refused_key(vec![public("/api/ok"), public(prefix)]).as_deref(),
+            Some("gateway.routes[1].prefix"),
+            "{prefix:?}"
+        );
+    }
+    // The same prefix twice: the second is named.
+    assert_eq!(
+        refused_key(vec![public("/a"), public("/b"), public("/a")]).as_deref(),
+        Some("gateway.routes[2].prefix")
+    );
+    assert_eq!(
+        refused_key(vec![
+            public("/a"),
+            RouteConfig {
+                timeout_ms: 0,
+                ..public("/b")
+            }
+        ])
+        .as_deref(),
+        Some("gateway.routes[1].timeout_ms")
+    );
+    // A longer prefix under another is the way to refine a route, not a duplicate; a colon
+    // inside a segment is literal.
+    assert_eq!(
+        refused_key(vec![public("/api/ordering"), public("/api/ordering/sagas")]),
+        None
+    );
+    assert_eq!(refused_key(vec![public("/api/v1:beta")]), None);
+    let err = GatewayConfig {
+        body_limit_bytes: 0,
+        ..GatewayConfig::default()
+    }
+    .validate()
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("gateway.body_limit_bytes"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_duplicate_prefix_is_refused_before_the_router_is_built() {
+    let config = GatewayConfig {
+        routes: vec![public("/api/catalog"), public("/api/catalog")],
+        ..GatewayConfig::default()
+    };
+    let upstreams = HashMap::from([(
+        "catalog".to_owned(),
+        Transport::in_process("catalog", echo("catalog"), Duration::from_secs(1)),
+    )]);
+    let err = Gateway::new(&config, upstreams, verifier()).err().unwrap();
+    let GatewayError::Invalid(ConfigError::Invalid { key, .. }) = &err else {
+        panic!("unexpected {err}");
+    };
+    assert_eq!(key, "gateway.routes[1].prefix");
 }
