@@ -216,6 +216,9 @@ pub fn shop_routes() -> Vec<RouteConfig> {
             Access::User,
         ),
         RouteConfig::new("/api/ordering", "ordering", Access::User, Access::User),
+        // Every shopper's checkouts: for the operations console. The service checks the
+        // role too; the edge refuses before the request travels.
+        RouteConfig::new("/api/ordering/sagas", "ordering", admin(), admin()),
         RouteConfig::new("/api/inventory", "inventory", Access::Public, admin()),
         RouteConfig::new("/api/payment", "payment", admin(), admin()),
     ]
