@@ -1,7 +1,11 @@
 //! Prometheus metrics: one recorder per process, a middleware that counts and times every
-//! request by service, method, route template and status.
+//! request by service, method, route template and status, and the recorder's upkeep.
+//!
+//! Histogram samples pile up in the recorder until its upkeep moves them into their
+//! buckets; [`upkeep`] does that on a timer, so memory stays bounded however long the
+//! process goes unscraped. [`crate::serve::serve`] runs it for as long as it serves.
 
-use std::{sync::OnceLock, time::Instant};
+use std::{sync::OnceLock, time::Duration, time::Instant};
 
 use axum::{
     extract::{MatchedPath, Request},
@@ -11,6 +15,11 @@ use axum::{
 };
 use metrics::SharedString;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+
+/// How often [`upkeep`] drains histogram samples into their buckets when run by the server.
+pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Latency buckets in seconds: 0.5 ms to 10 s.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -39,6 +48,25 @@ pub fn render() -> String {
     let handle = prometheus();
     handle.run_upkeep();
     handle.render()
+}
+
+/// Runs the recorder's upkeep every `interval` until `shutdown` is cancelled.
+pub async fn upkeep(interval: Duration, shutdown: CancellationToken) {
+    let handle = prometheus();
+    every(interval, &shutdown, || handle.run_upkeep()).await;
+}
+
+/// Calls `tick` every `interval` (the first after one interval) until `shutdown`.
+async fn every(interval: Duration, shutdown: &CancellationToken, mut tick: impl FnMut()) {
+    let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    // A late tick is not made up for: one upkeep drains everything pending.
+    timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = timer.tick() => tick(),
+        }
+    }
 }
 
 /// The `method` label: a standard method by its name, anything else `OTHER`, so a client
@@ -103,11 +131,43 @@ pub async fn track(service: &'static str, request: Request, next: Next) -> Respo
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+
     use axum::{Router, body::Body, routing::get};
     use tower::ServiceExt;
 
     use super::*;
     use crate::http::{HttpOptions, Readiness, service_router};
+
+    #[tokio::test]
+    async fn upkeep_runs_on_its_timer_until_cancelled() {
+        let ticks = Arc::new(AtomicUsize::new(0));
+        let shutdown = CancellationToken::new();
+        let counted = ticks.clone();
+        let stop = shutdown.clone();
+        let task = tokio::spawn(async move {
+            every(Duration::from_millis(10), &stop, || {
+                counted.fetch_add(1, Ordering::Relaxed);
+            })
+            .await;
+        });
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while ticks.load(Ordering::Relaxed) < 3 {
+            assert!(Instant::now() < deadline, "the timer never ticked thrice");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(1), task)
+            .await
+            .expect("the upkeep stops once cancelled")
+            .unwrap();
+        let stopped_at = ticks.load(Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert_eq!(ticks.load(Ordering::Relaxed), stopped_at);
+    }
 
     #[tokio::test]
     async fn unknown_methods_share_one_label() {
