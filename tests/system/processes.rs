@@ -13,10 +13,8 @@ use crate::scenario;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tideway");
 
-pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
+/// What the binary prints once bound, before the address.
+const LISTENING: &str = "listening on ";
 
 /// A child process, stopped with SIGTERM when dropped.
 pub struct Proc {
@@ -39,6 +37,28 @@ impl Proc {
             .spawn()
             .unwrap();
         Self { name, child, log }
+    }
+
+    /// The base URL of the process, once it says where it listens: children bind port 0,
+    /// so no port is picked before it is bound. Fails if the process exits first or says
+    /// nothing within `deadline`.
+    pub async fn listening(&mut self, deadline: Duration) -> Result<String, String> {
+        let start = Instant::now();
+        loop {
+            if let Some(addr) = self.log().lines().find_map(|l| l.strip_prefix(LISTENING)) {
+                return Ok(format!("http://{}", addr.trim()));
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Err(format!(
+                    "{} exited with {status} before listening",
+                    self.name
+                ));
+            }
+            if start.elapsed() > deadline {
+                return Err(format!("{} not listening within {deadline:?}", self.name));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Sends SIGTERM and waits for a clean exit.
@@ -91,23 +111,16 @@ pub struct Distributed {
 impl Distributed {
     pub async fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let gateway = free_port();
-        let ports: Vec<u16> = SERVICES.iter().map(|_| free_port()).collect();
-        let url = |port: u16| format!("http://127.0.0.1:{port}");
+        // Every process binds port 0 and prints where it listens.
         let mut env: Vec<(String, String)> = vec![
             ("TIDEWAY_DATA_DIR".into(), dir.path().display().to_string()),
-            (
-                "TIDEWAY_GATEWAY__LISTEN".into(),
-                format!("127.0.0.1:{gateway}"),
-            ),
+            ("TIDEWAY_GATEWAY__LISTEN".into(), "127.0.0.1:0".into()),
         ];
-        for (service, port) in SERVICES.iter().zip(&ports) {
-            let upper = service.to_uppercase();
+        for service in SERVICES {
             env.push((
-                format!("TIDEWAY_{upper}__LISTEN"),
-                format!("127.0.0.1:{port}"),
+                format!("TIDEWAY_{}__LISTEN", service.to_uppercase()),
+                "127.0.0.1:0".into(),
             ));
-            env.push((format!("TIDEWAY_URLS__{upper}"), url(*port)));
         }
         // Distributed mode stores on PostgreSQL: a fresh database per service.
         let mut databases: Vec<TestDb> = Vec::new();
@@ -128,27 +141,45 @@ impl Distributed {
             env.push(("TIDEWAY_BUS__STREAM".into(), options.stream));
             env.push(("TIDEWAY_BUS__ROOT".into(), options.root));
         }
-        let mut procs: Vec<Proc> = SERVICES
-            .iter()
-            .map(|service| Proc::start(service, &["serve", service], &env, dir.path()))
-            .collect();
-        procs.push(Proc::start("gateway", &["gateway"], &env, dir.path()));
+        // One at a time, in SERVICES order: a service calls only those before it, so each
+        // starts knowing their URLs; the gateway starts last, knowing every one.
+        let mut procs: Vec<Proc> = Vec::new();
+        let mut urls = Vec::new();
+        for service in SERVICES.into_iter().map(Some).chain([None]) {
+            let mut proc = match service {
+                Some(service) => Proc::start(service, &["serve", service], &env, dir.path()),
+                None => Proc::start("gateway", &["gateway"], &env, dir.path()),
+            };
+            let url = proc.listening(Duration::from_secs(60)).await;
+            procs.push(proc);
+            let url = url.unwrap_or_else(|err| {
+                dump_logs(&procs);
+                panic!("{err}");
+            });
+            if let Some(service) = service {
+                env.push((
+                    format!("TIDEWAY_URLS__{}", service.to_uppercase()),
+                    url.clone(),
+                ));
+            }
+            urls.push(url);
+        }
         let this = Self {
-            gateway: url(gateway),
+            gateway: urls.last().unwrap().clone(),
             procs,
             _databases: databases,
             _nats: nats,
             _dir: dir,
         };
-        for port in ports.iter().chain([&gateway]) {
+        for url in &urls {
             let ready = tokio::time::timeout(
                 Duration::from_secs(60),
-                scenario::wait_ready(&url(*port), Duration::from_secs(60)),
+                scenario::wait_ready(url, Duration::from_secs(60)),
             )
             .await;
             if ready.is_err() {
                 this.dump_logs();
-                panic!("port {port} not ready");
+                panic!("{url} not ready");
             }
         }
         this
@@ -168,9 +199,7 @@ impl Distributed {
     }
 
     pub fn dump_logs(&self) {
-        for proc in &self.procs {
-            eprintln!("--- {} ---\n{}", proc.name, proc.log());
-        }
+        dump_logs(&self.procs);
     }
 
     /// Stops every process with SIGTERM; each must exit cleanly having logged JSON access
@@ -206,6 +235,12 @@ impl Distributed {
             lines.extend(parsed);
         }
         lines
+    }
+}
+
+fn dump_logs(procs: &[Proc]) {
+    for proc in procs {
+        eprintln!("--- {} ---\n{}", proc.name, proc.log());
     }
 }
 
