@@ -8,7 +8,7 @@ use tideway_store::{Db, DbOptions};
 
 use crate::{
     checkout::{Shopper, item_with_stock},
-    processes::{Proc, free_port},
+    processes::Proc,
     scenario,
 };
 
@@ -17,22 +17,22 @@ const ORDERS: usize = 12;
 #[tokio::test]
 async fn sigkill_mid_checkout_then_restart_settles_every_order() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
     let env = vec![
         (
             "TIDEWAY_DATA_DIR".to_owned(),
             dir.path().display().to_string(),
         ),
+        // Each start binds a port of its own and says which.
         (
             "TIDEWAY_GATEWAY__LISTEN".to_owned(),
-            format!("127.0.0.1:{port}"),
+            "127.0.0.1:0".to_owned(),
         ),
         // A slow provider keeps sagas in flight when the process dies.
         ("TIDEWAY_PAYMENT__LATENCY_MS".to_owned(), "150".to_owned()),
     ];
 
-    let first = Proc::start("tideway", &["up"], &env, dir.path());
+    let mut first = Proc::start("tideway", &["up"], &env, dir.path());
+    let base = first.listening(Duration::from_secs(60)).await.unwrap();
     scenario::wait_ready(&base, Duration::from_secs(60)).await;
     let (item, _) = item_with_stock(&base, ORDERS as i64 + 5).await;
     let mut shoppers = Vec::new();
@@ -57,8 +57,13 @@ async fn sigkill_mid_checkout_then_restart_settles_every_order() {
     // Killed at once: sagas are mid-flight, replies sit in outboxes.
     drop(first);
 
-    let second = Proc::start("tideway", &["up"], &env, dir.path());
+    let mut second = Proc::start("tideway", &["up"], &env, dir.path());
+    let base = second.listening(Duration::from_secs(60)).await.unwrap();
     scenario::wait_ready(&base, Duration::from_secs(60)).await;
+    // The buyers come back to the restarted shop.
+    for shopper in &mut shoppers {
+        shopper.base.clone_from(&base);
+    }
     let open = |name: &str| {
         let url = format!("sqlite://{}/{name}.db", dir.path().display());
         async move { Db::connect(&url, DbOptions::default()).await.unwrap() }

@@ -96,3 +96,55 @@ async fn restart_keeps_data_and_does_not_reseed() {
     assert_eq!(totals[0], totals[1], "no second seeding");
     assert_eq!(key_ids[0], key_ids[1], "the signing key is persisted");
 }
+
+/// The checkout sagas of every shopper are for admins at the edge: a customer is refused by
+/// the gateway before the request reaches the ordering service, an admin gets the list.
+#[tokio::test]
+async fn sagas_are_for_admins_at_the_gateway() {
+    let data = tempfile::tempdir().unwrap();
+    let app = App::embedded(&embedded_config(data.path())).await.unwrap();
+    let base = format!("http://{}", app.local_addr().unwrap());
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    scenario::wait_ready(&base, Duration::from_secs(10)).await;
+
+    let http = reqwest::Client::new();
+    let customer = scenario::login(&http, &base, "demo@tideway.local", "tideway-demo-1").await;
+    let admin = scenario::login(&http, &base, "admin@tideway.local", "tideway-admin-1").await;
+    let sagas = |token: String| {
+        http.get(format!("{base}/api/ordering/sagas"))
+            .bearer_auth(token)
+            .send()
+    };
+    let refused = sagas(customer).await.unwrap();
+    assert_eq!(refused.status(), 403);
+    let problem: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(problem["type"], "/problems/forbidden", "{problem}");
+    let listed = sagas(admin).await.unwrap();
+    assert_eq!(listed.status(), 200);
+    let page: serde_json::Value = listed.json().await.unwrap();
+    assert!(page["items"].is_array(), "{page}");
+
+    // Every service of this process records into one registry: the ordering service
+    // answered the admin only.
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let series = |service: &str, status: u16| {
+        format!(
+            "tideway_http_requests_total{{service=\"{service}\",method=\"GET\",\
+             route=\"/api/ordering/sagas\",status=\"{status}\"}} 1"
+        )
+    };
+    assert!(metrics.contains(&series("gateway", 403)), "{metrics}");
+    assert!(metrics.contains(&series("ordering", 200)), "{metrics}");
+    assert!(!metrics.contains(&series("ordering", 403)), "{metrics}");
+
+    shutdown.cancel();
+    server.await.unwrap().unwrap();
+}

@@ -13,10 +13,8 @@ use crate::scenario;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tideway");
 
-pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
+/// What the binary prints once bound, before the address.
+const LISTENING: &str = "listening on ";
 
 /// A child process, stopped with SIGTERM when dropped.
 pub struct Proc {
@@ -39,6 +37,28 @@ impl Proc {
             .spawn()
             .unwrap();
         Self { name, child, log }
+    }
+
+    /// The base URL of the process, once it says where it listens: children bind port 0,
+    /// so no port is picked before it is bound. Fails if the process exits first or says
+    /// nothing within `deadline`.
+    pub async fn listening(&mut self, deadline: Duration) -> Result<String, String> {
+        let start = Instant::now();
+        loop {
+            if let Some(addr) = self.log().lines().find_map(|l| l.strip_prefix(LISTENING)) {
+                return Ok(format!("http://{}", addr.trim()));
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Err(format!(
+                    "{} exited with {status} before listening",
+                    self.name
+                ));
+            }
+            if start.elapsed() > deadline {
+                return Err(format!("{} not listening within {deadline:?}", self.name));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Sends SIGTERM and waits for a clean exit.
@@ -91,23 +111,16 @@ pub struct Distributed {
 impl Distributed {
     pub async fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let gateway = free_port();
-        let ports: Vec<u16> = SERVICES.iter().map(|_| free_port()).collect();
-        let url = |port: u16| format!("http://127.0.0.1:{port}");
+        // Every process binds port 0 and prints where it listens.
         let mut env: Vec<(String, String)> = vec![
             ("TIDEWAY_DATA_DIR".into(), dir.path().display().to_string()),
-            (
-                "TIDEWAY_GATEWAY__LISTEN".into(),
-                format!("127.0.0.1:{gateway}"),
-            ),
+            ("TIDEWAY_GATEWAY__LISTEN".into(), "127.0.0.1:0".into()),
         ];
-        for (service, port) in SERVICES.iter().zip(&ports) {
-            let upper = service.to_uppercase();
+        for service in SERVICES {
             env.push((
-                format!("TIDEWAY_{upper}__LISTEN"),
-                format!("127.0.0.1:{port}"),
+                format!("TIDEWAY_{}__LISTEN", service.to_uppercase()),
+                "127.0.0.1:0".into(),
             ));
-            env.push((format!("TIDEWAY_URLS__{upper}"), url(*port)));
         }
         // Distributed mode stores on PostgreSQL: a fresh database per service.
         let mut databases: Vec<TestDb> = Vec::new();
@@ -128,27 +141,45 @@ impl Distributed {
             env.push(("TIDEWAY_BUS__STREAM".into(), options.stream));
             env.push(("TIDEWAY_BUS__ROOT".into(), options.root));
         }
-        let mut procs: Vec<Proc> = SERVICES
-            .iter()
-            .map(|service| Proc::start(service, &["serve", service], &env, dir.path()))
-            .collect();
-        procs.push(Proc::start("gateway", &["gateway"], &env, dir.path()));
+        // One at a time, in SERVICES order: a service calls only those before it, so each
+        // starts knowing their URLs; the gateway starts last, knowing every one.
+        let mut procs: Vec<Proc> = Vec::new();
+        let mut urls = Vec::new();
+        for service in SERVICES.into_iter().map(Some).chain([None]) {
+            let mut proc = match service {
+                Some(service) => Proc::start(service, &["serve", service], &env, dir.path()),
+                None => Proc::start("gateway", &["gateway"], &env, dir.path()),
+            };
+            let url = proc.listening(Duration::from_secs(60)).await;
+            procs.push(proc);
+            let url = url.unwrap_or_else(|err| {
+                dump_logs(&procs);
+                panic!("{err}");
+            });
+            if let Some(service) = service {
+                env.push((
+                    format!("TIDEWAY_URLS__{}", service.to_uppercase()),
+                    url.clone(),
+                ));
+            }
+            urls.push(url);
+        }
         let this = Self {
-            gateway: url(gateway),
+            gateway: urls.last().unwrap().clone(),
             procs,
             _databases: databases,
             _nats: nats,
             _dir: dir,
         };
-        for port in ports.iter().chain([&gateway]) {
+        for url in &urls {
             let ready = tokio::time::timeout(
                 Duration::from_secs(60),
-                scenario::wait_ready(&url(*port), Duration::from_secs(60)),
+                scenario::wait_ready(url, Duration::from_secs(60)),
             )
             .await;
             if ready.is_err() {
                 this.dump_logs();
-                panic!("port {port} not ready");
+                panic!("{url} not ready");
             }
         }
         this
@@ -168,9 +199,7 @@ impl Distributed {
     }
 
     pub fn dump_logs(&self) {
-        for proc in &self.procs {
-            eprintln!("--- {} ---\n{}", proc.name, proc.log());
-        }
+        dump_logs(&self.procs);
     }
 
     /// Stops every process with SIGTERM; each must exit cleanly having logged JSON access
@@ -206,6 +235,12 @@ impl Distributed {
             lines.extend(parsed);
         }
         lines
+    }
+}
+
+fn dump_logs(procs: &[Proc]) {
+    for proc in procs {
+        eprintln!("--- {} ---\n{}", proc.name, proc.log());
     }
 }
 
@@ -304,6 +339,70 @@ fn bad_configuration_stops_start_up_naming_the_key() {
         !stderr.contains("secret"),
         "no password in errors: {stderr}"
     );
+}
+
+/// A bad route table stops start-up with exit code 2 naming the route's key, whether it
+/// comes from a file or the environment, before any service is built or port bound.
+#[test]
+fn bad_routes_stop_start_up_naming_the_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let route = |prefix: &str, timeout_ms: u64| {
+        format!(
+            "[[gateway.routes]]\nprefix = \"{prefix}\"\nupstream = \"catalog\"\n\
+             read = \"public\"\nwrite = \"public\"\ntimeout_ms = {timeout_ms}\n"
+        )
+    };
+    let cases = [
+        (
+            format!(
+                "{}{}",
+                route("/api/catalog", 1000),
+                route("/api/catalog", 1000)
+            ),
+            "gateway.routes[1].prefix",
+        ),
+        (route("/api/{id}", 1000), "gateway.routes[0].prefix"),
+        (route("/api/catalog/", 1000), "gateway.routes[0].prefix"),
+        (
+            format!("{}{}", route("/a", 1000), route("/b", 0)),
+            "gateway.routes[1].timeout_ms",
+        ),
+    ];
+    for (table, key) in cases {
+        let file = dir.path().join("routes.toml");
+        std::fs::write(&file, table).unwrap();
+        for command in ["up", "gateway"] {
+            let output = Command::new(BIN)
+                .arg("--config")
+                .arg(&file)
+                .arg(command)
+                .env("TIDEWAY_DATA_DIR", dir.path())
+                .current_dir(dir.path())
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert_eq!(output.status.code(), Some(2), "{command}, {key}: {stderr}");
+            assert!(stderr.contains(key), "{command}, {key}: {stderr}");
+        }
+    }
+    assert!(
+        !dir.path().join("catalog.db").exists(),
+        "nothing was created"
+    );
+
+    // The environment can carry a table too.
+    let output = Command::new(BIN)
+        .arg("gateway")
+        .env(
+            "TIDEWAY_GATEWAY__ROUTES",
+            r#"[{prefix="/x",upstream="catalog",read="public",write="public"},{prefix="/x",upstream="basket",read="public",write="public"}]"#,
+        )
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("gateway.routes[1].prefix"), "{stderr}");
 }
 
 /// The gateway process serves the shop and the console; the console reaches every service

@@ -8,6 +8,7 @@
 use std::{net::SocketAddr, path::PathBuf};
 
 use serde::{Deserialize, Serialize};
+use tideway_gateway::{Access, RouteConfig};
 use tideway_runtime::{
     config::{ConfigError, Validate},
     telemetry::LogFormat,
@@ -161,7 +162,10 @@ impl Default for Config {
             demo_users: true,
             gateway: GatewaySection {
                 listen: "127.0.0.1:8080".to_owned(),
-                gateway: tideway_gateway::GatewayConfig::default(),
+                gateway: tideway_gateway::GatewayConfig {
+                    routes: shop_routes(),
+                    ..tideway_gateway::GatewayConfig::default()
+                },
             },
             identity: Section {
                 listen: "127.0.0.1:8081".to_owned(),
@@ -195,6 +199,30 @@ impl Default for Config {
             },
         }
     }
+}
+
+/// The shop's route table: which service answers under each prefix (the longest matching
+/// prefix wins), and who may read and write there.
+pub fn shop_routes() -> Vec<RouteConfig> {
+    let admin = || Access::Role("admin".to_owned());
+    vec![
+        RouteConfig::new("/api/identity", "identity", Access::Public, Access::Public),
+        RouteConfig::new("/api/catalog", "catalog", Access::Public, admin()),
+        RouteConfig::new("/api/basket", "basket", Access::User, Access::User),
+        // Checkout reads the basket but is the ordering service's.
+        RouteConfig::new(
+            "/api/basket/checkout",
+            "ordering",
+            Access::User,
+            Access::User,
+        ),
+        RouteConfig::new("/api/ordering", "ordering", Access::User, Access::User),
+        // Every shopper's checkouts: for the operations console. The service checks the
+        // role too; the edge refuses before the request travels.
+        RouteConfig::new("/api/ordering/sagas", "ordering", admin(), admin()),
+        RouteConfig::new("/api/inventory", "inventory", Access::Public, admin()),
+        RouteConfig::new("/api/payment", "payment", admin(), admin()),
+    ]
 }
 
 /// The demo accounts seeded by default, printed at start-up.
@@ -268,6 +296,16 @@ impl Config {
     }
 }
 
+/// The services a gateway route may name as its upstream.
+const UPSTREAMS: [&str; 6] = [
+    "identity",
+    "catalog",
+    "basket",
+    "inventory",
+    "payment",
+    "ordering",
+];
+
 fn check_addr(key: &str, value: &str) -> Result<(), ConfigError> {
     value.parse::<SocketAddr>().map(|_| ()).map_err(|_| {
         ConfigError::invalid(
@@ -339,11 +377,18 @@ impl Validate for Config {
                 "a number of milliseconds from 1 to 60000",
             ));
         }
-        if self.gateway.gateway.body_limit_bytes == 0 {
-            return Err(ConfigError::invalid(
-                "gateway.body_limit_bytes",
-                "a positive number of bytes",
-            ));
+        self.gateway.gateway.validate()?;
+        for (index, route) in self.gateway.gateway.routes.iter().enumerate() {
+            if !UPSTREAMS.contains(&route.upstream.as_str()) {
+                return Err(ConfigError::invalid(
+                    format!("gateway.routes[{index}].upstream"),
+                    format!(
+                        "one of {}, found {:?}",
+                        UPSTREAMS.join(", "),
+                        route.upstream
+                    ),
+                ));
+            }
         }
         self.identity.service.validate()?;
         self.catalog.service.validate()?;
@@ -352,5 +397,65 @@ impl Validate for Config {
         self.payment.service.validate()?;
         self.ordering.service.validate()?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shop_routes_are_the_defaults() {
+        let config = Config::default();
+        let route = |prefix: &str| {
+            config
+                .gateway
+                .gateway
+                .routes
+                .iter()
+                .find(|route| route.prefix == prefix)
+                .unwrap_or_else(|| panic!("no route {prefix}"))
+        };
+        assert_eq!(route("/api/catalog").upstream, "catalog");
+        assert_eq!(route("/api/catalog").write, Access::Role("admin".into()));
+        assert_eq!(route("/api/basket/checkout").upstream, "ordering");
+        assert_eq!(config.gateway.gateway.routes, shop_routes());
+    }
+
+    /// The key the default configuration with `change` applied is refused for.
+    fn refused_key(change: impl FnOnce(&mut Config)) -> String {
+        let mut config = Config::default();
+        change(&mut config);
+        match config.validate() {
+            Err(ConfigError::Invalid { key, .. }) => key,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_routes_are_refused_naming_the_route() {
+        Config::default().validate().unwrap();
+        fn routes(config: &mut Config) -> &mut Vec<RouteConfig> {
+            &mut config.gateway.gateway.routes
+        }
+        assert_eq!(
+            refused_key(|c| {
+                let first = routes(c)[0].clone();
+                routes(c).push(first);
+            }),
+            format!("gateway.routes[{}].prefix", shop_routes().len())
+        );
+        assert_eq!(
+            refused_key(|c| routes(c)[2].prefix = "/api/{x}".into()),
+            "gateway.routes[2].prefix"
+        );
+        assert_eq!(
+            refused_key(|c| routes(c)[1].timeout_ms = 0),
+            "gateway.routes[1].timeout_ms"
+        );
+        assert_eq!(
+            refused_key(|c| routes(c)[3].upstream = "shipping".into()),
+            "gateway.routes[3].upstream"
+        );
     }
 }

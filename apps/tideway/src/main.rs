@@ -95,6 +95,8 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Load(_) | Command::BenchUpstream(_) => anyhow::bail!("handled before"),
     };
     let addr = app.local_addr()?;
+    // For whoever started this process on port 0 (`127.0.0.1:0`): where it is, once bound.
+    println!("listening on {addr}");
     let ready_ms = started.elapsed().as_millis();
     tracing::info!(%addr, role, ready_ms, "tideway is listening");
     println!("\nTideway: {role} on http://{addr} (ready in {ready_ms} ms)");

@@ -24,6 +24,7 @@ use tideway_runtime::{
     Problem,
     auth::{AuthError, JwtVerifier, bearer},
     client::{ClientError, Transport},
+    config::{ConfigError, Validate},
     http::{HttpOptions, Readiness, service_router},
 };
 
@@ -88,7 +89,28 @@ fn default_timeout_ms() -> u64 {
     5_000
 }
 
+impl RouteConfig {
+    /// A route with the default deadline (5 s).
+    pub fn new(
+        prefix: impl Into<String>,
+        upstream: impl Into<String>,
+        read: Access,
+        write: Access,
+    ) -> Self {
+        Self {
+            prefix: prefix.into(),
+            upstream: upstream.into(),
+            read,
+            write,
+            timeout_ms: default_timeout_ms(),
+        }
+    }
+}
+
 /// The gateway's configuration.
+///
+/// The default has no routes: the gateway knows no services, and whoever deploys it gives
+/// it its route table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GatewayConfig {
     /// The routes; the longest matching prefix wins.
@@ -99,47 +121,64 @@ pub struct GatewayConfig {
 
 impl Default for GatewayConfig {
     fn default() -> Self {
-        let route = |prefix: &str, upstream: &str, read: Access, write: Access| RouteConfig {
-            prefix: prefix.to_owned(),
-            upstream: upstream.to_owned(),
-            read,
-            write,
-            timeout_ms: default_timeout_ms(),
-        };
         Self {
-            routes: vec![
-                route("/api/identity", "identity", Access::Public, Access::Public),
-                route(
-                    "/api/catalog",
-                    "catalog",
-                    Access::Public,
-                    Access::Role("admin".to_owned()),
-                ),
-                route("/api/basket", "basket", Access::User, Access::User),
-                // Checkout reads the basket but is the ordering service's.
-                route(
-                    "/api/basket/checkout",
-                    "ordering",
-                    Access::User,
-                    Access::User,
-                ),
-                route("/api/ordering", "ordering", Access::User, Access::User),
-                route(
-                    "/api/inventory",
-                    "inventory",
-                    Access::Public,
-                    Access::Role("admin".to_owned()),
-                ),
-                route(
-                    "/api/payment",
-                    "payment",
-                    Access::Role("admin".to_owned()),
-                    Access::Role("admin".to_owned()),
-                ),
-            ],
+            routes: Vec::new(),
             body_limit_bytes: 64 * 1024,
         }
     }
+}
+
+/// Keys are named as in the `gateway` section of Tideway's configuration:
+/// `gateway.routes[2].prefix`.
+impl Validate for GatewayConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.body_limit_bytes == 0 {
+            return Err(ConfigError::invalid(
+                "gateway.body_limit_bytes",
+                "a positive number of bytes",
+            ));
+        }
+        let mut seen: HashMap<&str, usize> = HashMap::with_capacity(self.routes.len());
+        for (index, route) in self.routes.iter().enumerate() {
+            let key = |field: &str| format!("gateway.routes[{index}].{field}");
+            if !is_plain_prefix(&route.prefix) {
+                return Err(ConfigError::invalid(
+                    key("prefix"),
+                    format!(
+                        "a path such as /api/catalog (starting with `/`, not ending with `/`, \
+                         without `{{`, `}}` or `*`, no segment starting with `:`), found {:?}",
+                        route.prefix
+                    ),
+                ));
+            }
+            if let Some(first) = seen.insert(&route.prefix, index) {
+                return Err(ConfigError::invalid(
+                    key("prefix"),
+                    format!(
+                        "a prefix of one route only, found {:?}, the prefix of \
+                         gateway.routes[{first}] too",
+                        route.prefix
+                    ),
+                ));
+            }
+            if route.timeout_ms == 0 {
+                return Err(ConfigError::invalid(
+                    key("timeout_ms"),
+                    "a positive number of milliseconds",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `prefix` is a literal path the router can take as it is: the router reads `{…}`
+/// and `*` as captures and refuses segments starting with `:`.
+fn is_plain_prefix(prefix: &str) -> bool {
+    prefix.starts_with('/')
+        && !prefix.ends_with('/')
+        && !prefix.contains(['{', '}', '*'])
+        && !prefix.split('/').any(|segment| segment.starts_with(':'))
 }
 
 /// A configuration the gateway cannot run with.
@@ -153,9 +192,9 @@ pub enum GatewayError {
         /// The missing upstream.
         upstream: String,
     },
-    /// A prefix is not an absolute path without a trailing slash.
-    #[error("route prefix {0:?} must start with `/` and not end with `/`")]
-    BadPrefix(String),
+    /// A value is not acceptable (a malformed or duplicate prefix, a zero deadline).
+    #[error("the gateway configuration is invalid")]
+    Invalid(#[from] ConfigError),
 }
 
 struct Route {
@@ -181,17 +220,16 @@ pub struct Gateway {
 
 impl Gateway {
     /// A gateway for `config`, reaching each upstream named in the routes through
-    /// `upstreams` and verifying tokens with `verifier`.
+    /// `upstreams` and verifying tokens with `verifier`. Refuses a configuration that does
+    /// not [validate](Validate::validate).
     pub fn new(
         config: &GatewayConfig,
         upstreams: HashMap<String, Transport>,
         verifier: Arc<JwtVerifier>,
     ) -> Result<Self, GatewayError> {
+        config.validate()?;
         let mut routes = Vec::with_capacity(config.routes.len());
         for route in &config.routes {
-            if !route.prefix.starts_with('/') || route.prefix.ends_with('/') {
-                return Err(GatewayError::BadPrefix(route.prefix.clone()));
-            }
             let upstream = upstreams.get(&route.upstream).cloned().ok_or_else(|| {
                 GatewayError::UnknownUpstream {
                     prefix: route.prefix.clone(),

@@ -45,27 +45,26 @@ fn fixture() -> Fixture {
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead_addr = dead.local_addr().unwrap();
     drop(dead);
-    let mut config = GatewayConfig {
+    let config = GatewayConfig {
+        routes: vec![
+            RouteConfig::new(
+                "/api/catalog",
+                "catalog",
+                Access::Public,
+                Access::Role("admin".into()),
+            ),
+            RouteConfig::new("/api/basket", "basket", Access::User, Access::User),
+            RouteConfig {
+                timeout_ms: 50,
+                ..RouteConfig::new("/api/slow", "slow", Access::Public, Access::Public)
+            },
+            RouteConfig {
+                timeout_ms: 1000,
+                ..RouteConfig::new("/api/dead", "dead", Access::Public, Access::Public)
+            },
+        ],
         body_limit_bytes: 1024,
-        ..GatewayConfig::default()
     };
-    config
-        .routes
-        .retain(|r| r.upstream == "catalog" || r.upstream == "basket");
-    config.routes.push(RouteConfig {
-        prefix: "/api/slow".into(),
-        upstream: "slow".into(),
-        read: Access::Public,
-        write: Access::Public,
-        timeout_ms: 50,
-    });
-    config.routes.push(RouteConfig {
-        prefix: "/api/dead".into(),
-        upstream: "dead".into(),
-        read: Access::Public,
-        write: Access::Public,
-        timeout_ms: 1000,
-    });
     let timeout = Duration::from_secs(2);
     let upstreams = HashMap::from([
         (
@@ -253,10 +252,29 @@ async fn drops_hop_by_hop_headers_and_limits_bodies() {
 }
 
 #[test]
-fn refuses_bad_configuration() {
+fn the_default_has_no_routes() {
+    let config = GatewayConfig::default();
+    assert!(config.routes.is_empty());
+    config.validate().unwrap();
+}
+
+fn verifier() -> Arc<JwtVerifier> {
     let signer = TokenSigner::generate().unwrap();
-    let verifier = Arc::new(JwtVerifier::from_keys(signer.jwks(), "tideway", "tideway"));
-    let err = Gateway::new(&GatewayConfig::default(), HashMap::new(), verifier.clone())
+    Arc::new(JwtVerifier::from_keys(signer.jwks(), "tideway", "tideway"))
+}
+
+#[test]
+fn refuses_bad_configuration() {
+    let config = GatewayConfig {
+        routes: vec![RouteConfig::new(
+            "/api/catalog",
+            "catalog",
+            Access::Public,
+            Access::Public,
+        )],
+        ..GatewayConfig::default()
+    };
+    let err = Gateway::new(&config, HashMap::new(), verifier())
         .err()
         .unwrap();
     assert!(matches!(err, GatewayError::UnknownUpstream { .. }));
@@ -265,4 +283,91 @@ fn refuses_bad_configuration() {
         Access::try_from("role:admin".to_owned()),
         Ok(Access::Role("admin".into()))
     );
+}
+
+/// The key a configuration with `routes` is refused for, if any.
+fn refused_key(routes: Vec<RouteConfig>) -> Option<String> {
+    let config = GatewayConfig {
+        routes,
+        ..GatewayConfig::default()
+    };
+    match config.validate() {
+        Ok(()) => None,
+        Err(ConfigError::Invalid { key, .. }) => Some(key),
+        Err(other) => panic!("unexpected {other}"),
+    }
+}
+
+fn public(prefix: &str) -> RouteConfig {
+    RouteConfig::new(prefix, "catalog", Access::Public, Access::Public)
+}
+
+#[test]
+fn validation_names_the_bad_route() {
+    for prefix in [
+        "api/catalog",
+        "/api/catalog/",
+        "/",
+        "",
+        "/api/{id}",
+        "/api/x}",
+        "/api/*rest",
+        "/api/:id",
+    ] {
+        assert_eq!(
+            refused_key(vec![public("/api/ok"), public(prefix)]).as_deref(),
+            Some("gateway.routes[1].prefix"),
+            "{prefix:?}"
+        );
+    }
+    // The same prefix twice: the second is named.
+    assert_eq!(
+        refused_key(vec![public("/a"), public("/b"), public("/a")]).as_deref(),
+        Some("gateway.routes[2].prefix")
+    );
+    assert_eq!(
+        refused_key(vec![
+            public("/a"),
+            RouteConfig {
+                timeout_ms: 0,
+                ..public("/b")
+            }
+        ])
+        .as_deref(),
+        Some("gateway.routes[1].timeout_ms")
+    );
+    // A longer prefix under another is the way to refine a route, not a duplicate; a colon
+    // inside a segment is literal.
+    assert_eq!(
+        refused_key(vec![public("/api/ordering"), public("/api/ordering/sagas")]),
+        None
+    );
+    assert_eq!(refused_key(vec![public("/api/v1:beta")]), None);
+    let err = GatewayConfig {
+        body_limit_bytes: 0,
+        ..GatewayConfig::default()
+    }
+    .validate()
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("gateway.body_limit_bytes"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_duplicate_prefix_is_refused_before_the_router_is_built() {
+    let config = GatewayConfig {
+        routes: vec![public("/api/catalog"), public("/api/catalog")],
+        ..GatewayConfig::default()
+    };
+    let upstreams = HashMap::from([(
+        "catalog".to_owned(),
+        Transport::in_process("catalog", echo("catalog"), Duration::from_secs(1)),
+    )]);
+    let err = Gateway::new(&config, upstreams, verifier()).err().unwrap();
+    let GatewayError::Invalid(ConfigError::Invalid { key, .. }) = &err else {
+        panic!("unexpected {err}");
+    };
+    assert_eq!(key, "gateway.routes[1].prefix");
 }

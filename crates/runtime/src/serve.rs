@@ -4,7 +4,7 @@ use std::{future::IntoFuture, net::SocketAddr, time::Duration};
 
 use axum::Router;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 /// How long in-flight requests may run once shutdown begins.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
@@ -46,8 +46,29 @@ pub async fn bind(addr: &str) -> std::io::Result<TcpListener> {
 }
 
 /// Serves `router` on `listener` until `shutdown` is cancelled, then stops accepting and
-/// lets in-flight requests finish for at most `grace`.
+/// lets in-flight requests finish for at most `grace`. The metrics recorder's
+/// [upkeep](crate::metrics::upkeep) runs meanwhile and stops when serving ends.
 pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let tasks = TaskTracker::new();
+    // Not `shutdown`: requests finishing in the grace period still record.
+    let stop_upkeep = CancellationToken::new();
+    tasks.spawn(crate::metrics::upkeep(
+        crate::metrics::UPKEEP_INTERVAL,
+        stop_upkeep.clone(),
+    ));
+    tasks.close();
+    let result = serve_until(listener, router, shutdown, grace).await;
+    stop_upkeep.cancel();
+    tasks.wait().await;
+    result
+}
+
+async fn serve_until(
     listener: TcpListener,
     router: Router,
     shutdown: CancellationToken,
@@ -74,6 +95,43 @@ mod tests {
     use super::*;
     use axum::routing::get;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Waits until `count()` is `expected`, failing after a second.
+    async fn until(expected: usize, count: impl Fn() -> usize) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(1);
+        while count() != expected {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} tasks alive, not {expected}",
+                count()
+            );
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// The upkeep is the server's own task: none is left once serving ends.
+    #[tokio::test]
+    async fn no_task_outlives_serving() {
+        let metrics = tokio::runtime::Handle::current().metrics();
+        let alive = || metrics.num_alive_tasks();
+        let before = alive();
+        let listener = bind("127.0.0.1:0").await.unwrap();
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(serve(
+            listener,
+            Router::new(),
+            shutdown.clone(),
+            Duration::from_secs(1),
+        ));
+        let deadline = std::time::Instant::now() + Duration::from_secs(1);
+        while alive() < before + 2 {
+            assert!(std::time::Instant::now() < deadline, "the server started");
+            tokio::task::yield_now().await;
+        }
+        shutdown.cancel();
+        server.await.unwrap().unwrap();
+        until(before, alive).await;
+    }
 
     #[tokio::test]
     async fn in_flight_requests_finish_after_shutdown_begins() {
