@@ -98,6 +98,21 @@ pub struct Urls {
     pub ordering: String,
 }
 
+impl Urls {
+    /// The base URL of `service`.
+    pub fn of(&self, service: crate::ServiceName) -> &str {
+        use crate::ServiceName as S;
+        match service {
+            S::Identity => &self.identity,
+            S::Catalog => &self.catalog,
+            S::Basket => &self.basket,
+            S::Inventory => &self.inventory,
+            S::Payment => &self.payment,
+            S::Ordering => &self.ordering,
+        }
+    }
+}
+
 /// The gateway's section.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GatewaySection {
@@ -287,6 +302,19 @@ impl Config {
         }
         if let Some(file) = &mut self.identity.service.signing_key_file {
             *file = PathBuf::from(file.display().to_string().replace("{data_dir}", dir));
+        }
+    }
+
+    /// Where `service` listens when run alone.
+    pub fn listen_of(&self, service: crate::ServiceName) -> &str {
+        use crate::ServiceName as S;
+        match service {
+            S::Identity => &self.identity.listen,
+            S::Catalog => &self.catalog.listen,
+            S::Basket => &self.basket.listen,
+            S::Inventory => &self.inventory.listen,
+            S::Payment => &self.payment.listen,
+            S::Ordering => &self.ordering.listen,
         }
     }
 

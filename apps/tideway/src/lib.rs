@@ -46,6 +46,21 @@ pub enum ServiceName {
 }
 
 impl ServiceName {
+    /// Every service, in the order they start: each after the services it calls.
+    pub const ALL: [Self; 6] = [
+        Self::Identity,
+        Self::Catalog,
+        Self::Basket,
+        Self::Inventory,
+        Self::Payment,
+        Self::Ordering,
+    ];
+
+    /// Whether the service publishes or consumes events.
+    fn needs_bus(self) -> bool {
+        !matches!(self, Self::Identity | Self::Catalog)
+    }
+
     /// The service's name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -67,6 +82,157 @@ enum Stoppable {
     Bus(Arc<dyn Bus>),
 }
 
+/// One built service, whichever it is: the same build serves both shapes.
+enum Built {
+    Identity(tideway_identity::Identity),
+    Catalog(tideway_catalog::Catalog),
+    Basket(tideway_basket::Basket),
+    Inventory(tideway_inventory::Inventory),
+    Payment(tideway_payment::Payment),
+    Ordering(tideway_ordering::Ordering),
+}
+
+impl Built {
+    fn router(&self) -> Router {
+        match self {
+            Self::Identity(service) => service.router(),
+            Self::Catalog(service) => service.router(),
+            Self::Basket(service) => service.router(),
+            Self::Inventory(service) => service.router(),
+            Self::Payment(service) => service.router(),
+            Self::Ordering(service) => service.router(),
+        }
+    }
+
+    fn db(&self) -> &Db {
+        match self {
+            Self::Identity(service) => service.db(),
+            Self::Catalog(service) => service.db(),
+            Self::Basket(service) => service.db(),
+            Self::Inventory(service) => service.db(),
+            Self::Payment(service) => service.db(),
+            Self::Ordering(service) => service.db(),
+        }
+    }
+
+    /// Its background work (outbox relays, consumers, sweepers), stopped after serving.
+    fn stoppable(&self) -> Option<Stoppable> {
+        match self {
+            Self::Inventory(service) => Some(Stoppable::Inventory(service.clone())),
+            Self::Payment(service) => Some(Stoppable::Payment(service.clone())),
+            Self::Ordering(service) => Some(Stoppable::Ordering(service.clone())),
+            Self::Identity(_) | Self::Catalog(_) | Self::Basket(_) => None,
+        }
+    }
+}
+
+/// How a service being built reaches the services it calls and checks tokens.
+enum Peers {
+    /// In this process: the routers of the services built before it, and the identity
+    /// service's own verifier.
+    InProcess {
+        routers: HashMap<&'static str, Router>,
+        verifier: Option<Arc<JwtVerifier>>,
+    },
+    /// Over HTTP at `config.urls`, with the identity service's published keys.
+    Remote,
+}
+
+impl Peers {
+    /// A transport to `service`.
+    fn transport(&self, config: &Config, service: ServiceName) -> anyhow::Result<Transport> {
+        let timeout = config.client_timeout();
+        let name = service.as_str();
+        match self {
+            Self::InProcess { routers, .. } => {
+                let router = routers
+                    .get(name)
+                    .with_context(|| format!("the {name} service is built after its callers"))?;
+                Ok(Transport::in_process(name, router.clone(), timeout))
+            }
+            Self::Remote => Ok(Transport::http(name, config.urls.of(service), timeout)?),
+        }
+    }
+
+    /// The verifier of access tokens.
+    fn verifier(&self, config: &Config) -> anyhow::Result<Arc<JwtVerifier>> {
+        match self {
+            Self::InProcess { verifier, .. } => verifier
+                .clone()
+                .context("the identity service is built before the services it verifies for"),
+            Self::Remote => remote_verifier(config),
+        }
+    }
+}
+
+/// Builds `name` (connects, migrates, seeds, starts its background work), reaching the
+/// services it calls through `peers` and the bus through `bus`.
+async fn build(
+    config: &Config,
+    name: ServiceName,
+    peers: &Peers,
+    bus: Option<&Arc<dyn Bus>>,
+) -> anyhow::Result<Built> {
+    let bus = || {
+        bus.cloned()
+            .with_context(|| format!("the {} service needs the bus", name.as_str()))
+    };
+    let context = || format!("starting the {} service", name.as_str());
+    let built = match name {
+        ServiceName::Identity => Built::Identity(
+            tideway_identity::Identity::build(&config.identity.service)
+                .await
+                .with_context(context)?,
+        ),
+        ServiceName::Catalog => Built::Catalog(
+            tideway_catalog::Catalog::build(&config.catalog.service, peers.verifier(config)?)
+                .await
+                .with_context(context)?,
+        ),
+        ServiceName::Basket => {
+            let basket = tideway_basket::Basket::build(
+                &config.basket.service,
+                CatalogClient::new(peers.transport(config, ServiceName::Catalog)?),
+                peers.verifier(config)?,
+            )
+            .await
+            .with_context(context)?;
+            basket.subscribe(bus()?).await.with_context(context)?;
+            Built::Basket(basket)
+        }
+        ServiceName::Inventory => Built::Inventory(
+            tideway_inventory::Inventory::build(
+                &config.inventory.service,
+                bus()?,
+                peers.verifier(config)?,
+                CatalogClient::new(peers.transport(config, ServiceName::Catalog)?),
+            )
+            .await
+            .with_context(context)?,
+        ),
+        ServiceName::Payment => Built::Payment(
+            tideway_payment::Payment::build(
+                &config.payment.service,
+                bus()?,
+                peers.verifier(config)?,
+            )
+            .await
+            .with_context(context)?,
+        ),
+        ServiceName::Ordering => Built::Ordering(
+            tideway_ordering::Ordering::build(
+                &config.ordering.service,
+                bus()?,
+                peers.verifier(config)?,
+                BasketClient::new(peers.transport(config, ServiceName::Basket)?),
+            )
+            .await
+            .with_context(context)?,
+        ),
+    };
+    Ok(built)
+}
+
 /// The services of the embedded shape, for tests and the invariant checker.
 #[derive(Clone)]
 pub struct Services {
@@ -85,6 +251,31 @@ pub struct Services {
 }
 
 impl Services {
+    /// The services of `built`, one of each.
+    fn from_built(built: Vec<Built>) -> anyhow::Result<Self> {
+        let (mut identity, mut catalog, mut basket) = (None, None, None);
+        let (mut inventory, mut payment, mut ordering) = (None, None, None);
+        for service in built {
+            match service {
+                Built::Identity(service) => identity = Some(service),
+                Built::Catalog(service) => catalog = Some(service),
+                Built::Basket(service) => basket = Some(service),
+                Built::Inventory(service) => inventory = Some(service),
+                Built::Payment(service) => payment = Some(service),
+                Built::Ordering(service) => ordering = Some(service),
+            }
+        }
+        let missing = |name: &str| anyhow::anyhow!("the {name} service was not built");
+        Ok(Self {
+            identity: identity.ok_or_else(|| missing("identity"))?,
+            catalog: catalog.ok_or_else(|| missing("catalog"))?,
+            basket: basket.ok_or_else(|| missing("basket"))?,
+            inventory: inventory.ok_or_else(|| missing("inventory"))?,
+            payment: payment.ok_or_else(|| missing("payment"))?,
+            ordering: ordering.ok_or_else(|| missing("ordering"))?,
+        })
+    }
+
     /// The databases the checkout invariants are checked on.
     pub fn stores(&self) -> invariants::Stores {
         invariants::Stores {
@@ -162,7 +353,6 @@ impl App {
     /// forwards to their routers directly. Events go through the embedded bus (or NATS
     /// when `bus.kind = "nats"`). Binds `config.gateway.listen`.
     pub async fn embedded(config: &Config) -> anyhow::Result<Self> {
-        let timeout = config.client_timeout();
         let (bus, embedded): (Arc<dyn Bus>, Option<EmbeddedBus>) = match config.bus.kind {
             config::BusKind::Embedded => {
                 let embedded = EmbeddedBus::new(EmbeddedOptions::default())
@@ -172,69 +362,38 @@ impl App {
             }
             config::BusKind::Nats => (nats_bus(config).await?, None),
         };
-        let identity = tideway_identity::Identity::build(&config.identity.service)
-            .await
-            .context("starting the identity service")?;
-        let verifier = identity.verifier();
-        let catalog = tideway_catalog::Catalog::build(&config.catalog.service, verifier.clone())
-            .await
-            .context("starting the catalog service")?;
-        let catalog_client =
-            CatalogClient::new(Transport::in_process("catalog", catalog.router(), timeout));
-        let basket = tideway_basket::Basket::build(
-            &config.basket.service,
-            catalog_client.clone(),
-            verifier.clone(),
-        )
-        .await
-        .context("starting the basket service")?;
-        basket.subscribe(bus.clone()).await?;
-        let inventory = tideway_inventory::Inventory::build(
-            &config.inventory.service,
-            bus.clone(),
-            verifier.clone(),
-            catalog_client,
-        )
-        .await
-        .context("starting the inventory service")?;
-        // In one process the catalog answers at once: start with every item stocked.
-        if !matches!(
-            tokio::time::timeout(std::time::Duration::from_secs(30), inventory.seeded()).await,
-            Ok(true)
-        ) {
-            tracing::warn!("inventory is not seeded from the catalog yet; it keeps trying");
-        }
-        let payment =
-            tideway_payment::Payment::build(&config.payment.service, bus.clone(), verifier.clone())
-                .await
-                .context("starting the payment service")?;
-        let basket_client =
-            BasketClient::new(Transport::in_process("basket", basket.router(), timeout));
-        let ordering = tideway_ordering::Ordering::build(
-            &config.ordering.service,
-            bus.clone(),
-            verifier.clone(),
-            basket_client,
-        )
-        .await
-        .context("starting the ordering service")?;
-        let routers = [
-            ("identity", identity.router()),
-            ("catalog", catalog.router()),
-            ("basket", basket.router()),
-            ("inventory", inventory.router()),
-            ("payment", payment.router()),
-            ("ordering", ordering.router()),
-        ];
-        let upstreams: HashMap<String, Transport> = routers
-            .into_iter()
-            .map(|(name, router)| {
-                (
-                    name.to_owned(),
-                    Transport::in_process(name, router, timeout),
+        let mut peers = Peers::InProcess {
+            routers: HashMap::new(),
+            verifier: None,
+        };
+        let mut built = Vec::new();
+        for name in ServiceName::ALL {
+            let service = build(config, name, &peers, Some(&bus)).await?;
+            if let Built::Inventory(inventory) = &service
+                // In one process the catalog answers at once: start with every item stocked.
+                && !matches!(
+                    tokio::time::timeout(std::time::Duration::from_secs(30), inventory.seeded())
+                        .await,
+                    Ok(true)
                 )
-            })
-            .collect();
+            {
+                tracing::warn!("inventory is not seeded from the catalog yet; it keeps trying");
+            }
+            if let (Built::Identity(identity), Peers::InProcess { verifier, .. }) =
+                (&service, &mut peers)
+            {
+                *verifier = Some(identity.verifier());
+            }
+            if let Peers::InProcess { routers, .. } = &mut peers {
+                routers.insert(name.as_str(), service.router());
+            }
+            built.push(service);
+        }
+        let verifier = peers.verifier(config)?;
+        let upstreams: HashMap<String, Transport> = ServiceName::ALL
+            .into_iter()
+            .map(|name| Ok((name.as_str().to_owned(), peers.transport(config, name)?)))
+            .collect::<anyhow::Result<_>>()?;
         let (gateway, web) = gateway_with_web(config, upstreams, verifier)?;
         web.tap_events(&bus)
             .await
@@ -244,145 +403,36 @@ impl App {
             embedded.open();
         }
         let listener = serve::bind(&config.gateway.listen).await?;
-        let services = Services {
-            identity,
-            catalog,
-            basket,
-            inventory,
-            payment,
-            ordering,
-        };
+        let dbs = built.iter().map(|service| service.db().clone()).collect();
+        // Stopped in reverse order of start: ordering first, the bus last.
+        let mut stoppables: Vec<Stoppable> =
+            built.iter().rev().filter_map(Built::stoppable).collect();
+        stoppables.push(Stoppable::Bus(bus));
         Ok(Self {
             listener,
             router: gateway.router(),
-            dbs: vec![
-                services.identity.db().clone(),
-                services.catalog.db().clone(),
-                services.basket.db().clone(),
-                services.inventory.db().clone(),
-                services.payment.db().clone(),
-                services.ordering.db().clone(),
-            ],
-            stoppables: vec![
-                Stoppable::Ordering(services.ordering.clone()),
-                Stoppable::Payment(services.payment.clone()),
-                Stoppable::Inventory(services.inventory.clone()),
-                Stoppable::Bus(bus),
-            ],
-            services: Some(services),
+            dbs,
+            stoppables,
+            services: Some(Services::from_built(built)?),
         })
     }
 
     /// One service on `config.<service>.listen`, reaching the others at `config.urls` and
     /// the bus on NATS.
     pub async fn service(config: &Config, name: ServiceName) -> anyhow::Result<Self> {
-        let timeout = config.client_timeout();
-        let catalog_client = || -> anyhow::Result<CatalogClient> {
-            Ok(CatalogClient::new(Transport::http(
-                "catalog",
-                &config.urls.catalog,
-                timeout,
-            )?))
+        let bus = if name.needs_bus() {
+            Some(nats_bus(config).await?)
+        } else {
+            None
         };
-        let mut stoppables = Vec::new();
-        let (router, db, listen) = match name {
-            ServiceName::Identity => {
-                let identity = tideway_identity::Identity::build(&config.identity.service)
-                    .await
-                    .context("starting the identity service")?;
-                (
-                    identity.router(),
-                    identity.db().clone(),
-                    &config.identity.listen,
-                )
-            }
-            ServiceName::Catalog => {
-                let catalog = tideway_catalog::Catalog::build(
-                    &config.catalog.service,
-                    remote_verifier(config)?,
-                )
-                .await
-                .context("starting the catalog service")?;
-                (
-                    catalog.router(),
-                    catalog.db().clone(),
-                    &config.catalog.listen,
-                )
-            }
-            ServiceName::Basket => {
-                let bus = nats_bus(config).await?;
-                let basket = tideway_basket::Basket::build(
-                    &config.basket.service,
-                    catalog_client()?,
-                    remote_verifier(config)?,
-                )
-                .await
-                .context("starting the basket service")?;
-                basket.subscribe(bus.clone()).await?;
-                stoppables.push(Stoppable::Bus(bus));
-                (basket.router(), basket.db().clone(), &config.basket.listen)
-            }
-            ServiceName::Inventory => {
-                let bus = nats_bus(config).await?;
-                let inventory = tideway_inventory::Inventory::build(
-                    &config.inventory.service,
-                    bus.clone(),
-                    remote_verifier(config)?,
-                    catalog_client()?,
-                )
-                .await
-                .context("starting the inventory service")?;
-                stoppables.push(Stoppable::Inventory(inventory.clone()));
-                stoppables.push(Stoppable::Bus(bus));
-                (
-                    inventory.router(),
-                    inventory.db().clone(),
-                    &config.inventory.listen,
-                )
-            }
-            ServiceName::Payment => {
-                let bus = nats_bus(config).await?;
-                let payment = tideway_payment::Payment::build(
-                    &config.payment.service,
-                    bus.clone(),
-                    remote_verifier(config)?,
-                )
-                .await
-                .context("starting the payment service")?;
-                stoppables.push(Stoppable::Payment(payment.clone()));
-                stoppables.push(Stoppable::Bus(bus));
-                (
-                    payment.router(),
-                    payment.db().clone(),
-                    &config.payment.listen,
-                )
-            }
-            ServiceName::Ordering => {
-                let bus = nats_bus(config).await?;
-                let basket =
-                    BasketClient::new(Transport::http("basket", &config.urls.basket, timeout)?);
-                let ordering = tideway_ordering::Ordering::build(
-                    &config.ordering.service,
-                    bus.clone(),
-                    remote_verifier(config)?,
-                    basket,
-                )
-                .await
-                .context("starting the ordering service")?;
-                stoppables.push(Stoppable::Ordering(ordering.clone()));
-                stoppables.push(Stoppable::Bus(bus));
-                (
-                    ordering.router(),
-                    ordering.db().clone(),
-                    &config.ordering.listen,
-                )
-            }
-        };
-        let listener = serve::bind(listen).await?;
+        let service = build(config, name, &Peers::Remote, bus.as_ref()).await?;
+        let mut stoppables: Vec<Stoppable> = service.stoppable().into_iter().collect();
+        stoppables.extend(bus.map(Stoppable::Bus));
+        let listener = serve::bind(config.listen_of(name)).await?;
         Ok(Self {
             listener,
-            router,
-            dbs: vec![db],
+            router: service.router(),
+            dbs: vec![service.db().clone()],
             stoppables,
             services: None,
         })
@@ -392,19 +442,11 @@ impl App {
     pub async fn gateway(config: &Config) -> anyhow::Result<Self> {
         let timeout = config.client_timeout();
         let pool = tideway_runtime::client::http_client();
-        let urls = [
-            ("identity", &config.urls.identity),
-            ("catalog", &config.urls.catalog),
-            ("basket", &config.urls.basket),
-            ("inventory", &config.urls.inventory),
-            ("payment", &config.urls.payment),
-            ("ordering", &config.urls.ordering),
-        ];
         let mut upstreams = HashMap::new();
-        for (name, url) in urls {
+        for name in ServiceName::ALL {
             upstreams.insert(
-                name.to_owned(),
-                Transport::http_with(name, url, timeout, pool.clone())?,
+                name.as_str().to_owned(),
+                Transport::http_with(name.as_str(), config.urls.of(name), timeout, pool.clone())?,
             );
         }
         let (gateway, web) = gateway_with_web(config, upstreams, remote_verifier(config)?)?;
