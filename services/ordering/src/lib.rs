@@ -209,14 +209,20 @@ impl Ordering {
         );
         tracing::info!(resumed, "ordering started");
 
-        let state = orders::State {
+        let checkout = checkout::State {
             db: db.clone(),
             engine: engine.clone(),
             saga: Arc::new(definition),
             basket,
             waker,
         };
-        let api = orders::routes(state).layer(Extension(verifier));
+        let orders = orders::State {
+            db: db.clone(),
+            engine: engine.clone(),
+        };
+        let api = orders::routes(orders)
+            .merge(checkout::routes(checkout))
+            .layer(Extension(verifier));
         let ping_db = db.clone();
         let readiness = Readiness::default().with("database", move || {
             let db = ping_db.clone();
