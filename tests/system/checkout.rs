@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tideway::{App, Config, config::BusKind, invariants};
+use tideway_store::{Db, DbOptions};
 use tokio_util::sync::CancellationToken;
 
 use crate::scenario;
@@ -309,6 +310,59 @@ async fn checkout_on_nats_jetstream() {
 
 /// The payment provider answers after the saga's deadline: the order is cancelled as
 /// timed out, compensations run, and the late answer changes nothing.
+/// The checker reads every service's snapshot, and one it cannot read fails the check: it
+/// never passes on data it did not see.
+#[tokio::test]
+async fn the_checker_fails_on_a_database_it_cannot_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.resolve().unwrap();
+    let urls = [
+        config.ordering.service.database_url.clone(),
+        config.inventory.service.database_url.clone(),
+        config.payment.service.database_url.clone(),
+    ];
+    let report = run_embedded(config, async |base, _| {
+        let (item, _) = item_with_stock(base, 1).await;
+        let buyer = Shopper::register(base).await;
+        buyer.add(&item, 1).await;
+        let id = buyer.checkout(None).await;
+        buyer.settled(&id, Duration::from_secs(30)).await;
+    })
+    .await;
+    assert!(report.holds(), "{report:#?}");
+    assert_eq!(report.orders("confirmed"), 1, "{report:#?}");
+
+    // The services are stopped; their files stay. Each database in turn is unreadable.
+    for (closed, service) in ["ordering", "inventory", "payment"].iter().enumerate() {
+        let mut dbs = Vec::new();
+        for url in &urls {
+            dbs.push(Db::open(url, DbOptions::default()).await.unwrap());
+        }
+        let stores = invariants::Stores {
+            ordering: dbs[0].clone(),
+            inventory: dbs[1].clone(),
+            payment: dbs[2].clone(),
+        };
+        assert!(invariants::check(&stores).await.unwrap().holds());
+        dbs[closed].close().await;
+        let err = invariants::check(&stores).await.unwrap_err();
+        assert!(format!("{err:#}").contains(service), "{err:#}");
+        assert!(
+            invariants::settle(&stores, Duration::from_millis(200))
+                .await
+                .is_err()
+        );
+        if *service == "ordering" {
+            assert!(
+                invariants::wait_terminal(&stores.ordering, Duration::from_millis(200))
+                    .await
+                    .is_err()
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_step_timeout_cancels_and_compensates() {
     let dir = tempfile::tempdir().unwrap();

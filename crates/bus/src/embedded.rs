@@ -38,6 +38,7 @@ use std::{
     time::Duration,
 };
 
+use backon::Retryable;
 use futures_util::future::join_all;
 use tideway_store::{Db, Row};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -124,6 +125,13 @@ struct Work {
     reply: oneshot::Sender<Result<(), String>>,
 }
 
+/// Why one delivery failed: the handler's error is worth a redelivery, a closed bus is not.
+#[derive(Debug)]
+enum Failure {
+    Handler(String),
+    Closed,
+}
+
 impl EmbeddedBus {
     /// A closed bus: subscribe every consumer, then [`open`](Self::open) it.
     pub async fn new(options: EmbeddedOptions) -> Result<Self, BusError> {
@@ -174,45 +182,62 @@ impl EmbeddedBus {
         })
     }
 
+    /// Delivers `event` to `group`, redelivering after failures with the group's backoff
+    /// ([`SubscribeOptions::max_deliveries`] at most), then dead-letters it.
     async fn deliver_to(&self, group: &Group, event: &Event) -> Result<(), BusError> {
         let options = &group.options;
-        let mut last_error = String::new();
-        for attempt in 1..=options.max_deliveries {
-            let (reply, outcome) = oneshot::channel();
-            group
-                .queue
-                .send(Work {
+        let mut attempt = 0_u32;
+        let delivering = (move || {
+            attempt += 1;
+            self.deliver_once(group, event, attempt)
+        })
+        .retry(options.redelivery())
+        .when(|failure| matches!(failure, Failure::Handler(_)));
+        let outcome = tokio::select! {
+            () = self.inner.token.cancelled() => return Err(BusError::Closed),
+            outcome = delivering => outcome,
+        };
+        match outcome {
+            Ok(()) => Ok(()),
+            Err(Failure::Closed) => Err(BusError::Closed),
+            Err(Failure::Handler(error)) => {
+                self.dead_letter(DeadLetter {
+                    consumer: options.consumer.clone(),
+                    deliveries: options.max_deliveries,
+                    error,
                     event: event.clone(),
-                    reply,
                 })
-                .map_err(|_| BusError::Closed)?;
-            let outcome = tokio::select! {
-                () = self.inner.token.cancelled() => return Err(BusError::Closed),
-                outcome = outcome => outcome,
-            };
-            match outcome {
-                Ok(Ok(())) => return Ok(()),
-                Ok(Err(err)) => last_error = err,
-                Err(_) => last_error = "the subscriber stopped during the delivery".to_owned(),
-            }
-            tracing::warn!(
-                consumer = %options.consumer, event_id = %event.id, event_type = %event.event_type,
-                attempt, error = %last_error, "event handler failed"
-            );
-            if attempt < options.max_deliveries {
-                tokio::select! {
-                    () = self.inner.token.cancelled() => return Err(BusError::Closed),
-                    () = tokio::time::sleep(options.backoff(attempt)) => {}
-                }
+                .await
             }
         }
-        self.dead_letter(DeadLetter {
-            consumer: options.consumer.clone(),
-            deliveries: options.max_deliveries,
-            error: last_error,
-            event: event.clone(),
-        })
-        .await
+    }
+
+    /// Delivery `attempt` of `event` to one free member of `group`.
+    async fn deliver_once(
+        &self,
+        group: &Group,
+        event: &Event,
+        attempt: u32,
+    ) -> Result<(), Failure> {
+        let (reply, outcome) = oneshot::channel();
+        group
+            .queue
+            .send(Work {
+                event: event.clone(),
+                reply,
+            })
+            .map_err(|_| Failure::Closed)?;
+        let error = match outcome.await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(err)) => err,
+            Err(_) => "the subscriber stopped during the delivery".to_owned(),
+        };
+        let options = &group.options;
+        tracing::warn!(
+            consumer = %options.consumer, event_id = %event.id, event_type = %event.event_type,
+            attempt, error = %error, "event handler failed"
+        );
+        Err(Failure::Handler(error))
     }
 
     async fn dead_letter(&self, letter: DeadLetter) -> Result<(), BusError> {

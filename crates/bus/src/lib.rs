@@ -57,6 +57,8 @@ pub mod testing;
 
 use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
+use backon::{BackoffBuilder, ExponentialBuilder};
+
 pub use embedded::{EmbeddedBus, EmbeddedOptions};
 pub use event::{DeadLetter, Event, EventType};
 pub use nats::{NatsBus, NatsOptions};
@@ -170,9 +172,10 @@ pub struct SubscribeOptions {
     pub filter: String,
     /// Deliveries before the event is dead-lettered (at least 1).
     pub max_deliveries: u32,
-    /// The delay before the first redelivery after a failure; doubled each time.
+    /// The delay before the first redelivery after a failure; doubled each time, and each
+    /// delay jittered by up to as much again.
     pub retry_delay: Duration,
-    /// The longest delay between redeliveries.
+    /// The longest delay between redeliveries, before jitter.
     pub max_retry_delay: Duration,
     /// How long a handler may run before the delivery counts as failed.
     pub ack_wait: Duration,
@@ -180,7 +183,7 @@ pub struct SubscribeOptions {
 
 impl SubscribeOptions {
     /// Options for `consumer` on `filter` with defaults: 5 deliveries, retries after 1 s,
-    /// 2 s, 4 s … up to 30 s, 30 s ack wait.
+    /// 2 s, 4 s … up to 30 s (each plus up to as much again of jitter), 30 s ack wait.
     pub fn new(consumer: impl Into<String>, filter: impl Into<String>) -> Self {
         Self {
             consumer: consumer.into(),
@@ -211,12 +214,29 @@ impl SubscribeOptions {
         self
     }
 
-    /// The delay before delivery `attempt + 1` after failed delivery `attempt` (1-based).
+    /// The delays between deliveries: [`retry_delay`](Self::retry_delay) doubling up to
+    /// [`max_retry_delay`](Self::max_retry_delay), each jittered by up to as much again (so
+    /// the events failed by one outage are not all redelivered at once), one fewer than
+    /// [`max_deliveries`](Self::max_deliveries).
+    pub(crate) fn redelivery(&self) -> ExponentialBuilder {
+        let retries = usize::try_from(self.max_deliveries.saturating_sub(1)).unwrap_or(usize::MAX);
+        ExponentialBuilder::new()
+            .with_min_delay(self.retry_delay)
+            .with_max_delay(self.max_retry_delay)
+            .with_jitter()
+            .with_max_times(retries)
+    }
+
+    /// The delay before delivery `attempt + 1` after failed delivery `attempt` (1-based):
+    /// the `attempt`-th of [`redelivery`](Self::redelivery)'s delays, jittered afresh.
     pub fn backoff(&self, attempt: u32) -> Duration {
-        let factor = 1_u32 << attempt.saturating_sub(1).min(20);
-        self.retry_delay
-            .saturating_mul(factor)
-            .min(self.max_retry_delay)
+        // Past 64 doublings every delay is capped; no need to walk further.
+        let index = usize::try_from(attempt.saturating_sub(1).min(64)).unwrap_or(64);
+        self.redelivery()
+            .without_max_times()
+            .build()
+            .nth(index)
+            .unwrap_or(self.max_retry_delay)
     }
 
     /// The dead-letter subject of this consumer: `tideway.dlq.<consumer>`.
@@ -274,3 +294,30 @@ pub trait Subscriber: Send + Sync {
 pub trait Bus: Publisher + Subscriber {}
 
 impl<T: Publisher + Subscriber> Bus for T {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redeliveries_are_jittered_capped_and_one_fewer_than_deliveries() {
+        let options = SubscribeOptions::new("inventory", "tideway.ordering.*")
+            .max_deliveries(6)
+            .retry_delay(Duration::from_secs(1), Duration::from_secs(4));
+        for _ in 0..100 {
+            let delays: Vec<Duration> = options.redelivery().build().collect();
+            assert_eq!(delays.len(), 5, "{delays:?}");
+            for (delay, base) in delays.iter().zip([1, 2, 4, 4, 4]) {
+                let base = Duration::from_secs(base);
+                assert!(*delay >= base && *delay <= base * 2, "{delays:?}");
+            }
+        }
+        let once = SubscribeOptions::new("inventory", "tideway.ordering.*").max_deliveries(1);
+        assert_eq!(once.redelivery().build().count(), 0);
+        for attempt in [1, 3, 10, u32::MAX] {
+            let delay = options.backoff(attempt);
+            assert!(delay >= Duration::from_secs(1) && delay <= Duration::from_secs(8));
+        }
+        assert!(options.backoff(10) >= Duration::from_secs(4));
+    }
+}

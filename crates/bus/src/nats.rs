@@ -35,6 +35,7 @@ use async_nats::{
         stream,
     },
 };
+use backon::{BackoffBuilder, ExponentialBuilder};
 use bytes::Bytes;
 use futures_util::{StreamExt, future::join_all};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -197,6 +198,22 @@ async fn confirm(ack: PublishAckFuture) -> Result<(), BusError> {
     Ok(())
 }
 
+/// The first pause before pulling again after a failed pull.
+const FIRST_REPULL_DELAY: Duration = Duration::from_millis(250);
+/// The longest pause between pulls that fail (before jitter).
+const MAX_REPULL_DELAY: Duration = Duration::from_secs(5);
+
+/// Delays between failing pulls: from [`FIRST_REPULL_DELAY`], doubling up to
+/// [`MAX_REPULL_DELAY`], each jittered by up to as much again so that the members that lost
+/// the server together do not all come back at once.
+fn repull_backoff() -> ExponentialBuilder {
+    ExponentialBuilder::new()
+        .with_min_delay(FIRST_REPULL_DELAY)
+        .with_max_delay(MAX_REPULL_DELAY)
+        .with_jitter()
+        .without_max_times()
+}
+
 /// The durable consumer's name for `consumer` on `filter`.
 pub fn durable_name(consumer: &str, filter: &str) -> String {
     let filter: String = filter
@@ -252,18 +269,26 @@ impl Member {
         consumer: jetstream::consumer::Consumer<pull::Config>,
         token: CancellationToken,
     ) {
+        // Pulling again after a failure never gives up: this task is the subscription, and
+        // one that stopped would leave a handle that looks alive over a consumer nobody
+        // serves. Only `token` ends it. The delays back off and start over once a pull works.
+        let mut delays = repull_backoff().build();
         loop {
             let messages = tokio::select! {
                 () = token.cancelled() => return,
                 messages = consumer.stream().max_messages_per_batch(10).messages() => messages,
             };
             let mut messages = match messages {
-                Ok(messages) => messages,
+                Ok(messages) => {
+                    delays = repull_backoff().build();
+                    messages
+                }
                 Err(err) => {
-                    tracing::warn!(consumer = %self.options.consumer, error = %err, "pulling from JetStream failed; retrying");
+                    let delay = delays.next().unwrap_or(MAX_REPULL_DELAY);
+                    tracing::warn!(consumer = %self.options.consumer, error = %err, retry_in = ?delay, "pulling from JetStream failed; retrying");
                     tokio::select! {
                         () = token.cancelled() => return,
-                        () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        () = tokio::time::sleep(delay) => continue,
                     }
                 }
             };
@@ -436,7 +461,22 @@ impl Subscriber for NatsBus {
 
 #[cfg(test)]
 mod tests {
-    use super::durable_name;
+    use std::time::Duration;
+
+    use backon::BackoffBuilder;
+
+    use super::{FIRST_REPULL_DELAY, MAX_REPULL_DELAY, durable_name, repull_backoff};
+
+    #[test]
+    fn pulls_are_retried_for_ever_at_most_twice_the_longest_delay_apart() {
+        let delays: Vec<Duration> = repull_backoff().build().take(1000).collect();
+        assert_eq!(delays.len(), 1000);
+        assert!(delays[0] >= FIRST_REPULL_DELAY && delays[0] <= FIRST_REPULL_DELAY * 2);
+        assert!(
+            delays.iter().all(|d| *d <= MAX_REPULL_DELAY * 2),
+            "{delays:?}"
+        );
+    }
 
     #[test]
     fn durable_names_are_valid_and_readable() {

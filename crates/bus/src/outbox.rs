@@ -34,6 +34,7 @@
 
 use std::{sync::Arc, time::Duration};
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use tideway_store::{Any, Db, Row, Transaction};
 use tokio::sync::Notify;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -189,10 +190,27 @@ pub struct RelayOptions {
     pub poll_interval: Duration,
     /// The most rows published per batch.
     pub batch_size: u32,
-    /// How long to wait after a failed publish before trying again.
+    /// How long to wait after a failed pass before trying again; doubled after each further
+    /// failure up to [`max_retry_delay`](Self::max_retry_delay), each delay jittered by up to
+    /// as much again.
     pub retry_delay: Duration,
+    /// The longest wait between failed passes, before jitter.
+    pub max_retry_delay: Duration,
     /// How long sent rows are kept before they are deleted.
     pub retention: Duration,
+}
+
+impl RelayOptions {
+    /// The delays between failed passes: from `retry_delay`, doubling up to
+    /// `max_retry_delay`, each jittered by up to as much again (replicas and services that
+    /// lost the database or the bus together do not all retry together); without end.
+    fn retry_backoff(&self) -> ExponentialBuilder {
+        ExponentialBuilder::new()
+            .with_min_delay(self.retry_delay)
+            .with_max_delay(self.max_retry_delay)
+            .with_jitter()
+            .without_max_times()
+    }
 }
 
 impl Default for RelayOptions {
@@ -204,6 +222,7 @@ impl Default for RelayOptions {
             poll_interval: Duration::from_secs(1),
             batch_size: 100,
             retry_delay: Duration::from_secs(1),
+            max_retry_delay: Duration::from_secs(10),
             retention: Duration::from_secs(3600),
         }
     }
@@ -273,6 +292,10 @@ impl Relay {
     pub async fn run(self, token: CancellationToken) {
         let mut last_prune = tokio::time::Instant::now();
         let mut held = false;
+        // Failed passes are retried for as long as the relay runs: it is the only way this
+        // service's events leave, so giving up would strand every later one. The delays
+        // back off (a wake-up still starts a pass at once) and start over after a good pass.
+        let mut failures = self.options.retry_backoff().build();
         loop {
             if token.is_cancelled() {
                 break;
@@ -288,12 +311,15 @@ impl Relay {
                 }
                 pass = self.pass() => pass,
             };
+            if pass.is_ok() {
+                failures = self.options.retry_backoff().build();
+            }
             match pass {
                 Ok(Some(_)) => held = true,
                 Ok(None) => held = false,
                 Err(err) => {
-                    tracing::warn!(error = %err, "outbox relay pass failed; retrying");
-                    delay = self.options.retry_delay;
+                    delay = failures.next().unwrap_or(self.options.max_retry_delay);
+                    tracing::warn!(error = %err, retry_in = ?delay, "outbox relay pass failed; retrying");
                 }
             }
             if held && last_prune.elapsed() >= Duration::from_secs(60) {
@@ -405,5 +431,26 @@ impl Relay {
             tracing::debug!(deleted, "sent outbox rows pruned");
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_passes_are_retried_for_ever_at_most_twice_the_longest_delay_apart() {
+        let options = RelayOptions {
+            retry_delay: Duration::from_millis(100),
+            max_retry_delay: Duration::from_secs(2),
+            ..RelayOptions::default()
+        };
+        let delays: Vec<Duration> = options.retry_backoff().build().take(1000).collect();
+        assert_eq!(delays.len(), 1000);
+        assert!(delays[0] >= options.retry_delay && delays[0] <= options.retry_delay * 2);
+        assert!(
+            delays.iter().all(|d| *d <= options.max_retry_delay * 2),
+            "{delays:?}"
+        );
     }
 }

@@ -91,6 +91,18 @@ pub struct Snapshot {
     pub reservations: Vec<Reservation>,
 }
 
+impl Snapshot {
+    /// Reads the stock and reservations of an inventory database: a running service's, or
+    /// one a stopped or crashed process left behind. A database that cannot be read is an
+    /// error, never an empty snapshot.
+    pub async fn read(db: &Db) -> Result<Self, ApiError> {
+        Ok(Self {
+            stock: stock::all(db).await?,
+            reservations: reservations::all(db).await?,
+        })
+    }
+}
+
 /// The inventory service: a cheap-to-clone handle.
 #[derive(Clone)]
 pub struct Inventory {
@@ -255,12 +267,10 @@ impl Inventory {
         Ok(stock::get_level(&self.inner.db, item_id).await?)
     }
 
-    /// Every stock row and reservation (for invariant checks and tests).
+    /// Every stock row and reservation (for invariant checks and tests;
+    /// [`Snapshot::read`] on this service's database).
     pub async fn snapshot(&self) -> Result<Snapshot, ApiError> {
-        Ok(Snapshot {
-            stock: stock::all(&self.inner.db).await?,
-            reservations: reservations::all(&self.inner.db).await?,
-        })
+        Snapshot::read(&self.inner.db).await
     }
 
     /// Asks the relay to publish pending replies now.

@@ -2,12 +2,14 @@
 //! `available`, where the inventory has no row yet.
 //!
 //! It runs in the background, because in the distributed shape the catalog may start after
-//! the inventory: a failed page is retried with a growing delay until the catalog answers.
+//! the inventory: a failed page is retried with a growing, jittered delay until the catalog
+//! answers.
 //! Rows are inserted with `ON CONFLICT DO NOTHING`, so a restart, a second replica or an
 //! admin's earlier change is never overwritten.
 
 use std::time::Duration;
 
+use backon::{ExponentialBuilder, Retryable};
 use tideway_catalog_api::{CatalogClient, Item};
 use tideway_store::Db;
 use tokio::sync::watch;
@@ -20,6 +22,20 @@ pub const PAGE_SIZE: u32 = 100;
 const FIRST_RETRY: Duration = Duration::from_millis(200);
 const MAX_RETRY: Duration = Duration::from_secs(10);
 
+/// Delays between attempts at a page: from [`FIRST_RETRY`], doubling up to [`MAX_RETRY`],
+/// each jittered by up to as much again (replicas started together spread their calls).
+///
+/// Without a bound on attempts: the catalog may come up minutes after the inventory (its
+/// own process, its own pod), and nothing but this task seeds a fresh inventory, so giving
+/// up would leave every item out of stock until a restart. Shutdown cancels it.
+fn backoff() -> ExponentialBuilder {
+    ExponentialBuilder::new()
+        .with_min_delay(FIRST_RETRY)
+        .with_max_delay(MAX_RETRY)
+        .with_jitter()
+        .without_max_times()
+}
+
 /// Seeds every catalog page, retrying until done or `token` is cancelled; sends `true` on
 /// `done` once every page is in.
 pub async fn run(
@@ -30,48 +46,49 @@ pub async fn run(
 ) {
     let mut page: u32 = 1;
     let mut inserted: u64 = 0;
-    let mut delay = FIRST_RETRY;
-    let mut attempt: u32 = 0;
     loop {
-        if token.is_cancelled() {
-            return;
-        }
-        let outcome = async {
-            let items = catalog
-                .items(&format!("page={page}&page_size={PAGE_SIZE}"))
-                .await
-                .map_err(|err| err.to_string())?;
-            let count = insert_page(&db, &items.items)
-                .await
-                .map_err(|err| err.to_string())?;
-            let last = items.items.len() < PAGE_SIZE as usize
-                || u64::from(page) * u64::from(PAGE_SIZE) >= items.total;
-            Ok::<_, String>((count, last))
-        }
-        .await;
+        let mut attempt: u32 = 0;
+        let seeding = (|| seed_page(&db, &catalog, page))
+            .retry(backoff())
+            .notify(|err: &String, delay: Duration| {
+                attempt += 1;
+                tracing::warn!(page, attempt, error = %err, retry_in = ?delay, "seeding stock from the catalog failed; retrying");
+            });
+        let outcome = tokio::select! {
+            () = token.cancelled() => return,
+            outcome = seeding => outcome,
+        };
         match outcome {
             Ok((count, last)) => {
                 inserted += count;
-                delay = FIRST_RETRY;
-                attempt = 0;
                 if last {
                     break;
                 }
                 page += 1;
             }
             Err(err) => {
-                attempt += 1;
-                tracing::warn!(page, attempt, error = %err, retry_in = ?delay, "seeding stock from the catalog failed; retrying");
-                tokio::select! {
-                    () = token.cancelled() => return,
-                    () = tokio::time::sleep(delay) => {}
-                }
-                delay = delay.saturating_mul(2).min(MAX_RETRY);
+                tracing::error!(page, error = %err, "seeding stock from the catalog gave up");
+                return;
             }
         }
     }
     tracing::info!(pages = page, inserted, "stock seeded from the catalog");
     done.send_replace(true);
+}
+
+/// Reads catalog page `page` and inserts its missing rows: how many, and whether it was
+/// the last page.
+async fn seed_page(db: &Db, catalog: &CatalogClient, page: u32) -> Result<(u64, bool), String> {
+    let items = catalog
+        .items(&format!("page={page}&page_size={PAGE_SIZE}"))
+        .await
+        .map_err(|err| err.to_string())?;
+    let count = insert_page(db, &items.items)
+        .await
+        .map_err(|err| err.to_string())?;
+    let last = items.items.len() < PAGE_SIZE as usize
+        || u64::from(page) * u64::from(PAGE_SIZE) >= items.total;
+    Ok((count, last))
 }
 
 /// Inserts a row for each item without one, in one transaction; answers how many.
@@ -94,4 +111,19 @@ async fn insert_page(db: &Db, items: &[Item]) -> Result<u64, sqlx::Error> {
     }
     tx.commit().await?;
     Ok(inserted)
+}
+
+#[cfg(test)]
+mod tests {
+    use backon::BackoffBuilder;
+
+    use super::*;
+
+    #[test]
+    fn seeding_keeps_trying_at_most_twice_the_longest_delay_apart() {
+        let delays: Vec<Duration> = backoff().build().take(1000).collect();
+        assert_eq!(delays.len(), 1000);
+        assert!(delays[0] >= FIRST_RETRY && delays[0] <= FIRST_RETRY * 2);
+        assert!(delays.iter().all(|d| *d <= MAX_RETRY * 2), "{delays:?}");
+    }
 }

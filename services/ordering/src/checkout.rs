@@ -6,16 +6,21 @@
 //! saga starts. With an `Idempotency-Key`, a repeated request of the same user answers the
 //! same order (and starts its saga if an earlier attempt could not).
 
+use std::sync::Arc;
+
 use axum::{
+    Router,
     body::Bytes,
     extract::State as Shared,
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
+    routing::post,
 };
-use tideway_basket_api::BasketView;
-use tideway_bus::outbox;
+use tideway_basket_api::{BasketClient, BasketView};
+use tideway_bus::{outbox, outbox::RelayWaker};
 use tideway_ordering_api::{
-    CheckoutAccepted, CheckoutRequest, OrderLine, OrderPlaced, OrderStatus, OrderView, PREFIX,
+    CHECKOUT_PATH, CheckoutAccepted, CheckoutRequest, OrderLine, OrderPlaced, OrderStatus,
+    OrderView, PREFIX,
 };
 use tideway_payment_api::APPROVED_CARD;
 use tideway_runtime::{
@@ -24,14 +29,13 @@ use tideway_runtime::{
     extract::{Json, parse_json},
     trace,
 };
+use tideway_saga::{SagaDefinition, SagaEngine};
+use tideway_store::Db;
 use uuid::Uuid;
 
 use crate::{
     error::ApiError,
-    orders::{
-        State,
-        store::{self, NewOrder},
-    },
+    orders::store::{self, NewOrder},
     saga::{CheckoutState, event, trace_id},
 };
 
@@ -39,6 +43,24 @@ use crate::{
 pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
 /// The longest idempotency key accepted.
 pub const MAX_KEY_CHARS: usize = 100;
+
+/// What checkout needs: the orders, the saga to start, the basket to read, the relay to
+/// wake.
+#[derive(Clone)]
+pub struct State {
+    pub db: Db,
+    pub engine: SagaEngine,
+    pub saga: Arc<SagaDefinition<CheckoutState>>,
+    pub basket: BasketClient,
+    pub waker: RelayWaker,
+}
+
+/// The checkout endpoint (without the standard stack).
+pub fn routes(state: State) -> Router {
+    Router::new()
+        .route(CHECKOUT_PATH, post(checkout))
+        .with_state(state)
+}
 
 /// `POST /api/basket/checkout`.
 pub async fn checkout(

@@ -27,6 +27,7 @@ use std::{fmt, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use axum::{Extension, Router};
+use serde::{Deserialize, Serialize};
 use tideway_basket_api::BasketClient;
 use tideway_bus::{
     Bus, Publisher, SubscriptionHandle, inbox,
@@ -97,6 +98,25 @@ fn spawn_relay(
         }
     });
     waker
+}
+
+/// Every order with its status and lines (no timelines), oldest first: what an invariant
+/// checker reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// The orders, by creation time.
+    pub orders: Vec<OrderView>,
+}
+
+impl Snapshot {
+    /// Reads the orders of an ordering database: a running service's, or one a stopped or
+    /// crashed process left behind. A database that cannot be read is an error, never an
+    /// empty list.
+    pub async fn read(db: &Db) -> Result<Self, ApiError> {
+        Ok(Self {
+            orders: orders::store::all(db).await?,
+        })
+    }
 }
 
 /// A running ordering service: its database, saga engine, bus subscriptions, outbox relay
@@ -199,14 +219,20 @@ impl Ordering {
         );
         tracing::info!(resumed, "ordering started");
 
-        let state = orders::State {
+        let checkout = checkout::State {
             db: db.clone(),
             engine: engine.clone(),
             saga: Arc::new(definition),
             basket,
             waker,
         };
-        let api = orders::routes(state).layer(Extension(verifier));
+        let orders = orders::State {
+            db: db.clone(),
+            engine: engine.clone(),
+        };
+        let api = orders::routes(orders)
+            .merge(checkout::routes(checkout))
+            .layer(Extension(verifier));
         let readiness = Readiness::default().with("database", db.readiness());
         let router = service_router(SERVICE, api, readiness, HttpOptions::default());
         Ok(Self {
@@ -236,16 +262,10 @@ impl Ordering {
         &self.inner.engine
     }
 
-    /// Every order with its lines, oldest first, without timelines: for invariant checks.
-    /// Empty (and logged) when the database cannot be read.
-    pub async fn snapshot(&self) -> Vec<OrderView> {
-        match orders::store::all(&self.inner.db).await {
-            Ok(orders) => orders,
-            Err(err) => {
-                tracing::error!(error = %err, "cannot read the orders for a snapshot");
-                Vec::new()
-            }
-        }
+    /// Every order with its lines, oldest first, without timelines: for invariant checks
+    /// ([`Snapshot::read`] on this service's database).
+    pub async fn snapshot(&self) -> Result<Snapshot, ApiError> {
+        Snapshot::read(&self.inner.db).await
     }
 
     /// Stops the subscriptions, the saga engine (steps under way are resumed at the next

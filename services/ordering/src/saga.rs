@@ -19,6 +19,7 @@
 
 use std::{fmt, future::Future, sync::Arc, time::Duration};
 
+use backon::{ExponentialBuilder, Retryable};
 use serde::{Deserialize, Serialize};
 use tideway_bus::{BusError, Event, EventType, outbox, outbox::RelayWaker};
 use tideway_inventory_api::{CommitStock, ReleaseStock, ReserveStock, StockLine};
@@ -123,42 +124,84 @@ pub fn event<T: EventType>(payload: &T, order_id: &str) -> Result<Event, BusErro
     Ok(event)
 }
 
-/// Runs `attempt` until it succeeds, backing off; the step's timeout (or a shutdown) bounds
-/// the wait. Local writes only fail while the database is unreachable.
-async fn retrying<T, E, F, Fut>(what: &str, order_id: &str, attempt: F) -> T
-where
-    E: fmt::Display,
-    F: Fn() -> Fut,
-    Fut: Future<Output = Result<T, E>>,
-{
-    let mut delay = Duration::from_millis(100);
-    loop {
-        match attempt().await {
-            Ok(value) => return value,
-            Err(err) => {
-                tracing::warn!(order_id = %order_id, error = %err, "{what} failed; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(MAX_BACKOFF);
-            }
-        }
-    }
+/// Delays between attempts at a failed local write: from 100 ms, doubling up to
+/// [`MAX_BACKOFF`], each jittered by up to as much again so that sagas stalled by one
+/// outage do not all retry at once.
+fn backoff() -> ExponentialBuilder {
+    ExponentialBuilder::new()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(MAX_BACKOFF)
+        .with_jitter()
+        .without_max_times()
 }
 
-/// Sends `payload` through the outbox, in the state's trace.
-async fn send<T: EventType>(deps: &Deps, state: &CheckoutState, what: &str, payload: &T) {
+/// Retries for at most `limit` of waiting: a step's own timeout, past which the engine has
+/// moved the instance on (compensating a timed-out step, calling a timed-out compensation
+/// again), so a later success would only act behind its back.
+fn within(limit: Duration) -> ExponentialBuilder {
+    backoff().with_total_delay(Some(limit))
+}
+
+/// Runs `attempt` until it succeeds or `policy` gives up (then answers its last error).
+/// Local writes only fail while the database is unreachable.
+async fn retrying<T, E, F, Fut>(
+    what: &str,
+    order_id: &str,
+    policy: ExponentialBuilder,
+    attempt: F,
+) -> Result<T, E>
+where
+    E: fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let outcome = attempt
+        .retry(policy)
+        .notify(|err: &E, delay: Duration| {
+            tracing::warn!(order_id = %order_id, error = %err, retry_in = ?delay, "{what} failed; retrying");
+        })
+        .await;
+    if let Err(err) = &outcome {
+        tracing::warn!(order_id = %order_id, error = %err, "{what} failed; giving up");
+    }
+    outcome
+}
+
+/// Sends `payload` through the outbox, in the state's trace, retrying for at most `limit`
+/// (the step's timeout); `false` when it could not.
+async fn send<T: EventType>(
+    deps: &Deps,
+    state: &CheckoutState,
+    what: &str,
+    payload: &T,
+    limit: Duration,
+) -> bool {
     let order_id = state.order_id.as_str();
     trace::continue_from(state.traceparent.as_deref(), async {
-        retrying(what, order_id, || async {
+        let sent = retrying(what, order_id, within(limit), || async {
             let event = event(payload, order_id)?;
             deps.emit(std::slice::from_ref(&event)).await
         })
         .await;
-        tracing::info!(
-            order_id = %order_id, trace_id = %trace_id(), command = T::SUBJECT,
-            "checkout saga sent {what}"
-        );
+        if sent.is_ok() {
+            tracing::info!(
+                order_id = %order_id, trace_id = %trace_id(), command = T::SUBJECT,
+                "checkout saga sent {what}"
+            );
+        }
+        sent.is_ok()
     })
-    .await;
+    .await
+}
+
+/// A compensation's outcome once its command is sent, or not: unsent, it waits, and its
+/// deadline has the engine call it again.
+fn compensated(sent: bool, state: CheckoutState) -> StepOutcome<CheckoutState> {
+    if sent {
+        StepOutcome::Done(state)
+    } else {
+        StepOutcome::Waiting
+    }
 }
 
 /// The current trace id, for log lines.
@@ -170,6 +213,7 @@ pub fn trace_id() -> String {
 
 /// The checkout saga over `deps`, with the step timeouts of `config`.
 pub fn definition(deps: &Deps, config: &Config) -> SagaDefinition<CheckoutState> {
+    let (reserve, payment) = (config.reserve_timeout(), config.payment_timeout());
     SagaDefinition::new(SAGA)
         .step(
             Step::new(RESERVE_STOCK, {
@@ -188,7 +232,8 @@ pub fn definition(deps: &Deps, config: &Config) -> SagaDefinition<CheckoutState>
                                 })
                                 .collect(),
                         };
-                        send(&deps, &state, "ReserveStock", &command).await;
+                        // Sent or not, the step waits: unsent, its deadline compensates it.
+                        send(&deps, &state, "ReserveStock", &command, reserve).await;
                         StepOutcome::Waiting
                     }
                 }
@@ -202,12 +247,12 @@ pub fn definition(deps: &Deps, config: &Config) -> SagaDefinition<CheckoutState>
                             order_id: state.order_id.clone(),
                             reason: deps.reason(ctx.instance_id()).await,
                         };
-                        send(&deps, &state, "ReleaseStock", &command).await;
-                        StepOutcome::Done(state)
+                        let sent = send(&deps, &state, "ReleaseStock", &command, reserve).await;
+                        compensated(sent, state)
                     }
                 }
             })
-            .timeout(config.reserve_timeout()),
+            .timeout(reserve),
         )
         .step(
             Step::new(AUTHORIZE_PAYMENT, {
@@ -222,7 +267,7 @@ pub fn definition(deps: &Deps, config: &Config) -> SagaDefinition<CheckoutState>
                             currency: state.currency.clone(),
                             card: state.card.clone(),
                         };
-                        send(&deps, &state, "AuthorizePayment", &command).await;
+                        send(&deps, &state, "AuthorizePayment", &command, payment).await;
                         StepOutcome::Waiting
                     }
                 }
@@ -237,12 +282,12 @@ pub fn definition(deps: &Deps, config: &Config) -> SagaDefinition<CheckoutState>
                             idempotency_key: ctx.idempotency_key(),
                             reason: deps.reason(ctx.instance_id()).await,
                         };
-                        send(&deps, &state, "VoidPayment", &command).await;
-                        StepOutcome::Done(state)
+                        let sent = send(&deps, &state, "VoidPayment", &command, payment).await;
+                        compensated(sent, state)
                     }
                 }
             })
-            .timeout(config.payment_timeout()),
+            .timeout(payment),
         )
         .step(
             Step::new(CONFIRM_ORDER, {
@@ -272,7 +317,11 @@ pub fn definition(deps: &Deps, config: &Config) -> SagaDefinition<CheckoutState>
 /// Confirms the pending order and emits `OrderConfirmed` and `CommitStock` with it, once.
 async fn confirm(deps: Deps, state: CheckoutState) -> StepOutcome<CheckoutState> {
     let order_id = state.order_id.as_str();
-    let outcome = retrying("confirming the order", order_id, || async {
+    // Without a bound: once begun, this step must not fail (a failure compensates, voiding
+    // the payment of an order whose commit may have gone through) nor time out (hence its
+    // engine timeout of a month), so it outlasts any database outage. A shutdown drops it
+    // and the step is resumed at the next start.
+    let outcome = retrying("confirming the order", order_id, backoff(), || async {
         let mut tx = deps.db.begin().await?;
         match store::status_of(&mut tx, order_id).await? {
             Some(OrderStatus::Pending) => {}
@@ -300,8 +349,11 @@ async fn confirm(deps: Deps, state: CheckoutState) -> StepOutcome<CheckoutState>
     })
     .await;
     match outcome {
-        None => StepOutcome::Done(state),
-        Some(problem) => StepOutcome::Failed(problem.to_owned()),
+        Ok(None) => StepOutcome::Done(state),
+        Ok(Some(problem)) => StepOutcome::Failed(problem.to_owned()),
+        // Not reached: the policy above never gives up. Waiting leaves the order pending
+        // rather than compensating it.
+        Err(_) => StepOutcome::Waiting,
     }
 }
 
@@ -315,11 +367,18 @@ async fn capture(deps: Deps, ctx: StepContext, state: CheckoutState) -> StepOutc
     };
     let mut sends = 0_u32;
     let mut next_send = tokio::time::Instant::now();
+    // The loop itself never ends but with the capture: the order is confirmed, so only a
+    // recorded capture finishes the step. Each read and send is bounded by the re-send
+    // interval; one that gives up is tried again on the next turn.
     loop {
-        let captured = retrying("reading the capture", &state.order_id, || {
-            store::is_captured(&deps.db, &state.order_id)
-        })
-        .await;
+        let captured = retrying(
+            "reading the capture",
+            &state.order_id,
+            within(deps.capture_retry),
+            || store::is_captured(&deps.db, &state.order_id),
+        )
+        .await
+        .unwrap_or(false);
         if captured {
             return StepOutcome::Done(state);
         }
@@ -330,7 +389,14 @@ async fn capture(deps: Deps, ctx: StepContext, state: CheckoutState) -> StepOutc
                     "no capture reply in time; sending CapturePayment again"
                 );
             }
-            send(&deps, &state, "CapturePayment", &command).await;
+            send(
+                &deps,
+                &state,
+                "CapturePayment",
+                &command,
+                deps.capture_retry,
+            )
+            .await;
             sends += 1;
             next_send = tokio::time::Instant::now() + deps.capture_retry;
         }
@@ -343,5 +409,61 @@ async fn capture(deps: Deps, ctx: StepContext, state: CheckoutState) -> StepOutc
             }
             () = tokio::time::sleep_until(next_send) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use backon::BackoffBuilder;
+
+    use super::*;
+
+    #[test]
+    fn a_bounded_policy_waits_at_most_its_limit_and_the_unbounded_one_stays_capped() {
+        let limit = Duration::from_millis(700);
+        for _ in 0..100 {
+            let delays: Vec<Duration> = within(limit).build().collect();
+            assert!(!delays.is_empty());
+            assert!(delays.iter().sum::<Duration>() <= limit, "{delays:?}");
+        }
+        // Jitter adds at most as much again to the capped delay.
+        let delays: Vec<Duration> = backoff().build().take(1000).collect();
+        assert_eq!(delays.len(), 1000, "never gives up");
+        assert!(delays.iter().all(|d| *d <= MAX_BACKOFF * 2), "{delays:?}");
+        assert!(delays[0] >= Duration::from_millis(100));
+    }
+
+    #[tokio::test]
+    async fn a_bounded_retry_gives_up_with_the_last_error() {
+        let attempts = AtomicU32::new(0);
+        let limit = Duration::from_millis(400);
+        let start = tokio::time::Instant::now();
+        let outcome: Result<(), String> = retrying("writing", "o-1", within(limit), || async {
+            let n = attempts.fetch_add(1, Ordering::SeqCst) + 1;
+            Err(format!("failure {n}"))
+        })
+        .await;
+        let n = attempts.load(Ordering::SeqCst);
+        assert!(n >= 2, "retried before giving up: {n} attempts");
+        assert_eq!(outcome, Err(format!("failure {n}")));
+        assert!(
+            start.elapsed() < limit + Duration::from_secs(1),
+            "gave up in time"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_retry_answers_the_first_success() {
+        let attempts = AtomicU32::new(0);
+        let outcome = retrying("writing", "o-1", backoff(), || async {
+            match attempts.fetch_add(1, Ordering::SeqCst) {
+                0 | 1 => Err("not yet"),
+                n => Ok(n),
+            }
+        })
+        .await;
+        assert_eq!(outcome, Ok(2));
     }
 }

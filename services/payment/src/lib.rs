@@ -101,6 +101,24 @@ pub struct AppState {
     pub db: Db,
 }
 
+/// Every payment with its state, oldest first: what an invariant checker reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// The payments, by creation time.
+    pub payments: Vec<PaymentView>,
+}
+
+impl Snapshot {
+    /// Reads the payments of a payment database: a running service's, or one a stopped or
+    /// crashed process left behind. A database that cannot be read is an error, never an
+    /// empty list.
+    pub async fn read(db: &Db) -> Result<Self, ApiError> {
+        Ok(Self {
+            payments: payments::list(db, None).await?,
+        })
+    }
+}
+
 /// The payment service: a cheap-to-clone handle.
 #[derive(Debug, Clone)]
 pub struct Payment {
@@ -212,15 +230,10 @@ impl Payment {
         &self.provider
     }
 
-    /// Every payment, oldest first (for invariant checks).
-    pub async fn snapshot(&self) -> Vec<PaymentView> {
-        match payments::list(&self.db, None).await {
-            Ok(payments) => payments,
-            Err(err) => {
-                tracing::error!(error = %err, "cannot read the payments for a snapshot");
-                Vec::new()
-            }
-        }
+    /// Every payment with its state, oldest first: for invariant checks
+    /// ([`Snapshot::read`] on this service's database).
+    pub async fn snapshot(&self) -> Result<Snapshot, ApiError> {
+        Snapshot::read(&self.db).await
     }
 
     /// Stops the command subscriptions and the outbox relay, and waits for them.

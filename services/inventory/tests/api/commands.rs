@@ -1,6 +1,6 @@
 //! Reserve, release and commit: effects on stock, replies, stored outcomes, traces.
 
-use tideway_inventory::ReservationStatus;
+use tideway_inventory::{ReservationStatus, Snapshot};
 use tideway_inventory_api::{StockCommitted, StockRejected, StockReleased, StockReserved};
 use tideway_runtime::trace::TraceContext;
 
@@ -223,6 +223,12 @@ async fn snapshot_lists_every_row_and_reservation() {
             .sum();
         let reserved: i64 = snapshot.stock.iter().map(|s| s.reserved).sum();
         assert_eq!(held, reserved);
+        assert_eq!(Snapshot::read(app.inventory.db()).await.unwrap(), snapshot);
+
+        // An unreadable database is an error, never an empty snapshot.
+        app.inventory.db().close().await;
+        assert!(app.inventory.snapshot().await.is_err());
+        assert!(Snapshot::read(app.inventory.db()).await.is_err());
         app.stop().await;
     }
 }

@@ -1,27 +1,21 @@
 //! Orders: the endpoints that show them, and (in [`store`]) their SQL; [`sagas`] lists
-//! their checkout sagas for operators.
+//! their checkout sagas for operators. Checkout, which places orders, builds on this
+//! module (`checkout`); nothing here depends on it.
 
 pub mod sagas;
 pub mod store;
 
-use axum::{
-    Router,
-    extract::State as Shared,
-    routing::{get, post},
-};
+use axum::{Router, extract::State as Shared, routing::get};
 use serde::Deserialize;
-use std::sync::Arc;
-use tideway_basket_api::BasketClient;
-use tideway_bus::outbox::RelayWaker;
-use tideway_ordering_api::{CHECKOUT_PATH, OrderPage, OrderView, PREFIX, TimelineEntry};
+use tideway_ordering_api::{OrderPage, OrderView, PREFIX, TimelineEntry};
 use tideway_runtime::{
     auth::{ADMIN_ROLE, AuthUser},
     extract::{Json, Path, Query},
 };
-use tideway_saga::{SagaDefinition, SagaEngine, StepRecord};
+use tideway_saga::{SagaEngine, StepRecord};
 use tideway_store::Db;
 
-use crate::{checkout, error::ApiError, saga::CheckoutState, time::from_ms};
+use crate::{error::ApiError, time::from_ms};
 
 /// The default page size.
 pub const DEFAULT_PAGE_SIZE: u32 = 20;
@@ -30,20 +24,16 @@ pub const MAX_PAGE_SIZE: u32 = 100;
 /// The largest page number (keeps offsets small).
 pub const MAX_PAGE: u32 = 1_000_000;
 
-/// What every handler shares.
+/// What every handler shares: the orders and their sagas' timelines.
 #[derive(Clone)]
 pub struct State {
     pub db: Db,
     pub engine: SagaEngine,
-    pub saga: Arc<SagaDefinition<CheckoutState>>,
-    pub basket: BasketClient,
-    pub waker: RelayWaker,
 }
 
 /// The endpoints (without the standard stack).
 pub fn routes(state: State) -> Router {
     Router::new()
-        .route(CHECKOUT_PATH, post(checkout::checkout))
         .route(&format!("{PREFIX}/orders"), get(list))
         .route(&format!("{PREFIX}/orders/{{id}}"), get(show))
         .route(&format!("{PREFIX}/sagas"), get(sagas::list))

@@ -1,6 +1,7 @@
 //! Listing and showing orders: only the buyer's (or an admin's), newest first, paged.
 
 use serde_json::json;
+use tideway_ordering::Snapshot;
 use tideway_ordering_api::{OrderPage, OrderStatus};
 use tideway_payment_api::DECLINED_CARD;
 
@@ -93,6 +94,23 @@ async fn buyers_see_their_orders_newest_first_and_no_one_elses() {
             )
             .await;
         assert_eq!(unauthorized.status, 401);
+        app.ordering.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn a_snapshot_of_an_unreadable_database_is_an_error_not_an_empty_list() {
+    for db in tideway_store::testing::backends().await {
+        let app = spawn_app(config(db.url())).await;
+        let order = app.checkout_to_end(&app.token("alice"), None).await;
+        let snapshot = app.ordering.snapshot().await.unwrap();
+        assert_eq!(snapshot.orders.len(), 1);
+        assert_eq!(snapshot.orders[0].id, order.id);
+        assert_eq!(snapshot.orders[0].lines.len(), 2);
+
+        app.ordering.db().close().await;
+        assert!(app.ordering.snapshot().await.is_err());
+        assert!(Snapshot::read(app.ordering.db()).await.is_err());
         app.ordering.shutdown().await;
     }
 }

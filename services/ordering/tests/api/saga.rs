@@ -116,7 +116,7 @@ async fn a_paid_order_is_confirmed_and_captured_with_one_trace() {
             }
         }
 
-        let snapshot = app.ordering.snapshot().await;
+        let snapshot = app.ordering.snapshot().await.unwrap().orders;
         assert_eq!(snapshot.len(), 1);
         assert_eq!(snapshot[0].status, OrderStatus::Confirmed);
         assert!(snapshot[0].timeline.is_empty());

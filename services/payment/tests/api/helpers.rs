@@ -244,6 +244,8 @@ impl TestApp {
         self.payment
             .snapshot()
             .await
+            .unwrap()
+            .payments
             .into_iter()
             .find(|p| p.order_id == order_id)
     }

@@ -2,6 +2,7 @@
 
 use reqwest::StatusCode;
 use serde_json::Value;
+use tideway_payment::Snapshot;
 use tideway_payment_api::{PaymentStatus, PaymentView};
 use tideway_runtime::auth::ADMIN_ROLE;
 use tideway_store::testing::backends;
@@ -72,7 +73,24 @@ async fn the_list_is_newest_first_and_limited() {
             assert_eq!(problem["invalid-params"][0]["name"], "limit", "limit={bad}");
         }
         // Refused reads changed nothing.
-        assert_eq!(app.payment.snapshot().await.len(), 3);
+        assert_eq!(app.payment.snapshot().await.unwrap().payments.len(), 3);
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_snapshot_of_an_unreadable_database_is_an_error_not_an_empty_list() {
+    for db in backends().await {
+        let app = spawn_app(db.url()).await;
+        let (order_id, _) = app.authorized_order(1999).await;
+        let snapshot = app.payment.snapshot().await.unwrap();
+        assert_eq!(snapshot.payments.len(), 1);
+        assert_eq!(snapshot.payments[0].order_id, order_id);
+        assert_eq!(snapshot.payments[0].status, PaymentStatus::Authorized);
+
+        app.payment.db().close().await;
+        assert!(app.payment.snapshot().await.is_err());
+        assert!(Snapshot::read(app.payment.db()).await.is_err());
         app.stop().await;
     }
 }
