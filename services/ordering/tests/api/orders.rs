@@ -8,7 +8,7 @@ use crate::helpers::{config, spawn_app};
 
 #[tokio::test]
 async fn buyers_see_their_orders_newest_first_and_no_one_elses() {
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let app = spawn_app(config(db.url())).await;
         let alice = app.token("alice");
         let bob = app.token("bob");
