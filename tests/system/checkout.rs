@@ -1,12 +1,12 @@
 //! Checkout end to end through the gateway: happy path, decline, out of stock and a step
 //! timeout, on the embedded bus and on NATS JetStream, with the invariants checked after.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use tideway::{App, Config, config::BusKind, invariants};
 use tideway_store::{Db, DbOptions};
-use tokio_util::sync::CancellationToken;
+use tideway_testkit::{TestNats, eventually_async};
 
 use crate::scenario;
 
@@ -82,18 +82,10 @@ impl Shopper {
 
     /// Waits until the order is confirmed or cancelled.
     pub async fn settled(&self, id: &str, deadline: Duration) -> Value {
-        let start = Instant::now();
-        loop {
-            let order = self.order(id).await;
-            if order["status"] != "pending" {
-                return order;
-            }
-            assert!(
-                start.elapsed() < deadline,
-                "order {id} still pending: {order}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually_async(deadline, format!("order {id} to leave pending"), || async {
+            Some(self.order(id).await).filter(|order| order["status"] != "pending")
+        })
+        .await
     }
 
     pub async fn basket(&self) -> Value {
@@ -134,19 +126,13 @@ pub async fn item_with_stock(base: &str, stock: i64) -> (String, i64) {
 /// Waits until the inventory knows `item_id` (it seeds from the catalog in the background
 /// when the services are separate processes).
 pub async fn wait_stocked(base: &str, item_id: &str, deadline: Duration) {
-    let start = Instant::now();
-    while reqwest::get(format!("{base}/api/inventory/stock/{item_id}"))
-        .await
-        .unwrap()
-        .status()
-        != 200
-    {
-        assert!(
-            start.elapsed() < deadline,
-            "inventory never stocked {item_id}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let stock = format!("{base}/api/inventory/stock/{item_id}");
+    eventually_async(
+        deadline,
+        format!("inventory to stock {item_id}"),
+        || async { reqwest::get(&stock).await.unwrap().status() == 200 },
+    )
+    .await;
 }
 
 /// Sets an item's stock as the admin.
@@ -187,14 +173,12 @@ pub async fn checkout_outcomes(base: &str) {
     for step in ["reserve_stock", "authorize_payment", "confirm_order"] {
         assert!(steps.contains(&step), "{step} missing from {order}");
     }
-    let start = Instant::now();
-    while buyer.basket().await["items"]
-        .as_array()
-        .is_some_and(|i| !i.is_empty())
-    {
-        assert!(start.elapsed() < deadline, "the basket was not cleared");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually_async(deadline, "the basket to be cleared", || async {
+        buyer.basket().await["items"]
+            .as_array()
+            .is_none_or(|items| items.is_empty())
+    })
+    .await;
     let listed: Value = buyer
         .http
         .get(format!("{base}/api/ordering/orders"))
@@ -256,12 +240,9 @@ async fn run_embedded(
     test: impl AsyncFnOnce(&str, &invariants::Stores),
 ) -> invariants::Report {
     let app = App::embedded(&config).await.unwrap();
-    let base = format!("http://{}", app.local_addr().unwrap());
     let stores = app.services().unwrap().stores();
-    let shutdown = CancellationToken::new();
-    let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
-    scenario::wait_ready(&base, Duration::from_secs(10)).await;
-    test(&base, &stores).await;
+    let server = crate::serve_ready(app).await;
+    test(server.base_url(), &stores).await;
     let pending = invariants::wait_terminal(&stores.ordering, Duration::from_secs(30))
         .await
         .unwrap();
@@ -269,36 +250,37 @@ async fn run_embedded(
     let report = invariants::settle(&stores, Duration::from_secs(30))
         .await
         .unwrap();
-    shutdown.cancel();
-    server.await.unwrap().unwrap();
+    server.stop(crate::STOP_DEADLINE).await;
     report
 }
 
-#[tokio::test]
-async fn checkout_on_the_embedded_bus() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = config(dir.path());
-    config.resolve().unwrap();
-    let report = run_embedded(config, async |base, _| checkout_outcomes(base).await).await;
-    assert!(report.holds(), "{report:#?}");
-    assert!(
-        report.orders("confirmed") >= 2 && report.orders("cancelled") >= 2,
-        "{report:#?}"
-    );
-}
-
-#[tokio::test]
-async fn checkout_on_nats_jetstream() {
-    let Some(nats) = tideway_bus::testing::nats().await else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = config(dir.path());
+/// `config` carrying events on the private stream of `nats`.
+fn on_nats(mut config: Config, nats: &TestNats) -> Config {
     let options = nats.options();
     config.bus.kind = BusKind::Nats;
     config.bus.nats_url = options.url;
     config.bus.stream = options.stream;
     config.bus.root = options.root;
+    config
+}
+
+#[tokio::test]
+async fn checkout_on_the_embedded_bus() {
+    let dir = tempfile::tempdir().unwrap();
+    outcomes_hold(config(dir.path())).await;
+}
+
+#[tokio::test]
+async fn checkout_on_nats_jetstream() {
+    let Some(nats) = tideway_testkit::nats().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    outcomes_hold(on_nats(config(dir.path()), &nats)).await;
+}
+
+/// [`checkout_outcomes`] on the embedded shape with `config`; the invariants hold after.
+async fn outcomes_hold(mut config: Config) {
     config.resolve().unwrap();
     let report = run_embedded(config, async |base, _| checkout_outcomes(base).await).await;
     assert!(report.holds(), "{report:#?}");
@@ -371,17 +353,11 @@ async fn a_step_timeout_cancels_and_compensates() {
 
 #[tokio::test]
 async fn a_step_timeout_cancels_and_compensates_on_nats() {
-    let Some(nats) = tideway_bus::testing::nats().await else {
+    let Some(nats) = tideway_testkit::nats().await else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let mut config = config(dir.path());
-    let options = nats.options();
-    config.bus.kind = BusKind::Nats;
-    config.bus.nats_url = options.url;
-    config.bus.stream = options.stream;
-    config.bus.root = options.root;
-    step_timeout(config).await;
+    step_timeout(on_nats(config(dir.path()), &nats)).await;
 }
 
 async fn step_timeout(mut config: Config) {
@@ -401,22 +377,16 @@ async fn step_timeout(mut config: Config) {
         );
         // The slow provider answers late. Once payment has handled both the authorize and
         // the void (in either order), nothing may be held for the cancelled order.
-        let start = Instant::now();
-        loop {
+        let handled = "payment to handle the authorize and the void";
+        eventually_async(Duration::from_secs(20), handled, || async {
             let handled: i64 =
                 sqlx::query_scalar("SELECT COUNT(*) FROM inbox WHERE consumer = 'payment'")
                     .fetch_one(stores.payment.pool())
                     .await
                     .unwrap();
-            if handled >= 2 {
-                break;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "payment never handled the authorize and the void"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            handled >= 2
+        })
+        .await;
         let held: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM payments WHERE status IN ('authorized', 'captured')",
         )

@@ -1,25 +1,20 @@
 //! Every service answers a database it cannot reach the same way: 503 with `Retry-After`
 //! and a problem document, never an opaque 500.
 
-use std::time::Duration;
-
 use reqwest::Method;
 use serde_json::Value;
 use tideway::App;
-use tokio_util::sync::CancellationToken;
 
-use crate::{embedded_config, scenario};
+use crate::{STOP_DEADLINE, embedded_config, scenario, serve_ready};
 
 #[tokio::test]
 async fn a_database_out_of_reach_is_a_503_with_retry_after_in_every_service() {
     let data = tempfile::tempdir().unwrap();
     let config = embedded_config(data.path());
     let app = App::embedded(&config).await.unwrap();
-    let base = format!("http://{}", app.local_addr().unwrap());
     let services = app.services().unwrap().clone();
-    let shutdown = CancellationToken::new();
-    let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
-    scenario::wait_ready(&base, Duration::from_secs(10)).await;
+    let server = serve_ready(app).await;
+    let base = server.base_url().to_owned();
 
     let client = reqwest::Client::new();
     let token = scenario::login(&client, &base, "admin@tideway.local", "tideway-admin-1").await;
@@ -80,6 +75,5 @@ async fn a_database_out_of_reach_is_a_503_with_retry_after_in_every_service() {
         assert_eq!(problem["type"], "/problems/unavailable", "{method} {path}");
     }
 
-    shutdown.cancel();
-    server.await.unwrap().unwrap();
+    server.stop(STOP_DEADLINE).await;
 }

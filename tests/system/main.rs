@@ -16,7 +16,10 @@ mod web;
 use std::time::Duration;
 
 use tideway::{App, Config};
-use tokio_util::sync::CancellationToken;
+use tideway_testkit::TestServer;
+
+/// How long an app may take to stop: its grace period for in-flight requests, and more.
+const STOP_DEADLINE: Duration = Duration::from_secs(15);
 
 /// The embedded shape's configuration: data in `dir`, the gateway on a random port.
 fn embedded_config(dir: &std::path::Path) -> Config {
@@ -29,25 +32,24 @@ fn embedded_config(dir: &std::path::Path) -> Config {
     config
 }
 
+/// Serves `app` on the socket it has bound; answers once it is ready.
+async fn serve_ready(app: App) -> TestServer {
+    let addr = app.local_addr().unwrap();
+    let server = TestServer::spawn(addr, |shutdown| app.run_until_stopped(shutdown));
+    scenario::wait_ready(server.base_url(), Duration::from_secs(10)).await;
+    server
+}
+
 /// Runs the embedded shape on a random port in a temporary data directory.
 #[tokio::test]
 async fn shop_in_one_process() {
     let data = tempfile::tempdir().unwrap();
     let config = embedded_config(data.path());
-    let app = App::embedded(&config).await.unwrap();
-    let base = format!("http://{}", app.local_addr().unwrap());
-    let shutdown = CancellationToken::new();
-    let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    let server = serve_ready(App::embedded(&config).await.unwrap()).await;
 
-    scenario::wait_ready(&base, Duration::from_secs(10)).await;
-    scenario::shop(&base).await;
+    scenario::shop(server.base_url()).await;
 
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(15), server)
-        .await
-        .expect("the app stops within the grace period")
-        .unwrap()
-        .unwrap();
+    server.stop(STOP_DEADLINE).await;
     assert!(
         data.path().join("catalog.db").exists(),
         "SQLite files live in the data directory"
@@ -63,11 +65,8 @@ async fn restart_keeps_data_and_does_not_reseed() {
     let mut totals = Vec::new();
     let mut key_ids = Vec::new();
     for _ in 0..2 {
-        let app = App::embedded(&config).await.unwrap();
-        let base = format!("http://{}", app.local_addr().unwrap());
-        let shutdown = CancellationToken::new();
-        let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
-        scenario::wait_ready(&base, Duration::from_secs(10)).await;
+        let server = serve_ready(App::embedded(&config).await.unwrap()).await;
+        let base = server.base_url();
         let client = reqwest::Client::new();
         let page: serde_json::Value = client
             .get(format!("{base}/api/catalog/items?page_size=1"))
@@ -88,9 +87,8 @@ async fn restart_keeps_data_and_does_not_reseed() {
             .unwrap();
         key_ids.push(jwks["keys"][0]["kid"].as_str().unwrap().to_owned());
         // The seeded demo account logs in on every start.
-        scenario::login(&client, &base, "demo@tideway.local", "tideway-demo-1").await;
-        shutdown.cancel();
-        server.await.unwrap().unwrap();
+        scenario::login(&client, base, "demo@tideway.local", "tideway-demo-1").await;
+        server.stop(STOP_DEADLINE).await;
     }
     assert!(totals[0] >= 60, "seeded catalog: {totals:?}");
     assert_eq!(totals[0], totals[1], "no second seeding");
@@ -102,11 +100,8 @@ async fn restart_keeps_data_and_does_not_reseed() {
 #[tokio::test]
 async fn sagas_are_for_admins_at_the_gateway() {
     let data = tempfile::tempdir().unwrap();
-    let app = App::embedded(&embedded_config(data.path())).await.unwrap();
-    let base = format!("http://{}", app.local_addr().unwrap());
-    let shutdown = CancellationToken::new();
-    let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
-    scenario::wait_ready(&base, Duration::from_secs(10)).await;
+    let server = serve_ready(App::embedded(&embedded_config(data.path())).await.unwrap()).await;
+    let base = server.base_url().to_owned();
 
     let http = reqwest::Client::new();
     let customer = scenario::login(&http, &base, "demo@tideway.local", "tideway-demo-1").await;
@@ -145,6 +140,5 @@ async fn sagas_are_for_admins_at_the_gateway() {
     assert!(metrics.contains(&series("ordering", 200)), "{metrics}");
     assert!(!metrics.contains(&series("ordering", 403)), "{metrics}");
 
-    shutdown.cancel();
-    server.await.unwrap().unwrap();
+    server.stop(STOP_DEADLINE).await;
 }

@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tideway_store::testing::{self, TestDb};
+use tideway_testkit::{TestDb, TestNats, eventually};
 
 use crate::scenario;
 
@@ -61,21 +61,18 @@ impl Proc {
         }
     }
 
-    /// Sends SIGTERM and waits for a clean exit.
-    fn terminate(mut self) -> std::process::ExitStatus {
+    /// Sends SIGTERM and waits for the process to exit; answers how it exited.
+    async fn terminate(mut self) -> std::process::ExitStatus {
         let status = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
             .unwrap();
         assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "{} did not stop", self.name);
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let what = format!("{} to stop", self.name);
+        eventually(Duration::from_secs(20), what, || {
+            self.child.try_wait().unwrap()
+        })
+        .await
     }
 
     pub fn log(&self) -> String {
@@ -99,13 +96,22 @@ const SERVICES: [&str; 6] = [
     "ordering",
 ];
 
-/// The seven processes of the distributed shape on PostgreSQL (when reachable) and NATS.
+/// The seven processes of the distributed shape on PostgreSQL (when reachable) and NATS;
+/// their logs are printed when the test fails.
 pub struct Distributed {
     pub gateway: String,
     procs: Vec<Proc>,
     _databases: Vec<TestDb>,
-    _nats: Option<tideway_bus::testing::TestNats>,
+    _nats: Option<TestNats>,
     _dir: tempfile::TempDir,
+}
+
+impl Drop for Distributed {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.dump_logs();
+        }
+    }
 }
 
 impl Distributed {
@@ -125,7 +131,7 @@ impl Distributed {
         // Distributed mode stores on PostgreSQL: a fresh database per service.
         let mut databases: Vec<TestDb> = Vec::new();
         for service in SERVICES {
-            if let Some(db) = testing::postgres().await {
+            if let Some(db) = tideway_testkit::postgres().await {
                 env.push((
                     format!("TIDEWAY_{}__DATABASE_URL", service.to_uppercase()),
                     db.url().to_owned(),
@@ -134,7 +140,7 @@ impl Distributed {
             }
         }
         // And carries events on NATS JetStream: a stream and subject root of its own.
-        let nats = tideway_bus::testing::nats().await;
+        let nats = tideway_testkit::nats().await;
         if let Some(nats) = &nats {
             let options = nats.options();
             env.push(("TIDEWAY_BUS__NATS_URL".into(), options.url));
@@ -204,12 +210,12 @@ impl Distributed {
 
     /// Stops every process with SIGTERM; each must exit cleanly having logged JSON access
     /// lines with request and trace ids. Returns every log line, parsed.
-    pub fn stop(self) -> Vec<serde_json::Value> {
+    pub async fn stop(mut self) -> Vec<serde_json::Value> {
         let mut lines = Vec::new();
-        for proc in self.procs {
+        for proc in std::mem::take(&mut self.procs) {
             let name = proc.name;
             let log_path = proc.log.clone();
-            let status = proc.terminate();
+            let status = proc.terminate().await;
             let log = std::fs::read_to_string(&log_path).unwrap_or_default();
             assert!(status.success(), "{name} exited with {status}: {log}");
             let parsed: Vec<serde_json::Value> = log
@@ -260,7 +266,7 @@ async fn shop_as_separate_processes() {
             .unwrap();
         assert!(report.holds(), "{report:#?}");
     }
-    let lines = system.stop();
+    let lines = system.stop().await;
     // One checkout, one trace: the ordering, inventory and payment logs share its trace id.
     let traced_services = |trace: &str| {
         let mut services: Vec<String> = lines

@@ -1,25 +1,22 @@
 //! The shopper's journey, against any base URL.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
+use tideway_testkit::eventually_async;
 
 /// Polls `/health/ready` until it answers 200 or the deadline passes.
 pub async fn wait_ready(base: &str, deadline: Duration) {
     let client = reqwest::Client::new();
-    let start = Instant::now();
-    loop {
-        if let Ok(response) = client.get(format!("{base}/health/ready")).send().await
-            && response.status().is_success()
-        {
-            return;
-        }
-        assert!(
-            start.elapsed() < deadline,
-            "{base} not ready within {deadline:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let ready = format!("{base}/health/ready");
+    eventually_async(deadline, format!("{base} to be ready"), || async {
+        client
+            .get(&ready)
+            .send()
+            .await
+            .is_ok_and(|response| response.status().is_success())
+    })
+    .await;
 }
 
 /// Logs in and returns the access token.

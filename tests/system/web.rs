@@ -6,12 +6,8 @@ use std::time::Duration;
 
 use reqwest::{StatusCode, header};
 use tideway::App;
-use tokio_util::sync::CancellationToken;
 
-use crate::{
-    checkout::{Shopper, item_with_stock},
-    scenario,
-};
+use crate::checkout::{Shopper, item_with_stock};
 
 /// One server-sent event: its name and data.
 #[derive(Debug)]
@@ -51,18 +47,9 @@ async fn with_embedded(latency_ms: u64, test: impl AsyncFnOnce(&str)) {
     let data = tempfile::tempdir().unwrap();
     let mut config = crate::embedded_config(data.path());
     config.payment.service.latency_ms = latency_ms;
-    let app = App::embedded(&config).await.unwrap();
-    let base = format!("http://{}", app.local_addr().unwrap());
-    let shutdown = CancellationToken::new();
-    let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
-    scenario::wait_ready(&base, Duration::from_secs(10)).await;
-    test(&base).await;
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(15), server)
-        .await
-        .expect("the app stops within the grace period")
-        .unwrap()
-        .unwrap();
+    let server = crate::serve_ready(App::embedded(&config).await.unwrap()).await;
+    test(server.base_url()).await;
+    server.stop(crate::STOP_DEADLINE).await;
 }
 
 /// The order page's stream sends the order Pending, then each change, then Confirmed and

@@ -53,7 +53,6 @@ pub mod inbox;
 pub mod nats;
 pub mod outbox;
 pub mod subject;
-pub mod testing;
 
 use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 

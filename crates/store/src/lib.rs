@@ -3,7 +3,8 @@
 //! Services write their SQL once, with `$1` placeholders and `INSERT … ON CONFLICT`, and run
 //! it through `sqlx::Any` on either engine. Only basic types cross the `Any` driver, so ids,
 //! times and money are TEXT and BIGINT columns. Migrations are embedded per service with
-//! `sqlx::migrate!` and run at start-up.
+//! `sqlx::migrate!` and run at start-up. Tests get a fresh database on both engines from
+//! `tideway-testkit`.
 //!
 //! A service opens its database one way: its [`DatabaseUrl`] (parsed with the
 //! configuration) goes to [`Db::open_service`], which connects, migrates and logs that the
@@ -12,7 +13,6 @@
 #![warn(missing_docs)]
 
 mod error;
-pub mod testing;
 mod url;
 
 use std::{future::Future, str::FromStr, sync::Once, time::Duration};
@@ -301,54 +301,6 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn concurrent_read_then_write_transactions_all_commit() {
-        for db in testing::backends().await {
-            sqlx::query("CREATE TABLE counter (id BIGINT PRIMARY KEY, n BIGINT NOT NULL)")
-                .execute(db.pool())
-                .await
-                .unwrap();
-            sqlx::query("INSERT INTO counter (id, n) VALUES (1, 0)")
-                .execute(db.pool())
-                .await
-                .unwrap();
-            let tasks: Vec<_> = (0..16)
-                .map(|_| {
-                    let db = (*db).clone();
-                    tokio::spawn(async move {
-                        let mut tx = db.begin().await?;
-                        let n: i64 = sqlx::query_scalar("SELECT n FROM counter WHERE id = 1")
-                            .fetch_one(&mut *tx)
-                            .await?;
-                        sqlx::query("UPDATE counter SET n = $1 WHERE id = 1")
-                            .bind(n + 1)
-                            .execute(&mut *tx)
-                            .await?;
-                        tx.commit().await?;
-                        Ok::<_, StoreError>(())
-                    })
-                })
-                .collect();
-            let mut committed = 0;
-            for task in tasks {
-                if task.await.unwrap().is_ok() {
-                    committed += 1;
-                }
-            }
-            let n: i64 = sqlx::query_scalar("SELECT n FROM counter WHERE id = 1")
-                .fetch_one(db.pool())
-                .await
-                .unwrap();
-            match db.backend() {
-                // SQLite serialises the writers: every one commits and no update is lost.
-                Backend::Sqlite => assert_eq!((committed, n), (16, 16)),
-                // PostgreSQL (read committed) commits all; lost updates are possible there,
-                // which is why services write with single statements or row locks.
-                Backend::Postgres => assert_eq!(committed, 16),
-            }
-        }
-    }
-
-    #[tokio::test]
     async fn open_service_connects_migrates_and_is_ready_twice_over() {
         let dir = tempfile::tempdir().unwrap();
         let url = DatabaseUrl::sqlite(&dir.path().join("nested/probe.db").display().to_string());
@@ -387,39 +339,5 @@ mod tests {
             err.to_string().contains("cannot open the catalog database"),
             "{err}"
         );
-    }
-
-    #[tokio::test]
-    async fn same_sql_runs_on_both_engines() {
-        for db in testing::backends().await {
-            sqlx::query("CREATE TABLE kv (k TEXT PRIMARY KEY, v BIGINT NOT NULL)")
-                .execute(db.pool())
-                .await
-                .unwrap();
-            for v in [1_i64, 2] {
-                sqlx::query(
-                    "INSERT INTO kv (k, v) VALUES ($1, $2) ON CONFLICT (k) DO UPDATE SET v = kv.v + excluded.v",
-                )
-                .bind("a")
-                .bind(v)
-                .execute(db.pool())
-                .await
-                .unwrap();
-            }
-            let v: i64 = sqlx::query_scalar("SELECT v FROM kv WHERE k = $1")
-                .bind("a")
-                .fetch_one(db.pool())
-                .await
-                .unwrap();
-            assert_eq!(v, 3, "{:?}", db.backend());
-            let err = sqlx::query("INSERT INTO kv (k, v) VALUES ($1, $2)")
-                .bind("a")
-                .bind(1_i64)
-                .execute(db.pool())
-                .await
-                .unwrap_err();
-            assert!(is_unique_violation(&err), "{:?}: {err:?}", db.backend());
-            db.ping().await.unwrap();
-        }
     }
 }

@@ -149,10 +149,9 @@ pub fn trace_id(traceparent: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use serde_json::json;
     use tideway_bus::{EmbeddedBus, EmbeddedOptions, Publisher, Subscriber};
+    use tideway_testkit::{DEADLINE, eventually};
 
     use super::*;
 
@@ -164,18 +163,6 @@ mod tests {
             .unwrap()
             .with_subject(order)
             .with_traceparent(format!("00-{trace}-00f067aa0ba902b7-01"))
-    }
-
-    /// Waits until `done` holds, failing the test after five seconds.
-    async fn until(what: &str, mut done: impl FnMut() -> bool) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while !done() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "timed out waiting for {what}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
     }
 
     async fn embedded_with_tap(capacity: usize) -> (EmbeddedBus, EventTap, SubscriptionHandle) {
@@ -197,7 +184,7 @@ mod tests {
         for e in [&placed, &reserved, &authorized] {
             bus.publish(e).await.unwrap();
         }
-        until("three events", || tap.recent().len() == 3).await;
+        eventually(DEADLINE, "three events", || tap.recent().len() == 3).await;
 
         let recent = tap.recent();
         let ids: Vec<&str> = recent.iter().map(|e| e.id.as_str()).collect();
@@ -231,7 +218,7 @@ mod tests {
             bus.publish(e).await.unwrap();
         }
         let last = events[4].id.clone();
-        until("the last event", || {
+        eventually(DEADLINE, "the last event", || {
             tap.recent().first().is_some_and(|e| e.id == last)
         })
         .await;

@@ -7,8 +7,9 @@ use std::{
 };
 
 use tideway_bus::{DeadLetter, Event, SubscribeOptions};
+use tideway_testkit::{DEADLINE, eventually};
 
-use crate::helpers::{Recorder, buses, eventually, placed};
+use crate::helpers::{Recorder, buses, placed};
 
 fn fast(consumer: &str, filter: &str) -> SubscribeOptions {
     SubscribeOptions::new(consumer, filter)
@@ -36,7 +37,7 @@ async fn members_of_one_consumer_compete_for_each_event() {
         tb.open();
         let events: Vec<Event> = (0..40).map(placed).collect();
         a.publish_batch(&events).await.unwrap();
-        eventually("40 deliveries", || recorder.len() >= 40).await;
+        eventually(DEADLINE, "40 deliveries", || recorder.len() >= 40).await;
         tb.settled("inventory", "tideway.ordering.*").await;
         let ids: HashSet<String> = recorder.events().into_iter().map(|e| e.id).collect();
         assert_eq!(
@@ -82,7 +83,7 @@ async fn every_consumer_gets_every_event_in_order() {
         for n in 0..10 {
             bus.publish(&placed(n)).await.unwrap();
         }
-        eventually("both consumers", || {
+        eventually(DEADLINE, "both consumers", || {
             inventory.len() >= 10 && reporting.len() >= 10
         })
         .await;
@@ -132,7 +133,7 @@ async fn a_refused_event_is_redelivered_until_it_is_accepted() {
         tb.open();
         let events: Vec<Event> = (0..3).map(placed).collect();
         bus.publish_batch(&events).await.unwrap();
-        eventually("three attempts each", || {
+        eventually(DEADLINE, "three attempts each", || {
             let attempts = attempts.lock().unwrap();
             attempts.len() == 3 && attempts.values().all(|n| *n >= 3)
         })
@@ -174,7 +175,7 @@ async fn an_event_that_always_fails_is_dead_lettered_after_max_deliveries() {
         tb.open();
         let event = placed(7);
         bus.publish(&event).await.unwrap();
-        eventually("the dead letter", || dead.len() >= 1).await;
+        eventually(DEADLINE, "the dead letter", || dead.len() >= 1).await;
         tb.settled("inventory", "tideway.ordering.*").await;
         tb.settled("ops", "tideway.dlq.inventory").await;
         assert_eq!(*calls.lock().unwrap(), 3, "{}", tb.name());
@@ -215,7 +216,7 @@ async fn a_handler_past_the_ack_wait_is_retried_and_then_dead_lettered() {
             .unwrap();
         tb.open();
         bus.publish(&placed(1)).await.unwrap();
-        eventually("the dead letter", || dead.len() >= 1).await;
+        eventually(DEADLINE, "the dead letter", || dead.len() >= 1).await;
         let letter = DeadLetter::from_event(&dead.events()[0]).unwrap();
         assert!(letter.error.contains("ack wait"), "{}", letter.error);
         assert_eq!(*calls.lock().unwrap(), 2, "{}", tb.name());

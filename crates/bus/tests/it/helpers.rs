@@ -1,20 +1,12 @@
-//! Shared test fixtures: event types, a recording handler, buses on both backends, waits.
+//! Shared test fixtures: event types, a recording handler, buses on both backends.
 
-use std::{
-    future::Future,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use tideway_bus::{
-    Bus, EmbeddedBus, EmbeddedOptions, Event, EventType, Handler, NatsBus,
-    nats::durable_name,
-    testing::{self, TestNats},
+    Bus, EmbeddedBus, EmbeddedOptions, Event, EventType, Handler, NatsBus, nats::durable_name,
 };
-
-/// How long any awaited condition may take on a busy two-core machine.
-pub const DEADLINE: Duration = Duration::from_secs(60);
+use tideway_testkit::{DEADLINE, TestNats, eventually_async};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OrderPlaced {
@@ -77,34 +69,6 @@ impl Recorder {
     }
 }
 
-/// Waits until `condition` holds, failing the test after [`DEADLINE`].
-pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while !condition() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Like [`eventually`] for an async condition.
-pub async fn eventually_async<F, Fut>(what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while !condition().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// A bus under test: the embedded one, or a private stream on the NATS test server.
 pub enum TestBus {
     Embedded(EmbeddedBus),
@@ -151,7 +115,7 @@ impl TestBus {
                 .await
                 .unwrap();
             let durable = durable_name(consumer, filter);
-            eventually_async("the consumer to settle", || async {
+            eventually_async(DEADLINE, "the consumer to settle", || async {
                 let info = stream.consumer_info(&durable).await.unwrap();
                 info.num_pending == 0 && info.num_ack_pending == 0
             })
@@ -165,7 +129,7 @@ pub async fn buses() -> Vec<TestBus> {
     let mut buses = vec![TestBus::Embedded(
         EmbeddedBus::new(EmbeddedOptions::default()).await.unwrap(),
     )];
-    if let Some(nats) = testing::nats().await {
+    if let Some(nats) = tideway_testkit::nats().await {
         let bus = nats.bus().await;
         buses.push(TestBus::Nats { nats, bus });
     }

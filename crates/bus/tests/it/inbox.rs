@@ -6,13 +6,13 @@ use std::{
 };
 
 use tideway_bus::{Event, SubscribeOptions, inbox};
-use tideway_store::testing;
+use tideway_testkit::{DEADLINE, eventually};
 
-use crate::helpers::{buses, eventually, placed};
+use crate::helpers::{buses, placed};
 
 #[tokio::test]
 async fn record_answers_true_once_per_consumer_and_event() {
-    for db in testing::backends().await {
+    for db in tideway_testkit::backends().await {
         inbox::install(&db).await.unwrap();
         inbox::install(&db).await.unwrap(); // idempotent
         // A rolled-back record leaves nothing behind.
@@ -32,7 +32,7 @@ async fn record_answers_true_once_per_consumer_and_event() {
 
 #[tokio::test]
 async fn an_event_delivered_three_times_has_one_effect() {
-    for db in testing::backends().await {
+    for db in tideway_testkit::backends().await {
         for tb in buses().await {
             inbox::install(&db).await.unwrap();
             sqlx::query("DROP TABLE IF EXISTS effects")
@@ -86,7 +86,10 @@ async fn an_event_delivered_three_times_has_one_effect() {
             bus.subscribe(options, handler).await.unwrap();
             tb.open();
             bus.publish(&placed(1)).await.unwrap();
-            eventually("three deliveries", || *deliveries.lock().unwrap() >= 3).await;
+            eventually(DEADLINE, "three deliveries", || {
+                *deliveries.lock().unwrap() >= 3
+            })
+            .await;
             tb.settled("inventory", "tideway.ordering.*").await;
             let effects: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM effects")
                 .fetch_one(db.pool())

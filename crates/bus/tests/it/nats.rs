@@ -1,12 +1,13 @@
 //! What only JetStream does: duplicate publishes dropped by id, idempotent set-up.
 
-use tideway_bus::{Publisher, SubscribeOptions, Subscriber, testing};
+use tideway_bus::{Publisher, SubscribeOptions, Subscriber};
+use tideway_testkit::{DEADLINE, eventually};
 
-use crate::helpers::{Recorder, eventually, placed};
+use crate::helpers::{Recorder, placed};
 
 #[tokio::test]
 async fn a_republished_event_is_stored_and_delivered_once() {
-    let Some(nats) = testing::nats().await else {
+    let Some(nats) = tideway_testkit::nats().await else {
         return;
     };
     let bus = nats.bus().await;
@@ -30,7 +31,7 @@ async fn a_republished_event_is_stored_and_delivered_once() {
     )
     .await
     .unwrap();
-    eventually("two deliveries", || recorder.len() >= 2).await;
+    eventually(DEADLINE, "two deliveries", || recorder.len() >= 2).await;
     assert_eq!(recorder.ns(), [1, 2]);
     // The subject on the wire is under the test's root, not `tideway`.
     assert!(
@@ -42,7 +43,7 @@ async fn a_republished_event_is_stored_and_delivered_once() {
 
 #[tokio::test]
 async fn set_up_is_idempotent_and_a_consumer_resumes_where_it_stopped() {
-    let Some(nats) = testing::nats().await else {
+    let Some(nats) = tideway_testkit::nats().await else {
         return;
     };
     let first = nats.bus().await;
@@ -55,7 +56,7 @@ async fn set_up_is_idempotent_and_a_consumer_resumes_where_it_stopped() {
         .await
         .unwrap();
     first.publish_batch(&[placed(1), placed(2)]).await.unwrap();
-    eventually("two deliveries", || recorder.len() >= 2).await;
+    eventually(DEADLINE, "two deliveries", || recorder.len() >= 2).await;
     first.shutdown().await;
 
     // A restarted service: the stream and its durable consumer exist and are reused; only
@@ -69,7 +70,7 @@ async fn set_up_is_idempotent_and_a_consumer_resumes_where_it_stopped() {
         )
         .await
         .unwrap();
-    eventually("the third delivery", || recorder.len() >= 3).await;
+    eventually(DEADLINE, "the third delivery", || recorder.len() >= 3).await;
     assert_eq!(recorder.ns(), [1, 2, 3]);
     assert_eq!(recorder.members(), ["first", "first", "second"]);
     second.shutdown().await;

@@ -10,10 +10,11 @@ use tideway_bus::{
     Subscriber,
     outbox::{self, Lease, Relay, RelayOptions},
 };
-use tideway_store::{Db, testing};
+use tideway_store::Db;
+use tideway_testkit::{DEADLINE, eventually, eventually_async};
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{Recorder, buses, eventually, eventually_async, placed};
+use crate::helpers::{Recorder, buses, placed};
 
 /// A publisher that remembers which relay published what, in front of a real bus.
 #[derive(Clone)]
@@ -54,7 +55,7 @@ async fn enqueue_committed(db: &Db, events: &[Event]) {
 
 #[tokio::test]
 async fn rolled_back_events_are_never_published_and_committed_ones_once_in_order() {
-    for db in testing::backends().await {
+    for db in tideway_testkit::backends().await {
         outbox::install(&db).await.unwrap();
         outbox::install(&db).await.unwrap(); // idempotent
         let bus = EmbeddedBus::new(EmbeddedOptions::default()).await.unwrap();
@@ -93,7 +94,7 @@ async fn rolled_back_events_are_never_published_and_committed_ones_once_in_order
 
 #[tokio::test]
 async fn a_running_relay_publishes_when_woken() {
-    for db in testing::backends().await {
+    for db in tideway_testkit::backends().await {
         for tb in buses().await {
             outbox::install(&db).await.unwrap();
             sqlx::query("DELETE FROM outbox")
@@ -119,7 +120,7 @@ async fn a_running_relay_publishes_when_woken() {
             let waker = relay.waker();
             let task = tokio::spawn(relay.run(token.clone()));
             // Let the first (empty) pass happen before enqueuing.
-            eventually_async("the relay's first pass", || async {
+            eventually_async(DEADLINE, "the relay's first pass", || async {
                 Lease::new(
                     (*db).clone(),
                     "outbox-relay",
@@ -134,7 +135,7 @@ async fn a_running_relay_publishes_when_woken() {
             .await;
             enqueue_committed(&db, &(0..5).map(placed).collect::<Vec<_>>()).await;
             waker.wake();
-            eventually("five events", || recorder.len() >= 5).await;
+            eventually(DEADLINE, "five events", || recorder.len() >= 5).await;
             tb.settled("inventory", "tideway.ordering.*").await;
             assert_eq!(
                 recorder.ns(),
@@ -161,7 +162,7 @@ async fn a_running_relay_publishes_when_woken() {
 
 #[tokio::test]
 async fn one_lease_holder_at_a_time_and_a_takeover_after_expiry() {
-    for db in testing::backends().await {
+    for db in tideway_testkit::backends().await {
         outbox::install(&db).await.unwrap();
         let a = Lease::new((*db).clone(), "relay", "a", Duration::from_millis(1500));
         let b = Lease::new((*db).clone(), "relay", "b", Duration::from_millis(1500));
@@ -179,7 +180,7 @@ async fn one_lease_holder_at_a_time_and_a_takeover_after_expiry() {
         assert!(holder.try_acquire().await.unwrap(), "renewal");
         assert!(!other.try_acquire().await.unwrap());
         // The holder stops renewing (it died): the other takes over once the lease expires.
-        eventually_async("the takeover", || async {
+        eventually_async(DEADLINE, "the takeover", || async {
             other.try_acquire().await.unwrap()
         })
         .await;
@@ -193,7 +194,7 @@ async fn one_lease_holder_at_a_time_and_a_takeover_after_expiry() {
 
 #[tokio::test]
 async fn two_relays_publish_each_event_once_and_the_survivor_takes_over() {
-    for db in testing::backends().await {
+    for db in tideway_testkit::backends().await {
         outbox::install(&db).await.unwrap();
         let bus = EmbeddedBus::new(EmbeddedOptions::default()).await.unwrap();
         let recorder = Recorder::default();
@@ -219,10 +220,10 @@ async fn two_relays_publish_each_event_once_and_the_survivor_takes_over() {
             tokio::spawn(Relay::new((*db).clone(), publisher("b"), quick("b")).run(token.clone()));
 
         enqueue_committed(&db, &(0..10).map(placed).collect::<Vec<_>>()).await;
-        eventually("ten events", || recorder.len() >= 10).await;
+        eventually(DEADLINE, "ten events", || recorder.len() >= 10).await;
         // Killed between publishing and marking, a relay publishes again (at least once);
         // wait for the marks so that "once each" below is a fair expectation.
-        eventually_async("the rows marked sent", || async {
+        eventually_async(DEADLINE, "the rows marked sent", || async {
             outbox::pending(&db).await.unwrap() == 0
         })
         .await;
@@ -239,7 +240,7 @@ async fn two_relays_publish_each_event_once_and_the_survivor_takes_over() {
         dead.abort();
         let _ = dead.await;
         enqueue_committed(&db, &(10..15).map(placed).collect::<Vec<_>>()).await;
-        eventually("five more events", || recorder.len() >= 15).await;
+        eventually(DEADLINE, "five more events", || recorder.len() >= 15).await;
         let after: Vec<(&str, String)> = log.lock().unwrap()[10..].to_vec();
         assert!(after.iter().all(|(tag, _)| *tag != leader), "{after:?}");
         assert_eq!(

@@ -1,5 +1,3 @@
-use tideway_store::testing;
-
 use super::*;
 
 fn record(id: &str) -> InstanceRecord {
@@ -20,7 +18,7 @@ fn record(id: &str) -> InstanceRecord {
 
 #[tokio::test]
 async fn install_is_idempotent_and_safe_when_concurrent() {
-    for db in testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let (a, b) = tokio::join!(install(&db), install(&db));
         a.unwrap();
         b.unwrap();
@@ -30,7 +28,7 @@ async fn install_is_idempotent_and_safe_when_concurrent() {
 
 #[tokio::test]
 async fn round_trips_instances_with_and_without_nulls() {
-    for db in testing::backends().await {
+    for db in tideway_testkit::backends().await {
         install(&db).await.unwrap();
         let store = DbSagaStore::new((*db).clone());
         let first = record("i-1");
@@ -61,7 +59,7 @@ async fn round_trips_instances_with_and_without_nulls() {
 
 #[tokio::test]
 async fn a_stale_version_changes_nothing() {
-    for db in testing::backends().await {
+    for db in tideway_testkit::backends().await {
         install(&db).await.unwrap();
         let store = DbSagaStore::new((*db).clone());
         store.insert(&record("i-1")).await.unwrap();
@@ -94,7 +92,7 @@ async fn a_stale_version_changes_nothing() {
 
 #[tokio::test]
 async fn a_restarted_call_counts_attempts_and_keeps_its_first_start() {
-    for db in testing::backends().await {
+    for db in tideway_testkit::backends().await {
         install(&db).await.unwrap();
         let store = DbSagaStore::new((*db).clone());
         store.insert(&record("i-1")).await.unwrap();
@@ -143,7 +141,7 @@ async fn a_restarted_call_counts_attempts_and_keeps_its_first_start() {
 
 #[tokio::test]
 async fn recent_answers_the_newest_instances_first_up_to_the_limit() {
-    for db in testing::backends().await {
+    for db in tideway_testkit::backends().await {
         install(&db).await.unwrap();
         let store = DbSagaStore::new((*db).clone());
         assert!(store.recent(10).await.unwrap().is_empty());
@@ -171,7 +169,7 @@ async fn recent_answers_the_newest_instances_first_up_to_the_limit() {
 
 #[tokio::test]
 async fn steps_of_groups_the_timelines_of_many_instances_in_one_read() {
-    for db in testing::backends().await {
+    for db in tideway_testkit::backends().await {
         install(&db).await.unwrap();
         let store = DbSagaStore::new((*db).clone());
         for id in ["i-1", "i-2", "i-3"] {

@@ -7,7 +7,6 @@ use tideway_saga::{
     Delivery, EngineOptions, Reply, SagaError, SagaStatus, Started, StepKind, StepStatus,
     SystemClock,
 };
-use tideway_store::testing;
 
 use crate::support::{DEADLINE, Ledger, Plan, STEPS, TWO_TIMEOUT, World, engine_on, new_id, saga};
 
@@ -26,7 +25,7 @@ fn row(step: &str, kind: StepKind, status: StepStatus) -> (String, StepKind, Ste
 
 #[tokio::test]
 async fn happy_path_does_every_step_once_and_completes() {
-    for db in testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let world = World::new(db).await;
         let engine = world.engine();
         let id = new_id();
@@ -62,7 +61,7 @@ async fn happy_path_does_every_step_once_and_completes() {
 
 #[tokio::test]
 async fn a_waiting_step_moves_on_with_its_reply() {
-    for db in testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let world = World::new(db).await;
         let engine = world.engine();
         let id = new_id();
@@ -98,7 +97,7 @@ async fn a_waiting_step_moves_on_with_its_reply() {
 
 #[tokio::test]
 async fn a_failure_at_every_step_is_compensated_in_reverse_to_a_clean_slate() {
-    for db in testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let world = World::new(db).await;
         let engine = world.engine();
         for fail_at in 0..STEPS.len() {
@@ -149,7 +148,7 @@ async fn a_failure_at_every_step_is_compensated_in_reverse_to_a_clean_slate() {
 
 #[tokio::test]
 async fn a_failed_reply_compensates_the_steps_before() {
-    for db in testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let world = World::new(db).await;
         let engine = world.engine();
         let id = new_id();
@@ -177,7 +176,7 @@ async fn a_failed_reply_compensates_the_steps_before() {
 
 #[tokio::test]
 async fn a_failed_compensation_ends_failed_with_both_reasons() {
-    for db in testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let world = World::new(db).await;
         let engine = world.engine();
         let id = new_id();
@@ -201,7 +200,7 @@ async fn a_failed_compensation_ends_failed_with_both_reasons() {
 
 #[tokio::test]
 async fn a_step_without_a_reply_times_out_and_a_late_reply_is_ignored() {
-    for db in testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let world = World::new(db).await;
         let engine = world.engine();
         let id = new_id();
@@ -253,7 +252,7 @@ async fn a_step_without_a_reply_times_out_and_a_late_reply_is_ignored() {
 
 #[tokio::test]
 async fn the_sweeper_task_times_steps_out_on_the_wall_clock() {
-    for db in testing::backends().await {
+    for db in tideway_testkit::backends().await {
         tideway_saga::install(&db).await.unwrap();
         let ledger = Ledger::new();
         let saga = saga(&ledger, Duration::from_millis(200));
@@ -284,7 +283,7 @@ async fn the_sweeper_task_times_steps_out_on_the_wall_clock() {
 
 #[tokio::test]
 async fn a_duplicate_reply_advances_once() {
-    for db in testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let world = World::new(db).await;
         let engine = world.engine();
         let id = new_id();
@@ -323,7 +322,7 @@ async fn a_duplicate_reply_advances_once() {
 
 #[tokio::test]
 async fn two_engines_delivering_one_reply_at_once_advance_once() {
-    for db in testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let world = World::new(db).await;
         let a = world.engine();
         let b = world.engine();
@@ -358,7 +357,7 @@ async fn two_engines_delivering_one_reply_at_once_advance_once() {
 
 #[tokio::test]
 async fn a_reply_that_arrives_before_waiting_is_stored_is_kept() {
-    for db in testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let world = World::new(db).await;
         let engine = world.engine();
         let id = new_id();
@@ -379,7 +378,7 @@ async fn a_reply_that_arrives_before_waiting_is_stored_is_kept() {
 
 #[tokio::test]
 async fn start_is_idempotent_on_the_instance_id() {
-    for db in testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let world = World::new(db).await;
         let engine = world.engine();
         let id = new_id();
@@ -424,7 +423,7 @@ async fn start_is_idempotent_on_the_instance_id() {
 
 #[tokio::test]
 async fn bad_replies_are_refused_with_a_reason() {
-    for db in testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let world = World::new(db).await;
         let engine = world.engine();
         let err = engine
@@ -454,7 +453,7 @@ async fn bad_replies_are_refused_with_a_reason() {
 
 #[tokio::test]
 async fn recent_lists_the_newest_instances_first_with_their_timelines() {
-    for db in testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let world = World::new(db).await;
         let engine = world.engine();
         assert!(engine.recent(10).await.unwrap().is_empty());

@@ -2,13 +2,12 @@
 //! engine on the same database resumes, and the work happens once.
 
 use tideway_saga::{SagaStatus, StepKind, StepStatus, idempotency_key};
-use tideway_store::testing;
 
 use crate::support::{DEADLINE, Plan, STEPS, World, new_id};
 
 #[tokio::test]
 async fn an_engine_dropped_mid_action_is_resumed_and_each_effect_happens_once() {
-    for db in testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let world = World::new(db).await;
         let id = new_id();
         // `two` does its work and then never returns: the engine "crashes" before it can
@@ -52,7 +51,7 @@ async fn an_engine_dropped_mid_action_is_resumed_and_each_effect_happens_once() 
 
 #[tokio::test]
 async fn an_engine_dropped_mid_compensation_is_resumed_to_a_clean_slate() {
-    for db in testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let world = World::new(db).await;
         let id = new_id();
         world
@@ -88,7 +87,7 @@ async fn an_engine_dropped_mid_compensation_is_resumed_to_a_clean_slate() {
 
 #[tokio::test]
 async fn resume_all_finishes_many_unfinished_instances() {
-    for db in testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let world = World::new(db).await;
         let ids: Vec<String> = (0..8).map(|_| new_id()).collect();
         // Half are stopped in `two`, half in `four`, each after doing that step's work.

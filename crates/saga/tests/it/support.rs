@@ -12,7 +12,8 @@ use tideway_saga::{
     DbSagaStore, EngineOptions, ManualClock, Reply, SagaDefinition, SagaEngine, Step, StepContext,
     StepKind, StepOutcome,
 };
-use tideway_store::{Db, testing::TestDb};
+use tideway_store::Db;
+use tideway_testkit::{TestDb, within};
 use tokio::sync::watch;
 
 /// Generous: the machine is busy; tests assert outcomes, never timings.
@@ -152,20 +153,12 @@ impl Ledger {
         self.read(|b| b.calls.get(&key).copied().unwrap_or(0))
     }
 
-    /// Waits until `condition` holds, for at most [`DEADLINE`].
+    /// Waits until `condition` holds, for at most [`DEADLINE`], checking it on every change.
     pub async fn wait_for(&self, what: &str, condition: impl Fn(&Self) -> bool) {
         let mut changes = self.changed.subscribe();
-        let waited = tokio::time::timeout(DEADLINE, async {
-            loop {
-                changes.borrow_and_update();
-                if condition(self) {
-                    return;
-                }
-                let _ = changes.changed().await;
-            }
-        })
-        .await;
-        assert!(waited.is_ok(), "timed out waiting for {what}");
+        within(DEADLINE, what, changes.wait_for(|_| condition(self)))
+            .await
+            .expect("the ledger outlives its waits");
     }
 }
 

@@ -1,54 +1,25 @@
 //! Every endpoint needs a valid bearer token; without one nothing changes.
 
-use std::time::Duration;
-
 use reqwest::Method;
 use serde_json::json;
-use tideway_runtime::auth::TokenSigner;
+use tideway_testkit::TestTokens;
 
 use crate::helpers::{COFFEE, FakeCatalog, TEA, spawn_app};
 
 #[tokio::test]
 async fn every_endpoint_refuses_missing_expired_and_forged_tokens() {
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let fake = FakeCatalog::new();
         let app = spawn_app(db.url(), fake.in_process()).await;
         let token = app.token("alice");
         app.add(&token, COFFEE, 2).await.view();
         let before = app.view(&token).await;
 
-        let mut expired = TokenSigner::claims(
-            "alice",
-            "a@b.c",
-            &[],
-            "tideway",
-            "tideway",
-            Duration::from_secs(60),
-        );
-        expired.exp = expired.iat - 600;
-        let expired = app.signer.sign(&expired).unwrap();
-        let forger = TokenSigner::generate().unwrap();
-        let forged = forger
-            .sign(&TokenSigner::claims(
-                "alice",
-                "a@b.c",
-                &[],
-                "tideway",
-                "tideway",
-                Duration::from_secs(60),
-            ))
-            .unwrap();
-        let other_audience = app
-            .signer
-            .sign(&TokenSigner::claims(
-                "alice",
-                "a@b.c",
-                &[],
-                "tideway",
-                "elsewhere",
-                Duration::from_secs(60),
-            ))
-            .unwrap();
+        let expired = app.tokens.expired("alice", &[]);
+        let forged = TestTokens::new().token("alice", &[]);
+        let mut other_audience = TestTokens::claims("alice", &[]);
+        other_audience.aud = "elsewhere".to_owned();
+        let other_audience = app.tokens.sign(&other_audience);
         let tokens = [
             None,
             Some(expired.as_str()),
@@ -86,7 +57,7 @@ async fn every_endpoint_refuses_missing_expired_and_forged_tokens() {
             // A header that is not a bearer token.
             let answer = app
                 .http
-                .request(method.clone(), format!("{}{path}", app.url))
+                .request(method.clone(), app.server.url(path))
                 .header("authorization", "Basic YWxpY2U6c2VjcmV0")
                 .send()
                 .await

@@ -1,11 +1,12 @@
 //! The catalog as a dependency: the same answers in-process and over HTTP, and a 503 with
 //! nothing written when it is down, failing or slow.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use tideway_basket_api::{BasketClient, BasketView};
 use tideway_catalog_api::CatalogClient;
-use tideway_runtime::{auth::TokenSigner, client::Transport};
+use tideway_runtime::client::Transport;
+use tideway_testkit::TestTokens;
 
 use crate::helpers::{
     COFFEE, FakeCatalog, MUG, Mode, TEA, TIMEOUT, TestApp, spawn_app, spawn_app_with,
@@ -32,14 +33,15 @@ async fn scenario(client: &BasketClient, token: &str, fake: &FakeCatalog) -> Vec
 
 #[tokio::test]
 async fn the_same_scenario_gives_the_same_baskets_in_process_and_over_http() {
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let fake = FakeCatalog::new();
-        let signer = Arc::new(TokenSigner::generate().unwrap());
-        let in_process = spawn_app_with(db.url(), fake.in_process(), signer.clone()).await;
-        let over_http = spawn_app_with(db.url(), fake.over_http().await, signer.clone()).await;
+        let tokens = TestTokens::new();
+        let in_process = spawn_app_with(db.url(), fake.in_process(), tokens.clone()).await;
+        let (http_catalog, _fake_server) = fake.over_http().await;
+        let over_http = spawn_app_with(db.url(), http_catalog, tokens).await;
 
         let client = |app: &TestApp| {
-            BasketClient::new(Transport::http("basket", &app.url, TIMEOUT).unwrap())
+            BasketClient::new(Transport::http("basket", app.server.base_url(), TIMEOUT).unwrap())
         };
         let a = scenario(
             &client(&in_process),
@@ -108,20 +110,20 @@ async fn refuses_everything_while_down(app: &TestApp, token: &str) {
 
 #[tokio::test]
 async fn an_unreachable_catalog_is_a_503_and_nothing_is_written() {
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let fake = FakeCatalog::new();
         let up = spawn_app(db.url(), fake.in_process()).await;
         let token = up.token("alice");
         up.add(&token, COFFEE, 2).await.view();
         let before = up.add(&token, TEA, 1).await.view();
 
-        let down = spawn_app_with(db.url(), unreachable_catalog(), up.signer.clone()).await;
+        let down = spawn_app_with(db.url(), unreachable_catalog(), up.tokens.clone()).await;
         refuses_everything_while_down(&down, &token).await;
         assert_eq!(up.view(&token).await, before);
         // The database is fine, so the service stays ready.
         let ready = down
             .http
-            .get(format!("{}/health/ready", down.url))
+            .get(down.server.url("/health/ready"))
             .send()
             .await
             .unwrap();
@@ -134,7 +136,7 @@ async fn an_unreachable_catalog_is_a_503_and_nothing_is_written() {
 
 #[tokio::test]
 async fn a_failing_or_slow_catalog_is_a_503_and_nothing_is_written() {
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let fake = FakeCatalog::new();
         let client: CatalogClient = fake.in_process_with(Duration::from_millis(300));
         let app = spawn_app(db.url(), client).await;

@@ -21,12 +21,8 @@ use serde_json::{Value, json};
 use tideway_basket::{Basket, Config};
 use tideway_basket_api::BasketView;
 use tideway_catalog_api::{CatalogClient, Item};
-use tideway_runtime::{
-    auth::{JwtVerifier, TokenSigner},
-    client::Transport,
-    serve::{bind, serve},
-};
-use tokio_util::sync::CancellationToken;
+use tideway_runtime::client::Transport;
+use tideway_testkit::{TestServer, TestTokens};
 
 pub const COFFEE: &str = "0190a1b2-0000-7000-8000-000000000001";
 pub const TEA: &str = "0190a1b2-0000-7000-8000-000000000002";
@@ -123,13 +119,13 @@ impl FakeCatalog {
         CatalogClient::new(Transport::in_process("catalog", self.router(), timeout))
     }
 
-    /// Serves the fake on a random port; a client calling it over HTTP.
-    pub async fn over_http(&self) -> CatalogClient {
-        let listener = bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let router = self.router();
-        tokio::spawn(async move { axum::serve(listener, router).await });
-        CatalogClient::new(Transport::http("catalog", &url, TIMEOUT).unwrap())
+    /// Serves the fake on a random port; a client calling it over HTTP, and the server
+    /// (which stops when dropped).
+    pub async fn over_http(&self) -> (CatalogClient, TestServer) {
+        let server = TestServer::start(self.router()).await;
+        let client =
+            CatalogClient::new(Transport::http("catalog", server.base_url(), TIMEOUT).unwrap());
+        (client, server)
     }
 }
 
@@ -164,19 +160,10 @@ pub fn unreachable_catalog() -> CatalogClient {
 
 /// A basket service on a random port.
 pub struct TestApp {
-    pub url: String,
+    pub server: TestServer,
     pub basket: Basket,
-    pub signer: Arc<TokenSigner>,
+    pub tokens: TestTokens,
     pub http: reqwest::Client,
-    _stop: StopOnDrop,
-}
-
-struct StopOnDrop(CancellationToken);
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        self.0.cancel();
-    }
 }
 
 /// An HTTP answer: status and JSON body (`Null` when empty).
@@ -201,49 +188,29 @@ impl Answer {
 }
 
 pub async fn spawn_app(db_url: &str, catalog: CatalogClient) -> TestApp {
-    spawn_app_with(db_url, catalog, Arc::new(TokenSigner::generate().unwrap())).await
+    spawn_app_with(db_url, catalog, TestTokens::new()).await
 }
 
-pub async fn spawn_app_with(
-    db_url: &str,
-    catalog: CatalogClient,
-    signer: Arc<TokenSigner>,
-) -> TestApp {
-    let verifier = Arc::new(JwtVerifier::from_keys(signer.jwks(), "tideway", "tideway"));
+/// A basket service that accepts the tokens of `tokens`.
+pub async fn spawn_app_with(db_url: &str, catalog: CatalogClient, tokens: TestTokens) -> TestApp {
     let config = Config {
         database_url: db_url.parse().expect("a test database URL"),
     };
-    let basket = Basket::build(&config, catalog, verifier).await.unwrap();
-    let listener = bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let stop = CancellationToken::new();
-    tokio::spawn(serve(
-        listener,
-        basket.router(),
-        stop.clone(),
-        Duration::from_secs(1),
-    ));
+    let basket = Basket::build(&config, catalog, tokens.verifier())
+        .await
+        .unwrap();
     TestApp {
-        url,
+        server: TestServer::start(basket.router()).await,
         basket,
-        signer,
+        tokens,
         http: reqwest::Client::new(),
-        _stop: StopOnDrop(stop),
     }
 }
 
 impl TestApp {
     /// A valid token of `user`.
     pub fn token(&self, user: &str) -> String {
-        let claims = TokenSigner::claims(
-            user,
-            &format!("{user}@example.com"),
-            &["customer"],
-            "tideway",
-            "tideway",
-            Duration::from_secs(300),
-        );
-        self.signer.sign(&claims).unwrap()
+        self.tokens.token(user, &["customer"])
     }
 
     /// Sends `body` as raw bytes with `content_type`, and `token` if any.
@@ -255,7 +222,7 @@ impl TestApp {
         content_type: Option<&str>,
         body: Option<String>,
     ) -> Answer {
-        let mut request = self.http.request(method, format!("{}{path}", self.url));
+        let mut request = self.http.request(method, self.server.url(path));
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }

@@ -6,7 +6,7 @@ use crate::helpers::{COFFEE, FakeCatalog, MUG, TEA, spawn_app};
 
 #[tokio::test]
 async fn a_basket_grows_changes_and_empties() {
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let fake = FakeCatalog::new();
         let app = spawn_app(db.url(), fake.in_process()).await;
         let token = app.token("alice");
@@ -68,7 +68,7 @@ async fn a_basket_grows_changes_and_empties() {
 
 #[tokio::test]
 async fn each_user_has_their_own_basket() {
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let fake = FakeCatalog::new();
         let app = spawn_app(db.url(), fake.in_process()).await;
         let (alice, bob) = (app.token("alice"), app.token("bob"));
@@ -95,7 +95,7 @@ async fn each_user_has_their_own_basket() {
 
 #[tokio::test]
 async fn prices_and_availability_are_the_catalogs_current_ones() {
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let fake = FakeCatalog::new();
         let app = spawn_app(db.url(), fake.in_process()).await;
         let token = app.token("alice");
@@ -124,7 +124,7 @@ async fn prices_and_availability_are_the_catalogs_current_ones() {
 
 #[tokio::test]
 async fn concurrent_adds_of_one_item_all_count() {
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let fake = FakeCatalog::new();
         let app = Arc::new(spawn_app(db.url(), fake.in_process()).await);
         let token = app.token("alice");
@@ -143,7 +143,7 @@ async fn concurrent_adds_of_one_item_all_count() {
 
 #[tokio::test]
 async fn concurrent_adds_never_pass_the_limits() {
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let fake = FakeCatalog::new();
         let app = Arc::new(spawn_app(db.url(), fake.in_process()).await);
         let token = app.token("alice");

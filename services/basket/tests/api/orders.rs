@@ -18,7 +18,7 @@ fn line(item_id: &str, quantity: i64) -> OrderLine {
 
 #[tokio::test]
 async fn a_confirmed_order_removes_its_units_once() {
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let catalog = FakeCatalog::new();
         let app = spawn_app(db.url(), catalog.in_process()).await;
         let bus = EmbeddedBus::new(EmbeddedOptions::default()).await.unwrap();

@@ -52,7 +52,7 @@ const JSON: Option<&str> = Some("application/json");
 
 #[tokio::test]
 async fn adding_refuses_bad_input() {
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let fake = FakeCatalog::new();
         let app = spawn_app(db.url(), fake.in_process()).await;
         let token = seeded(&app).await;
@@ -151,7 +151,7 @@ async fn adding_refuses_bad_input() {
 
 #[tokio::test]
 async fn setting_a_quantity_refuses_bad_input() {
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let fake = FakeCatalog::new();
         let app = spawn_app(db.url(), fake.in_process()).await;
         let token = seeded(&app).await;
@@ -252,7 +252,7 @@ async fn setting_a_quantity_refuses_bad_input() {
 
 #[tokio::test]
 async fn removing_an_absent_line_is_not_found() {
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let fake = FakeCatalog::new();
         let app = spawn_app(db.url(), fake.in_process()).await;
         let token = seeded(&app).await;
@@ -281,7 +281,7 @@ async fn removing_an_absent_line_is_not_found() {
 
 #[tokio::test]
 async fn unknown_routes_and_methods_are_problems() {
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let fake = FakeCatalog::new();
         let app = spawn_app(db.url(), fake.in_process()).await;
         let token = seeded(&app).await;

@@ -8,7 +8,7 @@ use crate::helpers::{Caller, assert_problem, assert_status_problem, new_item, sp
 
 #[tokio::test]
 async fn only_admins_create_items() {
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let app = spawn_app(db.url()).await;
         let before = app.snapshot().await;
 
@@ -26,22 +26,10 @@ async fn only_admins_create_items() {
             .await
             .unwrap();
         assert_problem(response, StatusCode::UNAUTHORIZED, "authorization").await;
-        let expired = tideway_runtime::auth::Claims {
-            exp: 1_000,
-            iat: 900,
-            ..tideway_runtime::auth::TokenSigner::claims(
-                "a",
-                "a@b.c",
-                &["admin"],
-                "tideway",
-                "tideway",
-                std::time::Duration::from_secs(1),
-            )
-        };
         let response = app
             .client
             .post(app.url("/items"))
-            .bearer_auth(app.signer.sign(&expired).unwrap())
+            .bearer_auth(app.tokens.expired("a", &["admin"]))
             .json(&new_item("TEST-001"))
             .send()
             .await
@@ -76,7 +64,7 @@ async fn only_admins_create_items() {
 
         let fetched: Item = app
             .client
-            .get(format!("{}{location}", app.address))
+            .get(app.server.url(&location))
             .send()
             .await
             .unwrap()
@@ -117,7 +105,7 @@ async fn only_admins_create_items() {
 
 #[tokio::test]
 async fn a_duplicate_sku_is_a_conflict_and_changes_nothing() {
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let app = spawn_app(db.url()).await;
         let seeded = app.page("page_size=1").await.items.remove(0);
         let before = app.snapshot().await;
@@ -139,7 +127,7 @@ async fn a_duplicate_sku_is_a_conflict_and_changes_nothing() {
 
 #[tokio::test]
 async fn admins_update_items_and_every_change_bumps_the_version() {
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let app = spawn_app(db.url()).await;
         let item = app.page("page_size=1").await.items.remove(0);
         let body = json!({"name": "  Renamed Beans  ", "stock": 0, "category": "tea"});
@@ -193,7 +181,7 @@ async fn admins_update_items_and_every_change_bumps_the_version() {
 
 #[tokio::test]
 async fn admins_change_prices() {
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let app = spawn_app(db.url()).await;
         let item = app.page("page_size=1").await.items.remove(0);
         let body = json!({"price_minor": 4321});
@@ -253,7 +241,7 @@ async fn admins_change_prices() {
 
 #[tokio::test]
 async fn admins_delete_items() {
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let app = spawn_app(db.url()).await;
         let item = app.page("page_size=1").await.items.remove(0);
         let total = app.page("").await.total;
@@ -291,7 +279,7 @@ async fn admins_delete_items() {
 
 #[tokio::test]
 async fn concurrent_changes_all_succeed_and_each_bumps_the_version_once() {
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let app = spawn_app(db.url()).await;
         let item = app.page("page_size=1").await.items.remove(0);
         let backend = db.backend();

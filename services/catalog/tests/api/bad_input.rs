@@ -110,7 +110,7 @@ async fn assert_unchanged(
 
 #[tokio::test]
 async fn listing_refuses_bad_parameters_naming_each() {
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let app = spawn_app(db.url()).await;
         let cases = [
             ("page=0", "page"),
@@ -169,7 +169,7 @@ async fn listing_refuses_bad_parameters_naming_each() {
 
 #[tokio::test]
 async fn creating_refuses_bad_bodies_naming_the_field_and_changes_nothing() {
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let app = spawn_app(db.url()).await;
         let before = app.snapshot().await;
 
@@ -244,7 +244,7 @@ async fn creating_refuses_bad_bodies_naming_the_field_and_changes_nothing() {
 
 #[tokio::test]
 async fn updating_refuses_bad_bodies_and_ids_and_changes_nothing() {
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let app = spawn_app(db.url()).await;
         let id = app.page("page_size=1").await.items.remove(0).id;
         let before = app.snapshot().await;
@@ -305,7 +305,7 @@ async fn updating_refuses_bad_bodies_and_ids_and_changes_nothing() {
 
 #[tokio::test]
 async fn repricing_refuses_bad_prices_and_ids_and_changes_nothing() {
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let app = spawn_app(db.url()).await;
         let id = app.page("page_size=1").await.items.remove(0).id;
         let before = app.snapshot().await;
@@ -352,7 +352,7 @@ async fn repricing_refuses_bad_prices_and_ids_and_changes_nothing() {
 
 #[tokio::test]
 async fn deleting_unknown_ids_and_wrong_methods_change_nothing() {
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let app = spawn_app(db.url()).await;
         let before = app.snapshot().await;
         for bad_id in [UNKNOWN_ID, "not-a-uuid", "%27%3B--"] {

@@ -13,7 +13,7 @@ fn ids(items: &[Item]) -> Vec<&str> {
 
 #[tokio::test]
 async fn pages_cover_every_item_exactly_once() {
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let app = spawn_app(db.url()).await;
         let first = app.page("").await;
         assert_eq!((first.page, first.page_size), (1, 20), "defaults");
@@ -52,7 +52,7 @@ async fn pages_cover_every_item_exactly_once() {
 
 #[tokio::test]
 async fn each_filter_selects_exactly_the_matching_items() {
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let app = spawn_app(db.url()).await;
         let all = app.all_items().await;
         let expect = |pred: &dyn Fn(&Item) -> bool| -> HashSet<String> {
@@ -126,7 +126,7 @@ async fn each_filter_selects_exactly_the_matching_items() {
 
 #[tokio::test]
 async fn search_is_case_insensitive_on_name_and_description() {
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let app = spawn_app(db.url()).await;
         let all = app.all_items().await;
         let contains = |i: &Item, needle: &str| {
@@ -173,7 +173,7 @@ async fn search_is_case_insensitive_on_name_and_description() {
 
 #[tokio::test]
 async fn every_sort_order_is_actually_sorted() {
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let app = spawn_app(db.url()).await;
         let by = |sort: &str| {
             let app = &app;
@@ -209,7 +209,7 @@ async fn every_sort_order_is_actually_sorted() {
 
 #[tokio::test]
 async fn an_item_is_found_by_id_and_unknown_or_malformed_ids_are_404() {
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let app = spawn_app(db.url()).await;
         let listed = app
             .page("sort=price_desc&page_size=1")

@@ -35,7 +35,7 @@ async fn conditional(app: &TestApp, path: &str, if_none_match: &str) -> reqwest:
 
 #[tokio::test]
 async fn every_read_answers_an_etag_and_304_when_it_matches() {
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let app = spawn_app(db.url()).await;
         let id = app.page("page_size=1").await.items.remove(0).id;
         for path in [
@@ -81,7 +81,7 @@ async fn every_read_answers_an_etag_and_304_when_it_matches() {
 
 #[tokio::test]
 async fn a_price_change_changes_the_etags_of_the_item_and_its_pages() {
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let app = spawn_app(db.url()).await;
         let item = app.page("sort=price_asc&page_size=1").await.items.remove(0);
         let path = format!("/items/{}", item.id);

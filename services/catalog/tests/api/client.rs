@@ -10,7 +10,7 @@ use crate::helpers::spawn_app;
 
 #[tokio::test]
 async fn the_typed_client_reads_the_same_over_both_transports() {
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let app = spawn_app(db.url()).await;
         let timeout = Duration::from_secs(5);
         let in_process = CatalogClient::new(Transport::in_process(
@@ -18,7 +18,8 @@ async fn the_typed_client_reads_the_same_over_both_transports() {
             app.catalog.router(),
             timeout,
         ));
-        let http = CatalogClient::new(Transport::http("catalog", &app.address, timeout).unwrap());
+        let http =
+            CatalogClient::new(Transport::http("catalog", app.server.base_url(), timeout).unwrap());
 
         let page = in_process
             .items("category=audio&sort=price_desc")

@@ -1,27 +1,18 @@
 //! `spawn_app`: the catalog on a random port over a test database, tokens for each kind of
 //! caller, and one helper per endpoint.
 
-use std::{sync::Arc, time::Duration};
-
 use reqwest::{Response, StatusCode, header};
 use serde_json::Value;
 use tideway_catalog::{Catalog, Config};
 use tideway_catalog_api::{Item, ItemPage, PREFIX};
-use tideway_runtime::auth::{ADMIN_ROLE, JwtVerifier, TokenSigner};
-use tokio_util::sync::CancellationToken;
+use tideway_runtime::auth::ADMIN_ROLE;
+use tideway_testkit::{TestServer, TestTokens};
 
 pub struct TestApp {
-    pub address: String,
+    pub server: TestServer,
     pub client: reqwest::Client,
     pub catalog: Catalog,
-    pub signer: TokenSigner,
-    shutdown: CancellationToken,
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
+    pub tokens: TestTokens,
 }
 
 /// The catalog over `db_url`, seeded.
@@ -34,26 +25,15 @@ pub async fn spawn_app(db_url: &str) -> TestApp {
 }
 
 pub async fn spawn_with(config: &Config) -> TestApp {
-    let signer = TokenSigner::generate().unwrap();
-    let verifier = Arc::new(JwtVerifier::from_keys(signer.jwks(), "tideway", "tideway"));
-    let catalog = Catalog::build(config, verifier)
+    let tokens = TestTokens::new();
+    let catalog = Catalog::build(config, tokens.verifier())
         .await
         .expect("build the catalog");
-    let listener = tideway_runtime::serve::bind("127.0.0.1:0").await.unwrap();
-    let address = format!("http://{}", listener.local_addr().unwrap());
-    let shutdown = CancellationToken::new();
-    tokio::spawn(tideway_runtime::serve::serve(
-        listener,
-        catalog.router(),
-        shutdown.clone(),
-        Duration::from_secs(1),
-    ));
     TestApp {
-        address,
+        server: TestServer::start(catalog.router()).await,
         client: reqwest::Client::new(),
         catalog,
-        signer,
-        shutdown,
+        tokens,
     }
 }
 
@@ -67,19 +47,11 @@ pub enum Caller {
 
 impl TestApp {
     pub fn url(&self, path: &str) -> String {
-        format!("{}{PREFIX}{path}", self.address)
+        self.server.url(&format!("{PREFIX}{path}"))
     }
 
     pub fn token(&self, roles: &[&str]) -> String {
-        let claims = TokenSigner::claims(
-            "user-1",
-            "user@tideway.test",
-            roles,
-            "tideway",
-            "tideway",
-            Duration::from_secs(300),
-        );
-        self.signer.sign(&claims).unwrap()
+        self.tokens.token("user-1", roles)
     }
 
     pub fn admin_token(&self) -> String {

@@ -10,7 +10,7 @@ use crate::helpers::{spawn_app, spawn_with};
 #[tokio::test]
 async fn a_fresh_catalog_is_seeded_with_a_realistic_catalog() {
     let mut ids_by_backend = Vec::new();
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let app = spawn_app(db.url()).await;
         let items = app.all_items().await;
         assert!(items.len() >= 60, "{} items", items.len());
@@ -58,7 +58,7 @@ async fn a_fresh_catalog_is_seeded_with_a_realistic_catalog() {
 
 #[tokio::test]
 async fn seeding_is_idempotent_across_concurrent_and_later_builds() {
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let (a, b) = tokio::join!(spawn_app(db.url()), spawn_app(db.url()));
         let first = a.all_items().await;
         assert_eq!(first.len(), seed::ITEMS.len(), "{:?}", db.backend());
@@ -74,7 +74,7 @@ async fn seeding_is_idempotent_across_concurrent_and_later_builds() {
 
 #[tokio::test]
 async fn an_emptied_catalog_is_not_reseeded_and_seed_false_seeds_nothing() {
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let unseeded = spawn_with(&Config {
             database_url: db.url().parse().expect("a test database URL"),
             seed: false,

@@ -166,7 +166,7 @@ async fn registration_refuses_each_broken_rule_and_creates_nobody() {
         ),
         ("not an object", json!(["erin@example.com"]), "body"),
     ];
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let app = spawn_app(db.url()).await;
         for (what, body, field) in &cases {
             let response = app.post("/register", body).await;
@@ -193,7 +193,7 @@ async fn registration_refuses_each_broken_rule_and_creates_nobody() {
 /// Syntax and framing errors, for every endpoint with a body.
 #[tokio::test]
 async fn malformed_bodies_are_refused_on_every_endpoint() {
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let app = spawn_app(db.url()).await;
         let tokens = app.signed_up("frank@example.com").await;
         let (users, refresh_tokens) = (app.count("users").await, app.count("refresh_tokens").await);
@@ -230,7 +230,7 @@ async fn malformed_bodies_are_refused_on_every_endpoint() {
 
 #[tokio::test]
 async fn login_refresh_and_logout_name_missing_and_mistyped_fields() {
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let app = spawn_app(db.url()).await;
         app.signed_up("gina@example.com").await;
         let refresh_tokens = app.count("refresh_tokens").await;
@@ -268,7 +268,7 @@ async fn login_refresh_and_logout_name_missing_and_mistyped_fields() {
 
 #[tokio::test]
 async fn wrong_email_and_wrong_password_look_the_same() {
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let app = spawn_app(db.url()).await;
         app.signed_up("hank@example.com").await;
         let before = app.count("refresh_tokens").await;

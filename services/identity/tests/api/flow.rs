@@ -14,7 +14,7 @@ use crate::helpers::{PASSWORD, assert_problem, spawn_app};
 
 #[tokio::test]
 async fn register_login_me_refresh_reuse_logout() {
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let app = spawn_app(db.url()).await;
 
         let response = app
@@ -87,7 +87,7 @@ async fn register_login_me_refresh_reuse_logout() {
 
 #[tokio::test]
 async fn the_published_jwks_verifies_issued_tokens() {
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let app = spawn_app(db.url()).await;
         let tokens = app.signed_up("bob@example.com").await;
 
@@ -98,7 +98,7 @@ async fn the_published_jwks_verifies_issued_tokens() {
         assert_eq!(jwks.keys.len(), 1);
         assert_eq!(
             jwks.keys[0].common.key_id.as_deref(),
-            Some(app.signer.key_id())
+            Some(app.tokens.signer().key_id())
         );
 
         let verifier = JwtVerifier::from_keys(jwks, "tideway", "tideway");
@@ -122,7 +122,7 @@ async fn the_published_jwks_verifies_issued_tokens() {
 
 #[tokio::test]
 async fn duplicate_emails_conflict_whatever_their_case() {
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let app = spawn_app(db.url()).await;
         let response = app.register("carol@example.com", PASSWORD, "Carol").await;
         assert_eq!(response.status(), StatusCode::CREATED);
@@ -137,10 +137,10 @@ async fn duplicate_emails_conflict_whatever_their_case() {
 
 #[tokio::test]
 async fn the_typed_client_works_over_http_and_in_process() {
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let app = spawn_app(db.url()).await;
         let transports = [
-            Transport::http(SERVICE, &app.address, Duration::from_secs(5)).unwrap(),
+            Transport::http(SERVICE, app.server.base_url(), Duration::from_secs(5)).unwrap(),
             Transport::in_process(SERVICE, app.identity.router(), Duration::from_secs(5)),
         ];
         for (i, transport) in transports.into_iter().enumerate() {
@@ -169,7 +169,7 @@ async fn the_typed_client_works_over_http_and_in_process() {
             let jwks: JwkSet = client.jwks().await.unwrap();
             assert_eq!(
                 jwks.keys[0].common.key_id.as_deref(),
-                Some(app.signer.key_id())
+                Some(app.tokens.signer().key_id())
             );
             let err = client
                 .login(&LoginRequest {
@@ -182,7 +182,7 @@ async fn the_typed_client_works_over_http_and_in_process() {
         }
         let health: Value = app
             .client
-            .get(format!("{}/health/ready", app.address))
+            .get(app.server.url("/health/ready"))
             .send()
             .await
             .unwrap()
@@ -195,7 +195,7 @@ async fn the_typed_client_works_over_http_and_in_process() {
 
 #[tokio::test]
 async fn racing_refreshes_with_one_token_let_exactly_one_through() {
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let app = spawn_app(db.url()).await;
         let tokens = app.signed_up("race@example.com").await;
         let token = tokens.refresh_token.as_str();
@@ -220,7 +220,7 @@ async fn racing_refreshes_with_one_token_let_exactly_one_through() {
 
 #[tokio::test]
 async fn racing_registrations_of_one_email_create_one_user() {
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let app = spawn_app(db.url()).await;
         let email = "same@example.com";
         let (a, b, c) = tokio::join!(

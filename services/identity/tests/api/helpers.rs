@@ -2,37 +2,27 @@
 //! per endpoint.
 #![expect(clippy::unwrap_used, reason = "test helpers fail the test loudly")]
 
-use std::time::Duration;
-
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 use tideway_identity::{Config, Identity, SeedUser};
 use tideway_identity_api::{PREFIX, TokenResponse};
-use tideway_runtime::auth::TokenSigner;
-use tokio_util::sync::CancellationToken;
+use tideway_testkit::{TestServer, TestTokens};
 
 pub const PASSWORD: &str = "correct-horse-42";
 
 pub struct TestApp {
-    pub address: String,
+    pub server: TestServer,
     pub client: reqwest::Client,
     pub identity: Identity,
     /// The service's own signing key, to mint expired or odd tokens.
-    pub signer: TokenSigner,
-    shutdown: CancellationToken,
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
+    pub tokens: TestTokens,
 }
 
 /// A test configuration over `db_url` with a fixed, known signing key.
-pub fn test_config(db_url: &str, signer: &TokenSigner) -> Config {
+pub fn test_config(db_url: &str, tokens: &TestTokens) -> Config {
     Config {
         database_url: db_url.parse().expect("a test database URL"),
-        signing_key: Some(signer.to_pkcs8_pem().into()),
+        signing_key: Some(tokens.signer().to_pkcs8_pem().into()),
         ..Config::default()
     }
 }
@@ -47,36 +37,27 @@ pub fn admin_seed(roles: &[&str]) -> SeedUser {
 }
 
 pub async fn spawn_app(db_url: &str) -> TestApp {
-    let signer = TokenSigner::generate().unwrap();
-    let config = test_config(db_url, &signer);
-    spawn_with(config, signer).await
+    let tokens = TestTokens::new();
+    let config = test_config(db_url, &tokens);
+    spawn_with(config, tokens).await
 }
 
-pub async fn spawn_with(config: Config, signer: TokenSigner) -> TestApp {
+/// The identity service built from `config`; `tokens` should hold its signing key.
+pub async fn spawn_with(config: Config, tokens: TestTokens) -> TestApp {
     let identity = Identity::build(&config)
         .await
         .expect("build the identity service");
-    let listener = tideway_runtime::serve::bind("127.0.0.1:0").await.unwrap();
-    let address = format!("http://{}", listener.local_addr().unwrap());
-    let shutdown = CancellationToken::new();
-    tokio::spawn(tideway_runtime::serve::serve(
-        listener,
-        identity.router(),
-        shutdown.clone(),
-        Duration::from_secs(1),
-    ));
     TestApp {
-        address,
+        server: TestServer::start(identity.router()).await,
         client: reqwest::Client::new(),
         identity,
-        signer,
-        shutdown,
+        tokens,
     }
 }
 
 impl TestApp {
     pub fn url(&self, path: &str) -> String {
-        format!("{}{PREFIX}{path}", self.address)
+        self.server.url(&format!("{PREFIX}{path}"))
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> Response {

@@ -4,6 +4,7 @@ use reqwest::StatusCode;
 use tideway_identity::{Config, Identity};
 use tideway_identity_api::UserView;
 use tideway_runtime::auth::{JwtVerifier, TokenSigner};
+use tideway_testkit::TestTokens;
 
 use crate::helpers::{admin_seed, spawn_with, test_config};
 
@@ -17,7 +18,7 @@ fn key_id(identity: &Identity) -> String {
 
 #[tokio::test]
 async fn a_generated_key_is_persisted_and_reused() {
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("secrets/identity-key.pem");
         let config = Config {
@@ -44,7 +45,8 @@ async fn a_generated_key_is_persisted_and_reused() {
         assert!(!debug.contains("PRIVATE KEY"), "{debug}");
 
         // A token issued before the "restart" verifies after it.
-        let app = spawn_with(config.clone(), TokenSigner::from_pkcs8_pem(&pem).unwrap()).await;
+        let tokens = TestTokens::from_signer(TokenSigner::from_pkcs8_pem(&pem).unwrap());
+        let app = spawn_with(config.clone(), tokens).await;
         let tokens = app.signed_up("lena@example.com").await;
         let verifier = JwtVerifier::from_keys(second.jwks(), "tideway", "tideway");
         assert!(verifier.verify(&tokens.access_token).await.is_ok());
@@ -53,7 +55,7 @@ async fn a_generated_key_is_persisted_and_reused() {
 
 #[tokio::test]
 async fn without_a_key_or_permission_to_generate_one_build_fails() {
-    let db = tideway_store::testing::sqlite().await;
+    let db = tideway_testkit::sqlite().await;
     let config = Config {
         database_url: db.url().parse().expect("a test database URL"),
         generate_signing_key: false,
@@ -65,13 +67,13 @@ async fn without_a_key_or_permission_to_generate_one_build_fails() {
 
 #[tokio::test]
 async fn seed_users_are_created_once_and_follow_the_configuration() {
-    for db in tideway_store::testing::backends().await {
-        let signer = TokenSigner::generate().unwrap();
-        let mut config = test_config(db.url(), &signer);
+    for db in tideway_testkit::backends().await {
+        let tokens = TestTokens::new();
+        let mut config = test_config(db.url(), &tokens);
         config.seed_users = vec![admin_seed(&["admin"])];
         Identity::build(&config).await.unwrap();
         Identity::build(&config).await.unwrap();
-        let app = spawn_with(config.clone(), TokenSigner::generate().unwrap()).await;
+        let app = spawn_with(config.clone(), tokens.clone()).await;
         assert_eq!(app.count("users").await, 1);
         let roles: String = sqlx::query_scalar("SELECT roles FROM users")
             .fetch_one(app.identity.db().pool())
@@ -84,7 +86,7 @@ async fn seed_users_are_created_once_and_follow_the_configuration() {
         changed.name = "Chief".into();
         changed.password = "new-admin-password-2".into();
         config.seed_users = vec![changed];
-        let app = spawn_with(config, TokenSigner::generate().unwrap()).await;
+        let app = spawn_with(config, tokens).await;
         assert_eq!(app.count("users").await, 1);
         assert_eq!(
             app.login("admin@tideway.test", "admin-password-1")

@@ -1,16 +1,14 @@
 //! Access tokens the service must refuse, and who may read which user.
 
-use std::time::Duration;
-
 use reqwest::StatusCode;
 use tideway_identity_api::{TokenResponse, UserView};
-use tideway_runtime::auth::TokenSigner;
+use tideway_testkit::TestTokens;
 
 use crate::helpers::{admin_seed, assert_problem, spawn_app, spawn_with, test_config};
 
 #[tokio::test]
 async fn me_refuses_missing_garbage_expired_and_foreign_tokens() {
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let app = spawn_app(db.url()).await;
         let tokens = app.signed_up("ivy@example.com").await;
         let user: UserView = app
@@ -19,52 +17,16 @@ async fn me_refuses_missing_garbage_expired_and_foreign_tokens() {
             .json()
             .await
             .unwrap();
-        let ttl = Duration::from_secs(60);
-
-        let mut expired = TokenSigner::claims(
-            &user.id,
-            &user.email,
-            &["customer"],
-            "tideway",
-            "tideway",
-            ttl,
-        );
-        expired.iat -= 7200;
-        expired.exp -= 3600;
-        let expired = app.signer.sign(&expired).unwrap();
-        let foreign = TokenSigner::generate()
-            .unwrap()
-            .sign(&TokenSigner::claims(
-                &user.id,
-                &user.email,
-                &["admin"],
-                "tideway",
-                "tideway",
-                ttl,
-            ))
-            .unwrap();
-        let other_audience = app
-            .signer
-            .sign(&TokenSigner::claims(
-                &user.id,
-                &user.email,
-                &["customer"],
-                "tideway",
-                "billing",
-                ttl,
-            ))
-            .unwrap();
+        // Each wrong in one way: expired, signed by another key, for another audience,
+        // for a user that does not exist.
+        let expired = app.tokens.expired(&user.id, &["customer"]);
+        let foreign = TestTokens::new().token(&user.id, &["admin"]);
+        let mut other_audience = TestTokens::claims(&user.id, &["customer"]);
+        other_audience.aud = "billing".to_owned();
+        let other_audience = app.tokens.sign(&other_audience);
         let ghost = app
-            .signer
-            .sign(&TokenSigner::claims(
-                "0190a0a0-0000-7000-8000-000000000000",
-                "ghost@example.com",
-                &["customer"],
-                "tideway",
-                "tideway",
-                ttl,
-            ))
-            .unwrap();
+            .tokens
+            .token("0190a0a0-0000-7000-8000-000000000000", &["customer"]);
         let mut tampered = tokens.access_token.clone();
         tampered.pop();
         tampered.push(if tokens.access_token.ends_with('A') {
@@ -104,11 +66,11 @@ async fn me_refuses_missing_garbage_expired_and_foreign_tokens() {
 
 #[tokio::test]
 async fn a_user_reads_itself_and_an_admin_reads_anyone() {
-    for db in tideway_store::testing::backends().await {
-        let signer = TokenSigner::generate().unwrap();
-        let mut config = test_config(db.url(), &signer);
+    for db in tideway_testkit::backends().await {
+        let tokens = TestTokens::new();
+        let mut config = test_config(db.url(), &tokens);
         config.seed_users = vec![admin_seed(&["admin"])];
-        let app = spawn_with(config, signer).await;
+        let app = spawn_with(config, tokens).await;
         let jane = app.signed_up("jane@example.com").await;
         let kim = app.signed_up("kim@example.com").await;
         let kim_view: UserView = app.me(Some(&kim.access_token)).await.json().await.unwrap();

@@ -8,7 +8,7 @@ use crate::helpers::{TRACE_ID, commit, line, release, reserve, spawn_app};
 
 #[tokio::test]
 async fn reserve_then_commit_moves_units_to_sold_and_replies_in_the_orders_trace() {
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let app = spawn_app(db.url()).await;
         app.inventory.set_stock("a", 5).await.unwrap();
         app.inventory.set_stock("b", 3).await.unwrap();
@@ -54,7 +54,7 @@ async fn reserve_then_commit_moves_units_to_sold_and_replies_in_the_orders_trace
 
 #[tokio::test]
 async fn release_returns_the_units_once() {
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let app = spawn_app(db.url()).await;
         app.inventory.set_stock("a", 4).await.unwrap();
         assert!(
@@ -91,7 +91,7 @@ async fn release_returns_the_units_once() {
 
 #[tokio::test]
 async fn a_release_before_the_reserve_makes_the_late_reserve_refused() {
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let app = spawn_app(db.url()).await;
         app.inventory.set_stock("a", 4).await.unwrap();
         // The saga's reserve step timed out and was compensated before the command arrived.
@@ -111,7 +111,7 @@ async fn a_release_before_the_reserve_makes_the_late_reserve_refused() {
 
 #[tokio::test]
 async fn an_order_with_one_short_line_reserves_nothing() {
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let app = spawn_app(db.url()).await;
         app.inventory.set_stock("a", 5).await.unwrap();
         app.inventory.set_stock("b", 1).await.unwrap();
@@ -183,7 +183,7 @@ async fn an_order_with_one_short_line_reserves_nothing() {
 
 #[tokio::test]
 async fn snapshot_lists_every_row_and_reservation() {
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let app = spawn_app(db.url()).await;
         app.inventory.set_stock("a", 2).await.unwrap();
         app.inventory.set_stock("b", 0).await.unwrap();

@@ -43,7 +43,7 @@ async fn crowd(app: &Arc<TestApp>, item: &str) -> (usize, usize) {
 
 #[tokio::test]
 async fn fifty_concurrent_orders_for_the_last_ten_units_confirm_exactly_ten() {
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let app = Arc::new(spawn_app(db.url()).await);
         app.inventory.set_stock("last", UNITS).await.unwrap();
 

@@ -7,7 +7,7 @@ use crate::helpers::{commit, release, reserve, spawn_app};
 
 #[tokio::test]
 async fn every_command_delivered_three_times_has_one_effect() {
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let app = spawn_app(db.url()).await;
         app.inventory.set_stock("a", 10).await.unwrap();
 

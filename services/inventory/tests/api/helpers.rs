@@ -13,25 +13,20 @@ use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, rou
 use reqwest::{Response, header};
 use serde::Deserialize;
 use serde_json::Value;
-use tideway_bus::{
-    Bus, EmbeddedBus, EmbeddedOptions, Event, EventType, Handler, SubscribeOptions,
-    testing::TestNats,
-};
+use tideway_bus::{Bus, EmbeddedBus, EmbeddedOptions, Event, EventType, Handler, SubscribeOptions};
 use tideway_catalog_api::{CatalogClient, Item, ItemPage};
 use tideway_inventory::{Config, Inventory, Reservation};
 use tideway_inventory_api::{
     CommitStock, PREFIX, ReleaseStock, ReserveStock, StockLevel, StockLine,
 };
 use tideway_runtime::{
-    auth::{ADMIN_ROLE, JwtVerifier, TokenSigner},
+    auth::ADMIN_ROLE,
     client::Transport,
     extract::{Json, Query},
 };
+pub use tideway_testkit::DEADLINE;
+use tideway_testkit::{TestNats, TestServer, TestTokens, eventually_async, within};
 use tokio::sync::{Mutex, mpsc};
-use tokio_util::sync::CancellationToken;
-
-/// How long any awaited condition may take on a busy two-core machine.
-pub const DEADLINE: Duration = Duration::from_secs(60);
 
 /// Which bus the app runs on.
 pub enum TestBus {
@@ -40,20 +35,13 @@ pub enum TestBus {
 }
 
 pub struct TestApp {
-    pub address: String,
+    pub server: TestServer,
     pub client: reqwest::Client,
     pub inventory: Inventory,
-    pub signer: TokenSigner,
+    pub tokens: TestTokens,
     pub bus: Arc<dyn Bus>,
     replies: Mutex<mpsc::UnboundedReceiver<Event>>,
-    shutdown: CancellationToken,
     _nats: Option<TestNats>,
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
 }
 
 /// The inventory on the embedded bus over `db_url`, not seeded.
@@ -75,13 +63,12 @@ pub async fn spawn_with(db_url: &str, bus: TestBus, seed: bool, catalog: Catalog
         TestBus::Embedded(bus) => (Arc::new(bus.clone()), Some(bus), None),
         TestBus::Nats(nats) => (Arc::new(nats.bus().await), None, Some(nats)),
     };
-    let signer = TokenSigner::generate().unwrap();
-    let verifier = Arc::new(JwtVerifier::from_keys(signer.jwks(), "tideway", "tideway"));
+    let tokens = TestTokens::new();
     let config = Config {
         database_url: db_url.parse().expect("a test database URL"),
         seed_from_catalog: seed,
     };
-    let inventory = Inventory::build(&config, dyn_bus.clone(), verifier, catalog)
+    let inventory = Inventory::build(&config, dyn_bus.clone(), tokens.verifier(), catalog)
         .await
         .expect("build the inventory");
 
@@ -104,23 +91,13 @@ pub async fn spawn_with(db_url: &str, bus: TestBus, seed: bool, catalog: Catalog
         bus.open();
     }
 
-    let listener = tideway_runtime::serve::bind("127.0.0.1:0").await.unwrap();
-    let address = format!("http://{}", listener.local_addr().unwrap());
-    let shutdown = CancellationToken::new();
-    tokio::spawn(tideway_runtime::serve::serve(
-        listener,
-        inventory.router(),
-        shutdown.clone(),
-        Duration::from_secs(1),
-    ));
     TestApp {
-        address,
+        server: TestServer::start(inventory.router()).await,
         client: reqwest::Client::new(),
         inventory,
-        signer,
+        tokens,
         bus: dyn_bus,
         replies: Mutex::new(rx),
-        shutdown,
         _nats: nats,
     }
 }
@@ -180,10 +157,11 @@ impl TestApp {
 
     /// The next reply of the inventory, within the deadline.
     pub async fn reply(&self) -> Event {
-        tokio::time::timeout(DEADLINE, self.replies.lock().await.recv())
-            .await
-            .expect("a reply within the deadline")
-            .expect("the reply channel is open")
+        within(DEADLINE, "a reply of the inventory", async {
+            self.replies.lock().await.recv().await
+        })
+        .await
+        .expect("the reply channel is open")
     }
 
     /// Sends `event` and answers the reply (of this order).
@@ -229,21 +207,16 @@ impl TestApp {
 
     /// Waits until every outbox row is published (so no further reply can come).
     pub async fn drained(&self) {
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        loop {
+        eventually_async(DEADLINE, "the outbox to drain", || async {
             let pending = tideway_bus::outbox::pending(self.inventory.db())
                 .await
                 .unwrap();
-            if pending == 0 {
-                return;
+            if pending > 0 {
+                self.inventory.wake_relay();
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the outbox did not drain"
-            );
-            self.inventory.wake_relay();
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            pending == 0
+        })
+        .await;
     }
 
     pub async fn stop(self) {
@@ -252,19 +225,11 @@ impl TestApp {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("{}{PREFIX}{path}", self.address)
+        self.server.url(&format!("{PREFIX}{path}"))
     }
 
     pub fn token(&self, roles: &[&str]) -> String {
-        let claims = TokenSigner::claims(
-            "user-1",
-            "user@tideway.test",
-            roles,
-            "tideway",
-            "tideway",
-            Duration::from_secs(300),
-        );
-        self.signer.sign(&claims).unwrap()
+        self.tokens.token("user-1", roles)
     }
 
     pub fn admin_token(&self) -> String {

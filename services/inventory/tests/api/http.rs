@@ -9,7 +9,7 @@ use crate::helpers::{assert_problem, assert_status_problem, reserve, spawn_app};
 
 #[tokio::test]
 async fn stock_levels_are_public_and_admins_set_what_is_available() {
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let app = spawn_app(db.url()).await;
         app.inventory.set_stock("a", 5).await.unwrap();
         app.inventory.set_stock("b", 2).await.unwrap();
@@ -73,7 +73,7 @@ async fn stock_levels_are_public_and_admins_set_what_is_available() {
 
 #[tokio::test]
 async fn bad_input_is_refused_by_name_and_changes_nothing() {
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let app = spawn_app(db.url()).await;
         app.inventory.set_stock("a", 5).await.unwrap();
         let before = app.inventory.snapshot().await.unwrap();

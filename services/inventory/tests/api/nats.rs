@@ -2,15 +2,14 @@
 
 use std::sync::Arc;
 
-use tideway_bus::testing;
 use tideway_inventory_api::{StockCommitted, StockRejected, StockReleased, StockReserved};
 
 use crate::helpers::{FakeCatalog, TestApp, TestBus, commit, release, reserve, spawn_with};
 
 #[tokio::test]
 async fn commands_over_jetstream_reserve_commit_release_once_each() {
-    for db in tideway_store::testing::backends().await {
-        let Some(nats) = testing::nats().await else {
+    for db in tideway_testkit::backends().await {
+        let Some(nats) = tideway_testkit::nats().await else {
             return;
         };
         let app = Arc::new(

@@ -4,12 +4,13 @@
 use std::sync::atomic::Ordering;
 
 use tideway_bus::{EmbeddedBus, EmbeddedOptions};
+use tideway_testkit::within;
 
 use crate::helpers::{DEADLINE, FakeCatalog, TestBus, spawn_with};
 
 #[tokio::test]
 async fn stock_is_seeded_once_the_catalog_answers_without_overwriting() {
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         // 250 items: three pages of 100; the catalog starts later than the inventory.
         let catalog = FakeCatalog::with_items(250, false);
         let bus = EmbeddedBus::new(EmbeddedOptions::default()).await.unwrap();
@@ -26,11 +27,7 @@ async fn stock_is_seeded_once_the_catalog_answers_without_overwriting() {
             "not seeded while the catalog is down"
         );
         catalog.up.store(true, Ordering::SeqCst);
-        assert!(
-            tokio::time::timeout(DEADLINE, app.inventory.seeded())
-                .await
-                .unwrap()
-        );
+        assert!(within(DEADLINE, "the seeding", app.inventory.seeded()).await);
         let snapshot = app.inventory.snapshot().await.unwrap();
         assert_eq!(snapshot.stock.len(), 250);
         assert_eq!(app.counts("item-0003").await, (42, 0, 0));
@@ -41,11 +38,7 @@ async fn stock_is_seeded_once_the_catalog_answers_without_overwriting() {
         // A restart seeds again without changing anything.
         let bus = EmbeddedBus::new(EmbeddedOptions::default()).await.unwrap();
         let again = spawn_with(db.url(), TestBus::Embedded(bus), true, catalog.client()).await;
-        assert!(
-            tokio::time::timeout(DEADLINE, again.inventory.seeded())
-                .await
-                .unwrap()
-        );
+        assert!(within(DEADLINE, "the seeding", again.inventory.seeded()).await);
         assert_eq!(again.inventory.snapshot().await.unwrap(), snapshot);
         again.stop().await;
     }
@@ -53,7 +46,7 @@ async fn stock_is_seeded_once_the_catalog_answers_without_overwriting() {
 
 #[tokio::test]
 async fn without_seeding_the_inventory_is_seeded_at_once_and_empty() {
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let catalog = FakeCatalog::with_items(5, true);
         let bus = EmbeddedBus::new(EmbeddedOptions::default()).await.unwrap();
         let app = spawn_with(db.url(), TestBus::Embedded(bus), false, catalog.client()).await;

@@ -34,7 +34,7 @@ const JSON: (&str, &str) = ("content-type", "application/json");
 
 #[tokio::test]
 async fn bad_checkouts_name_the_field_and_make_no_order() {
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let app = spawn_app(config(db.url())).await;
         let token = app.token("alice");
         let t = Some(token.as_str());
@@ -127,7 +127,7 @@ async fn bad_checkouts_name_the_field_and_make_no_order() {
 
 #[tokio::test]
 async fn a_repeated_idempotency_key_answers_the_same_order() {
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let app = spawn_app(config(db.url())).await;
         let alice = app.token("alice");
         let bob = app.token("bob");

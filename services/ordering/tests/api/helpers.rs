@@ -2,6 +2,7 @@
 //! payment on the bus, a log of every event on the bus, and one helper per endpoint.
 
 use std::{
+    fmt,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -26,19 +27,12 @@ use tideway_payment_api::{
     AuthorizePayment, CapturePayment, DECLINED_CARD, PaymentAuthorized, PaymentCaptured,
     PaymentDeclined, PaymentVoided, VoidPayment,
 };
-use tideway_runtime::{
-    auth::{JwtVerifier, TokenSigner},
-    client::Transport,
-    serve::{bind, serve},
-};
+use tideway_runtime::client::Transport;
+use tideway_testkit::{DEADLINE, TestServer, TestTokens, within};
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 
 pub const COFFEE: &str = "0190a1b2-0000-7000-8000-000000000001";
 pub const MUG: &str = "0190a1b2-0000-7000-8000-000000000003";
-
-/// Generous: the machine is busy; tests assert outcomes, not timings.
-pub const DEADLINE: Duration = Duration::from_secs(60);
 
 /// The fake basket's answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -209,25 +203,13 @@ impl EventLog {
             .collect()
     }
 
-    /// Waits until `condition` holds over the log.
+    /// Waits until `condition` holds over the log, checking it on every new event.
     pub async fn wait_for(&self, what: &str, condition: impl Fn(&EventLog) -> bool) {
         let mut changes = self.changed.subscribe();
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        loop {
-            changes.borrow_and_update();
-            if condition(self) {
-                return;
-            }
-            let waited = tokio::time::timeout_at(deadline, changes.changed()).await;
-            assert!(
-                waited.is_ok(),
-                "timed out waiting for {what}; events: {:#?}",
-                self.all()
-                    .iter()
-                    .map(|e| (&e.event_type, &e.subject))
-                    .collect::<Vec<_>>()
-            );
-        }
+        let waiting = Waiting { what, log: self };
+        within(DEADLINE, waiting, changes.wait_for(|_| condition(self)))
+            .await
+            .expect("the log outlives its waits");
     }
 
     /// Waits until the order has been confirmed or cancelled.
@@ -237,6 +219,24 @@ impl EventLog {
                 || !log.of::<OrderCancelled>(order_id).is_empty()
         })
         .await;
+    }
+}
+
+/// What a wait on the log is for; on failure it shows the events seen by then.
+struct Waiting<'a> {
+    what: &'a str,
+    log: &'a EventLog,
+}
+
+impl fmt::Display for Waiting<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let events: Vec<_> = self
+            .log
+            .all()
+            .into_iter()
+            .map(|e| (e.event_type, e.subject))
+            .collect();
+        write!(f, "{}; events: {events:#?}", self.what)
     }
 }
 
@@ -390,24 +390,15 @@ pub async fn attach(bus: &Arc<dyn Bus>) -> (Responders, EventLog) {
 
 /// An ordering service on a random port, with its world.
 pub struct TestApp {
-    pub url: String,
+    pub server: TestServer,
     pub ordering: Ordering,
     pub config: Config,
     pub bus: Arc<dyn Bus>,
     pub basket: FakeBasket,
     pub responders: Responders,
     pub log: EventLog,
-    pub signer: Arc<TokenSigner>,
+    pub tokens: TestTokens,
     pub http: reqwest::Client,
-    stop: StopOnDrop,
-}
-
-struct StopOnDrop(CancellationToken);
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        self.0.cancel();
-    }
 }
 
 /// An HTTP answer: status, headers and JSON body (`Null` when empty).
@@ -457,70 +448,44 @@ pub async fn spawn_on(config: Config, bus: Arc<dyn Bus>) -> TestApp {
     }
     let (responders, log) = attach(&bus).await;
     let basket = FakeBasket::new();
-    let signer = Arc::new(TokenSigner::generate().unwrap());
-    let ordering = build(&config, &bus, &signer, &basket).await;
-    let (url, stop) = serve_app(&ordering).await;
+    let tokens = TestTokens::new();
+    let ordering = build(&config, &bus, &tokens, &basket).await;
     TestApp {
-        url,
+        server: TestServer::start(ordering.router()).await,
         ordering,
         config,
         bus,
         basket,
         responders,
         log,
-        signer,
+        tokens,
         http: reqwest::Client::new(),
-        stop,
     }
 }
 
 async fn build(
     config: &Config,
     bus: &Arc<dyn Bus>,
-    signer: &TokenSigner,
+    tokens: &TestTokens,
     basket: &FakeBasket,
 ) -> Ordering {
-    let verifier = Arc::new(JwtVerifier::from_keys(signer.jwks(), "tideway", "tideway"));
-    Ordering::build(config, bus.clone(), verifier, basket.client())
+    Ordering::build(config, bus.clone(), tokens.verifier(), basket.client())
         .await
         .unwrap()
-}
-
-async fn serve_app(ordering: &Ordering) -> (String, StopOnDrop) {
-    let listener = bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let stop = CancellationToken::new();
-    tokio::spawn(serve(
-        listener,
-        ordering.router(),
-        stop.clone(),
-        Duration::from_secs(1),
-    ));
-    (url, StopOnDrop(stop))
 }
 
 impl TestApp {
     /// Shuts the service down and builds a new one on the same database and bus.
     pub async fn restart(&mut self) {
         self.ordering.shutdown().await;
-        self.stop.0.cancel();
-        self.ordering = build(&self.config, &self.bus, &self.signer, &self.basket).await;
-        let (url, stop) = serve_app(&self.ordering).await;
-        self.url = url;
-        self.stop = stop;
+        self.server.shutdown();
+        self.ordering = build(&self.config, &self.bus, &self.tokens, &self.basket).await;
+        self.server = TestServer::start(self.ordering.router()).await;
     }
 
     /// A valid token of `user` (with `roles`).
     pub fn token_with(&self, user: &str, roles: &[&str]) -> String {
-        let claims = TokenSigner::claims(
-            user,
-            &format!("{user}@example.com"),
-            roles,
-            "tideway",
-            "tideway",
-            Duration::from_secs(300),
-        );
-        self.signer.sign(&claims).unwrap()
+        self.tokens.token(user, roles)
     }
 
     /// A valid customer token of `user`.
@@ -537,7 +502,7 @@ impl TestApp {
         headers: &[(&str, &str)],
         body: Option<String>,
     ) -> Reply {
-        let mut request = self.http.request(method, format!("{}{path}", self.url));
+        let mut request = self.http.request(method, self.server.url(path));
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }

@@ -10,10 +10,10 @@ use crate::helpers::{config, spawn_on};
 
 #[tokio::test]
 async fn a_paid_order_is_confirmed_over_nats() {
-    let Some(nats) = tideway_bus::testing::nats().await else {
+    let Some(nats) = tideway_testkit::nats().await else {
         return;
     };
-    let db = tideway_store::testing::sqlite().await;
+    let db = tideway_testkit::sqlite().await;
     let bus: Arc<dyn Bus> = Arc::new(nats.bus().await);
     let app = spawn_on(config(db.url()), bus.clone()).await;
     let token = app.token("alice");

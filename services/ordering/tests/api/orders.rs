@@ -9,7 +9,7 @@ use crate::helpers::{config, spawn_app};
 
 #[tokio::test]
 async fn buyers_see_their_orders_newest_first_and_no_one_elses() {
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let app = spawn_app(config(db.url())).await;
         let alice = app.token("alice");
         let bob = app.token("bob");
@@ -100,7 +100,7 @@ async fn buyers_see_their_orders_newest_first_and_no_one_elses() {
 
 #[tokio::test]
 async fn a_snapshot_of_an_unreadable_database_is_an_error_not_an_empty_list() {
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let app = spawn_app(config(db.url())).await;
         let order = app.checkout_to_end(&app.token("alice"), None).await;
         let snapshot = app.ordering.snapshot().await.unwrap();

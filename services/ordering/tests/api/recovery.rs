@@ -11,7 +11,7 @@ use crate::helpers::{Answer, Script, config, spawn_app};
 
 #[tokio::test]
 async fn a_restarted_service_resumes_its_sagas_to_an_end() {
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let mut app = spawn_app(Config {
             reserve_timeout_ms: 2_000,
             ..config(db.url())
@@ -111,7 +111,7 @@ async fn a_restarted_service_resumes_its_sagas_to_an_end() {
 
 #[tokio::test]
 async fn an_old_pending_order_whose_saga_never_started_is_cancelled_at_start_up() {
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let mut app = spawn_app(config(db.url())).await;
         // What a crash between committing an order and starting its saga leaves behind.
         let id = "0190a1b2-0000-7000-8000-00000000dead";

@@ -32,7 +32,7 @@ fn steps(order: &OrderView) -> Vec<(&str, &str, &str)> {
 
 #[tokio::test]
 async fn a_paid_order_is_confirmed_and_captured_with_one_trace() {
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let app = spawn_app(config(db.url())).await;
         let token = app.token("alice");
         let reply = app.checkout(&token, None).await;
@@ -126,7 +126,7 @@ async fn a_paid_order_is_confirmed_and_captured_with_one_trace() {
 
 #[tokio::test]
 async fn an_order_out_of_stock_is_cancelled_without_asking_for_payment() {
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let app = spawn_app(config(db.url())).await;
         app.responders.set(Script {
             reserve: Answer::Refuse("only 2 of \"Mug\" left, 3 requested".into()),
@@ -158,7 +158,7 @@ async fn an_order_out_of_stock_is_cancelled_without_asking_for_payment() {
 
 #[tokio::test]
 async fn a_declined_card_releases_the_stock_and_cancels_the_order() {
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let app = spawn_app(config(db.url())).await;
         let token = app.token("alice");
         let order = app
@@ -195,7 +195,7 @@ async fn a_declined_card_releases_the_stock_and_cancels_the_order() {
 
 #[tokio::test]
 async fn a_step_that_times_out_cancels_the_order_and_a_late_reply_changes_nothing() {
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let app = spawn_app(tideway_ordering::Config {
             reserve_timeout_ms: 300,
             ..config(db.url())
@@ -251,7 +251,7 @@ async fn a_step_that_times_out_cancels_the_order_and_a_late_reply_changes_nothin
 
 #[tokio::test]
 async fn every_reply_delivered_three_times_has_one_effect() {
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let app = spawn_app(config(db.url())).await;
         app.responders.set(Script {
             copies: 3,
@@ -315,7 +315,7 @@ async fn every_reply_delivered_three_times_has_one_effect() {
 
 #[tokio::test]
 async fn an_unanswered_capture_is_sent_again_and_never_cancels_the_confirmed_order() {
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let app = spawn_app(tideway_ordering::Config {
             capture_timeout_ms: 200,
             ..config(db.url())

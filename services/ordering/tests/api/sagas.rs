@@ -13,7 +13,7 @@ const PATH: &str = "/api/ordering/sagas";
 
 #[tokio::test]
 async fn admins_see_the_newest_sagas_first_with_their_steps_and_orders() {
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let app = spawn_app(config(db.url())).await;
         let alice = app.token("alice");
         let bob = app.token("bob");
@@ -90,7 +90,7 @@ async fn admins_see_the_newest_sagas_first_with_their_steps_and_orders() {
 
 #[tokio::test]
 async fn only_admins_may_list_sagas_and_a_bad_limit_is_named() {
-    for db in tideway_store::testing::backends().await {
+    for db in tideway_testkit::backends().await {
         let app = spawn_app(config(db.url())).await;
         let alice = app.token("alice");
         let admin = app.token_with("root", &["admin"]);

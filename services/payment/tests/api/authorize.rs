@@ -4,7 +4,7 @@ use tideway_bus::Event;
 use tideway_payment::Config;
 use tideway_payment_api::{APPROVED_CARD, DECLINED_CARD, INSUFFICIENT_FUNDS_CARD, PaymentStatus};
 use tideway_runtime::trace::TraceContext;
-use tideway_store::testing::backends;
+use tideway_testkit::backends;
 
 use crate::helpers::{Reply, TestBus, authorize, capture, order, spawn_app, spawn_with};
 

@@ -2,25 +2,19 @@
 //! subscriber collecting everything published on `tideway.payment.*`, and helpers per
 //! command and endpoint.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use reqwest::{Response, StatusCode};
 use serde_json::Value;
-use tideway_bus::{
-    Bus, EmbeddedBus, EmbeddedOptions, Event, EventType, SubscribeOptions, outbox,
-    testing::TestNats,
-};
+use tideway_bus::{Bus, EmbeddedBus, EmbeddedOptions, Event, EventType, SubscribeOptions, outbox};
 use tideway_payment::{Config, Payment};
 use tideway_payment_api::{
     APPROVED_CARD, AuthorizePayment, CapturePayment, PREFIX, PaymentAuthorized, PaymentCaptured,
     PaymentDeclined, PaymentView, PaymentVoided, VoidPayment,
 };
-use tideway_runtime::auth::{ADMIN_ROLE, JwtVerifier, TokenSigner};
+use tideway_runtime::auth::ADMIN_ROLE;
+use tideway_testkit::{DEADLINE, TestNats, TestServer, TestTokens, eventually_async, within};
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
-
-/// How long any awaited condition may take on a busy two-core machine.
-pub const DEADLINE: Duration = Duration::from_secs(60);
 
 /// Which bus the app runs on.
 pub enum TestBus {
@@ -29,20 +23,13 @@ pub enum TestBus {
 }
 
 pub struct TestApp {
-    pub address: String,
+    pub server: TestServer,
     pub client: reqwest::Client,
     pub payment: Payment,
-    pub signer: TokenSigner,
+    pub tokens: TestTokens,
     pub bus: Arc<dyn Bus>,
     seen: watch::Sender<Vec<Event>>,
-    shutdown: CancellationToken,
     _nats: Option<TestNats>,
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
 }
 
 /// The payment service on the embedded bus over `db_url`, with default behaviour.
@@ -81,31 +68,20 @@ pub async fn spawn_with(config: Config, bus: TestBus) -> TestApp {
         .await
         .unwrap();
 
-    let signer = TokenSigner::generate().unwrap();
-    let verifier = Arc::new(JwtVerifier::from_keys(signer.jwks(), "tideway", "tideway"));
-    let payment = Payment::build(&config, dyn_bus.clone(), verifier)
+    let tokens = TestTokens::new();
+    let payment = Payment::build(&config, dyn_bus.clone(), tokens.verifier())
         .await
         .expect("build the payment service");
     if let Some(embedded) = embedded {
         embedded.open();
     }
-    let listener = tideway_runtime::serve::bind("127.0.0.1:0").await.unwrap();
-    let address = format!("http://{}", listener.local_addr().unwrap());
-    let shutdown = CancellationToken::new();
-    tokio::spawn(tideway_runtime::serve::serve(
-        listener,
-        payment.router(),
-        shutdown.clone(),
-        Duration::from_secs(1),
-    ));
     TestApp {
-        address,
+        server: TestServer::start(payment.router()).await,
         client: reqwest::Client::new(),
         payment,
-        signer,
+        tokens,
         bus: dyn_bus,
         seen,
-        shutdown,
         _nats: nats,
     }
 }
@@ -200,11 +176,13 @@ impl TestApp {
                 .collect()
         };
         let mut rx = self.seen.subscribe();
-        let found =
-            tokio::time::timeout(DEADLINE, rx.wait_for(|events| replies(events).len() >= n))
-                .await
-                .unwrap_or_else(|_| panic!("timed out waiting for {n} replies for {order_id}"))
-                .unwrap();
+        let found = within(
+            DEADLINE,
+            format!("{n} replies for {order_id}"),
+            rx.wait_for(|events| replies(events).len() >= n),
+        )
+        .await
+        .unwrap();
         replies(&found)
     }
 
@@ -225,18 +203,10 @@ impl TestApp {
     /// Waits until the outbox has nothing pending: on the embedded bus every reply has then
     /// reached the test subscriber.
     pub async fn settled(&self) {
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        loop {
-            let pending = outbox::pending(self.payment.db()).await.unwrap();
-            if pending == 0 {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the outbox still has {pending} pending events"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually_async(DEADLINE, "the outbox to have nothing pending", || async {
+            outbox::pending(self.payment.db()).await.unwrap() == 0
+        })
+        .await;
     }
 
     /// The payment of `order_id` in the database.
@@ -269,19 +239,11 @@ impl TestApp {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("{}{PREFIX}{path}", self.address)
+        self.server.url(&format!("{PREFIX}{path}"))
     }
 
     pub fn token(&self, roles: &[&str]) -> String {
-        let claims = TokenSigner::claims(
-            "user-1",
-            "user@tideway.test",
-            roles,
-            "tideway",
-            "tideway",
-            Duration::from_secs(300),
-        );
-        self.signer.sign(&claims).unwrap()
+        self.tokens.token("user-1", roles)
     }
 
     pub async fn get_as(&self, path: &str, roles: Option<&[&str]>) -> Response {
@@ -313,6 +275,6 @@ impl TestApp {
     pub async fn stop(&self) {
         self.payment.shutdown().await;
         self.bus.shutdown().await;
-        self.shutdown.cancel();
+        self.server.shutdown();
     }
 }

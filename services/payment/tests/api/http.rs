@@ -5,7 +5,7 @@ use serde_json::Value;
 use tideway_payment::Snapshot;
 use tideway_payment_api::{PaymentStatus, PaymentView};
 use tideway_runtime::auth::ADMIN_ROLE;
-use tideway_store::testing::backends;
+use tideway_testkit::backends;
 
 use crate::helpers::{order, spawn_app};
 

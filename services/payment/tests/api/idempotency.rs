@@ -10,7 +10,7 @@ use tideway_payment::{
     provider::{Authorization, AuthorizeRequest, Provider},
 };
 use tideway_payment_api::{APPROVED_CARD, DECLINED_CARD, PaymentStatus};
-use tideway_store::testing::backends;
+use tideway_testkit::backends;
 
 use crate::helpers::{Reply, authorize, capture, order, spawn_app, void};
 

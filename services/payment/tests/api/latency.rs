@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use tideway_payment::Config;
 use tideway_payment_api::APPROVED_CARD;
-use tideway_store::testing::backends;
+use tideway_testkit::backends;
 
 use crate::helpers::{Reply, TestBus, authorize, capture, order, spawn_with};
 

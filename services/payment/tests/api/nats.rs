@@ -1,16 +1,16 @@
 //! The whole course on NATS JetStream: authorize, capture, refund, a redelivered command.
 
-use tideway_bus::{Event, testing};
+use tideway_bus::Event;
 use tideway_payment::Config;
 use tideway_payment_api::{APPROVED_CARD, DECLINED_CARD, PaymentStatus, PaymentVoided};
-use tideway_store::testing::backends;
+use tideway_testkit::backends;
 
 use crate::helpers::{Reply, TestBus, authorize, capture, order, spawn_with, void};
 
 #[tokio::test]
 async fn a_payment_runs_its_course_over_nats() {
     for db in backends().await {
-        let Some(nats) = testing::nats().await else {
+        let Some(nats) = tideway_testkit::nats().await else {
             return;
         };
         let app = spawn_with(

@@ -2,7 +2,7 @@
 //! blocks a late authorization.
 
 use tideway_payment_api::{APPROVED_CARD, PaymentStatus, PaymentVoided};
-use tideway_store::testing::backends;
+use tideway_testkit::backends;
 
 use crate::helpers::{Reply, authorize, capture, order, spawn_app, void};
 

@@ -2,20 +2,19 @@
 //!
 //! SQLite lives in a temporary directory; PostgreSQL gets a new database
 //! (`tideway_test_<uuid>`) on the server named by `TIDEWAY_TEST_POSTGRES_URL` (default
-//! `postgres://postgres@127.0.0.1:5432/postgres`), dropped when the test ends. When the
-//! server cannot be reached the PostgreSQL half is skipped with a notice — except with
-//! `CI=true`, where it fails the test: CI never passes by skipping.
+//! [`DEFAULT_POSTGRES_URL`]), dropped when the test ends.
 
 use std::ops::Deref;
 
 use sqlx::{AnyConnection, Connection};
+use tideway_store::{Backend, Db, DbOptions, redact};
 
-use crate::{Backend, Db, DbOptions};
+use crate::is_ci;
 
 /// The default administrative URL of the test PostgreSQL server.
 pub const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
-/// A database that exists for one test.
+/// A database that exists for one test; it derefs to its [`Db`].
 #[derive(Debug)]
 pub struct TestDb {
     db: Db,
@@ -54,31 +53,15 @@ impl Drop for TestDb {
         if let Cleanup::Postgres { admin_url, name } = &self.cleanup {
             let admin_url = admin_url.clone();
             let name = name.clone();
-            // Drop runs inside the test's runtime; do the async cleanup on a thread of its own.
-            let cleanup = std::thread::spawn(move || {
-                let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                else {
-                    return;
-                };
-                runtime.block_on(async move {
-                    if let Ok(mut conn) = AnyConnection::connect(&admin_url).await {
-                        let _ =
-                            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                                .execute(&mut conn)
-                                .await;
-                    }
-                });
+            crate::clean_up(async move {
+                if let Ok(mut conn) = AnyConnection::connect(&admin_url).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut conn)
+                        .await;
+                }
             });
-            let _ = cleanup.join();
         }
     }
-}
-
-/// Whether this run is CI, where a missing PostgreSQL is a failure.
-pub fn is_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
 /// The administrative URL of the test PostgreSQL server.
@@ -87,6 +70,9 @@ pub fn postgres_admin_url() -> String {
 }
 
 /// A fresh SQLite database in a temporary directory.
+///
+/// # Panics
+/// When the directory or the database cannot be created.
 pub async fn sqlite() -> TestDb {
     let dir = tempfile::tempdir().expect("create a temporary directory");
     let url = format!("sqlite://{}/test.db", dir.path().display());
@@ -104,9 +90,11 @@ pub async fn sqlite() -> TestDb {
 /// outside CI.
 ///
 /// # Panics
-/// With `CI=true` when the server cannot be reached.
+/// With `CI=true` when the server cannot be reached; whenever the database cannot be
+/// created on a server that answered.
 pub async fn postgres() -> Option<TestDb> {
-    crate::install_drivers();
+    // The admin connection goes through `sqlx::Any`, like every store.
+    sqlx::any::install_default_drivers();
     let admin_url = postgres_admin_url();
     let mut admin = match AnyConnection::connect(&admin_url).await {
         Ok(conn) => conn,
@@ -114,11 +102,11 @@ pub async fn postgres() -> Option<TestDb> {
             assert!(
                 !is_ci(),
                 "PostgreSQL at {} is unreachable and CI=true: {err} (run scripts/deps.sh)",
-                crate::redact(&admin_url)
+                redact(&admin_url)
             );
             eprintln!(
                 "note: skipping PostgreSQL half: {} unreachable ({err}); run scripts/deps.sh",
-                crate::redact(&admin_url)
+                redact(&admin_url)
             );
             return None;
         }

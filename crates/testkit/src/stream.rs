@@ -1,21 +1,17 @@
 //! A private JetStream stream for each test, on the server of `TIDEWAY_TEST_NATS_URL`
-//! (default `nats://127.0.0.1:4222`).
+//! (default [`DEFAULT_NATS_URL`]).
 //!
 //! Every [`TestNats`] has its own stream name and subject root, so tests run in parallel on
-//! one server; the stream is deleted when it drops. An unreachable server skips the NATS
-//! half of a test with a notice, except with `CI=true`, where it fails the test.
+//! one server; the stream is deleted when it drops.
 
 use std::time::Duration;
 
-use crate::{NatsBus, NatsOptions};
+use tideway_bus::{NatsBus, NatsOptions};
+
+use crate::is_ci;
 
 /// The default URL of the test NATS server.
 pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
-
-/// Whether this run is CI, where a missing server is a failure.
-pub fn is_ci() -> bool {
-    tideway_store::testing::is_ci()
-}
 
 /// The URL of the test NATS server.
 pub fn nats_url() -> String {
@@ -48,23 +44,13 @@ impl TestNats {
 impl Drop for TestNats {
     fn drop(&mut self) {
         let options = self.options.clone();
-        // Drop runs inside the test's runtime; clean up on a thread of its own.
-        let cleanup = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            runtime.block_on(async move {
-                if let Ok(client) = async_nats::connect(options.url.as_str()).await {
-                    let _ = async_nats::jetstream::new(client)
-                        .delete_stream(&options.stream)
-                        .await;
-                }
-            });
+        crate::clean_up(async move {
+            if let Ok(client) = async_nats::connect(options.url.as_str()).await {
+                let _ = async_nats::jetstream::new(client)
+                    .delete_stream(&options.stream)
+                    .await;
+            }
         });
-        let _ = cleanup.join();
     }
 }
 
