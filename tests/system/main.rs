@@ -122,14 +122,7 @@ async fn sagas_are_for_admins_at_the_gateway() {
 
     // Every service of this process records into one registry: the ordering service
     // answered the admin only.
-    let metrics = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = scenario::metrics(&http, &base).await;
     let series = |service: &str, status: u16| {
         format!(
             "tideway_http_requests_total{{service=\"{service}\",method=\"GET\",\

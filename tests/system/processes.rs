@@ -87,14 +87,8 @@ impl Drop for Proc {
     }
 }
 
-const SERVICES: [&str; 6] = [
-    "identity",
-    "catalog",
-    "basket",
-    "inventory",
-    "payment",
-    "ordering",
-];
+/// Every service, in start order.
+const SERVICES: [&str; 6] = tideway::ServiceName::NAMES;
 
 /// The seven processes of the distributed shape on PostgreSQL (when reachable) and NATS;
 /// their logs are printed when the test fails.

@@ -19,6 +19,20 @@ pub async fn wait_ready(base: &str, deadline: Duration) {
     .await;
 }
 
+/// `GET url` answered 200, as JSON.
+pub async fn get_json(client: &reqwest::Client, url: &str) -> Value {
+    let response = client.get(url).send().await.unwrap();
+    assert_eq!(response.status(), 200, "GET {url}");
+    response.json().await.unwrap()
+}
+
+/// `GET base/metrics` as text.
+pub async fn metrics(client: &reqwest::Client, base: &str) -> String {
+    let response = client.get(format!("{base}/metrics")).send().await.unwrap();
+    assert_eq!(response.status(), 200, "GET {base}/metrics");
+    response.text().await.unwrap()
+}
+
 /// Logs in and returns the access token.
 pub async fn login(client: &reqwest::Client, base: &str, email: &str, password: &str) -> String {
     let response = client
@@ -211,14 +225,7 @@ pub async fn shop(base: &str) {
     );
 
     // Every answer carried a request id and the gateway counts requests.
-    let metrics = client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(&client, base).await;
     assert!(
         metrics.contains("tideway_http_requests_total{service=\"gateway\""),
         "{metrics}"

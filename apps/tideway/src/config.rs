@@ -325,14 +325,7 @@ impl Config {
 }
 
 /// The services a gateway route may name as its upstream.
-const UPSTREAMS: [&str; 6] = [
-    "identity",
-    "catalog",
-    "basket",
-    "inventory",
-    "payment",
-    "ordering",
-];
+const UPSTREAMS: [&str; 6] = crate::ServiceName::NAMES;
 
 fn check_addr(key: &str, value: &str) -> Result<(), ConfigError> {
     value.parse::<SocketAddr>().map(|_| ()).map_err(|_| {

@@ -56,13 +56,24 @@ impl ServiceName {
         Self::Ordering,
     ];
 
+    /// Their names, in the same order.
+    pub const NAMES: [&'static str; 6] = {
+        let mut names = [""; 6];
+        let mut i = 0;
+        while i < names.len() {
+            names[i] = Self::ALL[i].as_str();
+            i += 1;
+        }
+        names
+    };
+
     /// Whether the service publishes or consumes events.
     fn needs_bus(self) -> bool {
         !matches!(self, Self::Identity | Self::Catalog)
     }
 
     /// The service's name.
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             Self::Identity => "identity",
             Self::Catalog => "catalog",
