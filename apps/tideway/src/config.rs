@@ -46,6 +46,46 @@ pub struct Config {
     pub ordering: Section<tideway_ordering::Config>,
     /// The event bus.
     pub bus: BusConfig,
+    /// The limits of every server this process runs.
+    pub server: ServerConfig,
+}
+
+/// The limits of every server (the gateway's and each service's): what a client may take
+/// and how many may come at once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServerConfig {
+    /// How long a client may take to send a request's headers, in milliseconds; also how
+    /// long a kept-alive connection may sit idle.
+    pub header_read_timeout_ms: u64,
+    /// How long a handler may take to produce its answer's head, in milliseconds (408).
+    pub request_timeout_ms: u64,
+    /// The most connections served at once.
+    pub max_connections: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        let defaults = tideway_runtime::serve::ServeOptions::default();
+        Self {
+            header_read_timeout_ms: u64::try_from(defaults.header_read_timeout.as_millis())
+                .unwrap_or(u64::MAX),
+            request_timeout_ms: u64::try_from(defaults.request_timeout.as_millis())
+                .unwrap_or(u64::MAX),
+            max_connections: defaults.max_connections,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The serving options, with `grace` for shutdown.
+    pub fn options(&self, grace: std::time::Duration) -> tideway_runtime::serve::ServeOptions {
+        tideway_runtime::serve::ServeOptions {
+            grace,
+            header_read_timeout: std::time::Duration::from_millis(self.header_read_timeout_ms),
+            request_timeout: std::time::Duration::from_millis(self.request_timeout_ms),
+            max_connections: self.max_connections,
+        }
+    }
 }
 
 /// Which bus carries events.
@@ -206,6 +246,7 @@ impl Default for Config {
                 listen: "127.0.0.1:8086".to_owned(),
                 service: ordering,
             },
+            server: ServerConfig::default(),
             bus: BusConfig {
                 kind: BusKind::Embedded,
                 nats_url: "nats://127.0.0.1:4222".to_owned(),
@@ -352,6 +393,26 @@ fn check_url(key: &str, value: &str) -> Result<(), ConfigError> {
 
 impl Validate for Config {
     fn validate(&self) -> Result<(), ConfigError> {
+        for (key, value) in [
+            (
+                "server.header_read_timeout_ms",
+                self.server.header_read_timeout_ms,
+            ),
+            ("server.request_timeout_ms", self.server.request_timeout_ms),
+        ] {
+            if !(1..=3_600_000).contains(&value) {
+                return Err(ConfigError::invalid(
+                    key,
+                    "milliseconds between 1 and 3600000",
+                ));
+            }
+        }
+        if !(1..=1_000_000).contains(&self.server.max_connections) {
+            return Err(ConfigError::invalid(
+                "server.max_connections",
+                "a number of connections between 1 and 1000000",
+            ));
+        }
         check_addr("gateway.listen", &self.gateway.listen)?;
         check_addr("identity.listen", &self.identity.listen)?;
         check_addr("catalog.listen", &self.catalog.listen)?;

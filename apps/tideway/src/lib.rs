@@ -345,6 +345,7 @@ pub struct App {
     dbs: Vec<Db>,
     stoppables: Vec<Stoppable>,
     services: Option<Services>,
+    serve_options: serve::ServeOptions,
 }
 
 async fn nats_bus(config: &Config) -> anyhow::Result<Arc<dyn Bus>> {
@@ -425,6 +426,7 @@ impl App {
             dbs,
             stoppables,
             services: Some(Services::from_built(built)?),
+            serve_options: config.server.options(serve::DEFAULT_GRACE),
         })
     }
 
@@ -446,6 +448,7 @@ impl App {
             dbs: vec![service.db().clone()],
             stoppables,
             services: None,
+            serve_options: config.server.options(serve::DEFAULT_GRACE),
         })
     }
 
@@ -477,6 +480,7 @@ impl App {
             dbs: Vec::new(),
             stoppables,
             services: None,
+            serve_options: config.server.options(serve::DEFAULT_GRACE),
         })
     }
 
@@ -493,7 +497,8 @@ impl App {
     /// Serves until `shutdown` is cancelled, lets in-flight requests finish, stops the
     /// services' background work and the bus, then closes the database pools.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let result = serve::serve(self.listener, self.router, shutdown, serve::DEFAULT_GRACE).await;
+        let result =
+            serve::serve_with(self.listener, self.router, shutdown, self.serve_options).await;
         for stoppable in &self.stoppables {
             match stoppable {
                 Stoppable::Inventory(service) => service.shutdown().await,

@@ -1,9 +1,16 @@
-//! Serving a router on a socket with graceful shutdown on SIGINT and SIGTERM.
+//! Serving a router on a socket with graceful shutdown on SIGINT and SIGTERM, and the
+//! limits every server keeps ([`ServeOptions`]): a header-read timeout that is also the
+//! idle timeout, a request timeout, and a connection cap.
 
-use std::{future::IntoFuture, net::SocketAddr, time::Duration};
+use std::{sync::Arc, time::Duration};
 
-use axum::Router;
-use tokio::net::TcpListener;
+use axum::{Router, extract::ConnectInfo};
+use hyper_util::{
+    rt::{TokioIo, TokioTimer},
+    server::graceful::GracefulShutdown,
+    service::TowerToHyperService,
+};
+use tokio::{net::TcpListener, sync::Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 /// How long in-flight requests may run once shutdown begins.
@@ -45,14 +52,58 @@ pub async fn bind(addr: &str) -> std::io::Result<TcpListener> {
         .map_err(|err| std::io::Error::new(err.kind(), format!("cannot bind {addr}: {err}")))
 }
 
+/// What a server accepts: every limit has a default that holds on a laptop and in a pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServeOptions {
+    /// How long in-flight requests may run once shutdown begins.
+    pub grace: Duration,
+    /// How long a client may take to send a request's headers. The same clock runs while a
+    /// kept-alive connection waits for its next request, so it is the idle timeout too: a
+    /// connection that sends nothing (or a byte now and then, a slowloris) is closed after it.
+    pub header_read_timeout: Duration,
+    /// How long a handler may take to produce its answer's head (408 after it). Streams
+    /// (server-sent events) are not cut: the clock stops once the head is sent.
+    pub request_timeout: Duration,
+    /// The most connections served at once; past it the server stops accepting until one
+    /// closes (the kernel's backlog holds the rest), so a flood of sockets cannot exhaust
+    /// memory or file descriptors.
+    pub max_connections: usize,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            grace: DEFAULT_GRACE,
+            header_read_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            max_connections: 4096,
+        }
+    }
+}
+
 /// Serves `router` on `listener` until `shutdown` is cancelled, then stops accepting and
-/// lets in-flight requests finish for at most `grace`. The metrics recorder's
-/// [upkeep](crate::metrics::upkeep) runs meanwhile and stops when serving ends.
+/// lets in-flight requests finish for at most `grace`, with the default limits of
+/// [`ServeOptions`]. The metrics recorder's [upkeep](crate::metrics::upkeep) runs meanwhile
+/// and stops when serving ends.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: CancellationToken,
     grace: Duration,
+) -> std::io::Result<()> {
+    let options = ServeOptions {
+        grace,
+        ..ServeOptions::default()
+    };
+    serve_with(listener, router, shutdown, options).await
+}
+
+/// [`serve`] with the limits of `options`.
+pub async fn serve_with(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+    options: ServeOptions,
 ) -> std::io::Result<()> {
     let tasks = TaskTracker::new();
     // Not `shutdown`: requests finishing in the grace period still record.
@@ -62,7 +113,7 @@ pub async fn serve(
         stop_upkeep.clone(),
     ));
     tasks.close();
-    let result = serve_until(listener, router, shutdown, grace).await;
+    let result = serve_until(listener, router, shutdown, options).await;
     stop_upkeep.cancel();
     tasks.wait().await;
     result
@@ -72,19 +123,61 @@ async fn serve_until(
     listener: TcpListener,
     router: Router,
     shutdown: CancellationToken,
-    grace: Duration,
+    options: ServeOptions,
 ) -> std::io::Result<()> {
-    let server = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-    .into_future();
-    tokio::pin!(server);
+    let router = router.layer(tower_http::timeout::TimeoutLayer::with_status_code(
+        http::StatusCode::REQUEST_TIMEOUT,
+        options.request_timeout,
+    ));
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1
+        .timer(TokioTimer::new())
+        .header_read_timeout(options.header_read_timeout)
+        .keep_alive(true);
+    let connections = Arc::new(Semaphore::new(options.max_connections.max(1)));
+    let graceful = GracefulShutdown::new();
+    loop {
+        let permit = tokio::select! {
+            () = shutdown.cancelled() => break,
+            permit = connections.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Out of file descriptors and the like: wait a moment rather than spin.
+                    tracing::warn!(error = %err, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        if let Err(err) = stream.set_nodelay(true) {
+            tracing::debug!(error = %err, "cannot set TCP_NODELAY");
+        }
+        let service = router
+            .clone()
+            .layer(axum::Extension(ConnectInfo(peer)))
+            .into_service::<hyper::body::Incoming>();
+        let connection =
+            http1.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(error = %err, %peer, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
     tokio::select! {
-        result = &mut server => result,
-        () = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
-            tracing::warn!(grace_secs = grace.as_secs(), "in-flight requests outlived the grace period; closing them");
+        () = graceful.shutdown() => Ok(()),
+        () = tokio::time::sleep(options.grace) => {
+            tracing::warn!(grace_secs = options.grace.as_secs(), "in-flight requests outlived the grace period; closing them");
             Ok(())
         }
     }
@@ -183,5 +276,172 @@ mod tests {
             .expect("the server stops once the request is done")
             .unwrap()
             .unwrap();
+    }
+
+    fn hello() -> Router {
+        Router::new().route("/", get(|| async { "hello" })).route(
+            "/stuck",
+            get(|| async {
+                std::future::pending::<()>().await;
+                "never"
+            }),
+        )
+    }
+
+    async fn start(options: ServeOptions) -> (std::net::SocketAddr, CancellationToken) {
+        let listener = bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        tokio::spawn(serve_with(listener, hello(), shutdown.clone(), options));
+        (addr, shutdown)
+    }
+
+    async fn get_root(addr: std::net::SocketAddr) -> String {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        response
+    }
+
+    /// Reads until the server closes the connection: `Ok(bytes read)` or the read error.
+    async fn read_until_closed(stream: &mut tokio::net::TcpStream) -> std::io::Result<Vec<u8>> {
+        let mut seen = Vec::new();
+        let mut buf = [0_u8; 1024];
+        loop {
+            match stream.read(&mut buf).await? {
+                0 => return Ok(seen),
+                n => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_slowloris_is_closed_after_the_header_timeout_and_others_are_served() {
+        let options = ServeOptions {
+            header_read_timeout: Duration::from_millis(300),
+            ..ServeOptions::default()
+        };
+        let (addr, shutdown) = start(options).await;
+        let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+        // Headers a byte at a time, never finished: the writer goes on until the server hangs
+        // up (a write fails) while the reader sees the close.
+        let (mut reader, mut writer) = slow.split();
+        let drip = async {
+            for byte in b"GET / HTTP/1.1\r\nhost: x\r\nx-slow: ".iter().cycle() {
+                if writer.write_all(&[*byte]).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        let closed = async {
+            let mut buf = [0_u8; 256];
+            loop {
+                match reader.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        };
+        let other = async {
+            // Another client is served while the slow one drips.
+            let response = get_root(addr).await;
+            assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        };
+        tokio::time::timeout(Duration::from_secs(10), async {
+            tokio::join!(other, async {
+                tokio::select! {
+                    () = closed => {},
+                    () = drip => {},
+                }
+            })
+        })
+        .await
+        .expect("the slow client is closed after the header timeout");
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn an_idle_kept_alive_connection_is_closed() {
+        let options = ServeOptions {
+            header_read_timeout: Duration::from_millis(200),
+            ..ServeOptions::default()
+        };
+        let (addr, shutdown) = start(options).await;
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let seen = tokio::time::timeout(Duration::from_secs(10), read_until_closed(&mut stream))
+            .await
+            .expect("the idle connection is closed")
+            .unwrap_or_default();
+        let seen = String::from_utf8_lossy(&seen);
+        assert!(seen.starts_with("HTTP/1.1 200"), "answered first: {seen}");
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_handler_that_never_answers_gets_a_408() {
+        let options = ServeOptions {
+            request_timeout: Duration::from_millis(100),
+            ..ServeOptions::default()
+        };
+        let (addr, shutdown) = start(options).await;
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"GET /stuck HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut response = String::new();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            stream.read_to_string(&mut response),
+        )
+        .await
+        .expect("an answer")
+        .unwrap();
+        assert!(response.starts_with("HTTP/1.1 408"), "{response}");
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn past_the_connection_cap_a_client_waits_for_a_free_slot() {
+        let options = ServeOptions {
+            max_connections: 1,
+            ..ServeOptions::default()
+        };
+        let (addr, shutdown) = start(options).await;
+        // One open connection holds the only slot.
+        let mut holder = tokio::net::TcpStream::connect(addr).await.unwrap();
+        holder
+            .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0_u8; 512];
+        let n = holder.read(&mut buf).await.unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        // A second client is not served while it is held...
+        let mut waiting = tokio::spawn(get_root(addr));
+        // Uncapped, the answer takes a millisecond; capped, none comes while the slot is held.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), &mut waiting)
+                .await
+                .is_err(),
+            "the second client waits"
+        );
+        // ...and is once the first lets go.
+        drop(holder);
+        let response = tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .expect("served once a slot is free")
+            .unwrap();
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        shutdown.cancel();
     }
 }

@@ -39,6 +39,12 @@ pub struct Config {
     /// Users that must exist (an admin, demo customers). The configuration is
     /// authoritative: every start re-applies their name, roles and password.
     pub seed_users: Vec<SeedUser>,
+    /// How many password hashes run at once (0: one per core). Each takes about 19 MiB.
+    pub max_concurrent_hashes: usize,
+    /// How many more requests may wait for a hashing slot; past it, 503 at once.
+    pub hash_queue: usize,
+    /// How long a request waits for a hashing slot before a 503, in milliseconds.
+    pub hash_queue_timeout_ms: u64,
 }
 
 /// A user created (or brought up to date) at every start.
@@ -68,6 +74,9 @@ impl Default for Config {
             signing_key_file: None,
             generate_signing_key: true,
             seed_users: Vec::new(),
+            max_concurrent_hashes: 0,
+            hash_queue: 16,
+            hash_queue_timeout_ms: 1_000,
         }
     }
 }
@@ -77,6 +86,21 @@ const MAX_TTL_SECS: u64 = 10 * 365 * 24 * 3600;
 
 impl Validate for Config {
     fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_concurrent_hashes > 1024 {
+            return Err(ConfigError::invalid(
+                "identity.max_concurrent_hashes",
+                "0 (one per core) to 1024",
+            ));
+        }
+        if self.hash_queue > 100_000 {
+            return Err(ConfigError::invalid("identity.hash_queue", "0 to 100000"));
+        }
+        if !(1..=60_000).contains(&self.hash_queue_timeout_ms) {
+            return Err(ConfigError::invalid(
+                "identity.hash_queue_timeout_ms",
+                "milliseconds between 1 and 60000",
+            ));
+        }
         if self.issuer.trim().is_empty() {
             return Err(ConfigError::invalid(
                 "identity.issuer",

@@ -42,6 +42,9 @@ pub enum ApiError {
     /// The database failed: 503, 409 or an opaque 500 by its class, logged once.
     #[error(transparent)]
     Database(#[from] DbError),
+    /// Password hashing is saturated (503 with `Retry-After`).
+    #[error("too many sign-ins and registrations at once; try again shortly")]
+    Busy,
     /// Anything else; the cause is logged, never sent.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -63,6 +66,15 @@ impl ApiError {
         match param {
             Some(name) => problem.with_param(name, self.to_string()),
             None => problem,
+        }
+    }
+}
+
+impl From<crate::password::HashError> for ApiError {
+    fn from(err: crate::password::HashError) -> Self {
+        match err {
+            crate::password::HashError::Busy => Self::Busy,
+            crate::password::HashError::Failed(err) => Self::Internal(err),
         }
     }
 }
@@ -96,6 +108,18 @@ impl IntoResponse for ApiError {
             Self::NotFound => Problem::not_found(self.to_string()),
             Self::Auth(err) => return err.clone().into_response(),
             Self::Database(err) => return err.respond(),
+            Self::Busy => {
+                tracing::warn!("password hashing is saturated; refusing the request");
+                let mut response = Problem::new(StatusCode::SERVICE_UNAVAILABLE)
+                    .with_type("/problems/busy")
+                    .with_detail(self.to_string())
+                    .into_response();
+                response.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(tideway_store::RETRY_AFTER_SECONDS),
+                );
+                return response;
+            }
             Self::Internal(err) => {
                 tracing::error!(error = format!("{err:#}"), "request failed");
                 Problem::internal()

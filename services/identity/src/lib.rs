@@ -56,6 +56,8 @@ struct Inner {
     settings: Settings,
     /// A hash of a random password, verified against for unknown emails.
     dummy_hash: String,
+    /// Password hashing for requests, bounded in concurrency and queue.
+    hasher: password::Hasher,
 }
 
 impl std::fmt::Debug for Identity {
@@ -96,6 +98,14 @@ impl Identity {
                     refresh_ttl: Duration::from_secs(config.refresh_token_ttl_secs),
                 },
                 dummy_hash,
+                hasher: password::Hasher::new(
+                    match config.max_concurrent_hashes {
+                        0 => std::thread::available_parallelism().map_or(1, usize::from),
+                        n => n,
+                    },
+                    config.hash_queue,
+                    std::time::Duration::from_millis(config.hash_queue_timeout_ms),
+                ),
             }),
         })
     }

@@ -20,7 +20,7 @@ use tideway_runtime::{auth::TokenSigner, extract::Json};
 use tideway_store::Row;
 
 use crate::{
-    ApiError, Identity, now_millis, now_text, password,
+    ApiError, Identity, now_millis, now_text,
     users::{self, UserRow},
 };
 
@@ -40,9 +40,7 @@ pub(crate) async fn login(
         Some(user) => user.password_hash.clone(),
         None => app.inner.dummy_hash.clone(),
     };
-    let matches = password::verify(request.password, hash)
-        .await
-        .map_err(ApiError::Internal)?;
+    let matches = app.inner.hasher.verify(request.password, hash).await?;
     let Some(user) = user.filter(|_| matches) else {
         tracing::info!("a login failed");
         return Err(ApiError::BadCredentials);

@@ -13,7 +13,7 @@ use tideway_runtime::{
 };
 use tideway_store::{AnyRow, Row};
 
-use crate::{ApiError, Identity, now_text, password};
+use crate::{ApiError, Identity, now_text};
 
 const MAX_EMAIL_CHARS: usize = 254;
 const MIN_PASSWORD_CHARS: usize = 10;
@@ -178,9 +178,7 @@ pub(crate) async fn register(
     Json(request): Json<RegisterRequest>,
 ) -> Result<Response, ApiError> {
     let new = NewUser::try_from(request)?;
-    let password_hash = password::hash(new.password)
-        .await
-        .map_err(ApiError::Internal)?;
+    let password_hash = app.inner.hasher.hash(new.password).await?;
     let user = UserRow {
         id: uuid::Uuid::now_v7().to_string(),
         email: new.email,
