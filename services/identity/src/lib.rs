@@ -78,9 +78,17 @@ impl Identity {
             .context("invalid identity configuration")?;
         let db = Db::open_service(SERVICE, &config.database_url, &MIGRATOR).await?;
         let signer = keys::load_signer(config)?;
-        seed::ensure(&db, &config.seed_users).await?;
+        let hasher = password::Hasher::new(
+            match config.max_concurrent_hashes {
+                0 => std::thread::available_parallelism().map_or(1, usize::from),
+                n => n,
+            },
+            config.hash_queue,
+            Duration::from_millis(config.hash_queue_timeout_ms),
+        );
+        seed::ensure(&db, &hasher, &config.seed_users).await?;
         let dummy = uuid::Uuid::new_v4().to_string();
-        let dummy_hash = password::hash(dummy).await?;
+        let dummy_hash = hasher.hash(dummy).await?;
         let verifier = Arc::new(JwtVerifier::from_keys(
             signer.jwks(),
             &config.issuer,
@@ -98,14 +106,7 @@ impl Identity {
                     refresh_ttl: Duration::from_secs(config.refresh_token_ttl_secs),
                 },
                 dummy_hash,
-                hasher: password::Hasher::new(
-                    match config.max_concurrent_hashes {
-                        0 => std::thread::available_parallelism().map_or(1, usize::from),
-                        n => n,
-                    },
-                    config.hash_queue,
-                    std::time::Duration::from_millis(config.hash_queue_timeout_ms),
-                ),
+                hasher,
             }),
         })
     }

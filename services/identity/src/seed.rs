@@ -14,16 +14,20 @@ use crate::{
 
 /// Ensures every seed user exists with its configured name, roles and password.
 #[tracing::instrument(skip_all, fields(count = seeds.len()), err)]
-pub(crate) async fn ensure(db: &Db, seeds: &[SeedUser]) -> anyhow::Result<()> {
+pub(crate) async fn ensure(
+    db: &Db,
+    hasher: &password::Hasher,
+    seeds: &[SeedUser],
+) -> anyhow::Result<()> {
     for (i, seed) in seeds.iter().enumerate() {
-        ensure_one(db, seed)
+        ensure_one(db, hasher, seed)
             .await
             .with_context(|| format!("cannot seed identity.seed_users[{i}]"))?;
     }
     Ok(())
 }
 
-async fn ensure_one(db: &Db, seed: &SeedUser) -> anyhow::Result<()> {
+async fn ensure_one(db: &Db, hasher: &password::Hasher, seed: &SeedUser) -> anyhow::Result<()> {
     let email = validate_email(&seed.email).map_err(anyhow::Error::msg)?;
     let name = validate_name(&seed.name).map_err(anyhow::Error::msg)?;
     let mut roles = vec![CUSTOMER_ROLE.to_owned()];
@@ -39,7 +43,7 @@ async fn ensure_one(db: &Db, seed: &SeedUser) -> anyhow::Result<()> {
                 id: uuid::Uuid::now_v7().to_string(),
                 email,
                 name,
-                password_hash: password::hash(secret).await?,
+                password_hash: hasher.hash(secret).await?,
                 roles,
                 created_at: now_text(),
             };
@@ -61,9 +65,12 @@ async fn ensure_one(db: &Db, seed: &SeedUser) -> anyhow::Result<()> {
                     .await?;
                 changed = true;
             }
-            if !password::verify(secret.clone(), existing.password_hash.clone()).await? {
+            if !hasher
+                .verify(secret.clone(), existing.password_hash.clone())
+                .await?
+            {
                 sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
-                    .bind(password::hash(secret).await?)
+                    .bind(hasher.hash(secret).await?)
                     .bind(&existing.id)
                     .execute(db.pool())
                     .await?;
