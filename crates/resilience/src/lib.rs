@@ -40,7 +40,6 @@ mod rate_limit;
 mod retry;
 mod shed;
 
-#[cfg(any())]
 pub use breaker::{
     BreakerFuture, BreakerOpen, BreakerSettings, BreakerState, CircuitBreaker, CircuitBreakerLayer,
     http_5xx_or_error,
