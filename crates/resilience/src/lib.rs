@@ -60,8 +60,7 @@ pub use rate_limit::{
     GlobalRateLimit, GlobalRateLimitFuture, GlobalRateLimitLayer, RateLimit, RateLimitFuture,
     RateLimitLayer, RateLimitRejected, RedisUnavailable,
 };
-#[cfg(any())]
-pub use retry::{IdempotentRetryPolicy, RetryLayer, RetrySettings};
+pub use retry::{IdempotentRetryPolicy, Retry, RetryLayer, RetrySettings};
 #[cfg(any())]
 pub use shed::{LoadShed, LoadShedFuture, LoadShedLayer};
 /// The error every fallible layer here returns; classify it with `downcast_ref`.
