@@ -44,7 +44,6 @@ pub use breaker::{
     BreakerFuture, BreakerOpen, BreakerSettings, BreakerState, CircuitBreaker, CircuitBreakerLayer,
     http_5xx_or_error,
 };
-#[cfg(any())]
 pub use bulkhead::{Bulkhead, BulkheadFull, BulkheadFuture, BulkheadLayer};
 pub use config::ConfigError;
 pub use deadline::{
