@@ -60,7 +60,6 @@ pub use rate_limit::{
     RateLimitLayer, RateLimitRejected, RedisUnavailable,
 };
 pub use retry::{IdempotentRetryPolicy, Retry, RetryLayer, RetrySettings};
-#[cfg(any())]
 pub use shed::{LoadShed, LoadShedFuture, LoadShedLayer};
 /// The error every fallible layer here returns; classify it with `downcast_ref`.
 pub use tower::BoxError;
