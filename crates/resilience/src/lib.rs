@@ -54,11 +54,7 @@ pub use deadline::{
 pub use fault::{
     FaultAborted, FaultFuture, FaultHandle, FaultInjection, FaultInjectionLayer, Faults,
 };
-#[cfg(any())]
-pub use rate_limit::{
-    GlobalRateLimit, GlobalRateLimitFuture, GlobalRateLimitLayer, RateLimit, RateLimitFuture,
-    RateLimitLayer, RateLimitRejected, RedisUnavailable,
-};
+pub use rate_limit::{RateDecision, RateLimit, RateLimitFuture, RateLimitLayer};
 pub use retry::{IdempotentRetryPolicy, Retry, RetryLayer, RetrySettings};
 pub use shed::{LoadShed, LoadShedFuture, LoadShedLayer};
 /// The error every fallible layer here returns; classify it with `downcast_ref`.
