@@ -54,7 +54,10 @@ pub use deadline::{
 pub use fault::{
     FaultAborted, FaultFuture, FaultHandle, FaultInjection, FaultInjectionLayer, Faults,
 };
-pub use rate_limit::{RateDecision, RateLimit, RateLimitFuture, RateLimitLayer};
+pub use rate_limit::{
+    GlobalRateLimit, GlobalRateLimitFuture, GlobalRateLimitLayer, GlobalRateLimitSettings,
+    RateDecision, RateLimit, RateLimitFuture, RateLimitLayer, RedisGcra, RedisUnavailable,
+};
 pub use retry::{IdempotentRetryPolicy, Retry, RetryLayer, RetrySettings};
 pub use shed::{LoadShed, LoadShedFuture, LoadShedLayer};
 /// The error every fallible layer here returns; classify it with `downcast_ref`.

@@ -9,12 +9,17 @@
 //! A key-extractor closure decides whose limit a request counts against (client IP, user,
 //! route…); a request it returns `None` for is not limited.
 
+mod global;
 mod local;
 
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, header::RETRY_AFTER};
 
+pub use global::{
+    GlobalRateLimit, GlobalRateLimitFuture, GlobalRateLimitLayer, GlobalRateLimitSettings,
+    RedisGcra, RedisUnavailable,
+};
 pub use local::{RateLimit, RateLimitFuture, RateLimitLayer};
 
 use crate::{ConfigError, shed::retry_after_seconds};
