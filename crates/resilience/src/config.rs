@@ -23,7 +23,6 @@ impl ConfigError {
 }
 
 /// A share of requests must lie in `0.0..=1.0`.
-#[expect(dead_code, reason = "the layers that take shares come next")]
 pub(crate) fn check_share(
     layer: &'static str,
     parameter: &'static str,

@@ -50,7 +50,6 @@ pub use deadline::{
     Deadline, DeadlineBody, DeadlineExceeded, DeadlineFuture, DeadlineLayer, HttpDeadline,
     HttpDeadlineFuture, HttpDeadlineLayer,
 };
-#[cfg(any())]
 pub use fault::{
     FaultAborted, FaultFuture, FaultHandle, FaultInjection, FaultInjectionLayer, Faults,
 };
