@@ -8,7 +8,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     task::{Context, Poll},
     time::Duration,
@@ -16,7 +16,7 @@ use std::{
 
 use http::{HeaderValue, Request, Response, StatusCode, header::RETRY_AFTER};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use tokio::sync::OnceCell;
+use tokio::{sync::OnceCell, time::Instant};
 use tower::{Layer, Service, ServiceExt};
 
 use super::{RateDecision, check_quota};
@@ -50,6 +50,9 @@ pub enum RedisUnavailable {
     /// The connection or the script failed.
     #[error("redis rate limit script failed")]
     Failed(#[source] redis::RedisError),
+    /// Not asked: Redis failed less than `outage_backoff` ago.
+    #[error("redis failed less than {0:?} ago and is not asked again yet")]
+    BackingOff(Duration),
 }
 
 /// Parameters of a [`RedisGcra`] and its [`GlobalRateLimitLayer`].
@@ -66,6 +69,9 @@ pub struct GlobalRateLimitSettings {
     pub fail_open: bool,
     /// How long a check may wait for Redis, connecting included. Default 50 ms.
     pub timeout: Duration,
+    /// After a failure, how long Redis is not asked at all, so during an outage requests
+    /// are answered at once instead of each waiting for `timeout`. Default 1 s.
+    pub outage_backoff: Duration,
 }
 
 impl Default for GlobalRateLimitSettings {
@@ -76,6 +82,7 @@ impl Default for GlobalRateLimitSettings {
             key_prefix: "tideway:rl".to_owned(),
             fail_open: true,
             timeout: Duration::from_millis(50),
+            outage_backoff: Duration::from_secs(1),
         }
     }
 }
@@ -90,6 +97,10 @@ pub struct RedisGcra {
     burst: u32,
     interval_ms: u64,
     timeout: Duration,
+    outage_backoff: Duration,
+    origin: Instant,
+    /// Milliseconds after `origin` before which Redis is not asked; 0 when healthy.
+    skip_until_ms: AtomicU64,
 }
 
 impl fmt::Debug for RedisGcra {
@@ -124,14 +135,32 @@ impl RedisGcra {
             burst: settings.burst,
             interval_ms: interval.as_millis() as u64,
             timeout: settings.timeout,
+            outage_backoff: settings.outage_backoff,
+            origin: Instant::now(),
+            skip_until_ms: AtomicU64::new(0),
         })
     }
 
     /// Counts one request against `key` and says whether it may go on.
     pub async fn check(&self, key: &str) -> Result<RateDecision, RedisUnavailable> {
-        tokio::time::timeout(self.timeout, self.run(key))
+        let now_ms = self.origin.elapsed().as_millis() as u64;
+        let skip_until = self.skip_until_ms.load(Ordering::Relaxed);
+        if now_ms < skip_until {
+            return Err(RedisUnavailable::BackingOff(self.outage_backoff));
+        }
+        let result = tokio::time::timeout(self.timeout, self.run(key))
             .await
-            .map_err(|_| RedisUnavailable::Timeout(self.timeout))?
+            .map_err(|_| RedisUnavailable::Timeout(self.timeout))
+            .and_then(|result| result);
+        let next = match &result {
+            Ok(_) => 0,
+            // Measured after the failure, so a slow failure does not eat the backoff.
+            Err(_) => (self.origin.elapsed() + self.outage_backoff).as_millis() as u64,
+        };
+        if next != 0 || skip_until != 0 {
+            self.skip_until_ms.store(next, Ordering::Relaxed);
+        }
+        result
     }
 
     async fn run(&self, key: &str) -> Result<RateDecision, RedisUnavailable> {

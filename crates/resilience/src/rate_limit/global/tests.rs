@@ -87,6 +87,7 @@ fn settings(test: &str) -> GlobalRateLimitSettings {
         fail_open: true,
         // Generous: a loaded CI machine must not turn a slow answer into a skipped limit.
         timeout: Duration::from_secs(2),
+        outage_backoff: Duration::from_secs(1),
     }
 }
 
@@ -221,11 +222,31 @@ async fn an_outage_fails_closed_when_configured() {
 }
 
 #[tokio::test]
-async fn the_check_reports_the_outage_as_an_error() {
-    let gcra = RedisGcra::new(unreachable_redis(), &settings("check")).unwrap();
+async fn after_a_failure_redis_is_not_asked_again_during_the_backoff() {
+    let settings = GlobalRateLimitSettings {
+        timeout: Duration::from_millis(200),
+        outage_backoff: Duration::from_secs(3_600),
+        ..settings("check")
+    };
+    let gcra = RedisGcra::new(unreachable_redis(), &settings).unwrap();
     let error = gcra.check("a").await.unwrap_err();
-    assert!(matches!(
-        error,
-        RedisUnavailable::Failed(_) | RedisUnavailable::Timeout(_)
-    ));
+    assert!(
+        matches!(
+            error,
+            RedisUnavailable::Failed(_) | RedisUnavailable::Timeout(_)
+        ),
+        "{error}"
+    );
+    let error = gcra.check("a").await.unwrap_err();
+    assert!(matches!(error, RedisUnavailable::BackingOff(_)), "{error}");
+}
+
+#[tokio::test]
+async fn a_healthy_redis_is_asked_every_time() {
+    let Some(client) = redis().await else { return };
+    let gcra = RedisGcra::new(client, &settings("healthy")).unwrap();
+    for remaining in [2, 1, 0] {
+        assert_eq!(gcra.check("a").await.unwrap().remaining, remaining);
+    }
+    assert!(!gcra.check("a").await.unwrap().allowed);
 }
