@@ -107,24 +107,33 @@ impl NatsRegistry {
         let store = match jetstream.get_key_value(options.bucket.as_str()).await {
             Ok(store) => store,
             Err(_) => {
+                // The stream a KV bucket is, created directly: async-nats' `create_key_value`
+                // first queries the account, whose answer from NATS 2.9 it cannot parse.
+                let bucket = &options.bucket;
                 let created = jetstream
-                    .create_key_value(kv::Config {
-                        bucket: options.bucket.clone(),
-                        description: "Tideway service registry: <service>.<instance id>".into(),
-                        history: 1,
+                    .get_or_create_stream(jetstream::stream::Config {
+                        name: format!("KV_{bucket}"),
+                        description: Some(
+                            "Tideway service registry: <service>.<instance id>".into(),
+                        ),
+                        subjects: vec![format!("$KV.{bucket}.>")],
+                        max_messages_per_subject: 1,
                         max_age: options.ttl,
+                        duplicate_window: options.ttl.min(Duration::from_secs(120)),
                         storage: jetstream::stream::StorageType::Memory,
-                        ..kv::Config::default()
+                        allow_rollup: true,
+                        deny_delete: true,
+                        allow_direct: true,
+                        discard: jetstream::stream::DiscardPolicy::New,
+                        ..jetstream::stream::Config::default()
                     })
-                    .await;
-                match created {
-                    Ok(store) => store,
-                    // Another replica may have created it in between.
-                    Err(err) => jetstream
-                        .get_key_value(options.bucket.as_str())
-                        .await
-                        .map_err(|_| DiscoveryError::backend("create the registry bucket", err))?,
-                }
+                    .await
+                    .map_err(|err| DiscoveryError::backend("create the registry bucket", err))?;
+                drop(created);
+                jetstream
+                    .get_key_value(bucket.as_str())
+                    .await
+                    .map_err(|err| DiscoveryError::backend("open the registry bucket", err))?
             }
         };
         Ok(Self {
