@@ -114,7 +114,7 @@ async fn a_replica_that_stops_heartbeating_vanishes_within_the_ttl() {
     a.abandon().await;
     let gone = wait_for(
         &mut watched,
-        ttl + Duration::from_millis(500),
+        ttl + Duration::from_secs(1),
         "a expired",
         |l| ids(l) == ["b"],
     )
