@@ -136,6 +136,17 @@ impl NatsRegistry {
                     .map_err(|err| DiscoveryError::backend("open the registry bucket", err))?
             }
         };
+        // Replicas must agree on the TTL: a watcher prunes by its own, the bucket expires by
+        // the one it was created with.
+        match store.status().await {
+            Ok(status) if status.max_age() != options.ttl => warn!(
+                bucket_ttl = ?status.max_age(),
+                ttl = ?options.ttl,
+                "The registry bucket was created with another TTL; set the same `discovery.nats.ttl_ms` everywhere."
+            ),
+            Ok(_) => {}
+            Err(err) => warn!(error = %err, "Reading the registry bucket's settings failed."),
+        }
         Ok(Self {
             store,
             ttl: options.ttl,
