@@ -3,7 +3,7 @@
 # Idempotent: a server that already answers is left alone; one that is missing is installed
 # from Debian's packages and started. Used by .ci/run and by developers on a new machine.
 #
-#   scripts/deps.sh            # PostgreSQL and NATS with JetStream (what the tests need)
+#   scripts/deps.sh            # PostgreSQL, NATS with JetStream and Redis (what the tests need)
 #
 # Environment: TIDEWAY_DEPS_TIMEOUT (seconds to wait for a server, default 60);
 # TIDEWAY_NATS_DIR (JetStream storage and log of a NATS server started here,
@@ -106,5 +106,33 @@ ensure_nats() {
   wait_for "NATS JetStream" nats_jetstream_answers
 }
 
+redis_answers() {
+  if command -v redis-cli >/dev/null; then
+    redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null | grep -q PONG
+  else
+    # No client: speak the protocol by hand.
+    (exec 3<>/dev/tcp/127.0.0.1/6379 && printf 'PING\r\n' >&3 && head -c 5 <&3 | grep -q PONG) 2>/dev/null
+  fi
+}
+
+ensure_redis() {
+  if redis_answers; then
+    log "Redis answers on 127.0.0.1:6379"
+    return
+  fi
+  if tcp_open 6379; then
+    log "something answers on 127.0.0.1:6379 but it is not Redis; stop it first"
+    return 1
+  fi
+  if ! command -v redis-server >/dev/null; then
+    apt_install redis-server
+  fi
+  log "starting redis-server on 127.0.0.1:6379 (nothing kept on disk)"
+  as_root redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+    --dir /tmp --logfile /tmp/tideway-redis.log
+  wait_for "Redis" redis_answers
+}
+
 ensure_postgres
 ensure_nats
+ensure_redis
