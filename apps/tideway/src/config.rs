@@ -61,6 +61,8 @@ pub struct ServerConfig {
     pub request_timeout_ms: u64,
     /// The most connections served at once.
     pub max_connections: usize,
+    /// The most requests handled at once; past it, 503 with `Retry-After` before any work.
+    pub max_in_flight: usize,
 }
 
 impl Default for ServerConfig {
@@ -72,6 +74,7 @@ impl Default for ServerConfig {
             request_timeout_ms: u64::try_from(defaults.request_timeout.as_millis())
                 .unwrap_or(u64::MAX),
             max_connections: defaults.max_connections,
+            max_in_flight: defaults.max_in_flight,
         }
     }
 }
@@ -84,6 +87,7 @@ impl ServerConfig {
             header_read_timeout: std::time::Duration::from_millis(self.header_read_timeout_ms),
             request_timeout: std::time::Duration::from_millis(self.request_timeout_ms),
             max_connections: self.max_connections,
+            max_in_flight: self.max_in_flight,
         }
     }
 }
@@ -406,6 +410,12 @@ impl Validate for Config {
                     "milliseconds between 1 and 3600000",
                 ));
             }
+        }
+        if !(1..=1_000_000).contains(&self.server.max_in_flight) {
+            return Err(ConfigError::invalid(
+                "server.max_in_flight",
+                "a number of requests between 1 and 1000000",
+            ));
         }
         if !(1..=1_000_000).contains(&self.server.max_connections) {
             return Err(ConfigError::invalid(

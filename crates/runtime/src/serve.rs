@@ -68,6 +68,10 @@ pub struct ServeOptions {
     /// closes (the kernel's backlog holds the rest), so a flood of sockets cannot exhaust
     /// memory or file descriptors.
     pub max_connections: usize,
+    /// The most requests handled at once; past it a request is answered 503 with
+    /// `Retry-After` before any work starts (load shedding). `/health/live`,
+    /// `/health/ready` and `/metrics` are never shed, so probes and scrapes see the truth.
+    pub max_in_flight: usize,
 }
 
 impl Default for ServeOptions {
@@ -77,6 +81,7 @@ impl Default for ServeOptions {
             header_read_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             max_connections: 4096,
+            max_in_flight: 1024,
         }
     }
 }
@@ -119,16 +124,51 @@ pub async fn serve_with(
     result
 }
 
+/// `router` behind the request timeout and load shedding (health and metrics exempt).
+fn admission(router: Router, options: &ServeOptions) -> std::io::Result<Router> {
+    let router = router.layer(tower_http::timeout::TimeoutLayer::with_status_code(
+        http::StatusCode::REQUEST_TIMEOUT,
+        options.request_timeout,
+    ));
+    let shed = tideway_resilience::LoadShedLayer::new(
+        "server",
+        options.max_in_flight,
+        Duration::from_secs(1),
+    )
+    .map_err(|err| std::io::Error::new(std::io::ErrorKind::InvalidInput, err.to_string()))?;
+    let guarded = Router::new()
+        .fallback_service(tower::Layer::layer(
+            &shed,
+            router.clone().into_service::<axum::body::Body>(),
+        ))
+        // A shed answer is a bare 503: give it the problem body every error has.
+        .layer(axum::middleware::from_fn(
+            crate::http::problem_for_bare_errors,
+        ));
+    // Fallbacks, not routes: an outer route would set a matched path of its own, which the
+    // inner router's metrics would see doubled.
+    let select = tower::service_fn(move |request: axum::extract::Request| {
+        let exempt = matches!(
+            request.uri().path(),
+            "/health/live" | "/health/ready" | "/metrics"
+        );
+        let service = if exempt {
+            router.clone()
+        } else {
+            guarded.clone()
+        };
+        tower::ServiceExt::oneshot(service, request)
+    });
+    Ok(Router::new().fallback_service(select))
+}
+
 async fn serve_until(
     listener: TcpListener,
     router: Router,
     shutdown: CancellationToken,
     options: ServeOptions,
 ) -> std::io::Result<()> {
-    let router = router.layer(tower_http::timeout::TimeoutLayer::with_status_code(
-        http::StatusCode::REQUEST_TIMEOUT,
-        options.request_timeout,
-    ));
+    let router = admission(router, &options)?;
     let mut http1 = hyper::server::conn::http1::Builder::new();
     http1
         .timer(TokioTimer::new())
@@ -442,6 +482,62 @@ mod tests {
             .expect("served once a slot is free")
             .unwrap();
         assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn past_the_in_flight_cap_requests_are_shed_but_probes_answer() {
+        let (entered_tx, entered_rx) = tokio::sync::oneshot::channel::<()>();
+        let entered = std::sync::Arc::new(std::sync::Mutex::new(Some(entered_tx)));
+        let router = Router::new()
+            .route(
+                "/held",
+                get(move || {
+                    let entered = entered.clone();
+                    async move {
+                        if let Some(tx) = entered.lock().unwrap().take() {
+                            let _ = tx.send(());
+                        }
+                        std::future::pending::<()>().await;
+                        "never"
+                    }
+                }),
+            )
+            .route("/", get(|| async { "hello" }))
+            .route("/health/live", get(|| async { "live" }));
+        let listener = bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let options = ServeOptions {
+            max_in_flight: 1,
+            grace: Duration::from_millis(100),
+            ..ServeOptions::default()
+        };
+        tokio::spawn(serve_with(listener, router, shutdown.clone(), options));
+        let mut holder = tokio::net::TcpStream::connect(addr).await.unwrap();
+        holder
+            .write_all(b"GET /held HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        entered_rx.await.unwrap();
+        // The one slot is taken: the next request is refused at once, with a problem.
+        let response = get_root(addr).await;
+        assert!(response.starts_with("HTTP/1.1 503"), "{response}");
+        assert!(
+            response.to_lowercase().contains("retry-after: 1"),
+            "{response}"
+        );
+        assert!(response.contains("application/problem+json"), "{response}");
+        // Probes are never shed.
+        let mut probe = tokio::net::TcpStream::connect(addr).await.unwrap();
+        probe
+            .write_all(b"GET /health/live HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        probe.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        drop(holder);
         shutdown.cancel();
     }
 }
