@@ -5,6 +5,7 @@
 use std::{sync::Arc, time::Duration};
 
 use axum::{Router, extract::ConnectInfo};
+use futures_util::future::Either;
 use hyper_util::{
     rt::{TokioIo, TokioTimer},
     server::graceful::GracefulShutdown,
@@ -136,30 +137,46 @@ fn admission(router: Router, options: &ServeOptions) -> std::io::Result<Router> 
         Duration::from_secs(1),
     )
     .map_err(|err| std::io::Error::new(std::io::ErrorKind::InvalidInput, err.to_string()))?;
-    let guarded = Router::new()
-        .fallback_service(tower::Layer::layer(
-            &shed,
-            router.clone().into_service::<axum::body::Body>(),
-        ))
-        // A shed answer is a bare 503: give it the problem body every error has.
-        .layer(axum::middleware::from_fn(
-            crate::http::problem_for_bare_errors,
-        ));
-    // Fallbacks, not routes: an outer route would set a matched path of its own, which the
-    // inner router's metrics would see doubled.
+    let shed_router = tower::Layer::layer(
+        &tower::util::MapResponseLayer::new(problem_for_shed),
+        tower::Layer::layer(&shed, router.clone().into_service::<axum::body::Body>()),
+    );
+    // One fallback service, not routes: an outer route would set a matched path of its own,
+    // which the inner router's metrics would see doubled. Both branches are the same kind
+    // of future (no boxing on the hot path).
     let select = tower::service_fn(move |request: axum::extract::Request| {
         let exempt = matches!(
             request.uri().path(),
             "/health/live" | "/health/ready" | "/metrics"
         );
-        let service = if exempt {
-            router.clone()
+        if exempt {
+            Either::Left(tower::ServiceExt::oneshot(router.clone(), request))
         } else {
-            guarded.clone()
-        };
-        tower::ServiceExt::oneshot(service, request)
+            Either::Right(tower::ServiceExt::oneshot(shed_router.clone(), request))
+        }
     });
     Ok(Router::new().fallback_service(select))
+}
+
+/// A shed answer is a bare 503 with `Retry-After`: give it the problem body every error has.
+fn problem_for_shed(response: axum::response::Response) -> axum::response::Response {
+    if response.status() != http::StatusCode::SERVICE_UNAVAILABLE
+        || response.headers().contains_key(http::header::CONTENT_TYPE)
+    {
+        return response;
+    }
+    let retry_after = response.headers().get(http::header::RETRY_AFTER).cloned();
+    let mut problem = axum::response::IntoResponse::into_response(
+        crate::Problem::new(http::StatusCode::SERVICE_UNAVAILABLE)
+            .with_type("/problems/overloaded")
+            .with_detail("the server is at capacity; try again shortly"),
+    );
+    if let Some(retry_after) = retry_after {
+        problem
+            .headers_mut()
+            .insert(http::header::RETRY_AFTER, retry_after);
+    }
+    problem
 }
 
 async fn serve_until(
