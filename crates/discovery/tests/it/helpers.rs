@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use tideway_discovery::{Instance, NatsOptions, NatsRegistry};
+use tideway_discovery::{Instance, NatsOptions, NatsRegistry, Registration, Registry};
 use tokio::sync::watch;
 
 /// The default URL of the test NATS server.
@@ -87,6 +87,42 @@ impl Drop for TestBucket {
 /// An instance of `service` with id `id`.
 pub fn instance(service: &str, id: &str, port: u16) -> Instance {
     Instance::new(service, id, format!("http://127.0.0.1:{port}"))
+}
+
+/// Two catalog replicas, `a` and `b`, each registered through its own registry (two
+/// "processes"), and a third registry for the caller that lists and watches them.
+pub struct TwoReplicas {
+    pub first: NatsRegistry,
+    pub second: NatsRegistry,
+    pub caller: NatsRegistry,
+    pub a: Registration,
+    pub b: Registration,
+}
+
+impl TestBucket {
+    /// Registers catalog replicas `a` and `b` from two registries, with a third as caller.
+    pub async fn two_replicas(&self) -> TwoReplicas {
+        let (first, second, caller) = (
+            self.registry().await,
+            self.registry().await,
+            self.registry().await,
+        );
+        let a = first
+            .register(instance("catalog", "a", 1))
+            .await
+            .expect("register a");
+        let b = second
+            .register(instance("catalog", "b", 2))
+            .await
+            .expect("register b");
+        TwoReplicas {
+            first,
+            second,
+            caller,
+            a,
+            b,
+        }
+    }
 }
 
 /// The ids in `list`.

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use tideway_discovery::{DiscoveryConfig, DiscoveryKind, NatsConfig, Registry};
 
-use crate::helpers::{TestBucket, ids, instance, wait_for};
+use crate::helpers::{TestBucket, TwoReplicas, ids, instance, wait_for};
 
 /// What the watch latency of a clean stop must stay under.
 const CLEAN_STOP: Duration = Duration::from_secs(2);
@@ -14,19 +14,13 @@ async fn two_registered_instances_are_listed_and_watched() {
     let Some(bucket) = TestBucket::new(Duration::from_secs(5)).await else {
         return;
     };
-    let (one, two, caller) = (
-        bucket.registry().await,
-        bucket.registry().await,
-        bucket.registry().await,
-    );
-    let a = one
-        .register(instance("catalog", "a", 1))
-        .await
-        .expect("register a");
-    let b = two
-        .register(instance("catalog", "b", 2))
-        .await
-        .expect("register b");
+    let TwoReplicas {
+        first: one,
+        second: _two,
+        caller,
+        a,
+        b,
+    } = bucket.two_replicas().await;
     let other = one
         .register(instance("basket", "x", 3))
         .await
@@ -91,19 +85,13 @@ async fn a_replica_that_stops_heartbeating_vanishes_within_the_ttl() {
     let Some(bucket) = TestBucket::new(ttl).await else {
         return;
     };
-    let (killed, alive, caller) = (
-        bucket.registry().await,
-        bucket.registry().await,
-        bucket.registry().await,
-    );
-    let a = killed
-        .register(instance("catalog", "a", 1))
-        .await
-        .expect("register a");
-    let b = alive
-        .register(instance("catalog", "b", 2))
-        .await
-        .expect("register b");
+    let TwoReplicas {
+        first: _killed,
+        second: _alive,
+        caller,
+        a,
+        b,
+    } = bucket.two_replicas().await;
     let mut watched = caller.watch("catalog").await.expect("watch");
     wait_for(&mut watched, CLEAN_STOP, "both listed", |l| {
         ids(l) == ["a", "b"]
