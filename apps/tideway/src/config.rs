@@ -315,7 +315,7 @@ impl Config {
     /// Completes a configuration built in code (tests) or loaded: replaces `{data_dir}`,
     /// adds the demo users when enabled, and validates.
     pub fn resolve(&mut self) -> Result<(), ConfigError> {
-        self.resolve_data_dir();
+        self.resolve_data_dir()?;
         if self.demo_users {
             for user in demo_users() {
                 let seeds = &mut self.identity.service.seed_users;
@@ -328,26 +328,40 @@ impl Config {
     }
 
     /// Replaces `{data_dir}` in paths and URLs.
-    fn resolve_data_dir(&mut self) {
+    fn resolve_data_dir(&mut self) -> Result<(), ConfigError> {
         let dir = self.data_dir.display().to_string();
         let dir = dir.trim_end_matches('/');
-        for url in [
-            &mut self.identity.service.database_url,
-            &mut self.catalog.service.database_url,
-            &mut self.basket.service.database_url,
-            &mut self.inventory.service.database_url,
-            &mut self.payment.service.database_url,
-            &mut self.ordering.service.database_url,
+        for (key, url) in [
+            (
+                "identity.database_url",
+                &mut self.identity.service.database_url,
+            ),
+            (
+                "catalog.database_url",
+                &mut self.catalog.service.database_url,
+            ),
+            ("basket.database_url", &mut self.basket.service.database_url),
+            (
+                "inventory.database_url",
+                &mut self.inventory.service.database_url,
+            ),
+            (
+                "payment.database_url",
+                &mut self.payment.service.database_url,
+            ),
+            (
+                "ordering.database_url",
+                &mut self.ordering.service.database_url,
+            ),
         ] {
-            // Replacing a path segment keeps the scheme, so the URL stays valid; should it
-            // not, the unresolved one fails at connect with its name in the error.
-            if let Ok(resolved) = url.replace("{data_dir}", dir) {
-                *url = resolved;
-            }
+            *url = url
+                .replace("{data_dir}", dir)
+                .map_err(|err| ConfigError::invalid(key, err.to_string()))?;
         }
         if let Some(file) = &mut self.identity.service.signing_key_file {
             *file = PathBuf::from(file.display().to_string().replace("{data_dir}", dir));
         }
+        Ok(())
     }
 
     /// Where `service` listens when run alone.
