@@ -20,6 +20,10 @@ use tideway_store::DatabaseUrl;
 pub struct Config {
     /// Where embedded-mode files live (SQLite databases, the generated signing key).
     pub data_dir: PathBuf,
+    /// This process's stable name among the replicas of its service (`catalog-1`), kept
+    /// across restarts: its discovery entry, its outbox relay's lease holder. Default:
+    /// `<service>-<hostname>`.
+    pub instance_id: Option<String>,
     /// Logging.
     pub log: LogConfig,
     /// Where each service answers when run as its own process; the gateway and the services
@@ -205,6 +209,7 @@ impl Default for Config {
         };
         Self {
             data_dir: PathBuf::from("./data"),
+            instance_id: None,
             log: LogConfig {
                 format: LogFormat::Pretty,
                 filter: "info,sqlx=warn".to_owned(),
@@ -381,6 +386,30 @@ impl Config {
     pub fn client_timeout(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.client_timeout_ms)
     }
+
+    /// This process's stable id as a replica of `service`: `instance_id` when set, else
+    /// `<service>-<hostname>` (the same after a restart on the same host).
+    pub fn instance_id_of(&self, service: &str) -> String {
+        match &self.instance_id {
+            Some(id) => id.clone(),
+            None => {
+                let host = std::fs::read_to_string("/etc/hostname")
+                    .ok()
+                    .map(|name| name.trim().to_owned())
+                    .filter(|name| !name.is_empty() && is_id_token(name))
+                    .unwrap_or_else(|| "local".to_owned());
+                format!("{service}-{host}")
+            }
+        }
+    }
+}
+
+/// Whether `value` is usable as an instance id: `[A-Za-z0-9_-]+`.
+fn is_id_token(value: &str) -> bool {
+    !value.is_empty()
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// The services a gateway route may name as its upstream.
@@ -411,6 +440,14 @@ fn check_url(key: &str, value: &str) -> Result<(), ConfigError> {
 
 impl Validate for Config {
     fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(id) = &self.instance_id
+            && (!is_id_token(id) || id.len() > 64)
+        {
+            return Err(ConfigError::invalid(
+                "instance_id",
+                "1 to 64 of A-Z, a-z, 0-9, '-' and '_'",
+            ));
+        }
         for (key, value) in [
             (
                 "server.header_read_timeout_ms",
@@ -563,5 +600,23 @@ mod tests {
             refused_key(|c| routes(c)[3].upstream = "shipping".into()),
             "gateway.routes[3].upstream"
         );
+    }
+
+    #[test]
+    fn an_instance_id_is_one_token_and_stable() {
+        assert_eq!(
+            refused_key(|c| c.instance_id = Some("catalog 1".into())),
+            "instance_id"
+        );
+        assert_eq!(
+            refused_key(|c| c.instance_id = Some(String::new())),
+            "instance_id"
+        );
+        let mut config = Config::default();
+        let default = config.instance_id_of("catalog");
+        assert!(default.starts_with("catalog-"), "{default}");
+        assert_eq!(config.instance_id_of("catalog"), default);
+        config.instance_id = Some("catalog-2".into());
+        assert_eq!(config.instance_id_of("catalog"), "catalog-2");
     }
 }
