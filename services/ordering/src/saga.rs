@@ -252,7 +252,8 @@ pub fn definition(deps: &Deps, config: &Config) -> SagaDefinition<CheckoutState>
                     }
                 }
             })
-            .timeout(reserve),
+            .timeout(reserve)
+            .resends(config.step_resends),
         )
         .step(
             Step::new(AUTHORIZE_PAYMENT, {
@@ -287,7 +288,8 @@ pub fn definition(deps: &Deps, config: &Config) -> SagaDefinition<CheckoutState>
                     }
                 }
             })
-            .timeout(payment),
+            .timeout(payment)
+            .resends(config.step_resends),
         )
         .step(
             Step::new(CONFIRM_ORDER, {
