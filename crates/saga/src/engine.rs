@@ -214,25 +214,7 @@ impl SagaEngine {
         instance_id: &str,
         initial: S,
     ) -> Result<Started, SagaError> {
-        let known = self.saga(&definition.name).is_ok();
-        if !known {
-            self.register(definition.clone())?;
-        }
-        let now = self.now();
-        let record = InstanceRecord {
-            id: instance_id.to_owned(),
-            saga: definition.name.clone(),
-            state: serde_json::to_string(&initial).map_err(SagaError::State)?,
-            status: SagaStatus::Running,
-            step: 0,
-            waiting: false,
-            deadline_ms: None,
-            reason: None,
-            created_ms: now,
-            updated_ms: now,
-            version: 1,
-            resends: 0,
-        };
+        let record = self.new_instance(definition, instance_id, &initial)?;
         if self.inner.store.insert(&record).await? {
             tracing::info!("saga started");
             self.notify();
@@ -253,6 +235,43 @@ impl SagaEngine {
             });
         }
         Ok(Started::Existing)
+    }
+
+    /// The first record of an instance `instance_id` of `definition` (registering it) with
+    /// `initial` state, for [`insert_in`](crate::insert_in) to write in the caller's own
+    /// transaction; [`run_inserted`](Self::run_inserted) begins it once that commits.
+    pub fn new_instance<S: SagaState>(
+        &self,
+        definition: &SagaDefinition<S>,
+        instance_id: &str,
+        initial: &S,
+    ) -> Result<InstanceRecord, SagaError> {
+        if self.saga(&definition.name).is_err() {
+            self.register(definition.clone())?;
+        }
+        let now = self.now();
+        Ok(InstanceRecord {
+            id: instance_id.to_owned(),
+            saga: definition.name.clone(),
+            state: serde_json::to_string(initial).map_err(SagaError::State)?,
+            status: SagaStatus::Running,
+            step: 0,
+            waiting: false,
+            deadline_ms: None,
+            reason: None,
+            created_ms: now,
+            updated_ms: now,
+            version: 1,
+            resends: 0,
+        })
+    }
+
+    /// Begins the first step of an instance committed through [`insert_in`](crate::insert_in),
+    /// in the background.
+    pub fn run_inserted(&self, instance_id: &str) {
+        tracing::info!(saga.instance = %instance_id, "saga started");
+        self.notify();
+        self.spawn_drive(instance_id.to_owned());
     }
 
     /// Applies the reply to the command that step `step`'s action sent. Ignored (and

@@ -5,7 +5,7 @@ use std::{collections::HashMap, fmt};
 
 use futures_util::{FutureExt, future::BoxFuture};
 use serde::Serialize;
-use tideway_store::{AnyRow, Backend, Db, Row, sqlx::query as sqlx_query};
+use tideway_store::{Any, AnyRow, Backend, Db, Row, Transaction, sqlx::query as sqlx_query};
 use tracing::instrument;
 
 use crate::{SagaError, StepKind};
@@ -322,23 +322,7 @@ impl DbSagaStore {
 
     #[instrument(skip_all, fields(saga.instance = %record.id), err)]
     async fn insert_record(&self, record: &InstanceRecord) -> Result<bool, SagaError> {
-        let done = sqlx_query(&format!(
-            "INSERT INTO saga_instances ({INSTANCE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (id) DO NOTHING"
-        ))
-        .bind(&record.id)
-        .bind(&record.saga)
-        .bind(&record.state)
-        .bind(record.status.as_str())
-        .bind(record.step)
-        .bind(i64::from(record.waiting))
-        .bind(record.deadline_ms)
-        .bind(record.reason.as_deref())
-        .bind(record.created_ms)
-        .bind(record.updated_ms)
-        .bind(record.version)
-        .bind(record.resends)
-        .execute(self.db.pool())
-        .await?;
+        let done = insert_query(record).execute(self.db.pool()).await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -505,6 +489,39 @@ impl DbSagaStore {
         }
         Ok(timelines)
     }
+}
+
+fn insert_query(
+    record: &InstanceRecord,
+) -> tideway_store::sqlx::query::Query<'_, Any, tideway_store::sqlx::any::AnyArguments<'_>> {
+    sqlx_query(INSERT_INSTANCE)
+        .bind(&record.id)
+        .bind(&record.saga)
+        .bind(&record.state)
+        .bind(record.status.as_str())
+        .bind(record.step)
+        .bind(i64::from(record.waiting))
+        .bind(record.deadline_ms)
+        .bind(record.reason.as_deref())
+        .bind(record.created_ms)
+        .bind(record.updated_ms)
+        .bind(record.version)
+        .bind(record.resends)
+}
+
+const INSERT_INSTANCE: &str = "INSERT INTO saga_instances (id, saga, state, status, step, waiting, deadline_ms, reason, created_ms, updated_ms, version, resends) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (id) DO NOTHING";
+
+/// Inserts the new instance `record` in the caller's transaction (of the database the saga
+/// tables live in), so that it commits with the change that begins it — an order and its
+/// checkout saga, say — or not at all; `false` when the id exists. Once committed,
+/// [`SagaEngine::run_inserted`](crate::SagaEngine::run_inserted) starts it (or, after a
+/// crash, [`SagaEngine::resume_all`](crate::SagaEngine::resume_all) does).
+pub async fn insert_in(
+    tx: &mut Transaction<'_, Any>,
+    record: &InstanceRecord,
+) -> Result<bool, SagaError> {
+    let done = insert_query(record).execute(&mut **tx).await?;
+    Ok(done.rows_affected() == 1)
 }
 
 fn decode_instance(row: &AnyRow) -> Result<InstanceRecord, SagaError> {

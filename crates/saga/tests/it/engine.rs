@@ -630,3 +630,42 @@ async fn recent_lists_the_newest_instances_first_with_their_timelines() {
         engine.shutdown().await;
     }
 }
+
+#[tokio::test]
+async fn an_instance_inserted_in_a_transaction_exists_only_once_it_commits() {
+    for db in tideway_testkit::backends().await {
+        let world = World::new(db).await;
+        let engine = world.engine();
+        let (dropped, kept) = (new_id(), new_id());
+        let record = engine
+            .new_instance(&world.saga, &dropped, &Plan::default())
+            .unwrap();
+        let mut tx = world.db.begin().await.unwrap();
+        assert!(tideway_saga::insert_in(&mut tx, &record).await.unwrap());
+        tx.rollback().await.unwrap();
+        assert!(engine.instance(&dropped).await.unwrap().is_none());
+
+        let record = engine
+            .new_instance(&world.saga, &kept, &Plan::default())
+            .unwrap();
+        let mut tx = world.db.begin().await.unwrap();
+        assert!(tideway_saga::insert_in(&mut tx, &record).await.unwrap());
+        tx.commit().await.unwrap();
+        engine.run_inserted(&kept);
+        let done = engine.wait_finished(&kept, DEADLINE).await.unwrap();
+        assert_eq!(done.status, SagaStatus::Completed);
+        assert_eq!(world.ledger.effects(&kept, "one"), 1);
+        // Committed but never begun (a crash right after the commit): resumed at start-up.
+        let orphan = new_id();
+        let record = engine
+            .new_instance(&world.saga, &orphan, &Plan::default())
+            .unwrap();
+        let mut tx = world.db.begin().await.unwrap();
+        assert!(tideway_saga::insert_in(&mut tx, &record).await.unwrap());
+        tx.commit().await.unwrap();
+        assert_eq!(engine.resume_all().await.unwrap(), 1);
+        let done = engine.wait_finished(&orphan, DEADLINE).await.unwrap();
+        assert_eq!(done.status, SagaStatus::Completed);
+        engine.shutdown().await;
+    }
+}
