@@ -5,7 +5,10 @@
 //! woken); replies come back through [`crate::replies`] as
 //! [`SagaEngine::deliver`](tideway_saga::SagaEngine::deliver) calls. Every action and
 //! compensation is idempotent: a repeated command carries the same order id and
-//! idempotency key, which inventory and payment deduplicate.
+//! idempotency key, which inventory and payment deduplicate. So a reservation or an
+//! authorization without a reply by its deadline is sent again (`ordering.step_resends`
+//! times, by the saga engine) before the order is cancelled for a timeout: a reply lost with
+//! a crashed process is asked for again instead of costing the order.
 //!
 //! # Capture never cancels a confirmed order
 //!
