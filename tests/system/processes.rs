@@ -438,6 +438,12 @@ async fn console_sees_every_process(gateway: &str) {
         "the gateway and six services are ready: {page}"
     );
     assert!(page.contains("http://127.0.0.1:"), "addresses are shown");
+    // Every replica the gateway balances over, one row each, with its address.
+    assert_eq!(
+        page.matches("<tr data-replica=").count(),
+        6,
+        "one replica of each service: {page}"
+    );
     assert!(
         page.matches("<tr data-order=").count() >= 3,
         "the checkouts' sagas"
