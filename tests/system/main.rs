@@ -11,6 +11,7 @@ mod crash;
 mod degraded;
 mod flood;
 mod processes;
+mod replicas;
 mod scenario;
 mod web;
 

@@ -3,7 +3,7 @@
 //! while serving by an admin through `GET`/`PUT /admin/faults`.
 //!
 //! The faults apply to every request of the service's router except `/admin/faults`
-//! itself, health checks included (a replica that answers slowly is slow to its health
+//! itself and `/metrics`, health checks included (a replica that answers slowly is slow to its health
 //! checks too). An aborted request is answered `502` with a problem document: a server
 //! cannot fake a reset connection from inside its router.
 
@@ -106,16 +106,33 @@ struct Admin {
     verifier: Arc<JwtVerifier>,
 }
 
-/// `router` with the faults of `handle` injected, and `/admin/faults` (role admin) beside it.
+/// `router` with the faults of `handle` injected, and `/admin/faults` (role admin) beside
+/// it. `/metrics` is never faulted, so what a faulty process does stays observable.
 pub fn wrap(router: Router, handle: FaultHandle, verifier: Arc<JwtVerifier>) -> Router {
-    let faulty = router.layer((
-        HandleErrorLayer::new(aborted),
-        FaultInjectionLayer::new(handle.clone()),
-    ));
-    let admin = Router::new()
+    let faulty = tower::Layer::layer(
+        &(
+            HandleErrorLayer::new(aborted),
+            FaultInjectionLayer::new(handle.clone()),
+        ),
+        router.clone(),
+    );
+    // One fallback service choosing by path, so the inner router's matched paths (and its
+    // metrics' route labels) stay its own.
+    let select = tower::service_fn(move |request: axum::extract::Request| {
+        let faulty = faulty.clone();
+        let plain = router.clone();
+        async move {
+            if request.uri().path() == "/metrics" {
+                tower::ServiceExt::oneshot(plain, request).await
+            } else {
+                tower::ServiceExt::oneshot(faulty, request).await
+            }
+        }
+    });
+    Router::new()
         .route("/admin/faults", get(current).put(replace))
-        .with_state(Admin { handle, verifier });
-    admin.merge(faulty)
+        .with_state(Admin { handle, verifier })
+        .fallback_service(select)
 }
 
 async fn aborted(err: BoxError) -> Response {

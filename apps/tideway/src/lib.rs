@@ -195,6 +195,8 @@ struct Remote {
 
 impl Remote {
     async fn connect(config: &Config) -> anyhow::Result<Self> {
+        // The balancers resolve their metric handles as they are built: the recorder first.
+        tideway_runtime::metrics::prometheus();
         let registry = tideway_discovery::connect(&config.discovery)
             .await
             .context("connecting to service discovery")?;

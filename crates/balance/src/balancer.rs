@@ -36,6 +36,9 @@ use crate::{
     load::{Outlier, PeakEwma},
 };
 
+/// The latency a failed call counts as in a replica's estimate, at least.
+const FAILURE_PENALTY: Duration = Duration::from_secs(1);
+
 /// The response body of a replica's answer.
 pub type Incoming = hyper::body::Incoming;
 
@@ -527,18 +530,24 @@ impl Balancer {
             return result;
         }
         let now = Instant::now();
+        let failed = match &result {
+            Ok(response) => response.status().is_server_error(),
+            Err(_) => true,
+        };
+        let mut rtt = now.saturating_duration_since(started);
+        if failed {
+            // A failure is often fast (a refused connection, an instant 503): counted at its
+            // own speed it would make the failing replica the cheapest one to pick.
+            rtt = rtt.max(FAILURE_PENALTY);
+        }
         let estimate = {
             let mut ewma = lock(&endpoint.ewma);
-            ewma.observe(now.saturating_duration_since(started), now);
+            ewma.observe(rtt, now);
             ewma.estimate_ns(now)
         };
         endpoint.metrics.latency.set(estimate / 1e9);
         endpoint.requests.fetch_add(1, Ordering::Relaxed);
         endpoint.metrics.requests.increment(1);
-        let failed = match &result {
-            Ok(response) => response.status().is_server_error(),
-            Err(_) => true,
-        };
         if failed {
             endpoint.errors.fetch_add(1, Ordering::Relaxed);
             endpoint.metrics.errors.increment(1);
