@@ -191,6 +191,8 @@ impl Peers {
 struct Remote {
     registry: Arc<dyn Registry>,
     balancers: Balancers,
+    /// `balance.enabled = false`: calls go to `urls.*` through this one pool instead.
+    fixed: Option<(crate::config::Urls, tideway_runtime::client::HttpClient)>,
 }
 
 impl Remote {
@@ -202,9 +204,12 @@ impl Remote {
             .context("connecting to service discovery")?;
         let balancers = Balancers::new(registry.clone(), config.balance.clone())
             .context("configuring the balancers")?;
+        let fixed = (!config.balance.enabled)
+            .then(|| (config.urls.clone(), tideway_runtime::client::http_client()));
         Ok(Self {
             registry,
             balancers,
+            fixed,
         })
     }
 
@@ -214,6 +219,14 @@ impl Remote {
         name: ServiceName,
         deadline: std::time::Duration,
     ) -> anyhow::Result<Transport> {
+        if let Some((urls, pool)) = &self.fixed {
+            return Ok(Transport::http_with(
+                name.as_str(),
+                urls.of(name),
+                deadline,
+                pool.clone(),
+            )?);
+        }
         self.balancers
             .transport(name.as_str(), deadline)
             .await
@@ -547,7 +560,8 @@ impl App {
                     .map_err(|(key, expected)| anyhow::anyhow!("{key}: expected {expected}"))?,
             )
             .context("setting the injected faults")?;
-        if handle.current().as_ref() != &tideway_resilience::Faults::default() {
+        let faults = &config.faults;
+        if faults.latency_ms > 0 || faults.error_share > 0.0 || faults.abort_share > 0.0 {
             tracing::warn!(faults = ?handle.current(), "This process injects faults.");
         }
         let router = faults::wrap(service.router(), handle, peers.verifier()?);

@@ -3,6 +3,7 @@
 //!
 //! ```toml
 //! [balance]
+//! enabled = true                 # false: fixed `urls.*`, no balancer (a benchmark baseline)
 //! policy = "p2c"                 # "p2c" (Peak-EWMA, default) | "round_robin"
 //! health_interval_ms = 1000      # active checks of /health/ready on every replica
 //! health_timeout_ms = 500
@@ -57,6 +58,10 @@ pub enum Policy {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BalanceConfig {
+    /// `balance.enabled`: `false` sends every call between processes to `urls.<service>`
+    /// through one pool under a deadline only, without discovery, balancer or resilience
+    /// layers — the baseline the benchmarks measure the stack against.
+    pub enabled: bool,
     /// `balance.policy`.
     pub policy: Policy,
     /// `balance.health_interval_ms`: how often every replica's `/health/ready` is asked.
@@ -81,6 +86,7 @@ pub struct BalanceConfig {
 impl Default for BalanceConfig {
     fn default() -> Self {
         Self {
+            enabled: true,
             policy: Policy::P2c,
             health_interval_ms: 1_000,
             health_timeout_ms: 500,
