@@ -10,12 +10,14 @@ use tideway_testkit::TestTokens;
 
 use crate::helpers::{PASSWORD, TestApp, admin_seed, spawn_app, spawn_with, test_config};
 
+#[expect(clippy::unwrap_used, reason = "test helpers fail the test loudly")]
 async fn tokens_of(response: reqwest::Response) -> TokenResponse {
     assert_eq!(response.status(), StatusCode::OK);
     response.json().await.unwrap()
 }
 
 impl TestApp {
+    #[expect(clippy::unwrap_used, reason = "test helpers fail the test loudly")]
     async fn logout_all(&self, access_token: Option<&str>) -> reqwest::Response {
         let mut request = self.client.post(self.server.url(LOGOUT_ALL_PATH));
         if let Some(token) = access_token {
