@@ -13,6 +13,7 @@ mod flood;
 mod processes;
 mod scenario;
 mod web;
+mod web_security;
 
 use std::time::Duration;
 

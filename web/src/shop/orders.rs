@@ -22,7 +22,7 @@ use super::basket::{load_basket, signed_in as require_user};
 use crate::{
     AppState,
     error::PageError,
-    layout::{Field, FormErrors, Section, badge, form_error, money, page, when},
+    layout::{Field, FormErrors, Section, badge, csrf_field, form_error, money, page, when},
     session::Visitor,
 };
 
@@ -69,6 +69,7 @@ fn checkout_page(
                 h2 #payment-heading { "Payment" }
                 (form_error(errors))
                 form.stack method="post" action="/checkout" novalidate {
+                    (csrf_field(visitor))
                     input type="hidden" name="key" value=(key);
                     (Field { name: "card", label: "Card number", kind: "text", value: card,
                         autocomplete: "cc-number",
