@@ -456,3 +456,62 @@ async fn demo_accounts_exist_only_where_they_belong() {
     assert_eq!(config.identity_for(false).disabled_users.len(), 2);
     assert!(config.demo_logins(false).is_empty());
 }
+
+/// Live streams are capped per user and in all (429 with `Retry-After` past either), and a
+/// closed stream frees its place.
+#[tokio::test]
+async fn live_streams_are_capped_per_user_and_in_all() {
+    with_config(
+        |config| {
+            // Orders stay pending while the test holds their streams open.
+            config.payment.service.latency_ms = 20_000;
+            config.ordering.service.payment_timeout_ms = 60_000;
+            config.web.max_streams_per_user = 2;
+            config.web.max_streams = 3;
+        },
+        async |base| {
+            let http = no_redirects();
+            let (item, _) = item_with_stock(base, 10).await;
+            let open = async |shopper: &Shopper, order: &str| {
+                http.get(format!("{base}/orders/{order}/events"))
+                    .header(header::COOKIE, format!("tw_access={}", shopper.token))
+                    .send()
+                    .await
+                    .unwrap()
+            };
+            let ada = Shopper::register(base).await;
+            ada.add(&item, 1).await;
+            let ada_order = ada.checkout(None).await;
+            let bob = Shopper::register(base).await;
+            bob.add(&item, 1).await;
+            let bob_order = bob.checkout(None).await;
+
+            let first = open(&ada, &ada_order).await;
+            let second = open(&ada, &ada_order).await;
+            assert_eq!(first.status(), StatusCode::OK);
+            assert_eq!(second.status(), StatusCode::OK);
+            let refused = open(&ada, &ada_order).await;
+            assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS, "per user");
+            assert_eq!(refused.headers()[header::RETRY_AFTER], "5");
+
+            let bobs = open(&bob, &bob_order).await;
+            assert_eq!(bobs.status(), StatusCode::OK, "another user has room");
+            let refused = open(&bob, &bob_order).await;
+            assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS, "in all");
+
+            // Ada leaves a page: Bob gets its place.
+            drop(first);
+            let again = tideway_testkit::eventually_async(
+                tideway_testkit::DEADLINE,
+                "a closed stream to free its place",
+                || async {
+                    let response = open(&bob, &bob_order).await;
+                    (response.status() == StatusCode::OK).then_some(response)
+                },
+            )
+            .await;
+            drop((second, bobs, again));
+        },
+    )
+    .await;
+}

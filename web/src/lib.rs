@@ -18,6 +18,7 @@ pub mod ops;
 mod security;
 mod session;
 pub(crate) mod shop;
+mod streams;
 
 use std::sync::Arc;
 
@@ -27,6 +28,7 @@ use tideway_runtime::{auth::JwtVerifier, client::Transport};
 
 pub use ops::{OpsSources, RouteInfo};
 pub use security::PublicOrigin;
+pub use streams::StreamCaps;
 
 /// What the web front needs.
 pub struct WebOptions {
@@ -41,6 +43,8 @@ pub struct WebOptions {
     pub origin: PublicOrigin,
     /// Demo accounts that exist in this shop, shown on the sign-in page (none in production).
     pub demo_logins: Vec<DemoLogin>,
+    /// How many live streams (an order page's updates) may be open.
+    pub streams: StreamCaps,
 }
 
 /// A demo account's email and (well-known, public) password.
@@ -68,6 +72,7 @@ pub(crate) struct AppState {
     pub(crate) cookies: session::Cookies,
     pub(crate) refreshes: Arc<session::Refreshes>,
     pub(crate) demo_logins: Arc<Vec<DemoLogin>>,
+    pub(crate) streams: Arc<streams::Streams>,
 }
 
 impl Web {
@@ -82,6 +87,7 @@ impl Web {
                 origin: Arc::new(options.origin),
                 refreshes: Arc::new(session::Refreshes::default()),
                 demo_logins: Arc::new(options.demo_logins),
+                streams: Arc::new(streams::Streams::new(options.streams)),
             },
         }
     }

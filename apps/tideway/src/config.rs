@@ -165,7 +165,7 @@ impl Urls {
 }
 
 /// The web front's section.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct WebConfig {
     /// The origin browsers reach the shop at (`https://shop.example`), when a proxy in
@@ -173,9 +173,32 @@ pub struct WebConfig {
     /// makes the session cookies `Secure` and `__Host-` and adds HSTS. Unset: the request's
     /// own `Host`, plain HTTP.
     pub public_origin: Option<String>,
+    /// Live streams (an order page's updates) one user may keep open at once; past it, 429.
+    pub max_streams_per_user: usize,
+    /// Live streams open at once across users; past it, 429.
+    pub max_streams: usize,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        let caps = tideway_web::StreamCaps::default();
+        Self {
+            public_origin: None,
+            max_streams_per_user: caps.per_user,
+            max_streams: caps.total,
+        }
+    }
 }
 
 impl WebConfig {
+    /// The caps on live streams.
+    pub fn stream_caps(&self) -> tideway_web::StreamCaps {
+        tideway_web::StreamCaps {
+            per_user: self.max_streams_per_user,
+            total: self.max_streams,
+        }
+    }
+
     /// The origin as the web front takes it.
     pub fn origin(&self) -> Result<tideway_web::PublicOrigin, ConfigError> {
         match &self.public_origin {
@@ -602,6 +625,18 @@ impl Validate for Config {
             }
         }
         self.web.origin()?;
+        if !(1..=1_000).contains(&self.web.max_streams_per_user) {
+            return Err(ConfigError::invalid(
+                "web.max_streams_per_user",
+                "a number of streams between 1 and 1000",
+            ));
+        }
+        if !(1..=1_000_000).contains(&self.web.max_streams) {
+            return Err(ConfigError::invalid(
+                "web.max_streams",
+                "a number of streams between 1 and 1000000",
+            ));
+        }
         self.identity_for(true).validate()?;
         self.identity_for(false).validate()?;
         self.catalog.service.validate()?;

@@ -340,6 +340,7 @@ fn gateway_with_web(
         ops: tideway_web::OpsSources { services, routes },
         origin: config.web.origin()?,
         demo_logins: config.demo_logins(up),
+        streams: config.web.stream_caps(),
     });
     Ok((gateway.with_pages(web.router()), web))
 }

@@ -12,7 +12,7 @@ use axum::{
         sse::{Event, KeepAlive, Sse},
     },
 };
-use futures_util::{Stream, stream};
+use futures_util::stream;
 use maud::{Markup, html};
 use serde::Deserialize;
 use tideway_basket_api::BasketView;
@@ -292,9 +292,22 @@ pub(crate) async fn events(
     State(state): State<AppState>,
     visitor: Visitor,
     Path(id): Path<String>,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, PageError> {
+) -> Result<Response, PageError> {
     let here = format!("/orders/{}", crate::api::segment(&id));
-    let token = require_user(&visitor, &here)?.token.clone();
+    let user = require_user(&visitor, &here)?;
+    let token = user.token.clone();
+    let permit = match state.streams.open(&user.claims.sub) {
+        Ok(permit) => permit,
+        Err(full) => {
+            tracing::info!(?full, "a live stream was refused: too many open");
+            return Ok((
+                StatusCode::TOO_MANY_REQUESTS,
+                [(http::header::RETRY_AFTER, "5")],
+                "Too many live pages are open; reload this one later.",
+            )
+                .into_response());
+        }
+    };
     // Refuse at once (404, 401) rather than stream nothing.
     state
         .api
@@ -310,12 +323,15 @@ pub(crate) async fn events(
         done_next: false,
         finished: false,
         deadline,
+        _permit: permit,
     };
     let events = stream::unfold(watch, |mut watch| async move {
         let event = watch.next().await?;
-        Some((Ok(event), watch))
+        Some((Ok::<_, Infallible>(event), watch))
     });
-    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response())
 }
 
 struct Watch {
@@ -326,6 +342,8 @@ struct Watch {
     done_next: bool,
     finished: bool,
     deadline: tokio::time::Instant,
+    /// Its place among the open streams, freed when the stream ends or its client leaves.
+    _permit: crate::streams::Permit,
 }
 
 impl Watch {
