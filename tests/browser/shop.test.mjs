@@ -27,6 +27,12 @@ async function newPage(options = {}) {
   const page = await context.newPage();
   page.errors = [];
   page.on('pageerror', (err) => page.errors.push(`page error: ${err.message}`));
+  // The Content-Security-Policy allows no inline script or style: anything it blocks is a bug.
+  page.on('console', (message) => {
+    if (message.type() === 'error' && /Content Security Policy/i.test(message.text())) {
+      page.errors.push(`blocked by the CSP: ${message.text()}`);
+    }
+  });
   page.on('requestfailed', (request) => {
     // Requests cut short on purpose are not failures: htmx drops a search that a newer
     // keystroke replaced, and leaving a page aborts what it was still loading.

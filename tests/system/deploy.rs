@@ -24,7 +24,8 @@ fn the_embedded_overlay_config_loads() {
     assert_eq!(config.data_dir, Path::new("/data"));
     assert_eq!(config.gateway.listen, "0.0.0.0:8080");
     assert_eq!(config.bus.kind, BusKind::Embedded);
-    assert!(!config.demo_users);
+    assert_eq!(config.demo_users, Some(false));
+    assert!(!config.demo_enabled(true));
     assert!(config.identity.service.seed_users.is_empty());
     // The SQLite files and the generated key live on the volume.
     assert_eq!(
@@ -52,7 +53,8 @@ fn the_distributed_overlay_config_loads() {
     }
     assert_eq!(config.bus.kind, BusKind::Nats);
     assert_eq!(config.bus.nats_url, "nats://nats:4222");
-    assert!(!config.demo_users);
+    assert_eq!(config.demo_users, Some(false));
+    assert!(!config.demo_enabled(true));
     let identity = &config.identity.service;
     assert!(!identity.generate_signing_key);
     assert_eq!(

@@ -15,6 +15,7 @@ mod processes;
 mod replicas;
 mod scenario;
 mod web;
+mod web_security;
 
 use std::time::Duration;
 

@@ -136,6 +136,9 @@ impl Distributed {
         let mut env: Vec<(String, String)> = vec![
             ("TIDEWAY_DATA_DIR".into(), dir.path().display().to_string()),
             ("TIDEWAY_GATEWAY__LISTEN".into(), "127.0.0.1:0".into()),
+            // Separate processes seed no demo accounts unless told to; the tests sign in
+            // as the demo admin.
+            ("TIDEWAY_DEMO_USERS".into(), "true".into()),
         ];
         for service in SERVICES {
             env.push((

@@ -1,6 +1,9 @@
 //! The web front through the gateway's socket: an order page's live stream follows the saga
 //! to its end, pages refuse strangers and bad input in words, and assets and pictures are
-//! cached. The browser tests (tests/browser) drive the same pages in chromium.
+//! cached; forms need their CSRF token and this site's origin, every answer carries the
+//! security headers, sign-in never leaves the site, sessions refresh once however many
+//! pages ask, and demo accounts exist only where they belong. The browser tests
+//! (tests/browser) drive the same pages in chromium.
 
 use std::time::Duration;
 
@@ -35,6 +38,9 @@ fn parse_events(text: &str) -> Vec<SseEvent> {
         })
         .collect()
 }
+
+/// A well-formed form token (43 base64url characters).
+const FORM_TOKEN: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
 
 fn no_redirects() -> reqwest::Client {
     reqwest::Client::builder()
@@ -126,7 +132,8 @@ async fn pages_refuse_strangers_and_bad_input() {
         }
 
         let shopper = Shopper::register(base).await;
-        let cookie = format!("tw_access={}", shopper.token);
+        // A form token of the test's choosing: the cookie and the field must only match.
+        let cookie = format!("tw_access={}; tw_csrf={FORM_TOKEN}", shopper.token);
         let response = http
             .get(format!("{base}/ops"))
             .header(header::COOKIE, &cookie)
@@ -142,7 +149,11 @@ async fn pages_refuse_strangers_and_bad_input() {
             let response = http
                 .post(format!("{base}/basket/items"))
                 .header(header::COOKIE, &cookie)
-                .form(&[("item_id", item.as_str()), ("quantity", quantity)])
+                .form(&[
+                    ("item_id", item.as_str()),
+                    ("quantity", quantity),
+                    ("csrf", FORM_TOKEN),
+                ])
                 .send()
                 .await
                 .unwrap();
@@ -162,7 +173,7 @@ async fn pages_refuse_strangers_and_bad_input() {
         let response = http
             .post(format!("{base}/checkout"))
             .header(header::COOKIE, &cookie)
-            .form(&[("card", "12"), ("key", "not-a-uuid")])
+            .form(&[("card", "12"), ("key", "not-a-uuid"), ("csrf", FORM_TOKEN)])
             .send()
             .await
             .unwrap();

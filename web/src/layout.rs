@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 use tideway_runtime::{Problem, client::ClientError};
 
-use crate::{assets, session::Visitor};
+use crate::{assets, security::CSRF_FIELD, session::Visitor};
 
 /// Which part of the site a page belongs to (marked in the navigation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,8 +20,10 @@ pub(crate) enum Section {
     None,
 }
 
-/// htmx swaps 422 answers (forms with errors) and error pages too, not only 2xx.
-const HTMX_CONFIG: &str = r#"{"responseHandling":[{"code":"204","swap":false},{"code":"[23]..","swap":true},{"code":"[45]..","swap":true,"error":true}],"scrollBehavior":"auto"}"#;
+/// htmx swaps 422 answers (forms with errors) and error pages too, not only 2xx. It never
+/// evaluates script from attributes or answers and adds no inline style, so the
+/// Content-Security-Policy needs neither `unsafe-eval` nor `unsafe-inline`.
+const HTMX_CONFIG: &str = r#"{"allowEval":false,"allowScriptTags":false,"includeIndicatorStyles":false,"responseHandling":[{"code":"204","swap":false},{"code":"[23]..","swap":true},{"code":"[45]..","swap":true,"error":true}],"scrollBehavior":"auto"}"#;
 
 /// A whole page: head, navigation, `body` in `<main>`, footer.
 pub(crate) fn page(title: &str, visitor: &Visitor, section: Section, body: Markup) -> Markup {
@@ -56,8 +58,10 @@ pub(crate) fn page(title: &str, visitor: &Visitor, section: Section, body: Marku
                         div.account {
                             @match &visitor.user {
                                 Some(user) => {
-                                    span.who title=(user.claims.email) { (user.claims.email) }
+                                    a.who href="/account" title=(user.claims.email)
+                                        aria-current=[current(section == Section::Account)] { (user.claims.email) }
                                     form method="post" action="/logout" {
+                                        (csrf_field(visitor))
                                         button.link type="submit" { "Sign out" }
                                     }
                                 }
@@ -79,6 +83,11 @@ pub(crate) fn page(title: &str, visitor: &Visitor, section: Section, body: Marku
             }
         }
     }
+}
+
+/// The hidden field that carries the visitor's CSRF token; every form that posts has one.
+pub(crate) fn csrf_field(visitor: &Visitor) -> Markup {
+    html! { input type="hidden" name=(CSRF_FIELD) value=(visitor.csrf); }
 }
 
 fn current(yes: bool) -> Option<&'static str> {

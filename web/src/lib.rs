@@ -15,8 +15,10 @@ mod error;
 mod images;
 mod layout;
 pub mod ops;
+mod security;
 mod session;
 pub(crate) mod shop;
+mod streams;
 
 use std::sync::Arc;
 
@@ -25,6 +27,8 @@ use tideway_bus::{Bus, BusError, SubscriptionHandle};
 use tideway_runtime::{auth::JwtVerifier, client::Transport};
 
 pub use ops::{OpsSources, RouteInfo};
+pub use security::PublicOrigin;
+pub use streams::StreamCaps;
 
 /// What the web front needs.
 pub struct WebOptions {
@@ -34,6 +38,22 @@ pub struct WebOptions {
     pub verifier: Arc<JwtVerifier>,
     /// What the operations console shows.
     pub ops: OpsSources,
+    /// Where the pages are served from: it names the site a form may come from, and under
+    /// `https` makes the cookies `Secure` and `__Host-`.
+    pub origin: PublicOrigin,
+    /// Demo accounts that exist in this shop, shown on the sign-in page (none in production).
+    pub demo_logins: Vec<DemoLogin>,
+    /// How many live streams (an order page's updates) may be open.
+    pub streams: StreamCaps,
+}
+
+/// A demo account's email and (well-known, public) password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DemoLogin {
+    /// The email.
+    pub email: String,
+    /// The password.
+    pub password: String,
 }
 
 /// The web front, ready to be turned into a router.
@@ -48,6 +68,11 @@ pub(crate) struct AppState {
     pub(crate) api: api::Api,
     pub(crate) verifier: Arc<JwtVerifier>,
     pub(crate) ops: Arc<ops::Console>,
+    pub(crate) origin: Arc<PublicOrigin>,
+    pub(crate) cookies: session::Cookies,
+    pub(crate) refreshes: Arc<session::Refreshes>,
+    pub(crate) demo_logins: Arc<Vec<DemoLogin>>,
+    pub(crate) streams: Arc<streams::Streams>,
 }
 
 impl Web {
@@ -58,6 +83,11 @@ impl Web {
                 api: api::Api::new(options.api),
                 verifier: options.verifier,
                 ops: Arc::new(ops::Console::new(options.ops)),
+                cookies: session::Cookies::new(options.origin.is_secure()),
+                origin: Arc::new(options.origin),
+                refreshes: Arc::new(session::Refreshes::default()),
+                demo_logins: Arc::new(options.demo_logins),
+                streams: Arc::new(streams::Streams::new(options.streams)),
             },
         }
     }
@@ -71,7 +101,9 @@ impl Web {
     ///
     /// Only the pages look at the session: assets and pictures need no user, and a browser
     /// fetches them in parallel, which with an expired access token would race several
-    /// refreshes of one (rotating, single-use) refresh token.
+    /// refreshes of one (rotating, single-use) refresh token. Every page's form post is
+    /// checked for its CSRF token and origin before the session is looked at, and every
+    /// answer carries the security headers.
     pub fn router(&self) -> Router {
         Router::new()
             .merge(shop::routes())
@@ -80,8 +112,16 @@ impl Web {
                 self.state.clone(),
                 session::middleware,
             ))
+            .layer(middleware::from_fn_with_state(
+                self.state.clone(),
+                security::csrf,
+            ))
             .merge(images::routes())
             .merge(assets::routes())
+            .layer(middleware::from_fn_with_state(
+                self.state.clone(),
+                security::headers,
+            ))
             .with_state(self.state.clone())
     }
 }

@@ -31,9 +31,12 @@ pub struct Config {
     pub urls: Urls,
     /// The deadline of a call from one service to another, in milliseconds.
     pub client_timeout_ms: u64,
-    /// Create the demo customer and admin accounts (printed by `tideway up`). Turn off for
-    /// anything but a demo.
-    pub demo_users: bool,
+    /// Seed the demo customer and admin accounts, whose passwords are public. Unset: only
+    /// under `tideway up`; `true` everywhere (a demo of separate processes), `false` never.
+    /// Where they are off, accounts seeded by an earlier demo are disabled.
+    pub demo_users: Option<bool>,
+    /// The web front.
+    pub web: WebConfig,
     /// The gateway.
     pub gateway: GatewaySection,
     /// The identity service.
@@ -182,6 +185,51 @@ impl Urls {
     }
 }
 
+/// The web front's section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WebConfig {
+    /// The origin browsers reach the shop at (`https://shop.example`), when a proxy in
+    /// front terminates TLS or renames the host. Forms are accepted only from it; `https`
+    /// makes the session cookies `Secure` and `__Host-` and adds HSTS. Unset: the request's
+    /// own `Host`, plain HTTP.
+    pub public_origin: Option<String>,
+    /// Live streams (an order page's updates) one user may keep open at once; past it, 429.
+    pub max_streams_per_user: usize,
+    /// Live streams open at once across users; past it, 429.
+    pub max_streams: usize,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        let caps = tideway_web::StreamCaps::default();
+        Self {
+            public_origin: None,
+            max_streams_per_user: caps.per_user,
+            max_streams: caps.total,
+        }
+    }
+}
+
+impl WebConfig {
+    /// The caps on live streams.
+    pub fn stream_caps(&self) -> tideway_web::StreamCaps {
+        tideway_web::StreamCaps {
+            per_user: self.max_streams_per_user,
+            total: self.max_streams,
+        }
+    }
+
+    /// The origin as the web front takes it.
+    pub fn origin(&self) -> Result<tideway_web::PublicOrigin, ConfigError> {
+        match &self.public_origin {
+            Some(url) => tideway_web::PublicOrigin::parse(url)
+                .map_err(|expected| ConfigError::invalid("web.public_origin", expected)),
+            None => Ok(tideway_web::PublicOrigin::from_request()),
+        }
+    }
+}
+
 /// The gateway's section.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GatewaySection {
@@ -245,7 +293,8 @@ impl Default for Config {
                 ordering: "http://127.0.0.1:8086".to_owned(),
             },
             client_timeout_ms: 3_000,
-            demo_users: true,
+            demo_users: None,
+            web: WebConfig::default(),
             gateway: GatewaySection {
                 listen: "127.0.0.1:8080".to_owned(),
                 gateway: tideway_gateway::GatewayConfig {
@@ -318,7 +367,8 @@ pub fn shop_routes() -> Vec<RouteConfig> {
     ]
 }
 
-/// The demo accounts seeded by default, printed at start-up.
+/// The demo accounts seeded under `tideway up`, printed at start-up and shown on the sign-in
+/// page. Their passwords are public: never for a shop others can reach.
 pub fn demo_users() -> Vec<tideway_identity::SeedUser> {
     vec![
         tideway_identity::SeedUser {
@@ -345,20 +395,61 @@ impl Config {
         Ok(config)
     }
 
-    /// Completes a configuration built in code (tests) or loaded: replaces `{data_dir}`,
-    /// adds the demo users when enabled, and validates.
+    /// Completes a configuration built in code (tests) or loaded: replaces `{data_dir}` and
+    /// validates.
     pub fn resolve(&mut self) -> Result<(), ConfigError> {
         self.resolve_data_dir()?;
         self.resolve_discovery();
-        if self.demo_users {
-            for user in demo_users() {
-                let seeds = &mut self.identity.service.seed_users;
-                if !seeds.iter().any(|u| u.email == user.email) {
-                    seeds.push(user);
-                }
-            }
-        }
         self.validate()
+    }
+
+    /// Whether the demo accounts exist in a shop started by `tideway up` (`up`) or by
+    /// `serve`/`gateway`.
+    pub fn demo_enabled(&self, up: bool) -> bool {
+        self.demo_users.unwrap_or(up)
+    }
+
+    /// The demo accounts of this role that the configuration does not seed itself.
+    fn demo_accounts(&self) -> Vec<tideway_identity::SeedUser> {
+        let seeds = &self.identity.service.seed_users;
+        demo_users()
+            .into_iter()
+            .filter(|demo| {
+                !seeds
+                    .iter()
+                    .any(|seed| seed.email.trim().eq_ignore_ascii_case(&demo.email))
+            })
+            .collect()
+    }
+
+    /// The identity service's configuration for a shop started by `tideway up` (`up`) or
+    /// not: with the demo accounts seeded where they are enabled, and disabled elsewhere.
+    pub fn identity_for(&self, up: bool) -> tideway_identity::Config {
+        let mut identity = self.identity.service.clone();
+        let demos = self.demo_accounts();
+        if self.demo_enabled(up) {
+            identity.seed_users.extend(demos);
+        } else {
+            identity
+                .disabled_users
+                .extend(demos.into_iter().map(|demo| demo.email));
+        }
+        identity
+    }
+
+    /// The demo sign-ins the web front may show: those seeded in this role.
+    pub fn demo_logins(&self, up: bool) -> Vec<tideway_web::DemoLogin> {
+        use secrecy::ExposeSecret;
+        if !self.demo_enabled(up) {
+            return Vec::new();
+        }
+        self.demo_accounts()
+            .into_iter()
+            .map(|demo| tideway_web::DemoLogin {
+                email: demo.email,
+                password: demo.password.expose_secret().to_owned(),
+            })
+            .collect()
     }
 
     /// Replaces `{data_dir}` in paths and URLs.
@@ -657,7 +748,21 @@ impl Validate for Config {
                 ));
             }
         }
-        self.identity.service.validate()?;
+        self.web.origin()?;
+        if !(1..=1_000).contains(&self.web.max_streams_per_user) {
+            return Err(ConfigError::invalid(
+                "web.max_streams_per_user",
+                "a number of streams between 1 and 1000",
+            ));
+        }
+        if !(1..=1_000_000).contains(&self.web.max_streams) {
+            return Err(ConfigError::invalid(
+                "web.max_streams",
+                "a number of streams between 1 and 1000000",
+            ));
+        }
+        self.identity_for(true).validate()?;
+        self.identity_for(false).validate()?;
         self.catalog.service.validate()?;
         self.basket.service.validate()?;
         self.inventory.service.validate()?;

@@ -278,10 +278,13 @@ async fn build(
     };
     let context = || format!("starting the {} service", name.as_str());
     let built = match name {
+        // Peers in this process: the shape `tideway up` runs, where demo accounts belong.
         ServiceName::Identity => Built::Identity(
-            tideway_identity::Identity::build(&config.identity.service)
-                .await
-                .with_context(context)?,
+            tideway_identity::Identity::build(
+                &config.identity_for(matches!(peers, Peers::InProcess { .. })),
+            )
+            .await
+            .with_context(context)?,
         ),
         ServiceName::Catalog => Built::Catalog(
             tideway_catalog::Catalog::build(&config.catalog.service, peers.verifier()?)
@@ -390,12 +393,13 @@ impl Services {
 
 /// The gateway with the web front beside its routes. The front calls the gateway's own
 /// routes in-process (so it sees what any client sees); the console reaches the gateway and
-/// every upstream directly for their health and metrics.
+/// every upstream directly for their health and metrics. `up`: started by `tideway up`.
 fn gateway_with_web(
     config: &Config,
     upstreams: HashMap<String, Transport>,
     verifier: Arc<JwtVerifier>,
     balancers: Option<Balancers>,
+    up: bool,
 ) -> anyhow::Result<(tideway_gateway::Gateway, tideway_web::Web)> {
     let mut gateway =
         tideway_gateway::Gateway::new(&config.gateway.gateway, upstreams.clone(), verifier.clone())
@@ -429,6 +433,9 @@ fn gateway_with_web(
         api,
         verifier,
         ops: tideway_web::OpsSources { services, routes },
+        origin: config.web.origin()?,
+        demo_logins: config.demo_logins(up),
+        streams: config.web.stream_caps(),
     });
     Ok((gateway.with_pages(web.router()), web))
 }
@@ -505,7 +512,7 @@ impl App {
             .into_iter()
             .map(|name| Ok((name.as_str().to_owned(), peers.transport(config, name)?)))
             .collect::<anyhow::Result<_>>()?;
-        let (gateway, web) = gateway_with_web(config, upstreams, verifier, None)?;
+        let (gateway, web) = gateway_with_web(config, upstreams, verifier, None, true)?;
         web.tap_events(&bus)
             .await
             .context("subscribing the console to the bus")?;
@@ -610,8 +617,13 @@ impl App {
         let Peers::Remote { verifier, .. } = remote.peers(config).await? else {
             anyhow::bail!("remote peers are remote");
         };
-        let (gateway, web) =
-            gateway_with_web(config, upstreams, verifier, Some(remote.balancers.clone()))?;
+        let (gateway, web) = gateway_with_web(
+            config,
+            upstreams,
+            verifier,
+            Some(remote.balancers.clone()),
+            false,
+        )?;
         // The console shows the bus's events when NATS answers; the shop works without it.
         let mut stoppables = Vec::new();
         match nats_bus(config).await {

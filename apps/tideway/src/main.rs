@@ -5,7 +5,6 @@
 use std::{path::PathBuf, process::ExitCode, time::Instant};
 
 use clap::{Parser, Subcommand};
-use secrecy::ExposeSecret;
 use tideway::{App, Config, ServiceName};
 use tideway_runtime::{serve::shutdown_on_signals, telemetry};
 
@@ -109,12 +108,23 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     }
     if matches!(command, Command::Up) {
         println!("  data        {}", config.data_dir.display());
+        // Configured passwords are secrets: only the public demo ones are printed.
         for user in &config.identity.service.seed_users {
             println!(
-                "  login       {} / {}  ({})",
+                "  account     {}  ({}; the configured password)",
                 user.email,
-                user.password.expose_secret(),
                 user.roles.join(", ")
+            );
+        }
+        for demo in config.demo_logins(true) {
+            let roles = tideway::config::demo_users()
+                .into_iter()
+                .find(|user| user.email == demo.email)
+                .map(|user| user.roles.join(", "))
+                .unwrap_or_default();
+            println!(
+                "  login       {} / {}  ({roles})",
+                demo.email, demo.password
             );
         }
     }

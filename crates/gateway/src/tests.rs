@@ -371,3 +371,96 @@ async fn a_duplicate_prefix_is_refused_before_the_router_is_built() {
     };
     assert_eq!(key, "gateway.routes[1].prefix");
 }
+
+/// Every hostile token is refused at the edge with 401 and a problem document — never a
+/// 5xx — and the upstream never sees the request.
+#[tokio::test]
+async fn refuses_every_forged_token_before_the_upstream() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let tokens = tideway_testkit::TestTokens::new();
+    let reached = Arc::new(AtomicUsize::new(0));
+    let counter = reached.clone();
+    let upstream = Router::new().fallback(any(move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async { "reached" }
+    }));
+    let config = GatewayConfig {
+        routes: vec![
+            RouteConfig::new(
+                "/api/catalog",
+                "catalog",
+                Access::Public,
+                Access::Role("admin".into()),
+            ),
+            RouteConfig::new("/api/basket", "basket", Access::User, Access::User),
+        ],
+        body_limit_bytes: 1024,
+    };
+    let timeout = Duration::from_secs(2);
+    let upstreams = HashMap::from([
+        (
+            "catalog".to_owned(),
+            Transport::in_process("catalog", upstream.clone(), timeout),
+        ),
+        (
+            "basket".to_owned(),
+            Transport::in_process("basket", upstream, timeout),
+        ),
+    ]);
+    let router = Gateway::new(&config, upstreams, tokens.verifier())
+        .unwrap()
+        .router();
+    let request = |method: &str, path: &str, token: &str| {
+        Request::builder()
+            .method(method)
+            .uri(path)
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .body(Body::from("{}"))
+            .unwrap()
+    };
+    let targets = [
+        ("GET", "/api/basket"),
+        ("POST", "/api/basket/items"),
+        ("POST", "/api/catalog/items"),
+    ];
+    for (name, token) in tokens.attacks("u1", &["customer", "admin"]) {
+        for (method, path) in targets {
+            let response = router
+                .clone()
+                .oneshot(request(method, path, &token))
+                .await
+                .unwrap();
+            assert_eq!(
+                response.status(),
+                StatusCode::UNAUTHORIZED,
+                "{name}: {method} {path}"
+            );
+            assert!(
+                response.headers().contains_key("www-authenticate"),
+                "{name}"
+            );
+            let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+                .await
+                .unwrap();
+            let problem: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(problem["type"], "/problems/unauthorized", "{name}");
+        }
+    }
+    assert_eq!(
+        reached.load(Ordering::SeqCst),
+        0,
+        "no forged request went through"
+    );
+    // The same requests with a good token do reach it.
+    let good = tokens.token("u1", &["customer", "admin"]);
+    for (method, path) in targets {
+        let response = router
+            .clone()
+            .oneshot(request(method, path, &good))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{method} {path}");
+    }
+    assert_eq!(reached.load(Ordering::SeqCst), targets.len());
+}

@@ -175,6 +175,9 @@ impl JwtVerifier {
         validation.set_issuer(&[&self.issuer]);
         validation.set_audience(&[&self.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        // A token not valid yet is refused like an expired one (jsonwebtoken skips `nbf`
+        // unless asked).
+        validation.validate_nbf = true;
         validation.leeway = 5;
         jsonwebtoken::decode::<Claims>(token, &key, &validation)
             .map(|data| data.claims)

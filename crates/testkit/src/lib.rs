@@ -7,7 +7,9 @@
 //! - [`TestServer`]: a router (or a whole app) served on `127.0.0.1` on a free port, with its
 //!   base URL and a graceful stop.
 //! - [`TestTokens`]: a signing key, the verifier a service under test is built with, and
-//!   access tokens for any user and roles.
+//!   access tokens for any user and roles, and [`TestTokens::attacks`]: the hostile tokens
+//!   (`alg: none`, HS256 with the public key, bad `kid`, `iss`, `aud`, `exp`, `nbf`,
+//!   tampering) every JWT check must refuse.
 //! - [`eventually`], [`eventually_async`], [`within`]: waiting on a condition under a
 //!   deadline, never a bare sleep.
 //!
@@ -23,6 +25,7 @@
 
 use std::future::Future;
 
+mod attacks;
 mod db;
 mod server;
 mod stream;

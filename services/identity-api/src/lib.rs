@@ -18,6 +18,8 @@ pub const SERVICE: &str = "identity";
 pub const PREFIX: &str = "/api/identity";
 /// Where the public signing keys are published.
 pub const JWKS_PATH: &str = "/api/identity/.well-known/jwks.json";
+/// Where a user ends all their sessions (with an access token).
+pub const LOGOUT_ALL_PATH: &str = "/api/identity/logout-all";
 /// The role every registered user has.
 pub const CUSTOMER_ROLE: &str = "customer";
 
@@ -66,9 +68,11 @@ pub struct TokenResponse {
     pub token_type: String,
     /// Seconds until the access token expires.
     pub expires_in: u64,
-    /// The refresh token: opaque, single use (a refresh rotates it).
+    /// The refresh token: opaque, single use (a refresh rotates it; presenting a used one
+    /// again revokes every token of its session).
     pub refresh_token: String,
-    /// Seconds until the refresh token expires.
+    /// Seconds until the refresh token expires: its own lifetime, cut short by the
+    /// session's absolute lifetime.
     pub refresh_expires_in: u64,
 }
 
@@ -111,7 +115,7 @@ impl IdentityClient {
         self.post("/refresh", &body, &HeaderMap::new()).await
     }
 
-    /// Revokes a refresh token.
+    /// Ends the session of a refresh token: it and every token rotated from it.
     pub async fn logout(&self, refresh_token: &str) -> Result<(), ClientError> {
         let body = RefreshRequest {
             refresh_token: refresh_token.to_owned(),
@@ -119,13 +123,20 @@ impl IdentityClient {
         self.post("/logout", &body, &HeaderMap::new()).await
     }
 
+    /// Ends every session of the user the access token `token` belongs to ("sign out
+    /// everywhere"): no refresh token of theirs works afterwards. Access tokens already
+    /// issued stay valid until they expire (`expires_in`, 15 minutes by default).
+    pub async fn logout_all(&self, token: &str) -> Result<(), ClientError> {
+        self.inner
+            .call(Method::POST, LOGOUT_ALL_PATH, None::<&()>, &bearer(token)?)
+            .await
+    }
+
     /// The user the access token `token` belongs to.
     pub async fn me(&self, token: &str) -> Result<UserView, ClientError> {
-        let mut headers = HeaderMap::new();
-        let value = HeaderValue::from_str(&format!("Bearer {token}"))
-            .map_err(|_| ClientError::InvalidRequest("the token is not a header value".into()))?;
-        headers.insert(header::AUTHORIZATION, value);
-        self.inner.get(&format!("{PREFIX}/me"), &headers).await
+        self.inner
+            .get(&format!("{PREFIX}/me"), &bearer(token)?)
+            .await
     }
 
     /// The public signing keys (RFC 7517 JSON), decoded into the caller's key-set type
@@ -149,6 +160,14 @@ impl IdentityClient {
             )
             .await
     }
+}
+
+fn bearer(token: &str) -> Result<HeaderMap, ClientError> {
+    let mut headers = HeaderMap::new();
+    let value = HeaderValue::from_str(&format!("Bearer {token}"))
+        .map_err(|_| ClientError::InvalidRequest("the token is not a header value".into()))?;
+    headers.insert(header::AUTHORIZATION, value);
+    Ok(headers)
 }
 
 #[cfg(test)]

@@ -24,8 +24,11 @@ pub struct Config {
     pub audience: String,
     /// Lifetime of an access token, in seconds.
     pub access_token_ttl_secs: u64,
-    /// Lifetime of a refresh token, in seconds.
+    /// Lifetime of a refresh token, in seconds: a session unused that long ends.
     pub refresh_token_ttl_secs: u64,
+    /// The absolute lifetime of a session, in seconds: however often its refresh token is
+    /// rotated, the user signs in again after this long.
+    pub session_lifetime_secs: u64,
     /// The Ed25519 signing key as PKCS#8 PEM (`TIDEWAY_IDENTITY__SIGNING_KEY`). Takes
     /// precedence over `signing_key_file`.
     #[serde(skip_serializing)]
@@ -39,6 +42,9 @@ pub struct Config {
     /// Users that must exist (an admin, demo customers). The configuration is
     /// authoritative: every start re-applies their name, roles and password.
     pub seed_users: Vec<SeedUser>,
+    /// Emails of accounts to disable at every start, their sessions revoked (retired demo
+    /// accounts, say). An email also in `seed_users` is refused.
+    pub disabled_users: Vec<String>,
     /// How many password hashes run at once (0: one per core). Each takes about 19 MiB.
     pub max_concurrent_hashes: usize,
     /// How many more requests may wait for a hashing slot; past it, 503 at once.
@@ -70,10 +76,12 @@ impl Default for Config {
             audience: "tideway".to_owned(),
             access_token_ttl_secs: 900,
             refresh_token_ttl_secs: 2_592_000,
+            session_lifetime_secs: 2_592_000,
             signing_key: None,
             signing_key_file: None,
             generate_signing_key: true,
             seed_users: Vec::new(),
+            disabled_users: Vec::new(),
             max_concurrent_hashes: 0,
             hash_queue: 16,
             hash_queue_timeout_ms: 1_000,
@@ -119,6 +127,7 @@ impl Validate for Config {
                 "identity.refresh_token_ttl_secs",
                 self.refresh_token_ttl_secs,
             ),
+            ("identity.session_lifetime_secs", self.session_lifetime_secs),
         ] {
             if ttl == 0 || ttl > MAX_TTL_SECS {
                 return Err(ConfigError::invalid(
@@ -165,6 +174,21 @@ impl Validate for Config {
             for (j, role) in seed.roles.iter().enumerate() {
                 validate_role(role)
                     .map_err(|reason| ConfigError::invalid(key(&format!("roles[{j}]")), reason))?;
+            }
+        }
+        for (i, email) in self.disabled_users.iter().enumerate() {
+            let key = format!("identity.disabled_users[{i}]");
+            let email =
+                validate_email(email).map_err(|reason| ConfigError::invalid(&key, reason))?;
+            if self
+                .seed_users
+                .iter()
+                .any(|seed| validate_email(&seed.email).is_ok_and(|e| e == email))
+            {
+                return Err(ConfigError::invalid(
+                    key,
+                    "an email not also in identity.seed_users",
+                ));
             }
         }
         Ok(())
@@ -224,6 +248,27 @@ mod tests {
             ..Config::default()
         };
         assert_eq!(key_of(&c), "identity.seed_users[0].password");
+        c = Config {
+            session_lifetime_secs: 0,
+            ..Config::default()
+        };
+        assert_eq!(key_of(&c), "identity.session_lifetime_secs");
+        c = Config {
+            disabled_users: vec!["not an email".into()],
+            ..Config::default()
+        };
+        assert_eq!(key_of(&c), "identity.disabled_users[0]");
+        c = Config {
+            seed_users: vec![SeedUser {
+                email: "admin@tideway.test".into(),
+                password: "admin-password-1".into(),
+                name: "Admin".into(),
+                roles: vec![],
+            }],
+            disabled_users: vec!["Admin@tideway.test".into()],
+            ..Config::default()
+        };
+        assert_eq!(key_of(&c), "identity.disabled_users[0]");
     }
 
     #[test]

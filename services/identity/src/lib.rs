@@ -3,7 +3,8 @@
 //! against the JWKS this service publishes at
 //! [`JWKS_PATH`](tideway_identity_api::JWKS_PATH), in-process or over HTTP.
 //!
-//! Passwords are hashed with Argon2id; refresh tokens are stored only as SHA-256 hashes; the
+//! Passwords are hashed with Argon2id; refresh tokens are stored only as SHA-256 hashes, and
+//! rotate within families (a session) so that a replayed one revokes its session; the
 //! Ed25519 signing key comes from the configuration, from a file, or is generated and
 //! persisted (mode 0600). Its contract (DTOs, typed client) is `tideway-identity-api`.
 
@@ -87,6 +88,7 @@ impl Identity {
             Duration::from_millis(config.hash_queue_timeout_ms),
         );
         seed::ensure(&db, &hasher, &config.seed_users).await?;
+        seed::disable(&db, &config.disabled_users).await?;
         let dummy = uuid::Uuid::new_v4().to_string();
         let dummy_hash = hasher.hash(dummy).await?;
         let verifier = Arc::new(JwtVerifier::from_keys(
@@ -104,6 +106,7 @@ impl Identity {
                     audience: config.audience.clone(),
                     access_ttl: Duration::from_secs(config.access_token_ttl_secs),
                     refresh_ttl: Duration::from_secs(config.refresh_token_ttl_secs),
+                    session_lifetime: Duration::from_secs(config.session_lifetime_secs),
                 },
                 dummy_hash,
                 hasher,
@@ -118,6 +121,10 @@ impl Identity {
             .route(&format!("{PREFIX}/login"), post(tokens::login))
             .route(&format!("{PREFIX}/refresh"), post(tokens::refresh))
             .route(&format!("{PREFIX}/logout"), post(tokens::logout))
+            .route(
+                tideway_identity_api::LOGOUT_ALL_PATH,
+                post(tokens::logout_all),
+            )
             .route(&format!("{PREFIX}/me"), get(users::me))
             .route(&format!("{PREFIX}/users/{{id}}"), get(users::user))
             .route(tideway_identity_api::JWKS_PATH, get(tokens::jwks))

@@ -1,5 +1,7 @@
 //! Seed users: created at start when missing, brought in line with the configuration when
-//! present. Running it again changes nothing, and replicas starting together do not clash.
+//! present (and enabled again if they had been disabled). Running it again changes nothing,
+//! and replicas starting together do not clash. Accounts listed to disable (retired demo
+//! accounts) are disabled at start and their sessions revoked.
 
 use anyhow::Context;
 use secrecy::ExposeSecret;
@@ -46,6 +48,7 @@ async fn ensure_one(db: &Db, hasher: &password::Hasher, seed: &SeedUser) -> anyh
                 password_hash: hasher.hash(secret).await?,
                 roles,
                 created_at: now_text(),
+                disabled: false,
             };
             match users::insert(db.pool(), &user).await {
                 Ok(()) => tracing::info!(user_id = %user.id, "seeded a user"),
@@ -65,6 +68,13 @@ async fn ensure_one(db: &Db, hasher: &password::Hasher, seed: &SeedUser) -> anyh
                     .await?;
                 changed = true;
             }
+            if existing.disabled {
+                sqlx::query("UPDATE users SET disabled = 0 WHERE id = $1")
+                    .bind(&existing.id)
+                    .execute(db.pool())
+                    .await?;
+                changed = true;
+            }
             if !hasher
                 .verify(secret.clone(), existing.password_hash.clone())
                 .await?
@@ -79,6 +89,31 @@ async fn ensure_one(db: &Db, hasher: &password::Hasher, seed: &SeedUser) -> anyh
             if changed {
                 tracing::info!(user_id = %existing.id, "updated a seed user from the configuration");
             }
+        }
+    }
+    Ok(())
+}
+
+/// Disables the accounts of `emails` that exist and revokes their sessions; an email without
+/// an account is skipped (nothing to disable), an account already disabled stays so.
+#[tracing::instrument(skip_all, fields(count = emails.len()), err)]
+pub(crate) async fn disable(db: &Db, emails: &[String]) -> anyhow::Result<()> {
+    for (i, email) in emails.iter().enumerate() {
+        let email = validate_email(email)
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("cannot disable identity.disabled_users[{i}]"))?;
+        let Some(user) = users::find_by_email(db.pool(), &email).await? else {
+            continue;
+        };
+        let mut tx = db.begin().await?;
+        sqlx::query("UPDATE users SET disabled = 1 WHERE id = $1")
+            .bind(&user.id)
+            .execute(&mut *tx)
+            .await?;
+        crate::tokens::revoke_user_sessions(&mut tx, &user.id).await?;
+        tx.commit().await?;
+        if !user.disabled {
+            tracing::info!(user_id = %user.id, "disabled an account and ended its sessions");
         }
     }
     Ok(())

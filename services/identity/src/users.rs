@@ -30,6 +30,8 @@ pub(crate) struct UserRow {
     pub password_hash: String,
     pub roles: Vec<String>,
     pub created_at: String,
+    /// A disabled account cannot sign in or refresh.
+    pub disabled: bool,
 }
 
 impl UserRow {
@@ -42,6 +44,7 @@ impl UserRow {
             password_hash: row.try_get("password_hash")?,
             roles: parse_roles(&roles),
             created_at: row.try_get("created_at")?,
+            disabled: row.try_get::<i64, _>("disabled")? != 0,
         })
     }
 
@@ -186,6 +189,7 @@ pub(crate) async fn register(
         password_hash,
         roles: vec![CUSTOMER_ROLE.to_owned()],
         created_at: now_text(),
+        disabled: false,
     };
     insert(app.db().pool(), &user).await.map_err(|err| {
         if tideway_store::is_unique_violation(&err) {
@@ -259,7 +263,8 @@ where
     E: sqlx::Executor<'e, Database = sqlx::Any>,
 {
     sqlx::query(
-        "SELECT id, email, name, password_hash, roles, created_at FROM users WHERE email = $1",
+        "SELECT id, email, name, password_hash, roles, created_at, disabled \
+         FROM users WHERE email = $1",
     )
     .bind(email)
     .fetch_optional(executor)
@@ -274,13 +279,16 @@ pub(crate) async fn find_by_id<'e, E>(executor: E, id: &str) -> Result<Option<Us
 where
     E: sqlx::Executor<'e, Database = sqlx::Any>,
 {
-    sqlx::query("SELECT id, email, name, password_hash, roles, created_at FROM users WHERE id = $1")
-        .bind(id)
-        .fetch_optional(executor)
-        .await?
-        .as_ref()
-        .map(UserRow::from_row)
-        .transpose()
+    sqlx::query(
+        "SELECT id, email, name, password_hash, roles, created_at, disabled \
+         FROM users WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(executor)
+    .await?
+    .as_ref()
+    .map(UserRow::from_row)
+    .transpose()
 }
 
 #[cfg(test)]

@@ -15,17 +15,23 @@ use tideway_identity_api::{LoginRequest, RegisterRequest};
 use crate::{
     AppState,
     error::PageError,
-    layout::{Field, FormErrors, Section, form_error, page},
+    layout::{Field, FormErrors, Section, csrf_field, form_error, page},
     session::{self, Visitor},
 };
 
 /// A local path to go back to after signing in; anything else goes home.
+///
+/// Only a path of this site: it starts with one `/` (not `//`, which names another host),
+/// holds no backslash (some browsers read it as `/`) and no control or whitespace character
+/// (browsers drop tabs and newlines from a URL, so `/\t/evil.example` would become
+/// `//evil.example`).
 pub(crate) fn safe_next(next: Option<&str>) -> String {
     match next {
         Some(path)
             if path.starts_with('/')
                 && !path.starts_with("//")
                 && !path.contains('\\')
+                && !path.chars().any(|c| c.is_control() || c.is_whitespace())
                 && !path.starts_with("/login")
                 && !path.starts_with("/register") =>
         {
@@ -56,6 +62,7 @@ pub(crate) struct LoginForm {
 
 /// `GET /login`.
 pub(crate) async fn login_form(
+    State(state): State<AppState>,
     visitor: Visitor,
     query: Result<Query<LoginQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Markup {
@@ -65,6 +72,7 @@ pub(crate) async fn login_form(
         .is_some()
         .then_some("Your account is ready. Sign in to start shopping.");
     login_page(
+        &state,
         &visitor,
         query.email.as_deref().unwrap_or(""),
         &safe_next(query.next.as_deref()),
@@ -74,6 +82,7 @@ pub(crate) async fn login_form(
 }
 
 fn login_page(
+    state: &AppState,
     visitor: &Visitor,
     email: &str,
     next: &str,
@@ -88,6 +97,7 @@ fn login_page(
             }
             (form_error(errors))
             form.stack method="post" action="/login" novalidate {
+                (csrf_field(visitor))
                 input type="hidden" name="next" value=(next);
                 (Field { name: "email", label: "Email", kind: "email", value: email,
                     autocomplete: "username", hint: None }.render(errors))
@@ -96,7 +106,16 @@ fn login_page(
                 button type="submit" { "Sign in" }
             }
             p { "New here? " a href="/register" { "Create an account" } "." }
-            p.hint { "Demo accounts: demo@tideway.local / tideway-demo-1, admin@tideway.local / tideway-admin-1." }
+            @if !state.demo_logins.is_empty() {
+                p.hint {
+                    "Demo accounts: "
+                    @for (i, demo) in state.demo_logins.iter().enumerate() {
+                        @if i > 0 { ", " }
+                        (demo.email) " / " (demo.password)
+                    }
+                    "."
+                }
+            }
         }
     };
     page("Sign in", visitor, Section::Account, body)
@@ -115,7 +134,11 @@ pub(crate) async fn login(
         password: form.password.clone(),
     };
     match state.api.identity.login(&request).await {
-        Ok(tokens) => Ok((session::sign_in(jar, &tokens), Redirect::to(&next)).into_response()),
+        Ok(tokens) => Ok((
+            session::sign_in(&state.cookies, jar, &tokens),
+            Redirect::to(&next),
+        )
+            .into_response()),
         Err(err) => match FormErrors::from_client_error(&err) {
             Some(mut errors) => {
                 if err.status() == Some(StatusCode::UNAUTHORIZED) {
@@ -124,7 +147,7 @@ pub(crate) async fn login(
                 }
                 Ok((
                     StatusCode::UNPROCESSABLE_ENTITY,
-                    login_page(&visitor, &form.email, &next, &errors, None),
+                    login_page(&state, &visitor, &form.email, &next, &errors, None),
                 )
                     .into_response())
             }
@@ -155,6 +178,7 @@ fn register_page(visitor: &Visitor, form: &RegisterForm, errors: &FormErrors) ->
             h1 { "Create an account" }
             (form_error(errors))
             form.stack method="post" action="/register" novalidate {
+                (csrf_field(visitor))
                 (Field { name: "name", label: "Name", kind: "text", value: &form.name,
                     autocomplete: "name", hint: None }.render(errors))
                 (Field { name: "email", label: "Email", kind: "email", value: &form.email,
@@ -197,15 +221,66 @@ pub(crate) async fn register(
     }
 }
 
-/// `POST /logout`: revokes the refresh token and forgets the cookies.
+/// `POST /logout`: ends this session (its refresh token and every one rotated from it) and
+/// forgets the cookies.
 pub(crate) async fn logout(State(state): State<AppState>, jar: CookieJar) -> Response {
-    let (jar, refresh) = session::sign_out(jar);
+    let (jar, refresh) = session::sign_out(&state.cookies, jar);
     if let Some(refresh) = refresh
         && let Err(err) = state.api.identity.logout(&refresh).await
     {
         tracing::debug!(error = %err, "the refresh token could not be revoked");
     }
     (jar, Redirect::to("/")).into_response()
+}
+
+/// `GET /account`: who is signed in, and the ways to sign out.
+pub(crate) async fn account(visitor: Visitor) -> Result<Markup, PageError> {
+    let Some(user) = &visitor.user else {
+        return Err(PageError::SignIn {
+            next: "/account".to_owned(),
+        });
+    };
+    let body = html! {
+        section.narrow {
+            h1 { "Your account" }
+            p { "Signed in as " strong { (user.claims.email) } "." }
+            form.stack method="post" action="/logout" {
+                (csrf_field(&visitor))
+                button type="submit" { "Sign out" }
+            }
+            h2 { "Every device" }
+            p {
+                "Signed in on another computer or phone, or left a session open somewhere? "
+                "This signs you out on every device; each has to sign in again."
+            }
+            form.stack method="post" action="/logout/everywhere" {
+                (csrf_field(&visitor))
+                button type="submit" { "Sign out everywhere" }
+            }
+        }
+    };
+    Ok(page("Your account", &visitor, Section::Account, body))
+}
+
+/// `POST /logout/everywhere`: ends every session of the user, then this one's cookies.
+pub(crate) async fn logout_everywhere(
+    State(state): State<AppState>,
+    visitor: Visitor,
+    jar: CookieJar,
+) -> Result<Response, PageError> {
+    let Some(user) = &visitor.user else {
+        return Err(PageError::SignIn {
+            next: "/account".to_owned(),
+        });
+    };
+    state
+        .api
+        .identity
+        .logout_all(&user.token)
+        .await
+        .map_err(|err| PageError::from_client(err, "/account"))?;
+    let (jar, _) = session::sign_out(&state.cookies, jar);
+    Ok((jar, Redirect::to("/")).into_response())
 }
 
 #[cfg(test)]
@@ -220,5 +295,17 @@ mod tests {
         assert_eq!(safe_next(Some("/\\evil")), "/");
         assert_eq!(safe_next(Some("/login")), "/");
         assert_eq!(safe_next(None), "/");
+        // `/%09/evil.example` decoded: browsers drop the tab and read `//evil.example`.
+        for bad in [
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/\r//x",
+            "/ /x",
+            "/\u{a0}/x",
+            "/\u{7f}",
+        ] {
+            assert_eq!(safe_next(Some(bad)), "/", "{bad:?}");
+        }
+        assert_eq!(safe_next(Some("/orders/1?x=%09")), "/orders/1?x=%09");
     }
 }

@@ -14,7 +14,7 @@ use super::catalog::{item_page, load_item};
 use crate::{
     AppState,
     error::{PageError, login_url},
-    layout::{FormErrors, Section, form_error, money, page},
+    layout::{FormErrors, Section, csrf_field, form_error, money, page},
     session::{User, Visitor},
 };
 
@@ -92,6 +92,7 @@ fn basket_page(visitor: &Visitor, basket: &BasketView, refused: Option<&Refusal<
                                     form.qty method="post" action=(format!("/basket/items/{id}")) novalidate
                                         hx-post=(format!("/basket/items/{id}")) hx-target="#basket"
                                         hx-select="#basket" hx-swap="outerHTML" {
+                                        (csrf_field(visitor))
                                         label.visually-hidden for=(input_id) { "Quantity of " (line.name) }
                                         input id=(input_id) type="number" name="quantity" value=(quantity)
                                             min="0" max="99" required
@@ -108,6 +109,7 @@ fn basket_page(visitor: &Visitor, basket: &BasketView, refused: Option<&Refusal<
                                     form method="post" action=(format!("/basket/items/{id}/remove"))
                                         hx-post=(format!("/basket/items/{id}/remove")) hx-target="#basket"
                                         hx-select="#basket" hx-swap="outerHTML" {
+                                        (csrf_field(visitor))
                                         button.link type="submit" aria-label=(format!("Remove {}", line.name)) { "Remove" }
                                     }
                                 }

@@ -15,7 +15,7 @@ use crate::{
     AppState,
     error::PageError,
     images::item_image_url,
-    layout::{FormErrors, Section, form_error, money, page},
+    layout::{FormErrors, Section, csrf_field, form_error, money, page},
     session::Visitor,
 };
 
@@ -302,6 +302,7 @@ pub(crate) fn item_page(
                 }
                 (form_error(errors))
                 form.add method="post" action="/basket/items" {
+                    (csrf_field(visitor))
                     input type="hidden" name="item_id" value=(item.id);
                     div.field.inline.invalid[error.is_some()] {
                         label for="quantity" { "Quantity" }

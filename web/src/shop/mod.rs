@@ -25,6 +25,8 @@ pub(crate) fn routes() -> Router<AppState> {
         )
         .route("/login", get(account::login_form).post(account::login))
         .route("/logout", post(account::logout))
+        .route("/logout/everywhere", post(account::logout_everywhere))
+        .route("/account", get(account::account))
         .route("/basket", get(basket::show))
         .route("/basket/items", post(basket::add))
         .route("/basket/items/{id}", post(basket::update))

@@ -12,7 +12,7 @@ use axum::{
         sse::{Event, KeepAlive, Sse},
     },
 };
-use futures_util::{Stream, stream};
+use futures_util::stream;
 use maud::{Markup, html};
 use serde::Deserialize;
 use tideway_basket_api::BasketView;
@@ -22,7 +22,7 @@ use super::basket::{load_basket, signed_in as require_user};
 use crate::{
     AppState,
     error::PageError,
-    layout::{Field, FormErrors, Section, badge, form_error, money, page, when},
+    layout::{Field, FormErrors, Section, badge, csrf_field, form_error, money, page, when},
     session::Visitor,
 };
 
@@ -69,6 +69,7 @@ fn checkout_page(
                 h2 #payment-heading { "Payment" }
                 (form_error(errors))
                 form.stack method="post" action="/checkout" novalidate {
+                    (csrf_field(visitor))
                     input type="hidden" name="key" value=(key);
                     (Field { name: "card", label: "Card number", kind: "text", value: card,
                         autocomplete: "cc-number",
@@ -291,9 +292,22 @@ pub(crate) async fn events(
     State(state): State<AppState>,
     visitor: Visitor,
     Path(id): Path<String>,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, PageError> {
+) -> Result<Response, PageError> {
     let here = format!("/orders/{}", crate::api::segment(&id));
-    let token = require_user(&visitor, &here)?.token.clone();
+    let user = require_user(&visitor, &here)?;
+    let token = user.token.clone();
+    let permit = match state.streams.open(&user.claims.sub) {
+        Ok(permit) => permit,
+        Err(full) => {
+            tracing::info!(?full, "a live stream was refused: too many open");
+            return Ok((
+                StatusCode::TOO_MANY_REQUESTS,
+                [(http::header::RETRY_AFTER, "5")],
+                "Too many live pages are open; reload this one later.",
+            )
+                .into_response());
+        }
+    };
     // Refuse at once (404, 401) rather than stream nothing.
     state
         .api
@@ -309,12 +323,15 @@ pub(crate) async fn events(
         done_next: false,
         finished: false,
         deadline,
+        _permit: permit,
     };
     let events = stream::unfold(watch, |mut watch| async move {
         let event = watch.next().await?;
-        Some((Ok(event), watch))
+        Some((Ok::<_, Infallible>(event), watch))
     });
-    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response())
 }
 
 struct Watch {
@@ -325,6 +342,8 @@ struct Watch {
     done_next: bool,
     finished: bool,
     deadline: tokio::time::Instant,
+    /// Its place among the open streams, freed when the stream ends or its client leaves.
+    _permit: crate::streams::Permit,
 }
 
 impl Watch {

@@ -20,13 +20,18 @@ async fn every_endpoint_refuses_missing_expired_and_forged_tokens() {
         let mut other_audience = TestTokens::claims("alice", &[]);
         other_audience.aud = "elsewhere".to_owned();
         let other_audience = app.tokens.sign(&other_audience);
-        let tokens = [
+        // And every attack on a JWT check: alg none, HS256 with the public key, bad or
+        // missing kid, wrong iss and aud, expired, nbf ahead, tampered payload and signature,
+        // an opaque refresh token.
+        let attacks = app.tokens.attacks("alice", &["customer", "admin"]);
+        let mut tokens = vec![
             None,
             Some(expired.as_str()),
             Some("garbage"),
             Some(forged.as_str()),
             Some(other_audience.as_str()),
         ];
+        tokens.extend(attacks.iter().map(|(_, token)| Some(token.as_str())));
 
         let add = json!({"item_id": TEA, "quantity": 1}).to_string();
         let set = json!({"quantity": 9}).to_string();
@@ -42,7 +47,7 @@ async fn every_endpoint_refuses_missing_expired_and_forged_tokens() {
             (Method::DELETE, "/api/basket".into(), None),
         ];
         for (method, path, body) in &requests {
-            for bad in tokens {
+            for bad in tokens.iter().copied() {
                 let content_type = body.as_ref().map(|_| "application/json");
                 let answer = app
                     .raw(method.clone(), path, bad, content_type, body.clone())

@@ -5,4 +5,5 @@ mod bad_input;
 mod flow;
 mod helpers;
 mod keys_and_seeds;
+mod sessions;
 mod tokens;
