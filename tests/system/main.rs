@@ -12,6 +12,7 @@ mod degraded;
 mod flood;
 mod processes;
 mod scenario;
+mod supervisor;
 mod web;
 
 use std::time::Duration;

@@ -62,7 +62,7 @@ impl Proc {
     }
 
     /// Sends SIGTERM and waits for the process to exit; answers how it exited.
-    async fn terminate(mut self) -> std::process::ExitStatus {
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
         let status = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
