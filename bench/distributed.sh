@@ -49,6 +49,11 @@ for port in 9380 9390; do
         sleep 0.2
     done
 done
+# The supervisor prints its table once every process is ready.
+for i in $(seq 1 600); do
+    grep -q 'Press Ctrl-C' "$BENCH_OUT/dist.log" && break
+    sleep 0.2
+done
 log "distributed: $(grep -o 'ready in [0-9.]* s' "$BENCH_OUT/dist.log" || echo 'not ready')"
 
 SERVERS="$(pgrep -o -x postgres || true) $(pgrep -o -x nats-server || true)"
