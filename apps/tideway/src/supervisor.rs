@@ -375,7 +375,9 @@ async fn wait_listening(
     }
 }
 
-/// Waits until `GET http://address/health/ready` answers 200.
+/// Waits until `GET http://address/health/ready` answers 200. For gateway replicas, which
+/// share one address, any of them may answer: each is fully built before it binds, so a
+/// gateway that listens serves, and their readiness (their upstreams) is the same.
 async fn wait_ready(
     http: &reqwest::Client,
     name: &str,
