@@ -216,6 +216,7 @@ async fn build(
             tideway_inventory::Inventory::build(
                 &config.inventory.service,
                 bus()?,
+                &config.replica_of(name.as_str()),
                 peers.verifier(config)?,
                 CatalogClient::new(peers.transport(config, ServiceName::Catalog)?),
             )
@@ -226,6 +227,7 @@ async fn build(
             tideway_payment::Payment::build(
                 &config.payment.service,
                 bus()?,
+                &config.replica_of(name.as_str()),
                 peers.verifier(config)?,
             )
             .await
@@ -235,6 +237,7 @@ async fn build(
             tideway_ordering::Ordering::build(
                 &config.ordering.service,
                 bus()?,
+                &config.replica_of(name.as_str()),
                 peers.verifier(config)?,
                 BasketClient::new(peers.transport(config, ServiceName::Basket)?),
             )
