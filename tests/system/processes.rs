@@ -82,15 +82,15 @@ impl Proc {
         .await
     }
 
+    /// Kills the process with SIGKILL and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
-    }
-
-    /// Kills the process with SIGKILL (no shutdown of any kind) and reaps it.
-    pub fn kill(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
     }
 
     pub fn log(&self) -> String {
@@ -486,6 +486,12 @@ async fn console_sees_every_process(gateway: &str) {
         "the gateway and six services are ready: {page}"
     );
     assert!(page.contains("http://127.0.0.1:"), "addresses are shown");
+    // Every replica the gateway balances over, one row each, with its address.
+    assert_eq!(
+        page.matches("<tr data-replica=").count(),
+        6,
+        "one replica of each service: {page}"
+    );
     assert!(
         page.matches("<tr data-order=").count() >= 3,
         "the checkouts' sagas"

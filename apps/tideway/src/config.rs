@@ -54,6 +54,15 @@ pub struct Config {
     pub server: ServerConfig,
     /// What `tideway up --distributed` starts its processes on.
     pub distributed: DistributedConfig,
+    /// Where the replicas of each service are (`static` from `urls.*` by default, `nats`,
+    /// `dns`); `tideway serve` registers there once ready.
+    pub discovery: tideway_discovery::DiscoveryConfig,
+    /// How calls between processes pick a replica and survive a bad one: the balancer,
+    /// health checks, ejection, deadline, retry budget, breaker and bulkhead.
+    pub balance: tideway_balance::BalanceConfig,
+    /// Faults this process injects into the requests it serves (off by default), for
+    /// chaos runs; switchable while serving through `PUT /admin/faults`.
+    pub faults: crate::faults::FaultsConfig,
 }
 
 /// What `tideway up --distributed` starts its processes on: PostgreSQL (a database per
@@ -328,6 +337,9 @@ impl Default for Config {
                 database_prefix: "tideway_".to_owned(),
                 stop_grace_ms: 15_000,
             },
+            discovery: tideway_discovery::DiscoveryConfig::default(),
+            balance: tideway_balance::BalanceConfig::default(),
+            faults: crate::faults::FaultsConfig::default(),
             bus: BusConfig {
                 kind: BusKind::Embedded,
                 nats_url: "nats://127.0.0.1:4222".to_owned(),
@@ -396,6 +408,7 @@ impl Config {
     /// adds the demo users when enabled, and validates.
     pub fn resolve(&mut self) -> Result<(), ConfigError> {
         self.resolve_data_dir()?;
+        self.resolve_discovery();
         if self.demo_users {
             for user in demo_users() {
                 let seeds = &mut self.identity.service.seed_users;
@@ -442,6 +455,19 @@ impl Config {
             *file = PathBuf::from(file.display().to_string().replace("{data_dir}", dir));
         }
         Ok(())
+    }
+
+    /// Static discovery defaults to `urls.*`: a service not listed under `discovery.urls`
+    /// is found at its `urls.<service>`.
+    fn resolve_discovery(&mut self) {
+        for service in crate::ServiceName::ALL {
+            self.discovery
+                .urls
+                .entry(service.as_str().to_owned())
+                .or_insert_with(|| {
+                    tideway_discovery::config::Urls::One(self.urls.of(service).to_owned())
+                });
+        }
     }
 
     /// Where `service` listens when run alone.
@@ -666,6 +692,18 @@ impl Validate for Config {
             ));
         }
         self.distributed.validate()?;
+        self.discovery.check().map_err(|err| match err {
+            tideway_discovery::DiscoveryError::Config { key, expected } => {
+                ConfigError::invalid(key, expected)
+            }
+            other => ConfigError::invalid("discovery", other.to_string()),
+        })?;
+        self.balance
+            .check()
+            .map_err(|err| ConfigError::invalid(err.key, err.expected))?;
+        self.faults
+            .to_faults()
+            .map_err(|(key, expected)| ConfigError::invalid(key, expected))?;
         self.gateway.gateway.validate()?;
         for (index, route) in self.gateway.gateway.routes.iter().enumerate() {
             if !UPSTREAMS.contains(&route.upstream.as_str()) {
@@ -862,6 +900,37 @@ mod tests {
         quick.bus.relay_lease_ttl_ms = 600;
         quick.bus.relay_poll_ms = 100;
         quick.validate().unwrap();
+    }
+
+    #[test]
+    fn static_discovery_defaults_to_the_urls_and_bad_keys_are_named() {
+        let mut config = Config::default();
+        config.urls.catalog = "http://127.0.0.1:9999".into();
+        config.resolve_discovery();
+        assert_eq!(
+            config.discovery.urls["catalog"].as_slice(),
+            ["http://127.0.0.1:9999".to_owned()]
+        );
+        assert_eq!(config.discovery.urls.len(), 6);
+        assert_eq!(
+            refused_key(|c| {
+                c.discovery.kind = tideway_discovery::DiscoveryKind::Nats;
+                c.discovery.nats.ttl_ms = 1;
+            }),
+            "discovery.nats.ttl_ms"
+        );
+        assert_eq!(
+            refused_key(|c| c.balance.ejection.max_share = 2.0),
+            "balance.ejection.max_share"
+        );
+        assert_eq!(
+            refused_key(|c| c.faults.latency_share = -1.0),
+            "faults.latency_share"
+        );
+        assert_eq!(
+            refused_key(|c| c.faults.error_status = 200),
+            "faults.error_status"
+        );
     }
 
     #[test]

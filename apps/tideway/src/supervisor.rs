@@ -897,7 +897,11 @@ pub async fn run(
     let logs = config.data_dir.join("logs");
     std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
     let (events_tx, events) = mpsc::unbounded_channel();
-    let shared_env = vec![("TIDEWAY_BUS__KIND".to_owned(), "nats".to_owned())];
+    // Replicas find one another in the NATS KV registry (discovery.nats.* as configured).
+    let shared_env = vec![
+        ("TIDEWAY_BUS__KIND".to_owned(), "nats".to_owned()),
+        ("TIDEWAY_DISCOVERY__KIND".to_owned(), "nats".to_owned()),
+    ];
     let mut supervisor = Supervisor {
         slots: Vec::new(),
         launcher: Launcher {
