@@ -2,7 +2,18 @@
 # Browser tests: builds tideway, starts `tideway up` on a free port with a fresh data
 # directory, waits until it is ready, runs tests/browser/*.test.mjs in chromium against it,
 # and always stops the server. Exit code: the tests'. Needs scripts/browser-deps.sh first.
+#
+# `run.sh --distributed` runs the same tests against `tideway up --distributed --replicas 2`
+# (PostgreSQL and NATS on loopback, as scripts/deps.sh starts them; databases
+# browser_<random>_<service>, dropped afterwards; a JetStream stream of their own).
 set -euo pipefail
+
+shape_args=(up)
+prefix=""
+if [ "${1:-}" = "--distributed" ]; then
+  prefix="browser_$(head -c 6 /dev/urandom | od -An -tx1 | tr -d ' \n')_"
+  shape_args=(up --distributed --replicas 2)
+fi
 cd "$(dirname "$0")/../.."
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tideway-target}"
@@ -24,8 +35,9 @@ server_pid=""
 stop_server() {
   if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
     kill -TERM "$server_pid" 2>/dev/null || true
-    # The server drains for at most 10 s on SIGTERM; do not wait forever past that.
-    for _ in $(seq 1 120); do
+    # The server drains for at most 10 s on SIGTERM (the distributed supervisor stops its
+    # gateways, then its services, 5 s each at most); do not wait forever past that.
+    for _ in $(seq 1 150); do
       kill -0 "$server_pid" 2>/dev/null || break
       sleep 0.1
     done
@@ -41,9 +53,18 @@ show_log() {
   echo "---- end of server log ----" >&2
 }
 
+drop_databases() {
+  [ -n "$prefix" ] || return 0
+  for service in identity catalog basket inventory payment ordering; do
+    psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS ${prefix}${service} WITH (FORCE)" \
+      >/dev/null 2>&1 || true
+  done
+}
+
 cleanup() {
   local code=$?
   stop_server
+  drop_databases
   if [ "$code" -ne 0 ]; then
     show_log
     echo "server files kept in $tmp" >&2
@@ -68,15 +89,19 @@ start_server() {
   BASE_URL="http://127.0.0.1:$port"
   rm -rf "$tmp/data"
   mkdir -p "$tmp/data"
-  echo "starting $bin up on $BASE_URL (data in $tmp/data)"
+  echo "starting $bin ${shape_args[*]} on $BASE_URL (data in $tmp/data)"
   # Run from the temporary directory so a developer's ./tideway.toml does not apply; no
   # colour codes in the log file. The card provider answers after a second, so an order page
   # is seen Pending first and then follows its saga live.
   (
     cd "$tmp"
+    if [ -n "$prefix" ]; then
+      export TIDEWAY_DISTRIBUTED__DATABASE_PREFIX="$prefix" TIDEWAY_DISTRIBUTED__STOP_GRACE_MS=5000
+      export TIDEWAY_BUS__STREAM="${prefix^^}" TIDEWAY_BUS__ROOT="${prefix//_/}"
+    fi
     NO_COLOR=1 TIDEWAY_DATA_DIR="$tmp/data" TIDEWAY_GATEWAY__LISTEN="127.0.0.1:$port" \
       TIDEWAY_PAYMENT__LATENCY_MS="${PAYMENT_LATENCY_MS:-1000}" \
-      exec "$bin" up
+      exec "$bin" "${shape_args[@]}"
   ) >"$log" 2>&1 &
   server_pid=$!
 

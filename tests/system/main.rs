@@ -14,6 +14,7 @@ mod flood;
 mod processes;
 mod replicas;
 mod scenario;
+mod supervisor;
 mod web;
 mod web_security;
 

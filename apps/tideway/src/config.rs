@@ -55,6 +55,8 @@ pub struct Config {
     pub bus: BusConfig,
     /// The limits of every server this process runs.
     pub server: ServerConfig,
+    /// What `tideway up --distributed` starts its processes on.
+    pub distributed: DistributedConfig,
     /// Where the replicas of each service are (`static` from `urls.*` by default, `nats`,
     /// `dns`); `tideway serve` registers there once ready.
     pub discovery: tideway_discovery::DiscoveryConfig,
@@ -64,6 +66,53 @@ pub struct Config {
     /// Faults this process injects into the requests it serves (off by default), for
     /// chaos runs; switchable while serving through `PUT /admin/faults`.
     pub faults: crate::faults::FaultsConfig,
+}
+
+/// What `tideway up --distributed` starts its processes on: PostgreSQL (a database per
+/// service, created when missing) and, through the `bus` section, NATS JetStream.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DistributedConfig {
+    /// A database on the PostgreSQL server that holds the services' databases; the
+    /// supervisor connects there to create the missing ones.
+    pub postgres_url: DatabaseUrl,
+    /// Each service's database is named `<database_prefix><service>`.
+    pub database_prefix: String,
+    /// How long a process may take to stop after SIGTERM before it gets SIGKILL, in
+    /// milliseconds.
+    pub stop_grace_ms: u64,
+}
+
+impl DistributedConfig {
+    /// The database name of `service`.
+    pub fn database_name(&self, service: crate::ServiceName) -> String {
+        format!("{}{}", self.database_prefix, service.as_str())
+    }
+
+    /// The URL of `service`'s database: `postgres_url` pointed at [`Self::database_name`].
+    pub fn database_url(&self, service: crate::ServiceName) -> Result<DatabaseUrl, ConfigError> {
+        let url = self.postgres_url.expose();
+        let (base, query) = match url.split_once('?') {
+            Some((base, query)) => (base, Some(query)),
+            None => (url, None),
+        };
+        let scheme_end = base.find("://").map_or(0, |i| i + 3);
+        let base = match base[scheme_end..].find('/') {
+            Some(slash) => &base[..scheme_end + slash],
+            None => base,
+        };
+        let name = self.database_name(service);
+        let url = match query {
+            Some(query) => format!("{base}/{name}?{query}"),
+            None => format!("{base}/{name}"),
+        };
+        DatabaseUrl::parse(&url)
+            .map_err(|err| ConfigError::invalid("distributed.postgres_url", err.to_string()))
+    }
+
+    /// How long a stopping process may take before SIGKILL.
+    pub fn stop_grace(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.stop_grace_ms)
+    }
 }
 
 /// The limits of every server (the gateway's and each service's): what a client may take
@@ -235,6 +284,9 @@ impl WebConfig {
 pub struct GatewaySection {
     /// The address to listen on.
     pub listen: String,
+    /// Bind with `SO_REUSEPORT`, so several gateway processes share `listen` (the kernel
+    /// spreads connections among them). `tideway up --distributed` sets it for its gateways.
+    pub reuse_port: bool,
     /// Routes and limits.
     #[serde(flatten)]
     pub gateway: tideway_gateway::GatewayConfig,
@@ -297,6 +349,7 @@ impl Default for Config {
             web: WebConfig::default(),
             gateway: GatewaySection {
                 listen: "127.0.0.1:8080".to_owned(),
+                reuse_port: false,
                 gateway: tideway_gateway::GatewayConfig {
                     routes: shop_routes(),
                     ..tideway_gateway::GatewayConfig::default()
@@ -327,6 +380,12 @@ impl Default for Config {
                 service: ordering,
             },
             server: ServerConfig::default(),
+            distributed: DistributedConfig {
+                postgres_url: DatabaseUrl::parse("postgres://postgres@127.0.0.1:5432/postgres")
+                    .expect("the default PostgreSQL URL parses"),
+                database_prefix: "tideway_".to_owned(),
+                stop_grace_ms: 15_000,
+            },
             discovery: tideway_discovery::DiscoveryConfig::default(),
             balance: tideway_balance::BalanceConfig::default(),
             faults: crate::faults::FaultsConfig::default(),
@@ -723,6 +782,7 @@ impl Validate for Config {
                 "a number of milliseconds from 1 to 60000",
             ));
         }
+        self.distributed.validate()?;
         self.discovery.check().map_err(|err| match err {
             tideway_discovery::DiscoveryError::Config { key, expected } => {
                 ConfigError::invalid(key, expected)
@@ -773,9 +833,79 @@ impl Validate for Config {
     }
 }
 
+impl Validate for DistributedConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.postgres_url.backend() != tideway_store::Backend::Postgres {
+            return Err(ConfigError::invalid(
+                "distributed.postgres_url",
+                "a PostgreSQL URL such as postgres://postgres@127.0.0.1:5432/postgres",
+            ));
+        }
+        let prefix = &self.database_prefix;
+        let valid = prefix.len() <= 40
+            && prefix.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+            && prefix
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !valid {
+            return Err(ConfigError::invalid(
+                "distributed.database_prefix",
+                "up to 40 of a-z, 0-9 and '_', not starting with a digit",
+            ));
+        }
+        if !(1..=600_000).contains(&self.stop_grace_ms) {
+            return Err(ConfigError::invalid(
+                "distributed.stop_grace_ms",
+                "milliseconds between 1 and 600000",
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_service_has_a_database_on_the_distributed_server() {
+        let mut config = Config::default();
+        let url = config
+            .distributed
+            .database_url(crate::ServiceName::Catalog)
+            .unwrap();
+        assert_eq!(
+            url.expose(),
+            "postgres://postgres@127.0.0.1:5432/tideway_catalog"
+        );
+        config.distributed.postgres_url =
+            DatabaseUrl::parse("postgres://u:pw@db:6432/admin?sslmode=disable").unwrap();
+        config.distributed.database_prefix = "shop_".into();
+        let url = config
+            .distributed
+            .database_url(crate::ServiceName::Ordering)
+            .unwrap();
+        assert_eq!(
+            url.expose(),
+            "postgres://u:pw@db:6432/shop_ordering?sslmode=disable"
+        );
+        assert_eq!(
+            refused_key(|c| c.distributed.database_prefix = "Shop-".into()),
+            "distributed.database_prefix"
+        );
+        assert_eq!(
+            refused_key(|c| c.distributed.database_prefix = "1x".into()),
+            "distributed.database_prefix"
+        );
+        assert_eq!(
+            refused_key(|c| c.distributed.postgres_url = DatabaseUrl::sqlite("x.db")),
+            "distributed.postgres_url"
+        );
+        assert_eq!(
+            refused_key(|c| c.distributed.stop_grace_ms = 0),
+            "distributed.stop_grace_ms"
+        );
+    }
 
     #[test]
     fn the_shop_routes_are_the_defaults() {

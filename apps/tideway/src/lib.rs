@@ -14,6 +14,7 @@ pub mod config;
 pub mod faults;
 pub mod invariants;
 pub mod load;
+pub mod supervisor;
 
 use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
@@ -633,7 +634,10 @@ impl App {
             },
             Err(err) => tracing::warn!(error = %err, "the console cannot follow the bus"),
         }
-        let listener = serve::bind(&config.gateway.listen).await?;
+        let bind = serve::BindOptions {
+            reuse_port: config.gateway.reuse_port,
+        };
+        let listener = serve::bind_with(&config.gateway.listen, bind).await?;
         Ok(Self {
             listener,
             router: gateway.router(),

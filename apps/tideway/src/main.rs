@@ -1,9 +1,10 @@
-//! `tideway`: the whole shop in one process (`up`), one service (`serve`), or the gateway
-//! alone (`gateway`); the load generator (`load`). See the README for the modes and the
-//! configuration.
+//! `tideway`: the whole shop in one process (`up`) or as supervised processes (`up
+//! --distributed`), one service (`serve`), or the gateway alone (`gateway`); the load
+//! generator (`load`). See the README for the modes and the configuration.
 
 use std::{path::PathBuf, process::ExitCode, time::Instant};
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tideway::{App, Config, ServiceName};
 use tideway_runtime::{serve::shutdown_on_signals, telemetry};
@@ -18,14 +19,27 @@ struct Cli {
     /// A configuration file (default: ./tideway.toml when present).
     #[arg(long, global = true)]
     config: Option<PathBuf>,
+    /// Stop (gracefully) once the process that started this one is gone: set by the
+    /// supervisor of `up --distributed` for its children.
+    #[arg(long, global = true, hide = true)]
+    exit_with_parent: bool,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the gateway and every service in this process (embedded mode, SQLite).
-    Up,
+    /// Run the gateway and every service in this process (embedded mode, SQLite), or with
+    /// `--distributed` each as its own processes on PostgreSQL and NATS, supervised.
+    Up {
+        /// Every service and the gateway as processes of this binary, restarted when they
+        /// exit, on PostgreSQL (a database per service) and NATS JetStream.
+        #[arg(long)]
+        distributed: bool,
+        /// Processes per role: `N` for every one, or `catalog=3,gateway=2,…` (repeatable).
+        #[arg(long, requires = "distributed", value_name = "N|ROLE=N,…")]
+        replicas: Vec<String>,
+    },
     /// Run one service on its own port.
     Serve {
         /// The service.
@@ -43,6 +57,17 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let (config_file, exit_with_parent) = (cli.config.clone(), cli.exit_with_parent);
+    let replicas = match &cli.command {
+        Command::Up { replicas, .. } => match tideway::supervisor::Replicas::parse(replicas) {
+            Ok(replicas) => replicas,
+            Err(err) => {
+                eprintln!("error: {err}");
+                return ExitCode::from(2);
+            }
+        },
+        _ => tideway::supervisor::Replicas::default(),
+    };
     // These tools need no service configuration.
     let command = match cli.command {
         Command::Load(args) => return tideway::load::main(*args),
@@ -68,7 +93,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(command, config)) {
+    let supervised = Supervised {
+        config_file,
+        exit_with_parent,
+        replicas,
+    };
+    match runtime.block_on(run(command, config, supervised)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!(error = format!("{err:#}"), "tideway stopped on an error");
@@ -78,11 +108,32 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(command: Command, config: Config) -> anyhow::Result<()> {
+/// What the supervisor of `up --distributed` passes on, and what its children need.
+struct Supervised {
+    config_file: Option<PathBuf>,
+    exit_with_parent: bool,
+    replicas: tideway::supervisor::Replicas,
+}
+
+async fn run(command: Command, config: Config, supervised: Supervised) -> anyhow::Result<()> {
     let started = Instant::now();
     let shutdown = shutdown_on_signals();
+    if supervised.exit_with_parent {
+        tideway::supervisor::exit_with_parent(shutdown.clone());
+    }
+    if let Command::Up {
+        distributed: true, ..
+    } = &command
+    {
+        let options = tideway::supervisor::Options {
+            replicas: supervised.replicas,
+            config_file: supervised.config_file,
+            binary: std::env::current_exe().context("finding this binary")?,
+        };
+        return tideway::supervisor::run(&config, options, shutdown).await;
+    }
     let (app, role) = match &command {
-        Command::Up => (
+        Command::Up { .. } => (
             App::embedded(&config).await?,
             "every service, embedded".to_owned(),
         ),
@@ -106,7 +157,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         println!("  health      http://{addr}/health/ready");
         println!("  metrics     http://{addr}/metrics");
     }
-    if matches!(command, Command::Up) {
+    if matches!(command, Command::Up { .. }) {
         println!("  data        {}", config.data_dir.display());
         // Configured passwords are secrets: only the public demo ones are printed.
         for user in &config.identity.service.seed_users {

@@ -48,9 +48,49 @@ pub fn shutdown_on_signals() -> CancellationToken {
 
 /// Binds `addr` (`127.0.0.1:0` picks a free port), with the address in the error.
 pub async fn bind(addr: &str) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|err| std::io::Error::new(err.kind(), format!("cannot bind {addr}: {err}")))
+    bind_with(addr, BindOptions::default()).await
+}
+
+/// How a listening socket is bound.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BindOptions {
+    /// `SO_REUSEPORT`: several processes (replicas of one role) listen on one address and
+    /// the kernel spreads new connections among them. Off unless asked: without it a second
+    /// bind of a taken port fails, which is what a lone server wants to hear.
+    pub reuse_port: bool,
+}
+
+/// [`bind`] with `options`.
+pub async fn bind_with(addr: &str, options: BindOptions) -> std::io::Result<TcpListener> {
+    let context =
+        |err: std::io::Error| std::io::Error::new(err.kind(), format!("cannot bind {addr}: {err}"));
+    if !options.reuse_port {
+        return TcpListener::bind(addr).await.map_err(context);
+    }
+    let mut last = None;
+    for resolved in tokio::net::lookup_host(addr).await.map_err(context)? {
+        match bind_reusing_port(resolved) {
+            Ok(listener) => return Ok(listener),
+            Err(err) => last = Some(err),
+        }
+    }
+    Err(context(last.unwrap_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address to bind")
+    })))
+}
+
+/// A listener on `addr` with `SO_REUSEADDR` and `SO_REUSEPORT` set before the bind.
+fn bind_reusing_port(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    #[cfg(unix)]
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
 }
 
 /// What a server accepts: every limit has a default that holds on a laptop and in a pod.
@@ -281,6 +321,32 @@ mod tests {
         shutdown.cancel();
         server.await.unwrap().unwrap();
         until(before, alive).await;
+    }
+
+    /// Two listeners share a port only when both ask for it, and both then accept.
+    #[tokio::test]
+    async fn reuse_port_lets_two_listeners_share_an_address() {
+        let reuse = BindOptions { reuse_port: true };
+        let first = bind_with("127.0.0.1:0", reuse).await.unwrap();
+        let addr = first.local_addr().unwrap().to_string();
+        let refused = bind(&addr).await.unwrap_err();
+        assert!(refused.to_string().contains(&addr), "{refused}");
+        let second = bind_with(&addr, reuse).await.unwrap();
+        assert_eq!(second.local_addr().unwrap(), first.local_addr().unwrap());
+        // The kernel hands each new connection to one of them: both end up accepting.
+        let (mut seen_first, mut seen_second) = (false, false);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !(seen_first && seen_second) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "both listeners accepted"
+            );
+            let _client = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            tokio::select! {
+                accepted = first.accept() => { accepted.unwrap(); seen_first = true; }
+                accepted = second.accept() => { accepted.unwrap(); seen_second = true; }
+            }
+        }
     }
 
     #[tokio::test]
