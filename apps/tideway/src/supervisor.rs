@@ -901,6 +901,11 @@ pub async fn run(
     let shared_env = vec![
         ("TIDEWAY_BUS__KIND".to_owned(), "nats".to_owned()),
         ("TIDEWAY_DISCOVERY__KIND".to_owned(), "nats".to_owned()),
+        // A shape `tideway up` starts: its demo accounts belong, as in one process.
+        (
+            "TIDEWAY_DEMO_USERS".to_owned(),
+            config.demo_users.unwrap_or(true).to_string(),
+        ),
     ];
     let mut supervisor = Supervisor {
         slots: Vec::new(),
