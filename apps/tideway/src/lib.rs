@@ -309,7 +309,9 @@ fn gateway_with_web(
         tideway_gateway::Gateway::new(&config.gateway.gateway, upstreams.clone(), verifier.clone())
             .context("configuring the gateway")?;
     let timeout = config.client_timeout();
-    let api = Transport::in_process(tideway_gateway::SERVICE, gateway.router(), timeout);
+    // The front's calls carry the browser's address, so the rate limits count them as the
+    // browser's own.
+    let api = gateway.front_transport(timeout);
     let mut services = vec![api.clone()];
     let mut names: Vec<&String> = upstreams.keys().collect();
     names.sort();

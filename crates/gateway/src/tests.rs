@@ -64,6 +64,7 @@ fn fixture() -> Fixture {
             },
         ],
         body_limit_bytes: 1024,
+        ..GatewayConfig::default()
     };
     let timeout = Duration::from_secs(2);
     let upstreams = HashMap::from([
