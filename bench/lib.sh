@@ -9,6 +9,7 @@
 #   BENCH_OUT        where results go (default target/bench/<script>-<UTC time>)
 #   BENCH_MAX_FOREIGN  foreign CPU (cores, averaged over a run) above which a run is
 #                    discarded and repeated (default 0.25)
+#   BENCH_IDLE_TRIES  3-second idle checks before a run measures anyway (default 60)
 
 set -euo pipefail
 
@@ -79,10 +80,10 @@ machine_ticks() {
     awk '/^cpu / { busy=$2+$3+$4+$7+$8; print busy, $9, busy+$5+$6+$9 }' /proc/stat
 }
 
-# Waits for < 5% busy over 3 s (up to 3 minutes; then goes on and says so).
+# Waits for < 5% busy over 3 s (up to BENCH_IDLE_TRIES × 3 s; then goes on and says so).
 wait_idle() {
     local tries=0 a b busy total
-    while ((tries < 60)); do
+    while ((tries < ${BENCH_IDLE_TRIES:-60})); do
         a=($(machine_ticks))
         sleep 3
         b=($(machine_ticks))
@@ -93,7 +94,7 @@ wait_idle() {
         fi
         tries=$((tries + 1))
     done
-    log "the machine did not become idle within 3 minutes; measuring anyway"
+    log "the machine did not become idle within $((${BENCH_IDLE_TRIES:-60} * 3)) s; measuring anyway"
 }
 
 # utime+stime ticks of a process (all its threads) and its direct children (nginx workers).

@@ -188,6 +188,9 @@ pub(crate) fn forwarded_for(
     }
 }
 
+/// The longest refill period a rule may have: 30 days.
+const MAX_PERIOD_MS: u64 = 30 * 86_400_000;
+
 /// What a rule counts requests by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -364,16 +367,16 @@ impl RateLimitConfig {
                     ));
                 }
             }
-            if rule.burst == 0 || rule.burst > 1_000_000 {
+            if rule.burst == 0 || rule.burst > 1_000_000_000 {
                 return Err(ConfigError::invalid(
                     key("burst"),
-                    "a number of requests between 1 and 1000000",
+                    "a number of requests between 1 and 1000000000",
                 ));
             }
-            if rule.period_ms < u64::from(rule.burst) || rule.period_ms > 86_400_000 {
+            if rule.period_ms < u64::from(rule.burst) || rule.period_ms > MAX_PERIOD_MS {
                 return Err(ConfigError::invalid(
                     key("period_ms"),
-                    "milliseconds, at least 1 per request of the burst and at most a day",
+                    "milliseconds, at least 1 per request of the burst and at most 30 days",
                 ));
             }
         }
