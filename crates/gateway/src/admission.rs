@@ -88,10 +88,14 @@ impl FromStr for IpNet {
     }
 }
 
+/// Read from configuration, where an `IpNet` is an entry of `trusted_proxies`: the message
+/// names that field, since a flattened section loses the path.
 impl TryFrom<String> for IpNet {
     type Error = String;
     fn try_from(value: String) -> Result<Self, Self::Error> {
-        value.parse()
+        value
+            .parse()
+            .map_err(|err| format!("`trusted_proxies`: {err}"))
     }
 }
 
