@@ -104,7 +104,9 @@ for round in $(seq 1 "$BENCH_ROUNDS"); do
     rate=$((capacity * 2))
     measure "item 2x capacity" "$PID_shop" "$ALL" load --target http://127.0.0.1:9520 \
         --path "/api/catalog/items/$ITEM" --rate "$rate"
-    printf '%s\t%s\t%s\n' "$round" "$capacity" "$rate" >>"$BENCH_OUT/overload.tsv"
+    goodput=$(awk -F'\t' '$1 == "item 2x capacity" { v = $2 } END { printf "%.0f", v }' "$BENCH_OUT/runs.tsv")
+    printf '%s\t%s\t%s\t%s\t%s\n' "$round" "$capacity" "$rate" "$goodput" \
+        "$(awk -v g="$goodput" -v c="$capacity" 'BEGIN { printf "%.2f", c ? g / c : 0 }')" >>"$BENCH_OUT/overload.tsv"
     log "round $round done"
 done
 
@@ -119,6 +121,6 @@ done
     summary 11 "foreign cores"
     echo "Redis CPU seconds per run (global store):"
     awk -F'\t' '$1 ~ /global/ { print "  " $1 ": " $2 " s" }' "$BENCH_OUT/redis.cpu"
-    echo "overload rounds (round, capacity req/s, offered req/s):"
+    echo "overload rounds (round, capacity req/s, offered req/s, answered OK/s, goodput / capacity):"
     sed 's/^/  /' "$BENCH_OUT/overload.tsv"
 } | tee "$BENCH_OUT/summary.txt"
