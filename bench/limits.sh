@@ -13,7 +13,8 @@
 # (2) goodput at twice the capacity: `tideway up`, the catalog item through the gateway;
 #     its capacity is wrk -c64's req/s in that round, then `tideway load` sends twice that,
 #     open loop, and the answered-OK rate is compared with the capacity. The excess is
-#     refused by the server's load shedding (503, server.max_in_flight) or times out.
+#     refused by the server's load shedding (503, server.max_in_flight) or times out. Two
+#     shops side by side: the default server.max_in_flight (1024) and 32.
 #
 # Usage: bash bench/limits.sh   (BENCH_ROUNDS=3 BENCH_SECS=6; BENCH_BUILD=0 reuses the binary)
 # Results: target/bench/limits-*/runs.tsv and summary.txt.
@@ -69,13 +70,18 @@ done
 export TIDEWAY_LOG__FILTER=warn TIDEWAY_DEMO_USERS=false
 start shop env TIDEWAY_DATA_DIR="$BENCH_OUT/shop" TIDEWAY_GATEWAY__LISTEN=127.0.0.1:9520 \
     "$TIDEWAY_BIN" up
+start tight env TIDEWAY_DATA_DIR="$BENCH_OUT/tight" TIDEWAY_GATEWAY__LISTEN=127.0.0.1:9521 \
+    TIDEWAY_SERVER__MAX_IN_FLIGHT=32 "$TIDEWAY_BIN" up
 for port in 9510 9511 9512; do wait_http "http://127.0.0.1:$port/hello"; done
-wait_http http://127.0.0.1:9520/health/ready
-for i in $(seq 1 300); do
-    [[ $(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:9520/health/ready) == 200 ]] && break
-    sleep 0.2
+declare -A SHOP_PORT=([default]=9520 [tight]=9521) ITEM
+for shop in default tight; do
+    wait_http "http://127.0.0.1:${SHOP_PORT[$shop]}/health/ready"
+    for i in $(seq 1 300); do
+        [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:${SHOP_PORT[$shop]}/health/ready") == 200 ]] && break
+        sleep 0.2
+    done
+    ITEM[$shop]=$(curl -s "http://127.0.0.1:${SHOP_PORT[$shop]}/api/catalog/items?page_size=1" | jq -r '.items[0].id')
 done
-ITEM=$(curl -s 'http://127.0.0.1:9520/api/catalog/items?page_size=1' | jq -r '.items[0].id')
 for port in 9511 9512; do
     curl -s -D - -o /dev/null "http://127.0.0.1:$port/hello" | grep -qi '^ratelimit-limit' ||
         { log "the gateway on :$port does not check its limit"; exit 1; }
@@ -84,7 +90,8 @@ REDIS_PID=$(pgrep -o redis-server || echo "")
 
 declare -A PORT=([off]=9510 [local]=9511 [global]=9512)
 declare -A TESTED=([off]=$PID_gw_off [local]=$PID_gw_local [global]=$PID_gw_global)
-ALL="$PID_upstream $PID_gw_off $PID_gw_local $PID_gw_global $PID_shop"
+declare -A SHOP_PID=([default]=$PID_shop [tight]=$PID_tight)
+ALL="$PID_upstream $PID_gw_off $PID_gw_local $PID_gw_global $PID_shop $PID_tight"
 redis_ticks() { [[ -n $REDIS_PID ]] && awk '{ print $14 + $15 }' "/proc/$REDIS_PID/stat" || echo 0; }
 
 for round in $(seq 1 "$BENCH_ROUNDS"); do
@@ -98,15 +105,18 @@ for round in $(seq 1 "$BENCH_ROUNDS"); do
                 >>"$BENCH_OUT/redis.cpu"
         done
     done
-    # Capacity, then twice it.
-    measure "item capacity c64" "$PID_shop" "$ALL" wrk 64 "http://127.0.0.1:9520/api/catalog/items/$ITEM"
-    capacity=$(awk -F'\t' '$1 == "item capacity c64" { v = $2 } END { printf "%.0f", v }' "$BENCH_OUT/runs.tsv")
-    rate=$((capacity * 2))
-    measure "item 2x capacity" "$PID_shop" "$ALL" load --target http://127.0.0.1:9520 \
-        --path "/api/catalog/items/$ITEM" --rate "$rate"
-    goodput=$(awk -F'\t' '$1 == "item 2x capacity" { v = $2 } END { printf "%.0f", v }' "$BENCH_OUT/runs.tsv")
-    printf '%s\t%s\t%s\t%s\t%s\n' "$round" "$capacity" "$rate" "$goodput" \
-        "$(awk -v g="$goodput" -v c="$capacity" 'BEGIN { printf "%.2f", c ? g / c : 0 }')" >>"$BENCH_OUT/overload.tsv"
+    # Each shop's capacity, then twice it: default server.max_in_flight (1024) and 32.
+    for shop in default tight; do
+        url=http://127.0.0.1:${SHOP_PORT[$shop]}
+        measure "item capacity c64 $shop" "${SHOP_PID[$shop]}" "$ALL" wrk 64 "$url/api/catalog/items/${ITEM[$shop]}"
+        capacity=$(awk -F'\t' -v l="item capacity c64 $shop" '$1 == l { v = $2 } END { printf "%.0f", v }' "$BENCH_OUT/runs.tsv")
+        rate=$((capacity * 2))
+        measure "item 2x capacity $shop" "${SHOP_PID[$shop]}" "$ALL" load --target "$url" \
+            --path "/api/catalog/items/${ITEM[$shop]}" --rate "$rate"
+        goodput=$(awk -F'\t' -v l="item 2x capacity $shop" '$1 == l { v = $2 } END { printf "%.0f", v }' "$BENCH_OUT/runs.tsv")
+        printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$shop" "$capacity" "$rate" "$goodput" \
+            "$(awk -v g="$goodput" -v c="$capacity" 'BEGIN { printf "%.2f", c ? g / c : 0 }')" >>"$BENCH_OUT/overload.tsv"
+    done
     log "round $round done"
 done
 
@@ -121,6 +131,6 @@ done
     summary 11 "foreign cores"
     echo "Redis CPU seconds per run (global store):"
     awk -F'\t' '$1 ~ /global/ { print "  " $1 ": " $2 " s" }' "$BENCH_OUT/redis.cpu"
-    echo "overload rounds (round, capacity req/s, offered req/s, answered OK/s, goodput / capacity):"
+    echo "overload rounds (round, shop, capacity req/s, offered req/s, answered OK/s, goodput / capacity):"
     sed 's/^/  /' "$BENCH_OUT/overload.tsv"
 } | tee "$BENCH_OUT/summary.txt"
