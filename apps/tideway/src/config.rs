@@ -118,6 +118,18 @@ pub struct BusConfig {
     /// The first token of event subjects on the wire (`tideway`); a different one lets
     /// several Tideway systems share one NATS server.
     pub root: String,
+    /// How long NATS waits for a consumer's acknowledgement before it hands the event to
+    /// another (or the restarted) replica, in milliseconds: how soon a crashed consumer's
+    /// commands come back. Handlers that run longer send in-progress acks. Must be shorter
+    /// than every saga step deadline.
+    pub ack_wait_ms: u64,
+    /// How long an outbox relay lease lasts without renewal, in milliseconds: how soon
+    /// another replica takes over the relay of one that died (a restarted replica takes
+    /// its own back at once). At least twice `relay_poll_ms`.
+    pub relay_lease_ttl_ms: u64,
+    /// How often an outbox relay looks for unsent events and renews its lease without a
+    /// wake-up, in milliseconds.
+    pub relay_poll_ms: u64,
 }
 
 /// Logging.
@@ -207,6 +219,7 @@ impl Default for Config {
             database_url: DatabaseUrl::sqlite("{data_dir}/ordering.db"),
             ..tideway_ordering::Config::default()
         };
+        let timings = tideway_bus::Timings::default();
         Self {
             data_dir: PathBuf::from("./data"),
             instance_id: None,
@@ -265,6 +278,9 @@ impl Default for Config {
                 nats_url: "nats://127.0.0.1:4222".to_owned(),
                 stream: "TIDEWAY".to_owned(),
                 root: "tideway".to_owned(),
+                ack_wait_ms: millis(timings.ack_wait),
+                relay_lease_ttl_ms: millis(timings.relay_lease_ttl),
+                relay_poll_ms: millis(timings.relay_poll),
             },
         }
     }
@@ -435,6 +451,68 @@ impl Config {
         std::time::Duration::from_millis(self.client_timeout_ms)
     }
 
+    /// The bus timings: `bus.ack_wait_ms`, `bus.relay_lease_ttl_ms`, `bus.relay_poll_ms`.
+    pub fn bus_timings(&self) -> tideway_bus::Timings {
+        tideway_bus::Timings {
+            ack_wait: std::time::Duration::from_millis(self.bus.ack_wait_ms),
+            relay_lease_ttl: std::time::Duration::from_millis(self.bus.relay_lease_ttl_ms),
+            relay_poll: std::time::Duration::from_millis(self.bus.relay_poll_ms),
+        }
+    }
+
+    /// This process as a replica of `service` on the bus: its stable id (its relay lease
+    /// holder) and the bus timings.
+    pub fn replica_of(&self, service: &str) -> tideway_bus::Replica {
+        tideway_bus::Replica {
+            instance_id: self.instance_id_of(service),
+            timings: self.bus_timings(),
+        }
+    }
+
+    /// Refuses bus timings and saga step deadlines that do not fit together (see the
+    /// timings table in docs/architecture.md), naming the key at fault.
+    fn validate_timings(&self) -> Result<(), ConfigError> {
+        for (key, value) in [
+            ("bus.ack_wait_ms", self.bus.ack_wait_ms),
+            ("bus.relay_lease_ttl_ms", self.bus.relay_lease_ttl_ms),
+            ("bus.relay_poll_ms", self.bus.relay_poll_ms),
+        ] {
+            if value > MAX_BUS_TIMING_MS {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("milliseconds between 10 and {MAX_BUS_TIMING_MS}"),
+                ));
+            }
+        }
+        let timings = self.bus_timings();
+        if let Some((name, problem)) = timings.problem() {
+            return Err(ConfigError::invalid(format!("bus.{name}_ms"), problem));
+        }
+        let recovery = timings.recovery();
+        for (key, deadline) in self.ordering.service.step_deadlines() {
+            if timings.ack_wait >= deadline {
+                return Err(ConfigError::invalid(
+                    "bus.ack_wait_ms",
+                    format!(
+                        "must be shorter than every saga step deadline, and {key} is {} ms",
+                        millis(deadline)
+                    ),
+                ));
+            }
+            if recovery >= deadline {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!(
+                        "must exceed bus.ack_wait_ms + bus.relay_lease_ttl_ms + bus.relay_poll_ms \
+                         ({} ms), the longest one crash of a consumer holds a reply back",
+                        millis(recovery)
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// This process's stable id as a replica of `service`: `instance_id` when set, else
     /// `<service>-<hostname>` (the same after a restart on the same host).
     pub fn instance_id_of(&self, service: &str) -> String {
@@ -452,6 +530,11 @@ impl Config {
     }
 }
 
+/// `d` in whole milliseconds, saturating.
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// Whether `value` is usable as an instance id: `[A-Za-z0-9_-]+`.
 fn is_id_token(value: &str) -> bool {
     !value.is_empty()
@@ -459,6 +542,9 @@ fn is_id_token(value: &str) -> bool {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
+
+/// The longest bus timing accepted (10 minutes), so a typo cannot hold events for hours.
+const MAX_BUS_TIMING_MS: u64 = 600_000;
 
 /// The services a gateway route may name as its upstream.
 const UPSTREAMS: [&str; 6] = crate::ServiceName::NAMES;
@@ -587,6 +673,7 @@ impl Validate for Config {
         self.inventory.service.validate()?;
         self.payment.service.validate()?;
         self.ordering.service.validate()?;
+        self.validate_timings()?;
         Ok(())
     }
 }
@@ -665,6 +752,51 @@ mod tests {
             refused_key(|c| c.gateway.gateway.rate_limit.rules[0].path = "login".into()),
             "gateway.rate_limit.rules[0].path"
         );
+    }
+
+    #[test]
+    fn timings_that_do_not_fit_together_are_refused_naming_the_key() {
+        let config = Config::default();
+        config.validate().unwrap();
+        let timings = config.bus_timings();
+        assert_eq!(timings, tideway_bus::Timings::default());
+        assert!(timings.takeover() <= std::time::Duration::from_secs(2));
+        let replica = config.replica_of("inventory");
+        assert_eq!(replica.instance_id, config.instance_id_of("inventory"));
+        // The ack wait must be shorter than every step's deadline.
+        assert_eq!(
+            refused_key(|c| c.bus.ack_wait_ms = c.ordering.service.reserve_timeout_ms),
+            "bus.ack_wait_ms"
+        );
+        assert_eq!(
+            refused_key(|c| c.ordering.service.payment_timeout_ms = 4_000),
+            "ordering.payment_timeout_ms",
+            "shorter than ack wait + lease + poll"
+        );
+        assert_eq!(
+            refused_key(|c| c.ordering.service.capture_timeout_ms = 4_500),
+            "ordering.capture_timeout_ms"
+        );
+        // A lease that would lapse between two renewals.
+        assert_eq!(
+            refused_key(|c| c.bus.relay_lease_ttl_ms = c.bus.relay_poll_ms),
+            "bus.relay_lease_ttl_ms"
+        );
+        assert_eq!(
+            refused_key(|c| c.bus.relay_poll_ms = 0),
+            "bus.relay_poll_ms"
+        );
+        assert_eq!(
+            refused_key(|c| c.bus.ack_wait_ms = MAX_BUS_TIMING_MS + 1),
+            "bus.ack_wait_ms"
+        );
+        // Shorter steps fit once the bus is timed for them.
+        let mut quick = Config::default();
+        quick.ordering.service.reserve_timeout_ms = 2_000;
+        quick.bus.ack_wait_ms = 500;
+        quick.bus.relay_lease_ttl_ms = 600;
+        quick.bus.relay_poll_ms = 100;
+        quick.validate().unwrap();
     }
 
     #[test]

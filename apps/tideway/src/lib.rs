@@ -215,6 +215,7 @@ async fn build(
             tideway_inventory::Inventory::build(
                 &config.inventory.service,
                 bus()?,
+                &config.replica_of(name.as_str()),
                 peers.verifier(config)?,
                 CatalogClient::new(peers.transport(config, ServiceName::Catalog)?),
             )
@@ -225,6 +226,7 @@ async fn build(
             tideway_payment::Payment::build(
                 &config.payment.service,
                 bus()?,
+                &config.replica_of(name.as_str()),
                 peers.verifier(config)?,
             )
             .await
@@ -234,6 +236,7 @@ async fn build(
             tideway_ordering::Ordering::build(
                 &config.ordering.service,
                 bus()?,
+                &config.replica_of(name.as_str()),
                 peers.verifier(config)?,
                 BasketClient::new(peers.transport(config, ServiceName::Basket)?),
             )
