@@ -461,6 +461,47 @@ fn bad_routes_stop_start_up_naming_the_route() {
     assert!(stderr.contains("gateway.routes[1].prefix"), "{stderr}");
 }
 
+/// Bad rate limits and trusted proxies stop start-up (exit code 2) naming their key.
+#[test]
+fn bad_rate_limits_stop_start_up_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let rule = |burst: u32| {
+        format!(
+            "[[gateway.rate_limit.rules]]\nname = \"login\"\npath = \"/api/identity/login\"\n\
+             key = \"ip\"\nburst = {burst}\nperiod_ms = 60000\n"
+        )
+    };
+    let cases = [
+        (
+            "[gateway]\ntrusted_proxies = [\"10.0.0.0/40\"]\n".to_owned(),
+            "gateway.trusted_proxies",
+        ),
+        (rule(0), "gateway.rate_limit.rules[0].burst"),
+        (
+            format!(
+                "[gateway.rate_limit]\nstore = \"global\"\nredis_url = \"http://x\"\n{}",
+                rule(5)
+            ),
+            "gateway.rate_limit.redis_url",
+        ),
+    ];
+    for (table, key) in cases {
+        let file = dir.path().join("limits.toml");
+        std::fs::write(&file, table).unwrap();
+        let output = Command::new(BIN)
+            .arg("--config")
+            .arg(&file)
+            .arg("gateway")
+            .env("TIDEWAY_DATA_DIR", dir.path())
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{key}: {stderr}");
+        assert!(stderr.contains(key), "{key}: {stderr}");
+    }
+}
+
 /// The gateway process serves the shop and the console; the console reaches every service
 /// process over HTTP and finds it ready, and lists the checkouts just made.
 async fn console_sees_every_process(gateway: &str) {

@@ -68,7 +68,10 @@ impl Shop {
             ("TIDEWAY_BUS__STREAM".to_owned(), options.stream),
             ("TIDEWAY_BUS__ROOT".to_owned(), options.root),
             ("TIDEWAY_LOG__FORMAT".to_owned(), "json".to_owned()),
-            ("TIDEWAY_DISCOVERY__NATS__BUCKET".to_owned(), format!("{prefix}registry")),
+            (
+                "TIDEWAY_DISCOVERY__NATS__BUCKET".to_owned(),
+                format!("{prefix}registry"),
+            ),
             // Sagas stay in flight long enough for a kill to land among them.
             ("TIDEWAY_PAYMENT__LATENCY_MS".to_owned(), "100".to_owned()),
         ];

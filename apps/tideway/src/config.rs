@@ -8,7 +8,7 @@
 use std::{net::SocketAddr, path::PathBuf};
 
 use serde::{Deserialize, Serialize};
-use tideway_gateway::{Access, RouteConfig};
+use tideway_gateway::{Access, LimitKey, RateRule, RouteConfig};
 use tideway_runtime::{
     config::{ConfigError, Validate},
     telemetry::LogFormat,
@@ -352,6 +352,10 @@ impl Default for Config {
                 reuse_port: false,
                 gateway: tideway_gateway::GatewayConfig {
                     routes: shop_routes(),
+                    rate_limit: tideway_gateway::RateLimitConfig {
+                        rules: shop_rate_limits(),
+                        ..tideway_gateway::RateLimitConfig::default()
+                    },
                     ..tideway_gateway::GatewayConfig::default()
                 },
             },
@@ -423,6 +427,50 @@ pub fn shop_routes() -> Vec<RouteConfig> {
         RouteConfig::new("/api/ordering/sagas", "ordering", admin(), admin()),
         RouteConfig::new("/api/inventory", "inventory", Access::Public, admin()),
         RouteConfig::new("/api/payment", "payment", admin(), admin()),
+    ]
+}
+
+/// The shop's rate limits: strict on what costs a password hash (sign-in, registration),
+/// on token refreshes and on checkouts; everything else is bounded by the servers' load
+/// shedding. A file's `[[gateway.rate_limit.rules]]` replaces these whole.
+pub fn shop_rate_limits() -> Vec<RateRule> {
+    vec![
+        // 20 at once, then one every 3 s per address.
+        RateRule::new(
+            "login",
+            "/api/identity/login",
+            &["POST"],
+            LimitKey::Ip,
+            20,
+            60_000,
+        ),
+        // 20 at once, then one every 30 s per address.
+        RateRule::new(
+            "register",
+            "/api/identity/register",
+            &["POST"],
+            LimitKey::Ip,
+            20,
+            600_000,
+        ),
+        // 30 at once, then one every 2 s per address.
+        RateRule::new(
+            "refresh",
+            "/api/identity/refresh",
+            &["POST"],
+            LimitKey::Ip,
+            30,
+            60_000,
+        ),
+        // 10 at once, then one every 6 s per user.
+        RateRule::new(
+            "checkout",
+            "/api/basket/checkout",
+            &["POST"],
+            LimitKey::User,
+            10,
+            60_000,
+        ),
     ]
 }
 
@@ -959,6 +1007,23 @@ mod tests {
         assert_eq!(
             refused_key(|c| routes(c)[3].upstream = "shipping".into()),
             "gateway.routes[3].upstream"
+        );
+    }
+
+    #[test]
+    fn strict_rate_limits_are_the_defaults_and_bad_ones_name_their_key() {
+        let config = Config::default();
+        let limits = &config.gateway.gateway.rate_limit;
+        assert!(limits.enabled);
+        let names: Vec<&str> = limits.rules.iter().map(|rule| rule.name.as_str()).collect();
+        assert_eq!(names, ["login", "register", "refresh", "checkout"]);
+        assert_eq!(
+            refused_key(|c| c.gateway.gateway.rate_limit.rules[3].period_ms = 0),
+            "gateway.rate_limit.rules[3].period_ms"
+        );
+        assert_eq!(
+            refused_key(|c| c.gateway.gateway.rate_limit.rules[0].path = "login".into()),
+            "gateway.rate_limit.rules[0].path"
         );
     }
 

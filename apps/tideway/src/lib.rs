@@ -409,7 +409,9 @@ fn gateway_with_web(
         gateway = gateway.with_balancers(balancers);
     }
     let timeout = config.client_timeout();
-    let api = Transport::in_process(tideway_gateway::SERVICE, gateway.router(), timeout);
+    // The front's calls carry the browser's address, so the rate limits count them as the
+    // browser's own.
+    let api = gateway.front_transport(timeout);
     let mut services = vec![api.clone()];
     let mut names: Vec<&String> = upstreams.keys().collect();
     names.sort();

@@ -10,22 +10,31 @@
 //! (no replica, breaker open, bulkhead full) → 503. Upstream transports may balance over
 //! a service's replicas (`tideway-balance`); [`Gateway::with_balancers`] adds
 //! `GET /api/admin/instances` for operators.
+//!
+//! Before a request travels it is admitted ([`admission`]): its client address is found
+//! (the peer, or `X-Forwarded-For` from a trusted proxy, or the browser's address the web
+//! front passes in-process) and it is counted against the configured rate limits — by
+//! address, by user or per route, in this process or in Redis — and refused with a 429
+//! problem, `Retry-After` and `RateLimit-*` headers when over one.
 #![warn(missing_docs)]
 
-use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
+pub mod admission;
+
+use std::{collections::HashMap, net::IpAddr, sync::Arc, time::Duration};
 
 use axum::{
     Router,
     body::Body,
-    extract::{ConnectInfo, Request, State},
+    extract::{Request, State},
     http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header},
+    middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::any,
 };
 use serde::{Deserialize, Serialize};
 use tideway_runtime::{
     Problem,
-    auth::{AuthError, JwtVerifier, bearer},
+    auth::{AuthError, Claims, JwtVerifier, bearer},
     client::{ClientError, Transport},
     config::{ConfigError, Validate},
     http::{HttpOptions, Readiness, service_router},
@@ -110,16 +119,25 @@ impl RouteConfig {
     }
 }
 
+pub use admission::{ClientIp, IpNet, LimitKey, LimitStore, RateLimitConfig, RateRule};
+
 /// The gateway's configuration.
 ///
-/// The default has no routes: the gateway knows no services, and whoever deploys it gives
-/// it its route table.
+/// The default has no routes and no rate limit rules: the gateway knows no services, and
+/// whoever deploys it gives it its route table and limits.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GatewayConfig {
     /// The routes; the longest matching prefix wins.
     pub routes: Vec<RouteConfig>,
     /// The largest request body accepted, in bytes.
     pub body_limit_bytes: usize,
+    /// Peers whose `X-Forwarded-For` is believed (load balancers, reverse proxies in
+    /// front); from anyone else the header is ignored and replaced.
+    #[serde(default)]
+    pub trusted_proxies: Vec<IpNet>,
+    /// Rate limits by client address, user or route.
+    #[serde(default)]
+    pub rate_limit: RateLimitConfig,
 }
 
 impl Default for GatewayConfig {
@@ -127,6 +145,8 @@ impl Default for GatewayConfig {
         Self {
             routes: Vec::new(),
             body_limit_bytes: 64 * 1024,
+            trusted_proxies: Vec::new(),
+            rate_limit: RateLimitConfig::default(),
         }
     }
 }
@@ -171,13 +191,13 @@ impl Validate for GatewayConfig {
                 ));
             }
         }
-        Ok(())
+        self.rate_limit.validate()
     }
 }
 
 /// Whether `prefix` is a literal path the router can take as it is: the router reads `{…}`
 /// and `*` as captures and refuses segments starting with `:`.
-fn is_plain_prefix(prefix: &str) -> bool {
+pub(crate) fn is_plain_prefix(prefix: &str) -> bool {
     prefix.starts_with('/')
         && !prefix.ends_with('/')
         && !prefix.contains(['{', '}', '*'])
@@ -211,6 +231,13 @@ struct Route {
 struct Shared {
     routes: Vec<Route>,
     verifier: Arc<JwtVerifier>,
+    trusted_proxies: Vec<IpNet>,
+    admission: admission::Admission,
+}
+
+tokio::task_local! {
+    /// The address of the browser whose page is being rendered, for the front's calls.
+    static BROWSER: Option<IpAddr>;
 }
 
 /// The path of the operators' view of every replica behind the gateway.
@@ -251,8 +278,14 @@ impl Gateway {
                 timeout: Duration::from_millis(route.timeout_ms),
             });
         }
+        let admission = admission::Admission::new(&config.rate_limit)?;
         Ok(Self {
-            shared: Arc::new(Shared { routes, verifier }),
+            shared: Arc::new(Shared {
+                routes,
+                verifier,
+                trusted_proxies: config.trusted_proxies.clone(),
+                admission,
+            }),
             upstreams,
             options: HttpOptions {
                 body_limit: config.body_limit_bytes,
@@ -263,10 +296,18 @@ impl Gateway {
     }
 
     /// Serves `pages` beside the routes (a web front, static files): paths no route claims
-    /// go to it, under the same observability, body limit and problem handling.
+    /// go to it, under the same observability, body limit and problem handling. Calls the
+    /// pages make through [`Gateway::front_transport`] while answering a request carry that
+    /// request's client address, so the rate limits count them against the browser.
     #[must_use]
     pub fn with_pages(mut self, pages: Router) -> Self {
-        self.pages = Some(pages);
+        let shared = self.shared.clone();
+        self.pages = Some(
+            pages.layer(middleware::from_fn(move |request: Request, next: Next| {
+                let client = admission::client_ip(&request, &shared.trusted_proxies);
+                BROWSER.scope(client, next.run(request))
+            })),
+        );
         self
     }
 
@@ -277,6 +318,22 @@ impl Gateway {
     pub fn with_balancers(mut self, balancers: tideway_balance::Balancers) -> Self {
         self.balancers = Some(balancers);
         self
+    }
+
+    /// The gateway's routes in this process, for a web front mounted with
+    /// [`Gateway::with_pages`]: each call made while a page is answered carries the
+    /// browser's address as a [`ClientIp`] (an extension, which no client can send), so
+    /// the front's calls are limited as the browser's own would be. Calls made outside a
+    /// page (a stream polled after its head was sent) carry no address and are counted
+    /// only by user and route.
+    pub fn front_transport(&self, timeout: Duration) -> Transport {
+        let router = tower::ServiceExt::map_request(self.router(), |mut request: Request| {
+            if let Ok(Some(ip)) = BROWSER.try_with(|ip| *ip) {
+                request.extensions_mut().insert(ClientIp(ip));
+            }
+            request
+        });
+        Transport::in_process(SERVICE, router, timeout)
     }
 
     /// The gateway's router: every route, plus health and metrics.
@@ -337,7 +394,7 @@ async fn instances(
     balancers: &tideway_balance::Balancers,
     headers: &HeaderMap,
 ) -> Response {
-    if let Err(err) = authorize(shared, &Access::Role("admin".to_owned()), headers).await {
+    if let Err(err) = authorize(shared, &Access::Role("admin".to_owned()), headers, false).await {
         return err.into_response();
     }
     axum::Json(Instances {
@@ -383,55 +440,89 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-async fn authorize(shared: &Shared, access: &Access, headers: &HeaderMap) -> Result<(), AuthError> {
+/// Checks `access`; answers the verified claims, if a token was verified. On a public
+/// route a token is verified only when `identify` (a rule counts by user), and a bad one
+/// there just leaves the request anonymous.
+async fn authorize(
+    shared: &Shared,
+    access: &Access,
+    headers: &HeaderMap,
+    identify: bool,
+) -> Result<Option<Claims>, AuthError> {
     let role = match access {
-        Access::Public => return Ok(()),
+        Access::Public => {
+            if !identify {
+                return Ok(None);
+            }
+            let Ok(token) = bearer(headers) else {
+                return Ok(None);
+            };
+            return Ok(shared.verifier.verify(token).await.ok());
+        }
         Access::User => None,
         Access::Role(role) => Some(role),
     };
     let claims = shared.verifier.verify(bearer(headers)?).await?;
     match role {
         Some(role) if !claims.has_role(role) => Err(AuthError::Forbidden(role.clone())),
-        _ => Ok(()),
+        _ => Ok(Some(claims)),
     }
 }
 
 async fn proxy(shared: &Shared, index: usize, request: Request) -> Response {
-    let client = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|info| info.0);
     let Some(route) = shared.routes.get(index) else {
         return Problem::internal().into_response();
     };
-    let access = if matches!(
-        *request.method(),
-        Method::GET | Method::HEAD | Method::OPTIONS
-    ) {
+    let peer = admission::peer(&request);
+    let client = admission::client_ip(&request, &shared.trusted_proxies);
+    let limits = &shared.admission;
+    let mut tightest = admission::Tightest::default();
+    let (method, path) = (request.method(), request.uri().path());
+    if let Err(refused) = limits
+        .check(
+            admission::Phase::BeforeAuth,
+            method,
+            path,
+            client,
+            None,
+            &mut tightest,
+        )
+        .await
+    {
+        return refused;
+    }
+    let access = if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
         &route.read
     } else {
         &route.write
     };
-    if let Err(err) = authorize(shared, access, request.headers()).await {
-        return err.into_response();
+    let identify = limits.wants_user(method, path);
+    let claims = match authorize(shared, access, request.headers(), identify).await {
+        Ok(claims) => claims,
+        Err(err) => return err.into_response(),
+    };
+    if identify {
+        let user = claims.as_ref().map(|claims| claims.sub.as_str());
+        if let Err(refused) = limits
+            .check(
+                admission::Phase::AfterAuth,
+                method,
+                path,
+                client,
+                user,
+                &mut tightest,
+            )
+            .await
+        {
+            return refused;
+        }
     }
 
     let (mut parts, body) = request.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     parts.headers.remove(header::HOST);
-    if let Some(client) = client {
-        let forwarded = match parts
-            .headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-        {
-            Some(previous) => format!("{previous}, {}", client.ip()),
-            None => client.ip().to_string(),
-        };
-        if let Ok(value) = HeaderValue::from_str(&forwarded) {
-            parts.headers.insert("x-forwarded-for", value);
-        }
-    }
+    let front = parts.extensions.get::<ClientIp>().map(|ip| ip.0);
+    admission::forwarded_for(&mut parts.headers, peer, front, &shared.trusted_proxies);
     parts
         .headers
         .insert("x-forwarded-proto", HeaderValue::from_static("http"));
@@ -444,9 +535,14 @@ async fn proxy(shared: &Shared, index: usize, request: Request) -> Response {
     {
         Ok(mut response) => {
             strip_hop_by_hop(response.headers_mut());
+            tightest.stamp(&mut response);
             response
         }
-        Err(err) => upstream_failure(route, &err),
+        Err(err) => {
+            let mut response = upstream_failure(route, &err);
+            tightest.stamp(&mut response);
+            response
+        }
     }
 }
 

@@ -64,6 +64,7 @@ fn fixture() -> Fixture {
             },
         ],
         body_limit_bytes: 1024,
+        ..GatewayConfig::default()
     };
     let timeout = Duration::from_secs(2);
     let upstreams = HashMap::from([
@@ -395,6 +396,7 @@ async fn refuses_every_forged_token_before_the_upstream() {
             RouteConfig::new("/api/basket", "basket", Access::User, Access::User),
         ],
         body_limit_bytes: 1024,
+        ..GatewayConfig::default()
     };
     let timeout = Duration::from_secs(2);
     let upstreams = HashMap::from([

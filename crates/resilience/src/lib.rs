@@ -55,7 +55,8 @@ pub use fault::{
 };
 pub use rate_limit::{
     GlobalRateLimit, GlobalRateLimitFuture, GlobalRateLimitLayer, GlobalRateLimitSettings,
-    RateDecision, RateLimit, RateLimitFuture, RateLimitLayer, RedisGcra, RedisUnavailable,
+    LocalGcra, RateDecision, RateLimit, RateLimitFuture, RateLimitLayer, RedisGcra,
+    RedisUnavailable,
 };
 pub use retry::{IdempotentRetryPolicy, Retry, RetryLayer, RetrySettings};
 pub use shed::{LoadShed, LoadShedFuture, LoadShedLayer};

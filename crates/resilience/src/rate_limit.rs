@@ -20,7 +20,7 @@ pub use global::{
     GlobalRateLimit, GlobalRateLimitFuture, GlobalRateLimitLayer, GlobalRateLimitSettings,
     RedisGcra, RedisUnavailable,
 };
-pub use local::{RateLimit, RateLimitFuture, RateLimitLayer};
+pub use local::{LocalGcra, RateLimit, RateLimitFuture, RateLimitLayer};
 
 use crate::{ConfigError, shed::retry_after_seconds};
 
@@ -44,7 +44,9 @@ pub struct RateDecision {
 }
 
 impl RateDecision {
-    fn headers(&self) -> [(HeaderName, HeaderValue); 3] {
+    /// `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` (whole seconds, rounded
+    /// up) for this decision.
+    pub fn headers(&self) -> [(HeaderName, HeaderValue); 3] {
         let reset = self.reset.as_secs() + u64::from(self.reset.subsec_nanos() > 0);
         [
             (LIMIT, HeaderValue::from(self.limit)),
@@ -53,7 +55,8 @@ impl RateDecision {
         ]
     }
 
-    fn add_headers(&self, headers: &mut HeaderMap) {
+    /// Adds (replacing) the three `RateLimit-*` headers to `headers`.
+    pub fn add_headers(&self, headers: &mut HeaderMap) {
         for (name, value) in self.headers() {
             headers.insert(name, value);
         }

@@ -17,7 +17,8 @@ pub const PREFIX: &str = "/api/basket";
 /// The largest quantity of one item in a basket.
 pub const MAX_QUANTITY: i64 = 99;
 
-/// A user's basket, priced with the catalog's current prices.
+/// A user's basket, priced with the catalog's current prices (or, while the catalog does
+/// not answer, the last prices seen, each line saying so).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BasketView {
     /// The lines, oldest first.
@@ -45,6 +46,14 @@ pub struct BasketLine {
     pub line_total_minor: i64,
     /// Whether the catalog has at least `quantity` units in stock.
     pub available: bool,
+    /// Whether `unit_price_minor` is the catalog's price now; `false` while the catalog does
+    /// not answer, when it is the price last seen (and the line is not `available`).
+    #[serde(default = "current")]
+    pub price_current: bool,
+}
+
+fn current() -> bool {
+    true
 }
 
 /// The body of `POST /api/basket/items`: adds `quantity` units to the line of `item_id`.
@@ -176,6 +185,7 @@ mod tests {
                 quantity: 2,
                 line_total_minor: 2500,
                 available: true,
+                price_current: true,
             }],
             total_minor: 2500,
             currency: "EUR".into(),

@@ -3,9 +3,11 @@
 //!
 //! A stored line keeps only what the user chose — the item id and the quantity — plus the
 //! name and price last seen, so the basket never shows a stale price: `GET /api/basket` asks
-//! the catalog for every line's current price and stock. Writes check the item and its stock
-//! with the catalog first; when the catalog cannot answer, nothing is written and the caller
-//! gets a 503. Quantities are added with one atomic upsert, so concurrent adds of one item
+//! the catalog for every line's current price and stock. While the catalog cannot answer,
+//! the basket still reads, each line at the price last seen with `price_current: false`
+//! (and not available, so ordering refuses to check it out). Writes check the item and its
+//! stock with the catalog first; when the catalog cannot answer, nothing is written and the
+//! caller gets a 503. Quantities are added with one atomic upsert, so concurrent adds of one item
 //! all count.
 //!
 //! The contract (DTOs and the typed client) is in `tideway-basket-api`; the catalog is

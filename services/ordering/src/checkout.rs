@@ -241,6 +241,9 @@ fn snapshot(basket: &BasketView) -> Result<(Vec<OrderLine>, i64), ApiError> {
     }
     let mut total: i64 = 0;
     let mut lines = Vec::with_capacity(basket.items.len());
+    if basket.items.iter().any(|line| !line.price_current) {
+        return Err(ApiError::PricesNotCurrent);
+    }
     for (i, line) in basket.items.iter().enumerate() {
         if !line.available {
             return Err(ApiError::Conflict {

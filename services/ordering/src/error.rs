@@ -49,6 +49,9 @@ pub enum ApiError {
     /// The basket did not answer (503).
     #[error("the basket is unavailable")]
     BasketUnavailable(#[source] ClientError),
+    /// The basket could not be priced now (the catalog does not answer): 503.
+    #[error("the basket's prices are not current")]
+    PricesNotCurrent,
     /// The database failed (500).
     #[error("database error")]
     Database(#[from] DbError),
@@ -116,6 +119,20 @@ impl IntoResponse for ApiError {
                 Problem::new(StatusCode::SERVICE_UNAVAILABLE)
                     .with_type("/problems/dependency-unavailable")
                     .with_detail("the basket is unavailable; try again shortly")
+            }
+            Self::PricesNotCurrent => {
+                let mut response = Problem::new(StatusCode::SERVICE_UNAVAILABLE)
+                    .with_type("/problems/dependency-unavailable")
+                    .with_detail(
+                        "the catalog cannot confirm the basket's prices right now; try again \
+                         shortly",
+                    )
+                    .into_response();
+                response.headers_mut().insert(
+                    axum::http::header::RETRY_AFTER,
+                    axum::http::HeaderValue::from_static("1"),
+                );
+                return response;
             }
             Self::Database(err) => return err.respond(),
             Self::Internal(message) => {

@@ -66,6 +66,14 @@ fn basket_page(visitor: &Visitor, basket: &BasketView, refused: Option<&Refusal<
             @if basket.items.is_empty() {
                 p.empty { "Your basket is empty. " a href="/catalog" { "Find something you like" } "." }
             } @else {
+                @let stale = basket.items.iter().any(|line| !line.price_current);
+                @if stale {
+                    p.notice.warn role="status" {
+                        "The catalog is not answering right now: prices marked “last known” are "
+                        "the ones you last saw and may have changed. You can still change "
+                        "quantities or remove lines; checkout waits until the catalog is back."
+                    }
+                }
                 table.basket {
                     caption.visually-hidden { "Items in your basket" }
                     thead { tr {
@@ -85,9 +93,12 @@ fn basket_page(visitor: &Visitor, basket: &BasketView, refused: Option<&Refusal<
                             tr {
                                 td data-label="Item" {
                                     a href=(format!("/items/{id}")) { (line.name) }
-                                    @if !line.available { " " span.badge data-status="cancelled" { "Unavailable" } }
+                                    @if !line.available && line.price_current { " " span.badge data-status="cancelled" { "Unavailable" } }
                                 }
-                                td data-label="Price" { (money(line.unit_price_minor, &basket.currency)) }
+                                td data-label="Price" {
+                                    (money(line.unit_price_minor, &basket.currency))
+                                    @if !line.price_current { " " span.badge data-status="pending" title="The catalog is not answering; this is the price last seen." { "last known" } }
+                                }
                                 td data-label="Quantity" {
                                     form.qty method="post" action=(format!("/basket/items/{id}")) novalidate
                                         hx-post=(format!("/basket/items/{id}")) hx-target="#basket"
@@ -124,7 +135,11 @@ fn basket_page(visitor: &Visitor, basket: &BasketView, refused: Option<&Refusal<
                 }
                 p.actions {
                     a href="/catalog" { "Continue shopping" }
-                    a.button href="/checkout" { "Checkout" }
+                    @if stale {
+                        span.button aria-disabled="true" { "Checkout (waiting for the catalog)" }
+                    } @else {
+                        a.button href="/checkout" { "Checkout" }
+                    }
                 }
             }
         }

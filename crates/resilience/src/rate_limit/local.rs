@@ -33,18 +33,63 @@ const SWEEP_EVERY: u64 = 4096;
 
 type Limiter<K, C> = RateLimiter<K, DashMapStateStore<K>, C, StateInformationMiddleware>;
 
-struct Shared<K: Hash + Eq + Clone, F, C: Clock> {
-    name: Arc<str>,
+/// A keyed GCRA limiter in this process, usable on its own (the gateway checks several per
+/// request) or through [`RateLimitLayer`]: each key may make `burst` requests at once,
+/// refilled evenly over `per`. Keys whose buckets are full again are swept every 4096
+/// checks, which bounds memory by the keys seen in about one period.
+pub struct LocalGcra<K: Hash + Eq + Clone, C: Clock = DefaultClock> {
     limiter: Limiter<K, C>,
     burst: u32,
     interval: Duration,
-    key: F,
     checks: AtomicU64,
-    limited: metrics::Counter,
 }
 
-impl<K: Hash + Eq + Clone, F, C: Clock> Shared<K, F, C> {
-    fn check(&self, key: &K) -> RateDecision {
+impl<K: Hash + Eq + Clone, C: Clock> fmt::Debug for LocalGcra<K, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LocalGcra")
+            .field("burst", &self.burst)
+            .field("interval", &self.interval)
+            .finish()
+    }
+}
+
+impl<K: Hash + Eq + Clone> LocalGcra<K> {
+    /// `burst` (≥ 1) requests per key at once, refilled evenly over `per` (at least 1 ms
+    /// per request).
+    pub fn new(burst: u32, per: Duration) -> Result<Self, ConfigError> {
+        Self::with_clock(burst, per, DefaultClock::default())
+    }
+}
+
+impl<K: Hash + Eq + Clone, C: Clock> LocalGcra<K, C> {
+    /// As [`LocalGcra::new`], on the given clock (tests use governor's fake clock).
+    pub fn with_clock(burst: u32, per: Duration, clock: C) -> Result<Self, ConfigError> {
+        let interval = check_quota("rate limit", burst, per)?;
+        let (Some(burst_nz), Some(quota)) = (NonZeroU32::new(burst), Quota::with_period(interval))
+        else {
+            return Err(ConfigError::new(
+                "rate limit",
+                "burst",
+                "must be at least 1",
+            ));
+        };
+        let limiter = RateLimiter::dashmap_with_clock(quota.allow_burst(burst_nz), clock)
+            .with_middleware::<StateInformationMiddleware>();
+        Ok(Self {
+            limiter,
+            burst,
+            interval,
+            checks: AtomicU64::new(0),
+        })
+    }
+
+    /// The burst each key is allowed.
+    pub fn burst(&self) -> u32 {
+        self.burst
+    }
+
+    /// Counts one request against `key` and says whether it may go on.
+    pub fn check(&self, key: &K) -> RateDecision {
         if self.checks.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
             self.limiter.retain_recent();
         }
@@ -60,7 +105,6 @@ impl<K: Hash + Eq + Clone, F, C: Clock> Shared<K, F, C> {
                 }
             }
             Err(not_until) => {
-                self.limited.increment(1);
                 let wait = not_until.wait_time_from(self.limiter.clock().now());
                 RateDecision {
                     allowed: false,
@@ -71,6 +115,23 @@ impl<K: Hash + Eq + Clone, F, C: Clock> Shared<K, F, C> {
                 }
             }
         }
+    }
+}
+
+struct Shared<K: Hash + Eq + Clone, F, C: Clock> {
+    name: Arc<str>,
+    gcra: LocalGcra<K, C>,
+    key: F,
+    limited: metrics::Counter,
+}
+
+impl<K: Hash + Eq + Clone, F, C: Clock> Shared<K, F, C> {
+    fn check(&self, key: &K) -> RateDecision {
+        let decision = self.gcra.check(key);
+        if !decision.allowed {
+            self.limited.increment(1);
+        }
+        decision
     }
 }
 
@@ -92,8 +153,7 @@ impl<K: Hash + Eq + Clone, F, C: Clock> fmt::Debug for RateLimitLayer<K, F, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RateLimitLayer")
             .field("name", &self.shared.name)
-            .field("burst", &self.shared.burst)
-            .field("interval", &self.shared.interval)
+            .field("gcra", &self.shared.gcra)
             .finish()
     }
 }
@@ -121,27 +181,14 @@ impl<K: Hash + Eq + Clone, F, C: Clock> RateLimitLayer<K, F, C> {
         key: F,
         clock: C,
     ) -> Result<Self, ConfigError> {
-        let interval = check_quota("rate limit", burst, per)?;
-        let (Some(burst_nz), Some(quota)) = (NonZeroU32::new(burst), Quota::with_period(interval))
-        else {
-            return Err(ConfigError::new(
-                "rate limit",
-                "burst",
-                "must be at least 1",
-            ));
-        };
-        let limiter = RateLimiter::dashmap_with_clock(quota.allow_burst(burst_nz), clock)
-            .with_middleware::<StateInformationMiddleware>();
+        let gcra = LocalGcra::with_clock(burst, per, clock)?;
         let name = name.into();
         let limited = metrics::counter!("tideway_rate_limited_total", "limit" => name.to_string());
         Ok(Self {
             shared: Arc::new(Shared {
                 name,
-                limiter,
-                burst,
-                interval,
+                gcra,
                 key,
-                checks: AtomicU64::new(0),
                 limited,
             }),
         })

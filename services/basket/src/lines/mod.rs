@@ -44,13 +44,22 @@ pub fn routes(state: State) -> Router {
         .with_state(state)
 }
 
-/// `GET /api/basket`: the basket at the catalog's current prices.
+/// `GET /api/basket`: the basket at the catalog's current prices. While the catalog does
+/// not answer, the basket still shows: each line at the price last seen, marked
+/// `price_current: false` (and not available, so it cannot be checked out).
 async fn show(
     Shared(state): Shared<State>,
     AuthUser(user): AuthUser,
 ) -> Result<Json<BasketView>, ApiError> {
     let lines = store::lines(&state.db, &user.sub).await?;
-    let items = pricing::fetch(&state.catalog, &ids(&lines)).await?;
+    let items = match pricing::fetch(&state.catalog, &ids(&lines)).await {
+        Ok(items) => items,
+        Err(ApiError::CatalogUnavailable(err)) => {
+            tracing::warn!(error = %err, "the catalog is unavailable; showing the last prices seen");
+            pricing::Items::new()
+        }
+        Err(err) => return Err(err),
+    };
     Ok(Json(pricing::view(&lines, &items)?))
 }
 

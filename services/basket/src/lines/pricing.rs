@@ -51,13 +51,17 @@ pub fn view(lines: &[StoredLine], items: &Items) -> Result<BasketView, ApiError>
     let mut count: i64 = 0;
     let mut out = Vec::with_capacity(lines.len());
     for line in lines {
-        let (name, price, available) = match items.get(&line.item_id) {
+        let (name, price, available, price_current) = match items.get(&line.item_id) {
             Some(Some(item)) => (
                 item.name.clone(),
                 item.price_minor,
                 item.stock >= line.quantity,
+                true,
             ),
-            Some(None) | None => (line.name.clone(), line.unit_price_minor, false),
+            // The catalog has no such item any more: its last price, and it cannot be had.
+            Some(None) => (line.name.clone(), line.unit_price_minor, false, true),
+            // The catalog did not answer: the last price seen, not current.
+            None => (line.name.clone(), line.unit_price_minor, false, false),
         };
         let line_total = price
             .checked_mul(line.quantity)
@@ -75,6 +79,7 @@ pub fn view(lines: &[StoredLine], items: &Items) -> Result<BasketView, ApiError>
             quantity: line.quantity,
             line_total_minor: line_total,
             available,
+            price_current,
         });
     }
     Ok(BasketView {
@@ -134,6 +139,19 @@ mod tests {
         assert!(!view.items[1].available);
         assert_eq!(view.items[2].name, "stored");
         assert!(!view.items[2].available);
+        assert!(view.items.iter().all(|line| line.price_current));
+    }
+
+    #[test]
+    fn without_the_catalog_lines_keep_their_last_price_marked_not_current() {
+        let view = view(&[line("a", 3), line("b", 2)], &Items::new()).unwrap();
+        assert_eq!(view.total_minor, 5);
+        for line in &view.items {
+            assert_eq!(line.unit_price_minor, 1);
+            assert_eq!(line.name, "stored");
+            assert!(!line.price_current);
+            assert!(!line.available);
+        }
     }
 
     #[test]

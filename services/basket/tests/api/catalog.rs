@@ -89,13 +89,25 @@ async fn the_same_scenario_gives_the_same_baskets_in_process_and_over_http() {
     }
 }
 
-/// Every call that needs the catalog answers 503 and changes nothing. (Alice holds coffee
+/// Reading the basket still works, at the prices last seen and marked as not current;
+/// every write that needs the catalog answers 503 and changes nothing. (Alice holds coffee
 /// and tea, so removing one line still needs the other's price.)
 async fn refuses_everything_while_down(app: &TestApp, token: &str) {
     let stored = app.stored("alice").await;
     assert_eq!(stored.len(), 2);
+    let read = app.get(token).await;
+    assert_eq!(read.status, 200, "get: {read:?}");
+    let lines = read.body["items"].as_array().unwrap();
+    assert_eq!(lines.len(), 2, "{read:?}");
+    for line in lines {
+        assert_eq!(line["price_current"], false, "{read:?}");
+        assert_eq!(line["available"], false, "{read:?}");
+    }
+    assert_eq!(
+        lines[0]["unit_price_minor"], 1250,
+        "the last price seen: {read:?}"
+    );
     let calls = [
-        ("get", app.get(token).await),
         ("add new", app.add(token, MUG, 1).await),
         ("add more", app.add(token, COFFEE, 1).await),
         ("set", app.set(token, COFFEE, 5).await),

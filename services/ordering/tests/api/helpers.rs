@@ -58,6 +58,7 @@ pub fn line(item_id: &str, name: &str, unit_price_minor: i64, quantity: i64) -> 
         unit_price_minor,
         quantity,
         line_total_minor: unit_price_minor * quantity,
+        price_current: true,
         available: true,
     }
 }
