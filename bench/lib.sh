@@ -7,6 +7,7 @@
 #   BENCH_SECS       length of each measured run in seconds (default 8)
 #   BENCH_ROUNDS     interleaved rounds (default 3)
 #   BENCH_OUT        where results go (default target/bench/<script>-<UTC time>)
+#   BENCH_IDLE_TRIES 3-second idle checks before a run goes ahead anyway (default 60)
 #   BENCH_MAX_FOREIGN  foreign CPU (cores, averaged over a run) above which a run is
 #                    discarded and repeated (default 0.25)
 
@@ -82,7 +83,7 @@ machine_ticks() {
 # Waits for < 5% busy over 3 s (up to 3 minutes; then goes on and says so).
 wait_idle() {
     local tries=0 a b busy total
-    while ((tries < 60)); do
+    while ((tries < ${BENCH_IDLE_TRIES:-60})); do
         a=($(machine_ticks))
         sleep 3
         b=($(machine_ticks))
@@ -125,7 +126,8 @@ measure() {
     for attempt in 1 2 3; do
         local dir=$BENCH_OUT/load-$(date +%s%N)
         if [[ $kind == wrk ]]; then
-            cmd=(wrk -t2 -c"$1" -d"${BENCH_SECS}s" --latency "$2")
+            # WRK_SCRIPT: a Lua script shaping the requests (method, headers, body).
+            cmd=(wrk -t2 -c"$1" -d"${BENCH_SECS}s" --latency ${WRK_SCRIPT:+-s "$WRK_SCRIPT"} "$2")
             parse=(wrk_parse "$BENCH_OUT/raw")
         else
             # The generator samples CPU itself, around the measured phase only (its setup,
