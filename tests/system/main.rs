@@ -9,6 +9,7 @@
 mod checkout;
 mod crash;
 mod degraded;
+mod deploy;
 mod flood;
 mod processes;
 mod scenario;
