@@ -405,6 +405,11 @@ async fn a_step_timeout_cancels_and_compensates_on_nats() {
 async fn step_timeout(mut config: Config) {
     config.payment.service.latency_ms = 1_500;
     config.ordering.service.payment_timeout_ms = 300;
+    // No second chance, and a bus timed for such a short step.
+    config.ordering.service.step_resends = 0;
+    config.bus.ack_wait_ms = 100;
+    config.bus.relay_lease_ttl_ms = 120;
+    config.bus.relay_poll_ms = 50;
     config.resolve().unwrap();
     let report = run_embedded(config, async |base, stores| {
         let (item, _) = item_with_stock(base, 3).await;

@@ -25,7 +25,14 @@ pub struct Proc {
 
 impl Proc {
     pub fn start(name: &'static str, args: &[&str], env: &[(String, String)], dir: &Path) -> Self {
-        let log = dir.join(format!("{name}.log"));
+        // A restarted process keeps the log of the one before: `name.log`, `name-2.log` …
+        let log = (1..)
+            .map(|n| match n {
+                1 => dir.join(format!("{name}.log")),
+                n => dir.join(format!("{name}-{n}.log")),
+            })
+            .find(|path| !path.exists())
+            .unwrap();
         let out = std::fs::File::create(&log).unwrap();
         let child = Command::new(BIN)
             .args(args)
@@ -62,7 +69,7 @@ impl Proc {
     }
 
     /// Sends SIGTERM and waits for the process to exit; answers how it exited.
-    async fn terminate(mut self) -> std::process::ExitStatus {
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
         let status = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
@@ -73,6 +80,12 @@ impl Proc {
             self.child.try_wait().unwrap()
         })
         .await
+    }
+
+    /// Kills the process with SIGKILL and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// The process id.
@@ -100,6 +113,9 @@ const SERVICES: [&str; 6] = tideway::ServiceName::NAMES;
 pub struct Distributed {
     pub gateway: String,
     procs: Vec<Proc>,
+    /// Every process's base URL, in `procs` order.
+    urls: Vec<String>,
+    env: Vec<(String, String)>,
     _databases: Vec<TestDb>,
     _nats: Option<TestNats>,
     _dir: tempfile::TempDir,
@@ -172,6 +188,8 @@ impl Distributed {
         let this = Self {
             gateway: urls.last().unwrap().clone(),
             procs,
+            urls: urls.clone(),
+            env,
             _databases: databases,
             _nats: nats,
             _dir: dir,
@@ -205,6 +223,36 @@ impl Distributed {
 
     pub fn dump_logs(&self) {
         dump_logs(&self.procs);
+    }
+
+    /// Kills `service`'s process with SIGKILL, leaves it dead for `down`, and starts it
+    /// again on the same address and data; answers once it is ready.
+    pub async fn kill_and_restart(&mut self, service: &'static str, down: Duration) {
+        let index = SERVICES.iter().position(|s| *s == service).unwrap();
+        self.procs[index].kill();
+        tokio::time::sleep(down).await;
+        let url = self.urls[index].clone();
+        let mut env = self.env.clone();
+        env.push((
+            format!("TIDEWAY_{}__LISTEN", service.to_uppercase()),
+            url.trim_start_matches("http://").to_owned(),
+        ));
+        let mut proc = Proc::start(service, &["serve", service], &env, self._dir.path());
+        let listening = proc.listening(Duration::from_secs(60)).await;
+        self.procs[index] = proc;
+        if let Err(err) = listening {
+            self.dump_logs();
+            panic!("{err}");
+        }
+        let ready = tokio::time::timeout(
+            Duration::from_secs(60),
+            scenario::wait_ready(&url, Duration::from_secs(60)),
+        )
+        .await;
+        if ready.is_err() {
+            self.dump_logs();
+            panic!("{service} not ready again");
+        }
     }
 
     /// Stops every process with SIGTERM; each must exit cleanly having logged JSON access
@@ -438,6 +486,12 @@ async fn console_sees_every_process(gateway: &str) {
         "the gateway and six services are ready: {page}"
     );
     assert!(page.contains("http://127.0.0.1:"), "addresses are shown");
+    // Every replica the gateway balances over, one row each, with its address.
+    assert_eq!(
+        page.matches("<tr data-replica=").count(),
+        6,
+        "one replica of each service: {page}"
+    );
     assert!(
         page.matches("<tr data-order=").count() >= 3,
         "the checkouts' sagas"

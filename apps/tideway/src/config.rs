@@ -52,6 +52,15 @@ pub struct Config {
     pub bus: BusConfig,
     /// The limits of every server this process runs.
     pub server: ServerConfig,
+    /// Where the replicas of each service are (`static` from `urls.*` by default, `nats`,
+    /// `dns`); `tideway serve` registers there once ready.
+    pub discovery: tideway_discovery::DiscoveryConfig,
+    /// How calls between processes pick a replica and survive a bad one: the balancer,
+    /// health checks, ejection, deadline, retry budget, breaker and bulkhead.
+    pub balance: tideway_balance::BalanceConfig,
+    /// Faults this process injects into the requests it serves (off by default), for
+    /// chaos runs; switchable while serving through `PUT /admin/faults`.
+    pub faults: crate::faults::FaultsConfig,
 }
 
 /// The limits of every server (the gateway's and each service's): what a client may take
@@ -118,6 +127,18 @@ pub struct BusConfig {
     /// The first token of event subjects on the wire (`tideway`); a different one lets
     /// several Tideway systems share one NATS server.
     pub root: String,
+    /// How long NATS waits for a consumer's acknowledgement before it hands the event to
+    /// another (or the restarted) replica, in milliseconds: how soon a crashed consumer's
+    /// commands come back. Handlers that run longer send in-progress acks. Must be shorter
+    /// than every saga step deadline.
+    pub ack_wait_ms: u64,
+    /// How long an outbox relay lease lasts without renewal, in milliseconds: how soon
+    /// another replica takes over the relay of one that died (a restarted replica takes
+    /// its own back at once). At least twice `relay_poll_ms`.
+    pub relay_lease_ttl_ms: u64,
+    /// How often an outbox relay looks for unsent events and renews its lease without a
+    /// wake-up, in milliseconds.
+    pub relay_poll_ms: u64,
 }
 
 /// Logging.
@@ -208,6 +229,7 @@ impl Default for Config {
             database_url: DatabaseUrl::sqlite("{data_dir}/ordering.db"),
             ..tideway_ordering::Config::default()
         };
+        let timings = tideway_bus::Timings::default();
         Self {
             data_dir: PathBuf::from("./data"),
             instance_id: None,
@@ -257,11 +279,17 @@ impl Default for Config {
                 service: ordering,
             },
             server: ServerConfig::default(),
+            discovery: tideway_discovery::DiscoveryConfig::default(),
+            balance: tideway_balance::BalanceConfig::default(),
+            faults: crate::faults::FaultsConfig::default(),
             bus: BusConfig {
                 kind: BusKind::Embedded,
                 nats_url: "nats://127.0.0.1:4222".to_owned(),
                 stream: "TIDEWAY".to_owned(),
                 root: "tideway".to_owned(),
+                ack_wait_ms: millis(timings.ack_wait),
+                relay_lease_ttl_ms: millis(timings.relay_lease_ttl),
+                relay_poll_ms: millis(timings.relay_poll),
             },
         }
     }
@@ -322,6 +350,7 @@ impl Config {
     /// adds the demo users when enabled, and validates.
     pub fn resolve(&mut self) -> Result<(), ConfigError> {
         self.resolve_data_dir()?;
+        self.resolve_discovery();
         if self.demo_users {
             for user in demo_users() {
                 let seeds = &mut self.identity.service.seed_users;
@@ -370,6 +399,19 @@ impl Config {
         Ok(())
     }
 
+    /// Static discovery defaults to `urls.*`: a service not listed under `discovery.urls`
+    /// is found at its `urls.<service>`.
+    fn resolve_discovery(&mut self) {
+        for service in crate::ServiceName::ALL {
+            self.discovery
+                .urls
+                .entry(service.as_str().to_owned())
+                .or_insert_with(|| {
+                    tideway_discovery::config::Urls::One(self.urls.of(service).to_owned())
+                });
+        }
+    }
+
     /// Where `service` listens when run alone.
     pub fn listen_of(&self, service: crate::ServiceName) -> &str {
         use crate::ServiceName as S;
@@ -386,6 +428,68 @@ impl Config {
     /// The deadline of service-to-service calls.
     pub fn client_timeout(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.client_timeout_ms)
+    }
+
+    /// The bus timings: `bus.ack_wait_ms`, `bus.relay_lease_ttl_ms`, `bus.relay_poll_ms`.
+    pub fn bus_timings(&self) -> tideway_bus::Timings {
+        tideway_bus::Timings {
+            ack_wait: std::time::Duration::from_millis(self.bus.ack_wait_ms),
+            relay_lease_ttl: std::time::Duration::from_millis(self.bus.relay_lease_ttl_ms),
+            relay_poll: std::time::Duration::from_millis(self.bus.relay_poll_ms),
+        }
+    }
+
+    /// This process as a replica of `service` on the bus: its stable id (its relay lease
+    /// holder) and the bus timings.
+    pub fn replica_of(&self, service: &str) -> tideway_bus::Replica {
+        tideway_bus::Replica {
+            instance_id: self.instance_id_of(service),
+            timings: self.bus_timings(),
+        }
+    }
+
+    /// Refuses bus timings and saga step deadlines that do not fit together (see the
+    /// timings table in docs/architecture.md), naming the key at fault.
+    fn validate_timings(&self) -> Result<(), ConfigError> {
+        for (key, value) in [
+            ("bus.ack_wait_ms", self.bus.ack_wait_ms),
+            ("bus.relay_lease_ttl_ms", self.bus.relay_lease_ttl_ms),
+            ("bus.relay_poll_ms", self.bus.relay_poll_ms),
+        ] {
+            if value > MAX_BUS_TIMING_MS {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("milliseconds between 10 and {MAX_BUS_TIMING_MS}"),
+                ));
+            }
+        }
+        let timings = self.bus_timings();
+        if let Some((name, problem)) = timings.problem() {
+            return Err(ConfigError::invalid(format!("bus.{name}_ms"), problem));
+        }
+        let recovery = timings.recovery();
+        for (key, deadline) in self.ordering.service.step_deadlines() {
+            if timings.ack_wait >= deadline {
+                return Err(ConfigError::invalid(
+                    "bus.ack_wait_ms",
+                    format!(
+                        "must be shorter than every saga step deadline, and {key} is {} ms",
+                        millis(deadline)
+                    ),
+                ));
+            }
+            if recovery >= deadline {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!(
+                        "must exceed bus.ack_wait_ms + bus.relay_lease_ttl_ms + bus.relay_poll_ms \
+                         ({} ms), the longest one crash of a consumer holds a reply back",
+                        millis(recovery)
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// This process's stable id as a replica of `service`: `instance_id` when set, else
@@ -405,6 +509,11 @@ impl Config {
     }
 }
 
+/// `d` in whole milliseconds, saturating.
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// Whether `value` is usable as an instance id: `[A-Za-z0-9_-]+`.
 fn is_id_token(value: &str) -> bool {
     !value.is_empty()
@@ -412,6 +521,9 @@ fn is_id_token(value: &str) -> bool {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
+
+/// The longest bus timing accepted (10 minutes), so a typo cannot hold events for hours.
+const MAX_BUS_TIMING_MS: u64 = 600_000;
 
 /// The services a gateway route may name as its upstream.
 const UPSTREAMS: [&str; 6] = crate::ServiceName::NAMES;
@@ -521,6 +633,18 @@ impl Validate for Config {
                 "a number of milliseconds from 1 to 60000",
             ));
         }
+        self.discovery.check().map_err(|err| match err {
+            tideway_discovery::DiscoveryError::Config { key, expected } => {
+                ConfigError::invalid(key, expected)
+            }
+            other => ConfigError::invalid("discovery", other.to_string()),
+        })?;
+        self.balance
+            .check()
+            .map_err(|err| ConfigError::invalid(err.key, err.expected))?;
+        self.faults
+            .to_faults()
+            .map_err(|(key, expected)| ConfigError::invalid(key, expected))?;
         self.gateway.gateway.validate()?;
         for (index, route) in self.gateway.gateway.routes.iter().enumerate() {
             if !UPSTREAMS.contains(&route.upstream.as_str()) {
@@ -540,6 +664,7 @@ impl Validate for Config {
         self.inventory.service.validate()?;
         self.payment.service.validate()?;
         self.ordering.service.validate()?;
+        self.validate_timings()?;
         Ok(())
     }
 }
@@ -637,6 +762,82 @@ mod tests {
             let err = from_file(&format!("[basket]\n{toml}\n")).unwrap_err();
             assert!(err.to_string().contains(key), "{toml}: {err}");
         }
+    }
+
+    #[test]
+    fn timings_that_do_not_fit_together_are_refused_naming_the_key() {
+        let config = Config::default();
+        config.validate().unwrap();
+        let timings = config.bus_timings();
+        assert_eq!(timings, tideway_bus::Timings::default());
+        assert!(timings.takeover() <= std::time::Duration::from_secs(2));
+        let replica = config.replica_of("inventory");
+        assert_eq!(replica.instance_id, config.instance_id_of("inventory"));
+        // The ack wait must be shorter than every step's deadline.
+        assert_eq!(
+            refused_key(|c| c.bus.ack_wait_ms = c.ordering.service.reserve_timeout_ms),
+            "bus.ack_wait_ms"
+        );
+        assert_eq!(
+            refused_key(|c| c.ordering.service.payment_timeout_ms = 4_000),
+            "ordering.payment_timeout_ms",
+            "shorter than ack wait + lease + poll"
+        );
+        assert_eq!(
+            refused_key(|c| c.ordering.service.capture_timeout_ms = 4_500),
+            "ordering.capture_timeout_ms"
+        );
+        // A lease that would lapse between two renewals.
+        assert_eq!(
+            refused_key(|c| c.bus.relay_lease_ttl_ms = c.bus.relay_poll_ms),
+            "bus.relay_lease_ttl_ms"
+        );
+        assert_eq!(
+            refused_key(|c| c.bus.relay_poll_ms = 0),
+            "bus.relay_poll_ms"
+        );
+        assert_eq!(
+            refused_key(|c| c.bus.ack_wait_ms = MAX_BUS_TIMING_MS + 1),
+            "bus.ack_wait_ms"
+        );
+        // Shorter steps fit once the bus is timed for them.
+        let mut quick = Config::default();
+        quick.ordering.service.reserve_timeout_ms = 2_000;
+        quick.bus.ack_wait_ms = 500;
+        quick.bus.relay_lease_ttl_ms = 600;
+        quick.bus.relay_poll_ms = 100;
+        quick.validate().unwrap();
+    }
+
+    #[test]
+    fn static_discovery_defaults_to_the_urls_and_bad_keys_are_named() {
+        let mut config = Config::default();
+        config.urls.catalog = "http://127.0.0.1:9999".into();
+        config.resolve_discovery();
+        assert_eq!(
+            config.discovery.urls["catalog"].as_slice(),
+            ["http://127.0.0.1:9999".to_owned()]
+        );
+        assert_eq!(config.discovery.urls.len(), 6);
+        assert_eq!(
+            refused_key(|c| {
+                c.discovery.kind = tideway_discovery::DiscoveryKind::Nats;
+                c.discovery.nats.ttl_ms = 1;
+            }),
+            "discovery.nats.ttl_ms"
+        );
+        assert_eq!(
+            refused_key(|c| c.balance.ejection.max_share = 2.0),
+            "balance.ejection.max_share"
+        );
+        assert_eq!(
+            refused_key(|c| c.faults.latency_share = -1.0),
+            "faults.latency_share"
+        );
+        assert_eq!(
+            refused_key(|c| c.faults.error_status = 200),
+            "faults.error_status"
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! token is cancelled, so tests build on port 0 and stop it at will.
 
 pub mod config;
+pub mod faults;
 pub mod invariants;
 pub mod load;
 
@@ -18,9 +19,11 @@ use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
 use axum::Router;
+use tideway_balance::Balancers;
 use tideway_basket_api::BasketClient;
 use tideway_bus::{Bus, EmbeddedBus, EmbeddedOptions, NatsBus, NatsOptions};
 use tideway_catalog_api::CatalogClient;
+use tideway_discovery::{Instance, Registry};
 use tideway_runtime::{auth::JwtVerifier, client::Transport, serve};
 use tideway_store::Db;
 use tokio::net::TcpListener;
@@ -148,8 +151,12 @@ enum Peers {
         routers: HashMap<&'static str, Router>,
         verifier: Option<Arc<JwtVerifier>>,
     },
-    /// Over HTTP at `config.urls`, with the identity service's published keys.
-    Remote,
+    /// Over HTTP through the balancers over discovery, with the identity service's
+    /// published keys.
+    Remote {
+        transports: HashMap<&'static str, Transport>,
+        verifier: Arc<JwtVerifier>,
+    },
 }
 
 impl Peers {
@@ -164,18 +171,99 @@ impl Peers {
                     .with_context(|| format!("the {name} service is built after its callers"))?;
                 Ok(Transport::in_process(name, router.clone(), timeout))
             }
-            Self::Remote => Ok(Transport::http(name, config.urls.of(service), timeout)?),
+            Self::Remote { transports, .. } => transports
+                .get(name)
+                .cloned()
+                .with_context(|| format!("no transport to the {name} service")),
         }
     }
 
     /// The verifier of access tokens.
-    fn verifier(&self, config: &Config) -> anyhow::Result<Arc<JwtVerifier>> {
+    fn verifier(&self) -> anyhow::Result<Arc<JwtVerifier>> {
         match self {
             Self::InProcess { verifier, .. } => verifier
                 .clone()
                 .context("the identity service is built before the services it verifies for"),
-            Self::Remote => remote_verifier(config),
+            Self::Remote { verifier, .. } => Ok(verifier.clone()),
         }
+    }
+}
+
+/// What the separate-process roles reach other processes through: the registry of
+/// `discovery.kind` and one balancer per service over it.
+struct Remote {
+    registry: Arc<dyn Registry>,
+    balancers: Balancers,
+    /// `balance.enabled = false`: calls go to `urls.*` through this one pool instead.
+    fixed: Option<(crate::config::Urls, tideway_runtime::client::HttpClient)>,
+}
+
+impl Remote {
+    async fn connect(config: &Config) -> anyhow::Result<Self> {
+        // The balancers resolve their metric handles as they are built: the recorder first.
+        tideway_runtime::metrics::prometheus();
+        let registry = tideway_discovery::connect(&config.discovery)
+            .await
+            .context("connecting to service discovery")?;
+        let balancers = Balancers::new(registry.clone(), config.balance.clone())
+            .context("configuring the balancers")?;
+        let fixed = (!config.balance.enabled)
+            .then(|| (config.urls.clone(), tideway_runtime::client::http_client()));
+        Ok(Self {
+            registry,
+            balancers,
+            fixed,
+        })
+    }
+
+    /// A balanced transport to `name`, every call under `deadline`.
+    async fn transport(
+        &self,
+        name: ServiceName,
+        deadline: std::time::Duration,
+    ) -> anyhow::Result<Transport> {
+        if let Some((urls, pool)) = &self.fixed {
+            return Ok(Transport::http_with(
+                name.as_str(),
+                urls.of(name),
+                deadline,
+                pool.clone(),
+            )?);
+        }
+        self.balancers
+            .transport(name.as_str(), deadline)
+            .await
+            .with_context(|| format!("balancing calls to the {} service", name.as_str()))
+    }
+
+    /// Every service through its balancer, and the verifier of the identity service's keys.
+    async fn peers(&self, config: &Config) -> anyhow::Result<Peers> {
+        let mut transports = HashMap::new();
+        for name in ServiceName::ALL {
+            transports.insert(
+                name.as_str(),
+                self.transport(name, config.client_timeout()).await?,
+            );
+        }
+        let identity = transports
+            .get(ServiceName::Identity.as_str())
+            .cloned()
+            .context("no transport to the identity service")?;
+        let verifier = Arc::new(JwtVerifier::from_jwks(
+            identity,
+            tideway_identity_api::JWKS_PATH,
+            &config.identity.service.issuer,
+            &config.identity.service.audience,
+        ));
+        Ok(Peers::Remote {
+            transports,
+            verifier,
+        })
+    }
+
+    async fn shutdown(&self) {
+        self.balancers.shutdown().await;
+        self.registry.shutdown().await;
     }
 }
 
@@ -199,7 +287,7 @@ async fn build(
                 .with_context(context)?,
         ),
         ServiceName::Catalog => Built::Catalog(
-            tideway_catalog::Catalog::build(&config.catalog.service, peers.verifier(config)?)
+            tideway_catalog::Catalog::build(&config.catalog.service, peers.verifier()?)
                 .await
                 .with_context(context)?,
         ),
@@ -207,7 +295,7 @@ async fn build(
             let basket = tideway_basket::Basket::build(
                 &config.basket.service,
                 CatalogClient::new(peers.transport(config, ServiceName::Catalog)?),
-                peers.verifier(config)?,
+                peers.verifier()?,
             )
             .await
             .with_context(context)?;
@@ -218,7 +306,8 @@ async fn build(
             tideway_inventory::Inventory::build(
                 &config.inventory.service,
                 bus()?,
-                peers.verifier(config)?,
+                &config.replica_of(name.as_str()),
+                peers.verifier()?,
                 CatalogClient::new(peers.transport(config, ServiceName::Catalog)?),
             )
             .await
@@ -228,7 +317,8 @@ async fn build(
             tideway_payment::Payment::build(
                 &config.payment.service,
                 bus()?,
-                peers.verifier(config)?,
+                &config.replica_of(name.as_str()),
+                peers.verifier()?,
             )
             .await
             .with_context(context)?,
@@ -237,7 +327,8 @@ async fn build(
             tideway_ordering::Ordering::build(
                 &config.ordering.service,
                 bus()?,
-                peers.verifier(config)?,
+                &config.replica_of(name.as_str()),
+                peers.verifier()?,
                 BasketClient::new(peers.transport(config, ServiceName::Basket)?),
             )
             .await
@@ -307,10 +398,14 @@ fn gateway_with_web(
     config: &Config,
     upstreams: HashMap<String, Transport>,
     verifier: Arc<JwtVerifier>,
+    balancers: Option<Balancers>,
 ) -> anyhow::Result<(tideway_gateway::Gateway, tideway_web::Web)> {
-    let gateway =
+    let mut gateway =
         tideway_gateway::Gateway::new(&config.gateway.gateway, upstreams.clone(), verifier.clone())
             .context("configuring the gateway")?;
+    if let Some(balancers) = balancers {
+        gateway = gateway.with_balancers(balancers);
+    }
     let timeout = config.client_timeout();
     let api = Transport::in_process(tideway_gateway::SERVICE, gateway.router(), timeout);
     let mut services = vec![api.clone()];
@@ -349,6 +444,10 @@ pub struct App {
     stoppables: Vec<Stoppable>,
     services: Option<Services>,
     serve_options: serve::ServeOptions,
+    /// The registry and balancers of a separate-process role.
+    remote: Option<Remote>,
+    /// The replica `tideway serve` announces once serving, and withdraws before draining.
+    announce: Option<Instance>,
 }
 
 async fn nats_bus(config: &Config) -> anyhow::Result<Arc<dyn Bus>> {
@@ -404,12 +503,12 @@ impl App {
             }
             built.push(service);
         }
-        let verifier = peers.verifier(config)?;
+        let verifier = peers.verifier()?;
         let upstreams: HashMap<String, Transport> = ServiceName::ALL
             .into_iter()
             .map(|name| Ok((name.as_str().to_owned(), peers.transport(config, name)?)))
             .collect::<anyhow::Result<_>>()?;
-        let (gateway, web) = gateway_with_web(config, upstreams, verifier)?;
+        let (gateway, web) = gateway_with_web(config, upstreams, verifier, None)?;
         web.tap_events(&bus)
             .await
             .context("subscribing the console to the bus")?;
@@ -430,43 +529,92 @@ impl App {
             stoppables,
             services: Some(Services::from_built(built)?),
             serve_options: config.server.options(serve::DEFAULT_GRACE),
+            remote: None,
+            announce: None,
         })
     }
 
-    /// One service on `config.<service>.listen`, reaching the others at `config.urls` and
-    /// the bus on NATS.
+    /// One service on `config.<service>.listen`, reaching the others through discovery
+    /// (`discovery.kind`) and a balancer per service, and the bus on NATS. Once serving it
+    /// registers itself as `config.instance_id_of(service)` at its bound address, and it
+    /// deregisters before draining.
     pub async fn service(config: &Config, name: ServiceName) -> anyhow::Result<Self> {
         let bus = if name.needs_bus() {
             Some(nats_bus(config).await?)
         } else {
             None
         };
-        let service = build(config, name, &Peers::Remote, bus.as_ref()).await?;
+        let remote = Remote::connect(config).await?;
+        let peers = remote.peers(config).await?;
+        let service = build(config, name, &peers, bus.as_ref()).await?;
         let mut stoppables: Vec<Stoppable> = service.stoppable().into_iter().collect();
         stoppables.extend(bus.map(Stoppable::Bus));
         let listener = serve::bind(config.listen_of(name)).await?;
+        let mut addr = listener.local_addr()?;
+        if addr.ip().is_unspecified() {
+            // Bound on every interface: announce the loopback one, which always answers.
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        let announce = Instance::new(
+            name.as_str(),
+            config.instance_id_of(name.as_str()),
+            format!("http://{addr}"),
+        )
+        .with_version(env!("CARGO_PKG_VERSION"));
+        let handle = tideway_resilience::FaultHandle::new();
+        handle
+            .set(
+                config
+                    .faults
+                    .to_faults()
+                    .map_err(|(key, expected)| anyhow::anyhow!("{key}: expected {expected}"))?,
+            )
+            .context("setting the injected faults")?;
+        let faults = &config.faults;
+        if faults.latency_ms > 0 || faults.error_share > 0.0 || faults.abort_share > 0.0 {
+            tracing::warn!(faults = ?handle.current(), "This process injects faults.");
+        }
+        let router = faults::wrap(service.router(), handle, peers.verifier()?);
         Ok(Self {
             listener,
-            router: service.router(),
+            router,
             dbs: service.db().cloned().into_iter().collect(),
             stoppables,
             services: None,
             serve_options: config.server.options(serve::DEFAULT_GRACE),
+            remote: Some(remote),
+            announce: Some(announce),
         })
     }
 
-    /// The gateway alone, in front of the services at `config.urls`.
+    /// The gateway alone, in front of the services it finds through discovery, each
+    /// through a balancer.
     pub async fn gateway(config: &Config) -> anyhow::Result<Self> {
-        let timeout = config.client_timeout();
-        let pool = tideway_runtime::client::http_client();
+        let remote = Remote::connect(config).await?;
         let mut upstreams = HashMap::new();
         for name in ServiceName::ALL {
+            // The deadline over the body is the longest of the service's routes; each route's
+            // own deadline bounds the answer's head.
+            let deadline = config
+                .gateway
+                .gateway
+                .routes
+                .iter()
+                .filter(|route| route.upstream == name.as_str())
+                .map(|route| std::time::Duration::from_millis(route.timeout_ms))
+                .chain([config.client_timeout()])
+                .max()
+                .unwrap_or_else(|| config.client_timeout());
             upstreams.insert(
                 name.as_str().to_owned(),
-                Transport::http_with(name.as_str(), config.urls.of(name), timeout, pool.clone())?,
+                remote.transport(name, deadline).await?,
             );
         }
-        let (gateway, web) = gateway_with_web(config, upstreams, remote_verifier(config)?)?;
+        let Peers::Remote { verifier, .. } = remote.peers(config).await? else {
+            anyhow::bail!("remote peers are remote");
+        };
+        let (gateway, web) =
+            gateway_with_web(config, upstreams, verifier, Some(remote.balancers.clone()))?;
         // The console shows the bus's events when NATS answers; the shop works without it.
         let mut stoppables = Vec::new();
         match nats_bus(config).await {
@@ -484,6 +632,8 @@ impl App {
             stoppables,
             services: None,
             serve_options: config.server.options(serve::DEFAULT_GRACE),
+            remote: Some(remote),
+            announce: None,
         })
     }
 
@@ -498,10 +648,45 @@ impl App {
     }
 
     /// Serves until `shutdown` is cancelled, lets in-flight requests finish, stops the
-    /// services' background work and the bus, then closes the database pools.
+    /// services' background work and the bus, then closes the database pools. A replica
+    /// registers in discovery once it serves and deregisters before it drains, so callers
+    /// stop picking it before it stops accepting.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let result =
-            serve::serve_with(self.listener, self.router, shutdown, self.serve_options).await;
+        let result = match (&self.remote, self.announce) {
+            (Some(remote), Some(instance)) => {
+                let drain = CancellationToken::new();
+                let serving = tokio::spawn(serve::serve_with(
+                    self.listener,
+                    self.router,
+                    drain.clone(),
+                    self.serve_options,
+                ));
+                let registered = match remote.registry.register(instance).await {
+                    Ok(registration) => {
+                        tracing::info!(instance = ?registration.instance(), "Registered in discovery.");
+                        shutdown.cancelled().await;
+                        if let Err(err) = registration.deregister().await {
+                            tracing::warn!(error = %err, "cannot deregister from discovery");
+                        }
+                        Ok(())
+                    }
+                    Err(err) => Err(err),
+                };
+                drain.cancel();
+                let served = match serving.await {
+                    Ok(result) => result,
+                    Err(err) => Err(std::io::Error::other(err)),
+                };
+                // Nobody can find a replica that did not register: it stops, saying why.
+                served.context("serving HTTP").and_then(|()| {
+                    registered
+                        .map_err(|err| anyhow::Error::new(err).context("registering in discovery"))
+                })
+            }
+            _ => serve::serve_with(self.listener, self.router, shutdown, self.serve_options)
+                .await
+                .context("serving HTTP"),
+        };
         for stoppable in &self.stoppables {
             match stoppable {
                 Stoppable::Basket(service) => service.shutdown().await,
@@ -511,20 +696,12 @@ impl App {
                 Stoppable::Bus(bus) => bus.shutdown().await,
             }
         }
+        if let Some(remote) = &self.remote {
+            remote.shutdown().await;
+        }
         for db in &self.dbs {
             db.close().await;
         }
-        result.context("serving HTTP")
+        result
     }
-}
-
-/// A verifier that fetches the identity service's keys over HTTP.
-fn remote_verifier(config: &Config) -> anyhow::Result<Arc<JwtVerifier>> {
-    let transport = Transport::http("identity", &config.urls.identity, config.client_timeout())?;
-    Ok(Arc::new(JwtVerifier::from_jwks(
-        transport,
-        tideway_identity_api::JWKS_PATH,
-        &config.identity.service.issuer,
-        &config.identity.service.audience,
-    )))
 }

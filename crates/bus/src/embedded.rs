@@ -299,7 +299,7 @@ impl EmbeddedBus {
 async fn member(
     inbox: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Work>>>,
     handler: Arc<dyn Handler>,
-    ack_wait: Duration,
+    handler_timeout: Duration,
     token: CancellationToken,
 ) {
     loop {
@@ -314,12 +314,14 @@ async fn member(
             // Stopping abandons the delivery: the dropped reply counts as a failure and
             // the event is delivered again, to another member if there is one.
             () = token.cancelled() => return,
-            outcome = tokio::time::timeout(ack_wait, handler.handle(event)) => outcome,
+            outcome = tokio::time::timeout(handler_timeout, handler.handle(event)) => outcome,
         };
         let outcome = match outcome {
             Ok(Ok(())) => Ok(()),
             Ok(Err(err)) => Err(err.to_string()),
-            Err(_) => Err(format!("the handler ran past the ack wait of {ack_wait:?}")),
+            Err(_) => Err(format!(
+                "the handler ran past its timeout of {handler_timeout:?}"
+            )),
         };
         let _ = reply.send(outcome);
     }
@@ -342,13 +344,15 @@ impl Subscriber for EmbeddedBus {
             if self.inner.token.is_cancelled() {
                 return Err(BusError::Closed);
             }
-            let ack_wait = options.ack_wait;
+            // In one process a member cannot die alone: only the handler's own time limit
+            // applies, and the ack wait has nothing to wait for.
+            let handler_timeout = options.handler_timeout;
             let group = self.group(options);
             let token = self.inner.token.child_token();
             self.inner.tracker.spawn(member(
                 group.inbox.clone(),
                 handler,
-                ack_wait,
+                handler_timeout,
                 token.clone(),
             ));
             Ok(SubscriptionHandle::new(token))

@@ -161,6 +161,13 @@ pub trait Publisher: Send + Sync {
     }
 }
 
+/// How long the backend waits for a member's acknowledgement, by default, before it hands
+/// the event to another member: the delay after which a crashed consumer's events come back.
+pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(3);
+
+/// How long a handler may run, by default, before its delivery counts as failed.
+pub const DEFAULT_HANDLER_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// What a subscription consumes and how it retries.
 #[derive(Debug, Clone)]
 pub struct SubscribeOptions {
@@ -176,13 +183,21 @@ pub struct SubscribeOptions {
     pub retry_delay: Duration,
     /// The longest delay between redeliveries, before jitter.
     pub max_retry_delay: Duration,
-    /// How long a handler may run before the delivery counts as failed.
+    /// How long the backend waits without hearing from the member handling an event before
+    /// it delivers the event again (on NATS, JetStream's ack wait): after a crash, the
+    /// consumer's events come back this long after they were handed out. A handler that
+    /// runs longer is not cut off: while it runs, the member tells the server every third
+    /// of this that it is still working (in-progress acks). Keep it shorter than the
+    /// deadline of whoever waits for the event's effect (a saga step).
     pub ack_wait: Duration,
+    /// How long a handler may run before the delivery counts as failed (and is retried).
+    pub handler_timeout: Duration,
 }
 
 impl SubscribeOptions {
     /// Options for `consumer` on `filter` with defaults: 5 deliveries, retries after 1 s,
-    /// 2 s, 4 s … up to 30 s (each plus up to as much again of jitter), 30 s ack wait.
+    /// 2 s, 4 s … up to 30 s (each plus up to as much again of jitter),
+    /// [`DEFAULT_ACK_WAIT`], [`DEFAULT_HANDLER_TIMEOUT`].
     pub fn new(consumer: impl Into<String>, filter: impl Into<String>) -> Self {
         Self {
             consumer: consumer.into(),
@@ -190,7 +205,8 @@ impl SubscribeOptions {
             max_deliveries: 5,
             retry_delay: Duration::from_secs(1),
             max_retry_delay: Duration::from_secs(30),
-            ack_wait: Duration::from_secs(30),
+            ack_wait: DEFAULT_ACK_WAIT,
+            handler_timeout: DEFAULT_HANDLER_TIMEOUT,
         }
     }
 
@@ -211,6 +227,18 @@ impl SubscribeOptions {
     pub fn ack_wait(mut self, ack_wait: Duration) -> Self {
         self.ack_wait = ack_wait;
         self
+    }
+
+    /// Sets how long a handler may run.
+    pub fn handler_timeout(mut self, timeout: Duration) -> Self {
+        self.handler_timeout = timeout;
+        self
+    }
+
+    /// How often a member tells the backend that a handler is still running: a third of
+    /// the ack wait (at least 10 ms), so two reminders may be lost before it redelivers.
+    pub fn progress_interval(&self) -> Duration {
+        (self.ack_wait / 3).max(Duration::from_millis(10))
     }
 
     /// The delays between deliveries: [`retry_delay`](Self::retry_delay) doubling up to
@@ -252,7 +280,118 @@ impl SubscribeOptions {
         if self.ack_wait.is_zero() {
             return Err(BusError::invalid("ack_wait", "must be positive"));
         }
+        if self.handler_timeout.is_zero() {
+            return Err(BusError::invalid("handler_timeout", "must be positive"));
+        }
         Ok(())
+    }
+}
+
+/// How a service's relay and subscriptions are timed. These timings are designed together
+/// with the saga's step deadlines (the table in `docs/architecture.md`): a consumer killed
+/// while it holds a command gets it back after [`ack_wait`](Self::ack_wait); a reply it
+/// committed but had not published leaves when its restarted relay retakes the lease (at
+/// once, with a stable holder id) or another replica takes over (within
+/// [`takeover`](Self::takeover)). [`recovery`](Self::recovery) bounds the two together,
+/// and a step's deadline must exceed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timings {
+    /// [`SubscribeOptions::ack_wait`] of every subscription.
+    pub ack_wait: Duration,
+    /// [`RelayOptions::lease_ttl`](outbox::RelayOptions::lease_ttl).
+    pub relay_lease_ttl: Duration,
+    /// [`RelayOptions::poll_interval`](outbox::RelayOptions::poll_interval).
+    pub relay_poll: Duration,
+}
+
+impl Default for Timings {
+    /// [`DEFAULT_ACK_WAIT`], [`outbox::DEFAULT_LEASE_TTL`], [`outbox::DEFAULT_POLL_INTERVAL`].
+    fn default() -> Self {
+        Self {
+            ack_wait: DEFAULT_ACK_WAIT,
+            relay_lease_ttl: outbox::DEFAULT_LEASE_TTL,
+            relay_poll: outbox::DEFAULT_POLL_INTERVAL,
+        }
+    }
+}
+
+impl Timings {
+    /// The longest another replica waits to take a dead holder's relay lease over: the
+    /// lease's time to live plus one poll.
+    pub fn takeover(&self) -> Duration {
+        self.relay_lease_ttl + self.relay_poll
+    }
+
+    /// The longest one crash of a consumer delays the answer to a command it held, besides
+    /// its restart: the ack wait (the command comes back) plus a takeover (its reply leaves).
+    pub fn recovery(&self) -> Duration {
+        self.ack_wait + self.takeover()
+    }
+
+    /// Which timing is wrong and why, if one is: each must be positive, and the lease must
+    /// outlive two polls, or a live holder would lose it between renewals.
+    pub fn problem(&self) -> Option<(&'static str, String)> {
+        for (name, value) in [
+            ("ack_wait", self.ack_wait),
+            ("relay_lease_ttl", self.relay_lease_ttl),
+            ("relay_poll", self.relay_poll),
+        ] {
+            if value < Duration::from_millis(10) {
+                return Some((name, "must be at least 10 ms".to_owned()));
+            }
+        }
+        if self.relay_lease_ttl < self.relay_poll * 2 {
+            return Some((
+                "relay_lease_ttl",
+                format!(
+                    "must be at least twice the relay poll interval ({:?}), or a live holder loses its lease between renewals",
+                    self.relay_poll
+                ),
+            ));
+        }
+        None
+    }
+}
+
+/// This process as one replica of a service on the bus: its stable id (the relay lease
+/// holder) and the timings of its relay and subscriptions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replica {
+    /// The replica's id, the same across its restarts and different from every other live
+    /// replica's (`inventory-2`).
+    pub instance_id: String,
+    /// The timings.
+    pub timings: Timings,
+}
+
+impl Replica {
+    /// Replica `instance_id` with the default timings.
+    pub fn new(instance_id: impl Into<String>) -> Self {
+        Self {
+            instance_id: instance_id.into(),
+            timings: Timings::default(),
+        }
+    }
+
+    /// The relay options of service `lease_name`: this replica's id as the holder, the
+    /// lease and poll timings, defaults otherwise.
+    pub fn relay(&self, lease_name: &str) -> outbox::RelayOptions {
+        outbox::RelayOptions {
+            lease_name: lease_name.to_owned(),
+            holder: self.instance_id.clone(),
+            lease_ttl: self.timings.relay_lease_ttl,
+            poll_interval: self.timings.relay_poll,
+            ..outbox::RelayOptions::default()
+        }
+    }
+
+    /// Subscription options for `consumer` on `filter` with this replica's ack wait.
+    pub fn subscribe(
+        &self,
+        consumer: impl Into<String>,
+        filter: impl Into<String>,
+    ) -> SubscribeOptions {
+        SubscribeOptions::new(consumer, filter).ack_wait(self.timings.ack_wait)
     }
 }
 
@@ -297,6 +436,48 @@ impl<T: Publisher + Subscriber> Bus for T {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_timings_hold_together() {
+        let timings = Timings::default();
+        assert_eq!(timings.problem(), None);
+        // Another replica takes a dead holder's lease over within 2 s.
+        assert!(timings.takeover() <= Duration::from_secs(2), "{timings:?}");
+        // A crashed consumer's command comes back well within the saga's shortest default
+        // step deadline (10 s), so one crash costs no re-send.
+        assert!(timings.recovery() < Duration::from_secs(10), "{timings:?}");
+        let options = Replica::new("inventory-1").subscribe("inventory", "tideway.>");
+        assert_eq!(options.ack_wait, timings.ack_wait);
+        assert_eq!(options.progress_interval(), Duration::from_secs(1));
+        let relay = Replica::new("inventory-1").relay("inventory");
+        assert_eq!(
+            (relay.lease_name.as_str(), relay.holder.as_str()),
+            ("inventory", "inventory-1")
+        );
+        assert_eq!(
+            (relay.lease_ttl, relay.poll_interval),
+            (timings.relay_lease_ttl, timings.relay_poll)
+        );
+    }
+
+    #[test]
+    fn bad_timings_name_the_one_at_fault() {
+        let short_lease = Timings {
+            relay_lease_ttl: Duration::from_millis(400),
+            ..Timings::default()
+        };
+        assert_eq!(short_lease.problem().map(|p| p.0), Some("relay_lease_ttl"));
+        let zero = Timings {
+            ack_wait: Duration::ZERO,
+            ..Timings::default()
+        };
+        assert_eq!(zero.problem().map(|p| p.0), Some("ack_wait"));
+        let no_poll = Timings {
+            relay_poll: Duration::from_millis(1),
+            ..Timings::default()
+        };
+        assert_eq!(no_poll.problem().map(|p| p.0), Some("relay_poll"));
+    }
 
     #[test]
     fn redeliveries_are_jittered_capped_and_one_fewer_than_deliveries() {

@@ -9,11 +9,15 @@
 //!   acknowledgements. The `traceparent` also travels as a header.
 //! * Each subscription uses a durable pull consumer named after the consumer and its filter
 //!   (`inventory-tideway_ordering_star`), created when missing, with explicit acks, the ack
-//!   wait and `max_deliver = max_deliveries + 1`. Subscriptions of one consumer and filter
+//!   wait and `max_deliver = max_deliveries + 1` (an existing one with another ack wait is
+//!   updated to it). Subscriptions of one consumer and filter
 //!   pull from the same durable consumer, so replicas compete; each consumer has its own
 //!   durable consumer, so every service gets every event.
-//! * `Ok` acks. `Err` naks with the subscription's backoff delay; a handler that outlives the
-//!   ack wait is redelivered by the server. When delivery `max_deliveries` fails, or the
+//! * Members pull one message at a time. While a handler runs, its member sends an
+//!   in-progress ack every third of the ack wait, so the ack wait can be short (a crashed
+//!   member's events come back after it) while handlers may take up to
+//!   [`SubscribeOptions::handler_timeout`]. `Ok` acks. `Err` or a handler past its timeout
+//!   naks with the subscription's backoff delay. When delivery `max_deliveries` fails, or the
 //!   server delivers once more after the last attempt timed out, the event is published to
 //!   `tideway.dlq.<consumer>` as a [`DeadLetter`] (`Nats-Msg-Id` `dlq:<consumer>:<event id>`)
 //!   and the original is terminated.
@@ -276,7 +280,9 @@ impl Member {
         loop {
             let messages = tokio::select! {
                 () = token.cancelled() => return,
-                messages = consumer.stream().max_messages_per_batch(10).messages() => messages,
+                // One message at a time: a message waiting in a local batch would have its
+                // ack wait run out unreported and come back to another member.
+                messages = consumer.stream().max_messages_per_batch(1).messages() => messages,
             };
             let mut messages = match messages {
                 Ok(messages) => {
@@ -332,16 +338,20 @@ impl Member {
             }
         };
         if delivered > options.max_deliveries {
-            // The last attempt ran past the ack wait and the server delivered once more.
+            // The last attempt was never answered (its member died, or stopped reporting
+            // progress) and the server delivered once more.
             let error = format!(
-                "the handler ran past the ack wait of {:?}",
+                "no answer from the handler within the ack wait of {:?}",
                 options.ack_wait
             );
             self.give_up(&message, event, delivered - 1, error).await;
             return;
         }
-        let outcome =
-            tokio::time::timeout(options.ack_wait, self.handler.handle(event.clone())).await;
+        let outcome = tokio::time::timeout(
+            options.handler_timeout,
+            self.handle_in_progress(&message, event.clone()),
+        )
+        .await;
         let error = match outcome {
             Ok(Ok(())) => {
                 self.ack(&message, AckKind::Ack).await;
@@ -349,8 +359,8 @@ impl Member {
             }
             Ok(Err(err)) => err.to_string(),
             Err(_) => format!(
-                "the handler ran past the ack wait of {:?}",
-                options.ack_wait
+                "the handler ran past its timeout of {:?}",
+                options.handler_timeout
             ),
         };
         tracing::warn!(
@@ -362,6 +372,27 @@ impl Member {
         } else {
             self.ack(&message, AckKind::Nak(Some(options.backoff(delivered))))
                 .await;
+        }
+    }
+
+    /// Runs the handler on `event`, telling the server every
+    /// [`SubscribeOptions::progress_interval`] that it is still at work, so that a short ack
+    /// wait redelivers the events of a member that died without cutting off a slow handler.
+    async fn handle_in_progress(
+        &self,
+        message: &jetstream::Message,
+        event: Event,
+    ) -> Result<(), crate::HandlerError> {
+        let every = self.options.progress_interval();
+        let handling = self.handler.handle(event);
+        tokio::pin!(handling);
+        let mut reminders = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        reminders.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                outcome = &mut handling => return outcome,
+                _ = reminders.tick() => self.ack(message, AckKind::Progress).await,
+            }
         }
     }
 
@@ -405,6 +436,34 @@ impl Member {
     }
 }
 
+impl NatsBus {
+    /// `consumer` with the ack wait of `wanted` (its configuration): a durable consumer made by an earlier
+    /// version (or with other timings) is updated in place, since its ack wait decides how
+    /// soon a crashed member's events come back. Kept as it is, with a warning, if the
+    /// server refuses.
+    async fn keep_current(
+        &self,
+        consumer: jetstream::consumer::Consumer<pull::Config>,
+        wanted: pull::Config,
+        durable: &str,
+    ) -> jetstream::consumer::Consumer<pull::Config> {
+        if consumer.cached_info().config.ack_wait == wanted.ack_wait {
+            return consumer;
+        }
+        let ack_wait = wanted.ack_wait;
+        match self.inner.stream.create_consumer(wanted).await {
+            Ok(updated) => {
+                tracing::info!(consumer = %durable, ?ack_wait, "durable consumer updated to the configured ack wait");
+                updated
+            }
+            Err(err) => {
+                tracing::warn!(consumer = %durable, error = %err, "cannot update the durable consumer's ack wait; keeping it");
+                consumer
+            }
+        }
+    }
+}
+
 impl Subscriber for NatsBus {
     fn subscribe(
         &self,
@@ -417,26 +476,25 @@ impl Subscriber for NatsBus {
                 return Err(BusError::Closed);
             }
             let durable = durable_name(&options.consumer, &options.filter);
+            let config = pull::Config {
+                durable_name: Some(durable.clone()),
+                description: Some(format!("{} on {}", options.consumer, options.filter)),
+                filter_subject: self.wire_subject(&options.filter),
+                ack_policy: AckPolicy::Explicit,
+                deliver_policy: DeliverPolicy::All,
+                ack_wait: options.ack_wait,
+                max_deliver: i64::from(options.max_deliveries) + 1,
+                ..Default::default()
+            };
             let consumer = self
                 .inner
                 .stream
-                .get_or_create_consumer(
-                    &durable,
-                    pull::Config {
-                        durable_name: Some(durable.clone()),
-                        description: Some(format!("{} on {}", options.consumer, options.filter)),
-                        filter_subject: self.wire_subject(&options.filter),
-                        ack_policy: AckPolicy::Explicit,
-                        deliver_policy: DeliverPolicy::All,
-                        ack_wait: options.ack_wait,
-                        max_deliver: i64::from(options.max_deliveries) + 1,
-                        ..Default::default()
-                    },
-                )
+                .get_or_create_consumer(&durable, config.clone())
                 .await
                 .map_err(|err| {
                     BusError::backend(format!("creating the consumer {durable}"), err)
                 })?;
+            let consumer = self.keep_current(consumer, config, &durable).await;
             let token = self.inner.token.child_token();
             let member = Member {
                 bus: self.clone(),

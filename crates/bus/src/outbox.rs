@@ -21,10 +21,13 @@
 //! Every replica runs a relay, but only the holder of the `leases` row named
 //! [`RelayOptions::lease_name`] publishes. A lease is taken or renewed with one atomic
 //! statement, `UPDATE leases SET holder = $me, expires_at_ms = $until WHERE name = $1 AND
-//! (holder = $me OR expires_at_ms < $now)`, before every batch; a replica that dies stops
-//! renewing and another takes over once the lease expires ([`RelayOptions::lease_ttl`],
-//! compared on each replica's clock, so keep clocks within a fraction of it). A graceful stop
-//! releases the lease at once.
+//! (holder = $me OR expires_at_ms < $now)`, before every batch and at every poll; a replica
+//! that dies stops renewing and another takes over once the lease expires (within
+//! [`RelayOptions::lease_ttl`] plus one [`RelayOptions::poll_interval`] of the last renewal —
+//! 1.75 s by default — compared on each replica's clock, so keep clocks within a fraction of
+//! it). The holder is the replica's stable id, so a replica restarted after a crash renews
+//! "its own" lease at once instead of waiting for it to expire. A graceful stop releases the
+//! lease at once.
 //!
 //! # Waking
 //!
@@ -177,16 +180,28 @@ impl Lease {
     }
 }
 
+/// How long a relay lease lasts without renewal, by default: with [`DEFAULT_POLL_INTERVAL`],
+/// another replica takes over within 1.75 s of the holder's last renewal.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_millis(1500);
+
+/// How often a relay looks for pending rows (and renews its lease) without a wake-up, by
+/// default.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(250);
+
 /// Relay settings.
 #[derive(Debug, Clone)]
 pub struct RelayOptions {
     /// The lease row's name; one per service database.
     pub lease_name: String,
-    /// This relay's id in the lease (unique per process; a UUID by default).
+    /// This relay's id in the lease: the replica's stable id (its instance id), the same
+    /// after a restart, so a restarted replica takes its lease back at once instead of
+    /// waiting for it to expire. Two live replicas must never share one. A UUID by default.
     pub holder: String,
-    /// How long a lease lasts without renewal (the takeover delay after a crash).
+    /// How long a lease lasts without renewal: how soon another replica takes over after
+    /// the holder died. Keep it at least twice [`poll_interval`](Self::poll_interval), so a
+    /// live holder renews in time.
     pub lease_ttl: Duration,
-    /// How often to look for pending rows without a wake-up.
+    /// How often to look for pending rows (and renew the lease) without a wake-up.
     pub poll_interval: Duration,
     /// The most rows published per batch.
     pub batch_size: u32,
@@ -218,8 +233,8 @@ impl Default for RelayOptions {
         Self {
             lease_name: "outbox-relay".to_owned(),
             holder: uuid::Uuid::new_v4().to_string(),
-            lease_ttl: Duration::from_secs(10),
-            poll_interval: Duration::from_secs(1),
+            lease_ttl: DEFAULT_LEASE_TTL,
+            poll_interval: DEFAULT_POLL_INTERVAL,
             batch_size: 100,
             retry_delay: Duration::from_secs(1),
             max_retry_delay: Duration::from_secs(10),

@@ -25,6 +25,15 @@ pub enum ClientError {
         /// The transport's error.
         message: String,
     },
+    /// The call was refused before it left: no replica is registered, or every one the
+    /// call could go to has its circuit breaker open, or too many calls are in flight.
+    #[error("{service} is unavailable: {reason}")]
+    Unavailable {
+        /// The service called.
+        service: String,
+        /// Why.
+        reason: String,
+    },
     /// The service answered with an error status.
     #[error("{service} answered {status}")]
     Status {
@@ -49,11 +58,11 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    /// Whether repeating an idempotent call may succeed: timeouts, connection errors and 502,
-    /// 503 and 504 answers.
+    /// Whether repeating an idempotent call may succeed: timeouts, connection errors, a
+    /// refusal before sending, and 502, 503 and 504 answers.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Timeout { .. } | Self::Connect { .. } => true,
+            Self::Timeout { .. } | Self::Connect { .. } | Self::Unavailable { .. } => true,
             Self::Status { status, .. } => matches!(
                 *status,
                 StatusCode::BAD_GATEWAY

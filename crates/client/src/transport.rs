@@ -21,6 +21,11 @@ pub type HttpClient = Client<HttpConnector, Body>;
 /// A service's request handler called in this process: its router, type-erased.
 type Local = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
 
+/// A whole client stack built elsewhere (a balancer over discovered replicas, with its
+/// resilience layers), type-erased: it takes requests whose URI is a path and query and
+/// answers or fails with a [`ClientError`].
+pub type Stack = BoxCloneSyncService<Request<Body>, Response<Body>, ClientError>;
+
 #[derive(Clone)]
 enum Kind {
     InProcess(Local),
@@ -28,6 +33,10 @@ enum Kind {
         scheme: http::uri::Scheme,
         authority: http::uri::Authority,
         client: HttpClient,
+    },
+    Stack {
+        stack: Stack,
+        address: Arc<str>,
     },
 }
 
@@ -116,6 +125,24 @@ impl Transport {
         })
     }
 
+    /// Calls the service through `stack` (built by whoever knows how to find and guard its
+    /// replicas); `address` says what it reaches, for logs and the console.
+    pub fn from_service(
+        service: &str,
+        address: impl Into<String>,
+        stack: Stack,
+        timeout: Duration,
+    ) -> Self {
+        Self {
+            service: service.into(),
+            kind: Kind::Stack {
+                stack,
+                address: address.into().into(),
+            },
+            timeout,
+        }
+    }
+
     /// The service this transport reaches.
     pub fn service(&self) -> &str {
         &self.service
@@ -128,6 +155,7 @@ impl Transport {
             Kind::Http {
                 scheme, authority, ..
             } => format!("{scheme}://{authority}"),
+            Kind::Stack { address, .. } => address.to_string(),
         }
     }
 
@@ -180,6 +208,7 @@ impl Transport {
                 Ok(response) => Ok(response),
                 Err(never) => match never {},
             },
+            Kind::Stack { stack, .. } => stack.clone().oneshot(request).await,
             Kind::Http {
                 scheme,
                 authority,

@@ -7,7 +7,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use crate::{BoxFuture, DiscoveryError, Instance};
 
 /// What removes a registration once its heartbeat has stopped.
-type Remove = Box<dyn FnOnce() -> BoxFuture<'static, Result<(), DiscoveryError>> + Send>;
+type Remove = Box<dyn FnOnce() -> BoxFuture<'static, Result<(), DiscoveryError>> + Send + Sync>;
 
 /// A registered instance. Its heartbeat (if the registry has one) runs as a task owned by
 /// this handle.

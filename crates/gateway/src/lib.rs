@@ -6,7 +6,10 @@
 //! (public, any signed-in user, or a role) separately for reads and writes, verifying JWTs
 //! against the identity service's JWKS; it forwards the request id, adds `X-Forwarded-*`,
 //! drops hop-by-hop headers, enforces a body limit and a deadline, and maps upstream
-//! failures in one place: timeout → 504, connection failure → 502.
+//! failures in one place: timeout → 504, connection failure → 502, refused before sending
+//! (no replica, breaker open, bulkhead full) → 503. Upstream transports may balance over
+//! a service's replicas (`tideway-balance`); [`Gateway::with_balancers`] adds
+//! `GET /api/admin/instances` for operators.
 #![warn(missing_docs)]
 
 use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
@@ -210,12 +213,16 @@ struct Shared {
     verifier: Arc<JwtVerifier>,
 }
 
+/// The path of the operators' view of every replica behind the gateway.
+pub const INSTANCES_PATH: &str = "/api/admin/instances";
+
 /// The gateway, ready to be turned into a router.
 pub struct Gateway {
     shared: Arc<Shared>,
     upstreams: HashMap<String, Transport>,
     options: HttpOptions,
     pages: Option<Router>,
+    balancers: Option<tideway_balance::Balancers>,
 }
 
 impl Gateway {
@@ -251,6 +258,7 @@ impl Gateway {
                 body_limit: config.body_limit_bytes,
             },
             pages: None,
+            balancers: None,
         })
     }
 
@@ -259,6 +267,15 @@ impl Gateway {
     #[must_use]
     pub fn with_pages(mut self, pages: Router) -> Self {
         self.pages = Some(pages);
+        self
+    }
+
+    /// Reports the replicas behind `balancers` at `GET /api/admin/instances` (role admin):
+    /// every instance of every service with its address, version, readiness, ejection,
+    /// breaker, requests per second and EWMA latency.
+    #[must_use]
+    pub fn with_balancers(mut self, balancers: tideway_balance::Balancers) -> Self {
+        self.balancers = Some(balancers);
         self
     }
 
@@ -284,6 +301,18 @@ impl Gateway {
             });
         }
         let mut api = api.with_state(self.shared.clone());
+        if let Some(balancers) = &self.balancers {
+            let shared = self.shared.clone();
+            let balancers = balancers.clone();
+            api = api.route(
+                INSTANCES_PATH,
+                axum::routing::get(move |headers: HeaderMap| {
+                    let shared = shared.clone();
+                    let balancers = balancers.clone();
+                    async move { instances(&shared, &balancers, &headers).await }
+                }),
+            );
+        }
         if let Some(pages) = &self.pages {
             api = api.merge(pages.clone());
         }
@@ -300,6 +329,28 @@ async fn upstream_ready(transport: &Transport) -> Result<(), String> {
         Ok(response) => Err(format!("answered {}", response.status())),
         Err(err) => Err(err.to_string()),
     }
+}
+
+/// Every replica of every service the balancers know, for admins.
+async fn instances(
+    shared: &Shared,
+    balancers: &tideway_balance::Balancers,
+    headers: &HeaderMap,
+) -> Response {
+    if let Err(err) = authorize(shared, &Access::Role("admin".to_owned()), headers).await {
+        return err.into_response();
+    }
+    axum::Json(Instances {
+        services: balancers.status().await,
+    })
+    .into_response()
+}
+
+/// The answer of `GET /api/admin/instances`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Instances {
+    /// Each service with its replicas.
+    pub services: Vec<tideway_balance::ServiceStatus>,
 }
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
@@ -410,6 +461,10 @@ fn upstream_failure(route: &Route, err: &ClientError) -> Response {
         ClientError::Connect { .. } => (
             StatusCode::BAD_GATEWAY,
             format!("{service} cannot be reached"),
+        ),
+        ClientError::Unavailable { .. } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{service} is unavailable"),
         ),
         ClientError::Status { .. }
         | ClientError::Decode { .. }

@@ -58,6 +58,7 @@ pub struct StepContext {
     pub(crate) step: String,
     pub(crate) index: usize,
     pub(crate) kind: StepKind,
+    pub(crate) attempt: u32,
 }
 
 impl StepContext {
@@ -84,6 +85,14 @@ impl StepContext {
     /// Whether this call is the action or the compensation.
     pub fn kind(&self) -> StepKind {
         self.kind
+    }
+
+    /// Which send of the action this is: 1 for the first, 2 after the step's deadline passed
+    /// once without a reply and the engine calls the action again (see [`Step::resends`]),
+    /// and so on. A call repeated after a crash keeps its number. Always 1 for a
+    /// compensation.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
     }
 
     /// `<instance id>:<step>:<kind>` — the same on every call of this step and kind, also
@@ -142,6 +151,7 @@ pub struct Step<S> {
     pub(crate) action: StepFn<S>,
     pub(crate) compensation: Option<StepFn<S>>,
     pub(crate) timeout: Duration,
+    pub(crate) resends: u32,
 }
 
 impl<S: SagaState> Step<S> {
@@ -156,6 +166,7 @@ impl<S: SagaState> Step<S> {
             action: boxed(action),
             compensation: None,
             timeout: DEFAULT_STEP_TIMEOUT,
+            resends: 0,
         }
     }
 
@@ -176,6 +187,18 @@ impl<S: SagaState> Step<S> {
         self.timeout = timeout;
         self
     }
+
+    /// How many times the action is called again, each with a fresh deadline, when the
+    /// step's deadline passes, before the step counts as timed out and is compensated
+    /// (default 0: compensate at the first deadline). Each call carries the same
+    /// [`StepContext::idempotency_key`], so a command sent again is deduplicated by its
+    /// consumer, which answers it (again) instead of acting twice: a reply lost with a
+    /// crashed process is asked for again instead of cancelling the saga.
+    #[must_use]
+    pub fn resends(mut self, resends: u32) -> Self {
+        self.resends = resends;
+        self
+    }
 }
 
 impl<S> Clone for Step<S> {
@@ -185,6 +208,7 @@ impl<S> Clone for Step<S> {
             action: Arc::clone(&self.action),
             compensation: self.compensation.clone(),
             timeout: self.timeout,
+            resends: self.resends,
         }
     }
 }
@@ -195,6 +219,7 @@ impl<S> fmt::Debug for Step<S> {
             .field("name", &self.name)
             .field("compensated", &self.compensation.is_some())
             .field("timeout", &self.timeout)
+            .field("resends", &self.resends)
             .finish()
     }
 }
@@ -284,6 +309,7 @@ pub(crate) trait ErasedSaga: Send + Sync + 'static {
     fn step_name(&self, index: usize) -> Option<&str>;
     fn index_of(&self, step: &str) -> Option<usize>;
     fn timeout(&self, index: usize) -> Duration;
+    fn resends(&self, index: usize) -> u32;
     fn has_compensation(&self, index: usize) -> bool;
     /// Runs the action or compensation of step `ctx.index` on the JSON state.
     fn run(&self, ctx: StepContext, state: &str) -> BoxFuture<'static, RawOutcome>;
@@ -310,6 +336,10 @@ impl<S: SagaState> ErasedSaga for SagaDefinition<S> {
         self.steps
             .get(index)
             .map_or(DEFAULT_STEP_TIMEOUT, |s| s.timeout)
+    }
+
+    fn resends(&self, index: usize) -> u32 {
+        self.steps.get(index).map_or(0, |s| s.resends)
     }
 
     fn has_compensation(&self, index: usize) -> bool {
@@ -393,6 +423,7 @@ mod tests {
             step: "reserve".into(),
             index: 0,
             kind: StepKind::Compensation,
+            attempt: 1,
         };
         assert_eq!(ctx.idempotency_key(), "i-1:reserve:compensation");
         assert_eq!(ctx.key_for(StepKind::Action), "i-1:reserve:action");
@@ -407,6 +438,7 @@ mod tests {
             step: "a".into(),
             index: 0,
             kind: StepKind::Action,
+            attempt: 1,
         };
         assert!(matches!(saga.run(ctx.clone(), "41").await, RawOutcome::Done(s) if s == "42"));
         assert!(

@@ -214,24 +214,7 @@ impl SagaEngine {
         instance_id: &str,
         initial: S,
     ) -> Result<Started, SagaError> {
-        let known = self.saga(&definition.name).is_ok();
-        if !known {
-            self.register(definition.clone())?;
-        }
-        let now = self.now();
-        let record = InstanceRecord {
-            id: instance_id.to_owned(),
-            saga: definition.name.clone(),
-            state: serde_json::to_string(&initial).map_err(SagaError::State)?,
-            status: SagaStatus::Running,
-            step: 0,
-            waiting: false,
-            deadline_ms: None,
-            reason: None,
-            created_ms: now,
-            updated_ms: now,
-            version: 1,
-        };
+        let record = self.new_instance(definition, instance_id, &initial)?;
         if self.inner.store.insert(&record).await? {
             tracing::info!("saga started");
             self.notify();
@@ -252,6 +235,43 @@ impl SagaEngine {
             });
         }
         Ok(Started::Existing)
+    }
+
+    /// The first record of an instance `instance_id` of `definition` (registering it) with
+    /// `initial` state, for [`insert_in`](crate::insert_in) to write in the caller's own
+    /// transaction; [`run_inserted`](Self::run_inserted) begins it once that commits.
+    pub fn new_instance<S: SagaState>(
+        &self,
+        definition: &SagaDefinition<S>,
+        instance_id: &str,
+        initial: &S,
+    ) -> Result<InstanceRecord, SagaError> {
+        if self.saga(&definition.name).is_err() {
+            self.register(definition.clone())?;
+        }
+        let now = self.now();
+        Ok(InstanceRecord {
+            id: instance_id.to_owned(),
+            saga: definition.name.clone(),
+            state: serde_json::to_string(initial).map_err(SagaError::State)?,
+            status: SagaStatus::Running,
+            step: 0,
+            waiting: false,
+            deadline_ms: None,
+            reason: None,
+            created_ms: now,
+            updated_ms: now,
+            version: 1,
+            resends: 0,
+        })
+    }
+
+    /// Begins the first step of an instance committed through [`insert_in`](crate::insert_in),
+    /// in the background.
+    pub fn run_inserted(&self, instance_id: &str) {
+        tracing::info!(saga.instance = %instance_id, "saga started");
+        self.notify();
+        self.spawn_drive(instance_id.to_owned());
     }
 
     /// Applies the reply to the command that step `step`'s action sent. Ignored (and
@@ -373,9 +393,11 @@ impl SagaEngine {
         });
     }
 
-    /// Times out every call past its deadline now: a running step fails (and is compensated
-    /// with the steps before it, since its effect is unknown); a compensation is called
-    /// again. Returns how many instances it moved.
+    /// Times out every call past its deadline now: a running step with re-sends left
+    /// ([`Step::resends`](crate::Step::resends)) has its action called again with a fresh
+    /// deadline; one without fails (and is compensated with the steps before it, since its
+    /// effect is unknown); a compensation is called again. Returns how many instances it
+    /// moved.
     #[instrument(skip_all, err)]
     pub async fn sweep_once(&self) -> Result<usize, SagaError> {
         let now = self.now();
@@ -398,12 +420,39 @@ impl SagaEngine {
             let mut next = self.successor(&record, now);
             next.waiting = false;
             next.deadline_ms = None;
+            let allowed = i64::from(saga.resends(index));
             let log = match record.status {
+                SagaStatus::Running if record.resends < allowed => {
+                    // No reply yet: perhaps the command or its reply was lost with a crashed
+                    // process. Ask again (same idempotency key) before giving up on it.
+                    next.resends = record.resends + 1;
+                    tracing::warn!(
+                        saga.instance = %id, saga.step = %name, resend = next.resends, of = allowed,
+                        "saga step passed its deadline; calling its action again"
+                    );
+                    // `waiting` cleared: the drive below calls the action again.
+                    vec![status_write(
+                        index,
+                        StepKind::Action,
+                        StepStatus::TimedOut,
+                        now,
+                        Some(format!(
+                            "no reply within {timeout_ms} ms; sending again ({} of {allowed})",
+                            next.resends
+                        )),
+                    )]
+                }
                 SagaStatus::Running => {
                     let reason = format!("step {name} timed out after {timeout_ms} ms");
+                    let reason = if allowed > 0 {
+                        format!("{reason} (sent {} times)", allowed + 1)
+                    } else {
+                        reason
+                    };
                     tracing::warn!(saga.instance = %id, saga.step = %name, "saga step timed out; compensating");
                     next.status = SagaStatus::Compensating;
                     next.reason = Some(reason.clone());
+                    next.resends = 0;
                     // `step` stays: the timed-out step is compensated too.
                     vec![status_write(
                         index,
@@ -675,6 +724,12 @@ impl SagaEngine {
             step: name,
             index,
             kind,
+            attempt: match kind {
+                StepKind::Action => u32::try_from(record.resends)
+                    .unwrap_or(u32::MAX)
+                    .saturating_add(1),
+                StepKind::Compensation => 1,
+            },
         };
         let outcome = saga.run(ctx, &claimed.state).await;
         let now = self.now();
@@ -699,6 +754,7 @@ impl SagaEngine {
                 next.state = state;
                 next.waiting = false;
                 next.deadline_ms = None;
+                next.resends = 0;
                 next.step = match kind {
                     StepKind::Action => at + 1,
                     StepKind::Compensation => at - 1,
@@ -718,6 +774,7 @@ impl SagaEngine {
             RawOutcome::Failed(reason) => {
                 next.waiting = false;
                 next.deadline_ms = None;
+                next.resends = 0;
                 match kind {
                     StepKind::Action => {
                         tracing::warn!(saga.instance = %record.id, saga.step = saga.step_name(index), %reason, "saga step failed; compensating");

@@ -6,9 +6,12 @@
 //! answers [`StepOutcome::Waiting`]; the command's reply arrives later through
 //! [`SagaEngine::deliver`] — which is how a service drives sagas from events without this
 //! crate knowing about any bus. [`StepOutcome::Failed`] makes the engine compensate the
-//! steps already done, last first; a step that passes its deadline is failed by the sweeper
-//! and compensated too (its effect is unknown, so compensations must tolerate work that
-//! never happened).
+//! steps already done, last first. A step that passes its deadline is first called again
+//! ([`Step::resends`] times, each with a fresh deadline and the same idempotency key, so a
+//! command or reply lost with a crashed process is asked for again and the consumer answers
+//! it without acting twice); once its re-sends are spent the sweeper fails it and it is
+//! compensated too (its effect is unknown, so compensations must tolerate work that never
+//! happened).
 //!
 //! Every transition is written to the owning service's database (through a [`SagaStore`];
 //! [`DbSagaStore`] runs on SQLite and PostgreSQL) *before* the engine acts on it: a step is
@@ -51,7 +54,7 @@ pub use definition::{
 pub use engine::{Delivery, EngineOptions, Reply, SagaEngine, SagaInstance, Started};
 pub use store::{
     DbSagaStore, InstanceRecord, SagaStatus, SagaStore, StepLogWrite, StepRecord, StepStatus,
-    install,
+    insert_in, install,
 };
 
 /// A failed saga operation.

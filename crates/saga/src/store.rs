@@ -5,7 +5,7 @@ use std::{collections::HashMap, fmt};
 
 use futures_util::{FutureExt, future::BoxFuture};
 use serde::Serialize;
-use tideway_store::{AnyRow, Backend, Db, Row, sqlx::query as sqlx_query};
+use tideway_store::{Any, AnyRow, Backend, Db, Row, Transaction, sqlx::query as sqlx_query};
 use tracing::instrument;
 
 use crate::{SagaError, StepKind};
@@ -23,7 +23,8 @@ const SCHEMA: [&str; 4] = [
         reason TEXT,
         created_ms BIGINT NOT NULL,
         updated_ms BIGINT NOT NULL,
-        version BIGINT NOT NULL
+        version BIGINT NOT NULL,
+        resends BIGINT NOT NULL DEFAULT 0
     )",
     "CREATE INDEX IF NOT EXISTS saga_instances_open ON saga_instances (status, deadline_ms)",
     // The newest first, for an operator's listing (`SagaStore::recent`).
@@ -57,6 +58,31 @@ pub async fn install(db: &Db) -> Result<(), SagaError> {
     }
     for statement in SCHEMA {
         sqlx_query(statement).execute(&mut *tx).await?;
+    }
+    // Tables created before steps could be re-sent lack the count of re-sends.
+    let has_resends: i64 = match db.backend() {
+        Backend::Postgres => {
+            sqlx_query(
+                "SELECT COUNT(*) AS n FROM information_schema.columns
+                 WHERE table_schema = current_schema() AND table_name = 'saga_instances' AND column_name = 'resends'",
+            )
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("n")?
+        }
+        Backend::Sqlite => {
+            sqlx_query(
+                "SELECT COUNT(*) AS n FROM pragma_table_info('saga_instances') WHERE name = 'resends'",
+            )
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("n")?
+        }
+    };
+    if has_resends == 0 {
+        sqlx_query("ALTER TABLE saga_instances ADD COLUMN resends BIGINT NOT NULL DEFAULT 0")
+            .execute(&mut *tx)
+            .await?;
     }
     tx.commit().await?;
     Ok(())
@@ -182,6 +208,9 @@ pub struct InstanceRecord {
     pub updated_ms: i64,
     /// Bumped by every change; a change applies only to the version it was computed from.
     pub version: i64,
+    /// How many times the current step's action was called again because its deadline
+    /// passed without a reply (see [`Step::resends`](crate::Step::resends)); 0 on a new step.
+    pub resends: i64,
 }
 
 /// One entry of an instance's timeline: a step's action or compensation.
@@ -280,8 +309,7 @@ pub struct DbSagaStore {
     db: Db,
 }
 
-const INSTANCE_COLUMNS: &str =
-    "id, saga, state, status, step, waiting, deadline_ms, reason, created_ms, updated_ms, version";
+const INSTANCE_COLUMNS: &str = "id, saga, state, status, step, waiting, deadline_ms, reason, created_ms, updated_ms, version, resends";
 
 /// The most ids bound in one `IN (...)` list: SQLite caps a statement's parameters.
 const IN_CHUNK: usize = 500;
@@ -294,22 +322,7 @@ impl DbSagaStore {
 
     #[instrument(skip_all, fields(saga.instance = %record.id), err)]
     async fn insert_record(&self, record: &InstanceRecord) -> Result<bool, SagaError> {
-        let done = sqlx_query(&format!(
-            "INSERT INTO saga_instances ({INSTANCE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (id) DO NOTHING"
-        ))
-        .bind(&record.id)
-        .bind(&record.saga)
-        .bind(&record.state)
-        .bind(record.status.as_str())
-        .bind(record.step)
-        .bind(i64::from(record.waiting))
-        .bind(record.deadline_ms)
-        .bind(record.reason.as_deref())
-        .bind(record.created_ms)
-        .bind(record.updated_ms)
-        .bind(record.version)
-        .execute(self.db.pool())
-        .await?;
+        let done = insert_query(record).execute(self.db.pool()).await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -333,7 +346,7 @@ impl DbSagaStore {
     ) -> Result<bool, SagaError> {
         let mut tx = self.db.begin().await?;
         let done = sqlx_query(
-            "UPDATE saga_instances SET state = $1, status = $2, step = $3, waiting = $4, deadline_ms = $5, reason = $6, updated_ms = $7, version = $8 WHERE id = $9 AND version = $10",
+            "UPDATE saga_instances SET state = $1, status = $2, step = $3, waiting = $4, deadline_ms = $5, reason = $6, updated_ms = $7, version = $8, resends = $9 WHERE id = $10 AND version = $11",
         )
         .bind(&record.state)
         .bind(record.status.as_str())
@@ -343,6 +356,7 @@ impl DbSagaStore {
         .bind(record.reason.as_deref())
         .bind(record.updated_ms)
         .bind(record.version)
+        .bind(record.resends)
         .bind(&record.id)
         .bind(expected_version)
         .execute(&mut *tx)
@@ -477,6 +491,39 @@ impl DbSagaStore {
     }
 }
 
+fn insert_query(
+    record: &InstanceRecord,
+) -> tideway_store::sqlx::query::Query<'_, Any, tideway_store::sqlx::any::AnyArguments<'_>> {
+    sqlx_query(INSERT_INSTANCE)
+        .bind(&record.id)
+        .bind(&record.saga)
+        .bind(&record.state)
+        .bind(record.status.as_str())
+        .bind(record.step)
+        .bind(i64::from(record.waiting))
+        .bind(record.deadline_ms)
+        .bind(record.reason.as_deref())
+        .bind(record.created_ms)
+        .bind(record.updated_ms)
+        .bind(record.version)
+        .bind(record.resends)
+}
+
+const INSERT_INSTANCE: &str = "INSERT INTO saga_instances (id, saga, state, status, step, waiting, deadline_ms, reason, created_ms, updated_ms, version, resends) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (id) DO NOTHING";
+
+/// Inserts the new instance `record` in the caller's transaction (of the database the saga
+/// tables live in), so that it commits with the change that begins it — an order and its
+/// checkout saga, say — or not at all; `false` when the id exists. Once committed,
+/// [`SagaEngine::run_inserted`](crate::SagaEngine::run_inserted) starts it (or, after a
+/// crash, [`SagaEngine::resume_all`](crate::SagaEngine::resume_all) does).
+pub async fn insert_in(
+    tx: &mut Transaction<'_, Any>,
+    record: &InstanceRecord,
+) -> Result<bool, SagaError> {
+    let done = insert_query(record).execute(&mut **tx).await?;
+    Ok(done.rows_affected() == 1)
+}
+
 fn decode_instance(row: &AnyRow) -> Result<InstanceRecord, SagaError> {
     let status: String = row.try_get("status")?;
     Ok(InstanceRecord {
@@ -491,6 +538,7 @@ fn decode_instance(row: &AnyRow) -> Result<InstanceRecord, SagaError> {
         created_ms: row.try_get("created_ms")?,
         updated_ms: row.try_get("updated_ms")?,
         version: row.try_get("version")?,
+        resends: row.try_get("resends")?,
     })
 }
 

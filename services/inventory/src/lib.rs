@@ -25,8 +25,8 @@ use anyhow::Context as _;
 use axum::{Extension, Router};
 use serde::{Deserialize, Serialize};
 use tideway_bus::{
-    Bus, Event, Handler, Publisher, SubscribeOptions, SubscriptionHandle, inbox,
-    outbox::{self, Relay, RelayOptions, RelayWaker},
+    Bus, Event, Handler, Publisher, Replica, SubscriptionHandle, inbox,
+    outbox::{self, Relay, RelayWaker},
 };
 use tideway_catalog_api::CatalogClient;
 use tideway_inventory_api::{CommitStock, PREFIX, ReleaseStock, ReserveStock, SERVICE, StockLevel};
@@ -130,7 +130,8 @@ impl std::fmt::Debug for Inventory {
 
 impl Inventory {
     /// Connects to the database and migrates it (with the outbox and inbox tables), starts
-    /// the outbox relay (lease `inventory`), subscribes the command handlers as consumer
+    /// the outbox relay (lease `inventory`, held as `replica`, with its timings), subscribes
+    /// the command handlers as consumer
     /// `inventory` ([`WORKERS`] per command), and, when `config.seed_from_catalog`, starts
     /// seeding from `catalog` in the background ([`Inventory::seeded`] waits for it).
     ///
@@ -139,6 +140,7 @@ impl Inventory {
     pub async fn build(
         config: &Config,
         bus: Arc<dyn Bus>,
+        replica: &Replica,
         verifier: Arc<JwtVerifier>,
         catalog: CatalogClient,
     ) -> anyhow::Result<Self> {
@@ -156,15 +158,7 @@ impl Inventory {
         let tracker = TaskTracker::new();
         let token = CancellationToken::new();
         let publisher: Arc<dyn Publisher> = bus.clone();
-        let relay = Relay::new(
-            db.clone(),
-            publisher,
-            RelayOptions {
-                lease_name: SERVICE.to_owned(),
-                holder: format!("{SERVICE}-{}", uuid::Uuid::new_v4()),
-                ..RelayOptions::default()
-            },
-        );
+        let relay = Relay::new(db.clone(), publisher, replica.relay(SERVICE));
         let waker = relay.spawn(&tracker, token.child_token());
 
         let commands = reservations::Commands::new(db.clone(), waker.clone());
@@ -180,7 +174,7 @@ impl Inventory {
         ] {
             for _ in 0..WORKERS {
                 let subscription = bus
-                    .subscribe(SubscribeOptions::new(SERVICE, subject), handler.clone())
+                    .subscribe(replica.subscribe(SERVICE, subject), handler.clone())
                     .await
                     .with_context(|| format!("cannot subscribe to {subject}"));
                 match subscription {

@@ -108,25 +108,27 @@ pub async fn checkout(
         return Err(err.into());
     }
     outbox::enqueue(&mut tx, &event(&placed, &order.id)?).await?;
+    let saga_state = CheckoutState {
+        order_id: order.id.clone(),
+        user_id: order.user_id.clone(),
+        lines: order.lines.clone(),
+        total_minor,
+        currency: order.currency.clone(),
+        card,
+        traceparent: trace::current_traceparent(),
+    };
+    // The saga commits with its order: a crash can leave neither without the other.
+    let instance = state
+        .engine
+        .new_instance(&state.saga, &order.id, &saga_state)?;
+    tideway_saga::insert_in(&mut tx, &instance).await?;
     tx.commit().await?;
     state.waker.wake();
     tracing::info!(
         order_id = %order.id, trace_id = %order.trace_id, total_minor,
         lines = order.lines.len(), "order placed"
     );
-    let saga_state = CheckoutState {
-        order_id: order.id.clone(),
-        user_id: order.user_id,
-        lines: order.lines,
-        total_minor,
-        currency: order.currency,
-        card,
-        traceparent: trace::current_traceparent(),
-    };
-    state
-        .engine
-        .start(&state.saga, &order.id, saga_state)
-        .await?;
+    state.engine.run_inserted(&order.id);
     Ok(accepted(&order.id))
 }
 

@@ -9,6 +9,12 @@ use tideway_store::DatabaseUrl;
 /// The longest step timeout accepted (a day), so a typo cannot park sagas for years.
 const MAX_TIMEOUT_MS: u64 = 24 * 60 * 60 * 1000;
 
+/// How many times a step's command is sent again before the order is cancelled, by default.
+pub const DEFAULT_STEP_RESENDS: u32 = 3;
+
+/// The most re-sends accepted.
+pub const MAX_STEP_RESENDS: u32 = 100;
+
 /// The ordering service's configuration (`[ordering]` in `tideway.toml`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -22,6 +28,11 @@ pub struct Config {
     /// How long to wait for `PaymentCaptured` before sending `CapturePayment` again. A
     /// confirmed order is never cancelled: capture is retried, not compensated.
     pub capture_timeout_ms: u64,
+    /// How many times `ReserveStock` and `AuthorizePayment` are sent again (same order and
+    /// idempotency key, which inventory and payment answer without acting twice) when
+    /// their step's timeout passes without a reply, before the order is cancelled: an
+    /// order is cancelled for a timeout only after `(step_resends + 1) × timeout`.
+    pub step_resends: u32,
 }
 
 impl Default for Config {
@@ -31,6 +42,7 @@ impl Default for Config {
             reserve_timeout_ms: 10_000,
             payment_timeout_ms: 15_000,
             capture_timeout_ms: 15_000,
+            step_resends: DEFAULT_STEP_RESENDS,
         }
     }
 }
@@ -46,6 +58,15 @@ impl Config {
 
     pub(crate) fn capture_timeout(&self) -> Duration {
         Duration::from_millis(self.capture_timeout_ms)
+    }
+
+    /// The saga step deadlines with their keys: reserve, authorize, capture.
+    pub fn step_deadlines(&self) -> [(&'static str, Duration); 3] {
+        [
+            ("ordering.reserve_timeout_ms", self.reserve_timeout()),
+            ("ordering.payment_timeout_ms", self.payment_timeout()),
+            ("ordering.capture_timeout_ms", self.capture_timeout()),
+        ]
     }
 
     /// How often the saga sweeper looks for timed-out steps: a quarter of the shortest
@@ -72,6 +93,12 @@ impl Validate for Config {
                     format!("milliseconds between 1 and {MAX_TIMEOUT_MS}"),
                 ));
             }
+        }
+        if self.step_resends > MAX_STEP_RESENDS {
+            return Err(ConfigError::invalid(
+                "ordering.step_resends",
+                format!("a number of re-sends between 0 and {MAX_STEP_RESENDS}"),
+            ));
         }
         Ok(())
     }
@@ -107,6 +134,13 @@ mod tests {
                     ..Config::default()
                 },
                 "ordering.capture_timeout_ms",
+            ),
+            (
+                Config {
+                    step_resends: MAX_STEP_RESENDS + 1,
+                    ..Config::default()
+                },
+                "ordering.step_resends",
             ),
         ] {
             let err = config.validate().unwrap_err();

@@ -30,7 +30,7 @@ use axum::{Extension, Router};
 use serde::{Deserialize, Serialize};
 use tideway_basket_api::BasketClient;
 use tideway_bus::{
-    Bus, Publisher, SubscriptionHandle, inbox,
+    Bus, Publisher, Replica, SubscriptionHandle, inbox,
     outbox::{self, Lease, Relay, RelayOptions, RelayWaker},
 };
 use tideway_ordering_api::{OrderView, SERVICE};
@@ -55,7 +55,8 @@ static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 /// How long a shutdown waits for a relay pass under way before abandoning it.
 const RELAY_GRACE: Duration = Duration::from_secs(1);
 
-/// Runs the outbox relay (lease `ordering`) on `tracker` until `token` is cancelled.
+/// Runs the outbox relay (lease `ordering`, held as this replica) on `tracker` until
+/// `token` is cancelled.
 ///
 /// `Relay::run` only looks at its token between passes, and on the embedded bus a pass
 /// waits until every consumer group has acknowledged — forever, when a consumer's handler
@@ -65,14 +66,10 @@ const RELAY_GRACE: Duration = Duration::from_secs(1);
 fn spawn_relay(
     db: &Db,
     publisher: Arc<dyn Publisher>,
+    options: RelayOptions,
     tracker: &TaskTracker,
     token: CancellationToken,
 ) -> RelayWaker {
-    let options = RelayOptions {
-        lease_name: SERVICE.to_owned(),
-        holder: uuid::Uuid::new_v4().to_string(),
-        ..RelayOptions::default()
-    };
     let lease = Lease::new(
         db.clone(),
         options.lease_name.clone(),
@@ -149,10 +146,12 @@ impl Ordering {
     /// the outbox relay, subscribes to inventory's and payment's replies, resumes every
     /// unfinished saga, starts the timeout sweeper and the task that cancels the orders of
     /// compensated sagas, and builds the router. Baskets are read through `basket`; tokens
-    /// are checked with `verifier`.
+    /// are checked with `verifier`; `replica` names this process's relay lease holder and
+    /// times its relay and subscriptions.
     pub async fn build(
         config: &Config,
         bus: Arc<dyn Bus>,
+        replica: &Replica,
         verifier: Arc<JwtVerifier>,
         basket: BasketClient,
     ) -> anyhow::Result<Self> {
@@ -173,7 +172,13 @@ impl Ordering {
         let tracker = TaskTracker::new();
         let token = CancellationToken::new();
         let publisher: Arc<dyn Publisher> = bus.clone();
-        let waker = spawn_relay(&db, publisher, &tracker, token.child_token());
+        let waker = spawn_relay(
+            &db,
+            publisher,
+            replica.relay(SERVICE),
+            &tracker,
+            token.child_token(),
+        );
 
         let (finished_tx, finished_rx) = mpsc::unbounded_channel();
         let sagas = DbSagaStore::new(db.clone());
@@ -202,6 +207,7 @@ impl Ordering {
                 deps: deps.clone(),
             },
             &bus,
+            replica,
         )
         .await
         .context("cannot subscribe ordering to the checkout replies")?;

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use tideway_bus::{
-    Bus, BusError, Event, EventType, HandlerError, SubscribeOptions, SubscriptionHandle, inbox,
+    Bus, BusError, Event, EventType, HandlerError, Replica, SubscriptionHandle, inbox,
 };
 use tideway_inventory_api::{StockCommitted, StockRejected, StockReleased, StockReserved};
 use tideway_ordering_api::SERVICE;
@@ -43,10 +43,11 @@ pub struct Replies {
     pub deps: Deps,
 }
 
-/// Subscribes to every reply subject as consumer `ordering`.
+/// Subscribes to every reply subject as consumer `ordering`, with `replica`'s ack wait.
 pub async fn subscribe(
     replies: Replies,
     bus: &Arc<dyn Bus>,
+    replica: &Replica,
 ) -> Result<Vec<SubscriptionHandle>, BusError> {
     let mut handles = Vec::with_capacity(SUBJECTS.len());
     for subject in SUBJECTS {
@@ -59,7 +60,7 @@ pub async fn subscribe(
             }
         };
         handles.push(
-            bus.subscribe(SubscribeOptions::new(SERVICE, subject), Arc::new(handler))
+            bus.subscribe(replica.subscribe(SERVICE, subject), Arc::new(handler))
                 .await?,
         );
     }

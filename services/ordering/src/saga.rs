@@ -5,7 +5,10 @@
 //! woken); replies come back through [`crate::replies`] as
 //! [`SagaEngine::deliver`](tideway_saga::SagaEngine::deliver) calls. Every action and
 //! compensation is idempotent: a repeated command carries the same order id and
-//! idempotency key, which inventory and payment deduplicate.
+//! idempotency key, which inventory and payment deduplicate. So a reservation or an
+//! authorization without a reply by its deadline is sent again (`ordering.step_resends`
+//! times, by the saga engine) before the order is cancelled for a timeout: a reply lost with
+//! a crashed process is asked for again instead of costing the order.
 //!
 //! # Capture never cancels a confirmed order
 //!
@@ -252,7 +255,8 @@ pub fn definition(deps: &Deps, config: &Config) -> SagaDefinition<CheckoutState>
                     }
                 }
             })
-            .timeout(reserve),
+            .timeout(reserve)
+            .resends(config.step_resends),
         )
         .step(
             Step::new(AUTHORIZE_PAYMENT, {
@@ -287,7 +291,8 @@ pub fn definition(deps: &Deps, config: &Config) -> SagaDefinition<CheckoutState>
                     }
                 }
             })
-            .timeout(payment),
+            .timeout(payment)
+            .resends(config.step_resends),
         )
         .step(
             Step::new(CONFIRM_ORDER, {

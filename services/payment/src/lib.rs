@@ -27,8 +27,8 @@ use anyhow::Context as _;
 use axum::{Extension, Router};
 use serde::{Deserialize, Serialize};
 use tideway_bus::{
-    Bus, Event, EventType, SubscribeOptions, SubscriptionHandle, inbox,
-    outbox::{self, Relay, RelayOptions},
+    Bus, Event, EventType, Replica, SubscriptionHandle, inbox,
+    outbox::{self, Relay},
 };
 use tideway_payment_api::{
     AuthorizePayment, CapturePayment, PREFIX, PaymentView, SERVICE, VoidPayment,
@@ -131,11 +131,13 @@ pub struct Payment {
 }
 
 impl Payment {
-    /// Connects, migrates, installs the outbox and inbox, starts the outbox relay and
-    /// subscribes the command handlers (consumer `payment`).
+    /// Connects, migrates, installs the outbox and inbox, starts the outbox relay (lease
+    /// `payment`, held as `replica`, with its timings) and subscribes the command handlers
+    /// (consumer `payment`).
     pub async fn build(
         config: &Config,
         bus: Arc<dyn Bus>,
+        replica: &Replica,
         verifier: Arc<JwtVerifier>,
     ) -> anyhow::Result<Self> {
         config.validate().context("invalid payment configuration")?;
@@ -156,21 +158,16 @@ impl Payment {
         );
         let tracker = TaskTracker::new();
         let token = CancellationToken::new();
-        let relay = Relay::new(
-            db.clone(),
-            bus.clone(),
-            RelayOptions {
-                lease_name: SERVICE.to_owned(),
-                holder: format!("{SERVICE}-{}", uuid::Uuid::new_v4()),
-                ..RelayOptions::default()
-            },
-        );
+        let relay = Relay::new(db.clone(), bus.clone(), replica.relay(SERVICE));
         let waker = relay.spawn(&tracker, token.clone());
         let handlers = Arc::new(Handlers::new(db.clone(), Arc::new(provider.clone()), waker));
 
         // A handler may wait for the provider twice (void then nothing else, or one call):
-        // give it the latency twice over on top of the usual ack wait.
-        let ack_wait = Duration::from_secs(30) + Duration::from_millis(config.latency_ms) * 2;
+        // give it the latency twice over on top of the usual handler timeout. The ack wait
+        // stays short (in-progress acks cover a slow provider), so a command held by a
+        // crashed replica comes back soon.
+        let handler_timeout =
+            tideway_bus::DEFAULT_HANDLER_TIMEOUT + Duration::from_millis(config.latency_ms) * 2;
         let mut subscriptions = Vec::new();
         for filter in [
             AuthorizePayment::SUBJECT,
@@ -185,7 +182,9 @@ impl Payment {
                 };
                 let subscription = bus
                     .subscribe(
-                        SubscribeOptions::new(SERVICE, filter).ack_wait(ack_wait),
+                        replica
+                            .subscribe(SERVICE, filter)
+                            .handler_timeout(handler_timeout),
                         Arc::new(handler),
                     )
                     .await

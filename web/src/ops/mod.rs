@@ -103,8 +103,11 @@ fn admin(visitor: &Visitor, here: &str) -> Result<User, PageError> {
 /// `GET /ops`.
 async fn console(State(state): State<AppState>, visitor: Visitor) -> Result<Markup, PageError> {
     let user = admin(&visitor, "/ops")?;
-    let (services, traffic, sagas) =
-        tokio::join!(services(&state), traffic(&state), sagas(&state, &user),);
+    let (services, traffic, sagas) = tokio::join!(
+        services(&state, &user),
+        traffic(&state),
+        sagas(&state, &user),
+    );
     let body = html! {
         div.ops-head {
             h1 { "Operations" }
@@ -129,8 +132,8 @@ async fn services_panel(
     State(state): State<AppState>,
     visitor: Visitor,
 ) -> Result<Markup, PageError> {
-    admin(&visitor, "/ops")?;
-    Ok(services(&state).await)
+    let user = admin(&visitor, "/ops")?;
+    Ok(services(&state, &user).await)
 }
 
 async fn traffic_panel(
@@ -201,8 +204,39 @@ async fn health(transport: &Transport) -> Health {
     }
 }
 
-async fn services(state: &AppState) -> Markup {
-    let checks = join_all(state.ops.sources.services.iter().map(health)).await;
+/// The gateway's view of every replica (`GET /api/admin/instances`), when it balances
+/// over discovered replicas; the embedded shape has none.
+#[derive(Debug, serde::Deserialize)]
+struct Replicas {
+    services: Vec<ServiceReplicas>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct ServiceReplicas {
+    service: String,
+    instances: Vec<Replica>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct Replica {
+    id: String,
+    address: String,
+    version: Option<String>,
+    ready: bool,
+    ejected: bool,
+    breaker: String,
+    requests_per_sec: f64,
+    ewma_latency_ms: f64,
+}
+
+async fn services(state: &AppState, user: &User) -> Markup {
+    let (checks, replicas) = tokio::join!(
+        join_all(state.ops.sources.services.iter().map(health)),
+        state
+            .api
+            .get::<Replicas>(&user.token, "/api/admin/instances")
+    );
+    let replicas = replicas.ok();
     html! {
         section.panel #panel-services aria-labelledby="services-heading"
             hx-get="/ops/services" hx-trigger="every 5s" hx-swap="outerHTML" {
@@ -222,8 +256,54 @@ async fn services(state: &AppState) -> Markup {
                     }
                 }
             }
+            @if let Some(replicas) = &replicas {
+                h3 { "Replicas" }
+                table #replicas {
+                    thead { tr {
+                        th scope="col" { "Service" }
+                        th scope="col" { "Replica" }
+                        th scope="col" { "Address" }
+                        th scope="col" { "Version" }
+                        th scope="col" { "State" }
+                        th.num scope="col" { "Requests/s" }
+                        th.num scope="col" { "EWMA" }
+                    } }
+                    tbody {
+                        @for service in &replicas.services {
+                            @for replica in &service.instances {
+                                tr data-replica=(replica.id) {
+                                    td { (service.service) }
+                                    th scope="row" { (replica.id) }
+                                    td { code { (replica.address) } }
+                                    td { (replica.version.as_deref().unwrap_or("–")) }
+                                    td {
+                                        (replica_badge(replica))
+                                        @if replica.breaker != "closed" {
+                                            " " small { "breaker " (replica.breaker) }
+                                        }
+                                    }
+                                    td.num { (format!("{:.1}", replica.requests_per_sec)) }
+                                    td.num { (format!("{:.1} ms", replica.ewma_latency_ms)) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
         }
     }
+}
+
+/// A replica's state, marked apart from the services' health badges.
+fn replica_badge(replica: &Replica) -> Markup {
+    let (state, label) = if replica.ejected {
+        ("ejected", "Ejected")
+    } else if replica.ready {
+        ("ready", "Ready")
+    } else {
+        ("not_ready", "Not ready")
+    };
+    html! { span.badge data-replica-status=(state) { (label) } }
 }
 
 async fn scrape(transport: &Transport) -> Option<String> {

@@ -192,7 +192,7 @@ async fn an_event_that_always_fails_is_dead_lettered_after_max_deliveries() {
 }
 
 #[tokio::test]
-async fn a_handler_past_the_ack_wait_is_retried_and_then_dead_lettered() {
+async fn a_handler_past_its_timeout_is_retried_and_then_dead_lettered() {
     for tb in buses().await {
         let calls = Arc::new(Mutex::new(0_u32));
         let handler = {
@@ -209,7 +209,7 @@ async fn a_handler_past_the_ack_wait_is_retried_and_then_dead_lettered() {
         let bus = tb.bus();
         let options = fast("inventory", "tideway.ordering.*")
             .max_deliveries(2)
-            .ack_wait(Duration::from_secs(1));
+            .handler_timeout(Duration::from_secs(1));
         bus.subscribe(options, handler).await.unwrap();
         bus.subscribe(fast("ops", "tideway.dlq.inventory"), dead.handler("ops"))
             .await
@@ -218,7 +218,7 @@ async fn a_handler_past_the_ack_wait_is_retried_and_then_dead_lettered() {
         bus.publish(&placed(1)).await.unwrap();
         eventually(DEADLINE, "the dead letter", || dead.len() >= 1).await;
         let letter = DeadLetter::from_event(&dead.events()[0]).unwrap();
-        assert!(letter.error.contains("ack wait"), "{}", letter.error);
+        assert!(letter.error.contains("timeout"), "{}", letter.error);
         assert_eq!(*calls.lock().unwrap(), 2, "{}", tb.name());
         bus.shutdown().await;
     }

@@ -193,6 +193,77 @@ async fn one_lease_holder_at_a_time_and_a_takeover_after_expiry() {
 }
 
 #[tokio::test]
+async fn a_relay_restarted_with_its_holder_id_takes_its_lease_back_at_once() {
+    for db in tideway_testkit::backends().await {
+        outbox::install(&db).await.unwrap();
+        let bus = EmbeddedBus::new(EmbeddedOptions::default()).await.unwrap();
+        let recorder = Recorder::default();
+        bus.subscribe(
+            SubscribeOptions::new("inventory", "tideway.ordering.*"),
+            recorder.handler("inventory"),
+        )
+        .await
+        .unwrap();
+        bus.open();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let publisher = |tag| -> Arc<dyn Publisher> {
+            Arc::new(Tagged {
+                tag,
+                log: log.clone(),
+                inner: Arc::new(bus.clone()),
+            })
+        };
+        // A lease far longer than the test: only its holder can have it back in time.
+        let lasting = |holder: &str| RelayOptions {
+            lease_ttl: Duration::from_secs(3600),
+            ..quick(holder)
+        };
+        let token = CancellationToken::new();
+        let before = tokio::spawn(
+            Relay::new((*db).clone(), publisher("before"), lasting("inventory-1"))
+                .run(token.clone()),
+        );
+        enqueue_committed(&db, &[placed(0)]).await;
+        eventually(DEADLINE, "the first event", || recorder.len() >= 1).await;
+        // Killed: the lease is left held for an hour.
+        before.abort();
+        let _ = before.await;
+        let lease = Lease::new((*db).clone(), "outbox-relay", "x", Duration::from_secs(1));
+        let (holder, expires) = lease.current().await.unwrap().unwrap();
+        assert_eq!(holder, "inventory-1");
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis();
+        assert!(i128::from(expires) > i128::try_from(now_ms).unwrap() + 60_000);
+
+        // The same replica restarts beside another one; the restarted one publishes at once.
+        let other = tokio::spawn(
+            Relay::new((*db).clone(), publisher("other"), lasting("inventory-2"))
+                .run(token.clone()),
+        );
+        let after = tokio::spawn(
+            Relay::new((*db).clone(), publisher("after"), lasting("inventory-1"))
+                .run(token.clone()),
+        );
+        enqueue_committed(&db, &(1..4).map(placed).collect::<Vec<_>>()).await;
+        eventually(DEADLINE, "three more events", || recorder.len() >= 4).await;
+        let tags: Vec<&str> = log.lock().unwrap().iter().map(|(tag, _)| *tag).collect();
+        assert_eq!(
+            tags,
+            ["before", "after", "after", "after"],
+            "{:?}",
+            db.backend()
+        );
+        assert_eq!(recorder.ns(), [0, 1, 2, 3]);
+        token.cancel();
+        after.await.unwrap();
+        other.await.unwrap();
+        bus.shutdown().await;
+    }
+}
+
+#[tokio::test]
 async fn two_relays_publish_each_event_once_and_the_survivor_takes_over() {
     for db in tideway_testkit::backends().await {
         outbox::install(&db).await.unwrap();

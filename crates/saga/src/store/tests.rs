@@ -13,6 +13,7 @@ fn record(id: &str) -> InstanceRecord {
         created_ms: 1_000,
         updated_ms: 1_000,
         version: 1,
+        resends: 0,
     }
 }
 
@@ -23,6 +24,40 @@ async fn install_is_idempotent_and_safe_when_concurrent() {
         a.unwrap();
         b.unwrap();
         install(&db).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn install_adds_the_resend_count_to_tables_made_before_it() {
+    for db in tideway_testkit::backends().await {
+        // The table as it was before steps could be re-sent, with an instance in it.
+        sqlx_query(
+            "CREATE TABLE saga_instances (
+                id TEXT PRIMARY KEY, saga TEXT NOT NULL, state TEXT NOT NULL,
+                status TEXT NOT NULL, step BIGINT NOT NULL, waiting BIGINT NOT NULL,
+                deadline_ms BIGINT, reason TEXT, created_ms BIGINT NOT NULL,
+                updated_ms BIGINT NOT NULL, version BIGINT NOT NULL
+            )",
+        )
+        .execute(db.pool())
+        .await
+        .unwrap();
+        sqlx_query(
+            "INSERT INTO saga_instances VALUES ('old', 's', '{}', 'running', 0, 1, 5, NULL, 1, 1, 3)",
+        )
+        .execute(db.pool())
+        .await
+        .unwrap();
+        install(&db).await.unwrap();
+        install(&db).await.unwrap();
+        let store = DbSagaStore::new((*db).clone());
+        let old = store.load("old").await.unwrap().unwrap();
+        assert_eq!((old.version, old.resends), (3, 0));
+        let mut next = old.clone();
+        next.version = 4;
+        next.resends = 2;
+        assert!(store.update(&next, 3, &[]).await.unwrap());
+        assert_eq!(store.load("old").await.unwrap().unwrap().resends, 2);
     }
 }
 

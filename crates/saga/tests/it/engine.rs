@@ -8,7 +8,9 @@ use tideway_saga::{
     SystemClock,
 };
 
-use crate::support::{DEADLINE, Ledger, Plan, STEPS, TWO_TIMEOUT, World, engine_on, new_id, saga};
+use crate::support::{
+    DEADLINE, Ledger, Plan, STEPS, TWO_TIMEOUT, World, engine_on, new_id, resending_saga, saga,
+};
 
 /// The timeline as (step, kind, status) triples.
 fn timeline(instance: &tideway_saga::SagaInstance) -> Vec<(String, StepKind, StepStatus)> {
@@ -246,6 +248,121 @@ async fn a_step_without_a_reply_times_out_and_a_late_reply_is_ignored() {
         assert_eq!(after.status, SagaStatus::Compensated);
         assert_eq!(after.state, done.state, "the late reply changed nothing");
         assert_eq!(world.ledger.calls(&id, "three", StepKind::Action), 0);
+        engine.shutdown().await;
+    }
+}
+
+/// Step `two`'s action timeline entry.
+fn two(instance: &tideway_saga::SagaInstance) -> Option<tideway_saga::StepRecord> {
+    instance
+        .steps
+        .iter()
+        .find(|s| s.step == "two" && s.kind == StepKind::Action)
+        .cloned()
+}
+
+/// How many times step `two`'s action was started.
+fn two_sent(instance: &tideway_saga::SagaInstance) -> i64 {
+    two(instance).map_or(0, |s| s.attempts)
+}
+
+#[tokio::test]
+async fn a_step_without_a_reply_is_sent_again_and_compensated_once_its_resends_are_spent() {
+    for db in tideway_testkit::backends().await {
+        let mut world = World::new(db).await;
+        world.saga = resending_saga(&world.ledger, TWO_TIMEOUT, 2);
+        let engine = world.engine();
+        let id = new_id();
+        let plan = Plan {
+            wait_at: Some(1),
+            ..Plan::default()
+        };
+        engine.start(&world.saga, &id, plan).await.unwrap();
+        for sent in 1..=3_i64 {
+            let waiting = engine
+                .wait_until(&id, DEADLINE, |i| i.waiting && two_sent(i) == sent)
+                .await
+                .unwrap();
+            assert_eq!(waiting.status, SagaStatus::Running);
+            assert_eq!(
+                world.ledger.calls(&id, "two", StepKind::Action),
+                u32::try_from(sent).unwrap()
+            );
+            assert_eq!(
+                world.ledger.attempt(&id, "two"),
+                u32::try_from(sent).unwrap()
+            );
+            // Each send has a deadline of its own.
+            world.clock.advance(TWO_TIMEOUT - Duration::from_millis(1));
+            assert_eq!(engine.sweep_once().await.unwrap(), 0);
+            world.clock.advance(Duration::from_millis(1));
+            assert_eq!(engine.sweep_once().await.unwrap(), 1);
+        }
+        let done = engine.wait_finished(&id, DEADLINE).await.unwrap();
+        assert_eq!(done.status, SagaStatus::Compensated);
+        assert_eq!(
+            done.reason.as_deref(),
+            Some("step two timed out after 500 ms (sent 3 times)")
+        );
+        // Three sends with one key: one effect, undone once.
+        assert_eq!(world.ledger.calls(&id, "two", StepKind::Action), 3);
+        assert_eq!(world.ledger.effects(&id, "two"), 1);
+        assert_eq!(world.ledger.undone(&id), ["two", "one"]);
+        assert!(world.ledger.holding(&id).is_empty());
+        assert_eq!(
+            timeline(&done),
+            [
+                row("one", StepKind::Action, StepStatus::Done),
+                row("two", StepKind::Action, StepStatus::TimedOut),
+                row("two", StepKind::Compensation, StepStatus::Done),
+                row("one", StepKind::Compensation, StepStatus::Done),
+            ]
+        );
+        assert_eq!(two_sent(&done), 3);
+        engine.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn a_reply_to_a_step_sent_again_moves_the_saga_on() {
+    for db in tideway_testkit::backends().await {
+        let mut world = World::new(db).await;
+        world.saga = resending_saga(&world.ledger, TWO_TIMEOUT, 3);
+        let engine = world.engine();
+        let id = new_id();
+        let plan = Plan {
+            wait_at: Some(1),
+            ..Plan::default()
+        };
+        engine.start(&world.saga, &id, plan).await.unwrap();
+        engine
+            .wait_until(&id, DEADLINE, |i| i.waiting)
+            .await
+            .unwrap();
+        world.clock.advance(TWO_TIMEOUT);
+        assert_eq!(engine.sweep_once().await.unwrap(), 1);
+        engine
+            .wait_until(&id, DEADLINE, |i| i.waiting && two_sent(i) == 2)
+            .await
+            .unwrap();
+        assert_eq!(world.ledger.attempt(&id, "two"), 2);
+        let reply = Reply::<Plan>::done_with(|p| p.done.push("two replied".into()));
+        assert_eq!(
+            engine.deliver(&id, "two", reply).await.unwrap(),
+            Delivery::Accepted
+        );
+        let done = engine.wait_finished(&id, DEADLINE).await.unwrap();
+        assert_eq!(done.status, SagaStatus::Completed);
+        assert_eq!(
+            done.state_as::<Plan>().unwrap().done,
+            ["one", "two replied", "three", "four"]
+        );
+        assert_eq!(world.ledger.effects(&id, "two"), 1);
+        assert!(world.ledger.undone(&id).is_empty());
+        let two = two(&done).unwrap();
+        assert_eq!((two.attempts, two.status), (2, StepStatus::Done));
+        // The next step starts with a clean count: `four` is called once, as the first send.
+        assert_eq!(world.ledger.attempt(&id, "four"), 1);
         engine.shutdown().await;
     }
 }
@@ -510,6 +627,45 @@ async fn recent_lists_the_newest_instances_first_with_their_timelines() {
         assert_eq!(newest.len(), 1);
         assert_eq!(newest[0].id, ids[2]);
         assert!(engine.recent(0).await.unwrap().is_empty());
+        engine.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn an_instance_inserted_in_a_transaction_exists_only_once_it_commits() {
+    for db in tideway_testkit::backends().await {
+        let world = World::new(db).await;
+        let engine = world.engine();
+        let (dropped, kept) = (new_id(), new_id());
+        let record = engine
+            .new_instance(&world.saga, &dropped, &Plan::default())
+            .unwrap();
+        let mut tx = world.db.begin().await.unwrap();
+        assert!(tideway_saga::insert_in(&mut tx, &record).await.unwrap());
+        tx.rollback().await.unwrap();
+        assert!(engine.instance(&dropped).await.unwrap().is_none());
+
+        let record = engine
+            .new_instance(&world.saga, &kept, &Plan::default())
+            .unwrap();
+        let mut tx = world.db.begin().await.unwrap();
+        assert!(tideway_saga::insert_in(&mut tx, &record).await.unwrap());
+        tx.commit().await.unwrap();
+        engine.run_inserted(&kept);
+        let done = engine.wait_finished(&kept, DEADLINE).await.unwrap();
+        assert_eq!(done.status, SagaStatus::Completed);
+        assert_eq!(world.ledger.effects(&kept, "one"), 1);
+        // Committed but never begun (a crash right after the commit): resumed at start-up.
+        let orphan = new_id();
+        let record = engine
+            .new_instance(&world.saga, &orphan, &Plan::default())
+            .unwrap();
+        let mut tx = world.db.begin().await.unwrap();
+        assert!(tideway_saga::insert_in(&mut tx, &record).await.unwrap());
+        tx.commit().await.unwrap();
+        assert_eq!(engine.resume_all().await.unwrap(), 1);
+        let done = engine.wait_finished(&orphan, DEADLINE).await.unwrap();
+        assert_eq!(done.status, SagaStatus::Completed);
         engine.shutdown().await;
     }
 }

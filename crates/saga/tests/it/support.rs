@@ -51,6 +51,8 @@ struct Book {
     undone: Vec<(String, String)>,
     /// Keys whose first call does its work and then never returns (a crash mid-step).
     hang_once: HashSet<String>,
+    /// The attempt number of each key's latest call.
+    attempts: HashMap<String, u32>,
 }
 
 /// The in-memory downstream world of the test saga: it deduplicates work by idempotency
@@ -91,6 +93,7 @@ impl Ledger {
         let key = ctx.idempotency_key();
         self.edit(|b| {
             *b.calls.entry(key.clone()).or_default() += 1;
+            b.attempts.insert(key.clone(), ctx.attempt());
             b.hang_once.remove(&key)
         })
     }
@@ -153,6 +156,13 @@ impl Ledger {
         self.read(|b| b.calls.get(&key).copied().unwrap_or(0))
     }
 
+    /// The attempt number (`StepContext::attempt`) of the latest call of `instance`'s
+    /// `step` action.
+    pub fn attempt(&self, instance: &str, step: &str) -> u32 {
+        let key = tideway_saga::idempotency_key(instance, step, StepKind::Action);
+        self.read(|b| b.attempts.get(&key).copied().unwrap_or(0))
+    }
+
     /// Waits until `condition` holds, for at most [`DEADLINE`], checking it on every change.
     pub async fn wait_for(&self, what: &str, condition: impl Fn(&Self) -> bool) {
         let mut changes = self.changed.subscribe();
@@ -209,6 +219,16 @@ async fn undo(ledger: Arc<Ledger>, ctx: StepContext, plan: Plan) -> StepOutcome<
 /// The test saga: `one`, `two` (timing out after `two_timeout`), `three` (no effect, no
 /// compensation), `four`.
 pub fn saga(ledger: &Arc<Ledger>, two_timeout: Duration) -> SagaDefinition<Plan> {
+    resending_saga(ledger, two_timeout, 0)
+}
+
+/// The test saga, with step `two` called again `two_resends` times when its deadline passes
+/// before it compensates.
+pub fn resending_saga(
+    ledger: &Arc<Ledger>,
+    two_timeout: Duration,
+    two_resends: u32,
+) -> SagaDefinition<Plan> {
     let step = |name: &str| {
         let (a, u) = (Arc::clone(ledger), Arc::clone(ledger));
         let step = Step::new(name, move |ctx, plan| act(Arc::clone(&a), ctx, plan));
@@ -220,7 +240,7 @@ pub fn saga(ledger: &Arc<Ledger>, two_timeout: Duration) -> SagaDefinition<Plan>
     };
     SagaDefinition::new("test")
         .step(step("one"))
-        .step(step("two").timeout(two_timeout))
+        .step(step("two").timeout(two_timeout).resends(two_resends))
         .step(step("three"))
         .step(step("four"))
 }

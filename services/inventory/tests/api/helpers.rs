@@ -68,9 +68,15 @@ pub async fn spawn_with(db_url: &str, bus: TestBus, seed: bool, catalog: Catalog
         database_url: db_url.parse().expect("a test database URL"),
         seed_from_catalog: seed,
     };
-    let inventory = Inventory::build(&config, dyn_bus.clone(), tokens.verifier(), catalog)
-        .await
-        .expect("build the inventory");
+    let inventory = Inventory::build(
+        &config,
+        dyn_bus.clone(),
+        &tideway_bus::Replica::new("inventory-1"),
+        tokens.verifier(),
+        catalog,
+    )
+    .await
+    .expect("build the inventory");
 
     // The saga's side: collect every reply of the inventory.
     let (tx, rx) = mpsc::unbounded_channel();

@@ -469,9 +469,15 @@ async fn build(
     tokens: &TestTokens,
     basket: &FakeBasket,
 ) -> Ordering {
-    Ordering::build(config, bus.clone(), tokens.verifier(), basket.client())
-        .await
-        .unwrap()
+    Ordering::build(
+        config,
+        bus.clone(),
+        &tideway_bus::Replica::new("ordering-1"),
+        tokens.verifier(),
+        basket.client(),
+    )
+    .await
+    .unwrap()
 }
 
 impl TestApp {

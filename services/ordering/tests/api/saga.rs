@@ -194,6 +194,63 @@ async fn a_declined_card_releases_the_stock_and_cancels_the_order() {
 }
 
 #[tokio::test]
+async fn an_unanswered_command_is_sent_again_and_a_reply_then_confirms_the_order() {
+    for db in tideway_testkit::backends().await {
+        let app = spawn_app(tideway_ordering::Config {
+            reserve_timeout_ms: 300,
+            payment_timeout_ms: 300,
+            step_resends: 5,
+            ..config(db.url())
+        })
+        .await;
+        // Inventory and payment lose the first commands (a crash, say); the steps ask again.
+        app.responders.set(Script {
+            reserve: Answer::Silent,
+            authorize: Answer::Silent,
+            ..Script::default()
+        });
+        let token = app.token("alice");
+        let id = app.checkout(&token, None).await.order_id();
+        app.log
+            .wait_for("ReserveStock sent again", |log| {
+                log.of::<ReserveStock>(&id).len() >= 2
+            })
+            .await;
+        app.responders.set(Script {
+            authorize: Answer::Silent,
+            ..Script::default()
+        });
+        app.log
+            .wait_for("AuthorizePayment sent again", |log| {
+                log.of::<AuthorizePayment>(&id).len() >= 2
+            })
+            .await;
+        app.responders.set(Script::default());
+        let order = app.finished(&token, &id).await;
+        assert_eq!(order.status, OrderStatus::Confirmed, "{order:?}");
+        // The same command each time: one order, one idempotency key.
+        let authorize = app.log.of::<AuthorizePayment>(&id);
+        assert!(
+            authorize
+                .iter()
+                .all(|c| c.idempotency_key == format!("{id}:{AUTHORIZE_PAYMENT}:action")),
+            "{authorize:?}"
+        );
+        assert!(app.log.of::<ReleaseStock>(&id).is_empty());
+        assert!(app.log.of::<VoidPayment>(&id).is_empty());
+        assert!(app.log.of::<OrderCancelled>(&id).is_empty());
+        assert_eq!(
+            steps(&order)[..2],
+            [
+                (RESERVE_STOCK, "action", "done"),
+                (AUTHORIZE_PAYMENT, "action", "done")
+            ]
+        );
+        app.ordering.shutdown().await;
+    }
+}
+
+#[tokio::test]
 async fn a_step_that_times_out_cancels_the_order_and_a_late_reply_changes_nothing() {
     for db in tideway_testkit::backends().await {
         let app = spawn_app(tideway_ordering::Config {

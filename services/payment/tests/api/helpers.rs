@@ -69,9 +69,14 @@ pub async fn spawn_with(config: Config, bus: TestBus) -> TestApp {
         .unwrap();
 
     let tokens = TestTokens::new();
-    let payment = Payment::build(&config, dyn_bus.clone(), tokens.verifier())
-        .await
-        .expect("build the payment service");
+    let payment = Payment::build(
+        &config,
+        dyn_bus.clone(),
+        &tideway_bus::Replica::new("payment-1"),
+        tokens.verifier(),
+    )
+    .await
+    .expect("build the payment service");
     if let Some(embedded) = embedded {
         embedded.open();
     }
