@@ -7,6 +7,7 @@
 #   BENCH_SECS       length of each measured run in seconds (default 8)
 #   BENCH_ROUNDS     interleaved rounds (default 3)
 #   BENCH_OUT        where results go (default target/bench/<script>-<UTC time>)
+#   BENCH_IDLE_TRIES 3-second idle checks before a run goes ahead anyway (default 60)
 #   BENCH_MAX_FOREIGN  foreign CPU (cores, averaged over a run) above which a run is
 #                    discarded and repeated (default 0.25)
 #   BENCH_IDLE_TRIES how many 3 s windows to wait for an idle machine before each run
@@ -127,7 +128,8 @@ measure() {
     for attempt in 1 2 3; do
         local dir=$BENCH_OUT/load-$(date +%s%N)
         if [[ $kind == wrk ]]; then
-            cmd=(wrk -t2 -c"$1" -d"${BENCH_SECS}s" --latency "$2")
+            # WRK_SCRIPT: a Lua script shaping the requests (method, headers, body).
+            cmd=(wrk -t2 -c"$1" -d"${BENCH_SECS}s" --latency ${WRK_SCRIPT:+-s "$WRK_SCRIPT"} "$2")
             parse=(wrk_parse "$BENCH_OUT/raw")
         else
             # The generator samples CPU itself, around the measured phase only (its setup,

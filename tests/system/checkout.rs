@@ -279,6 +279,48 @@ async fn checkout_on_nats_jetstream() {
     outcomes_hold(on_nats(config(dir.path()), &nats)).await;
 }
 
+/// The distributed shape's stores in one process: events on NATS, baskets on Redis (a key
+/// prefix of the test's own, deleted afterwards). Checkout reads the basket and the
+/// confirmed order empties it exactly as on SQL.
+#[tokio::test]
+async fn checkout_on_nats_with_the_basket_on_redis() {
+    let Some(nats) = tideway_testkit::nats().await else {
+        return;
+    };
+    let url = std::env::var("TIDEWAY_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let Ok(mut connection) = client.get_multiplexed_async_connection().await else {
+        assert!(
+            !tideway_testkit::is_ci(),
+            "Redis at {url} is unreachable and CI=true"
+        );
+        eprintln!("note: skipping: Redis at {url} is unreachable");
+        return;
+    };
+    let prefix = format!("tideway:test:system:{}", uuid::Uuid::new_v4().simple());
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = on_nats(config(dir.path()), &nats);
+    config.basket.service.store = tideway_basket::StoreKind::Redis;
+    config.basket.service.redis_url = tideway_basket::RedisUrl::parse(&url).unwrap();
+    config.basket.service.redis_key_prefix = prefix.clone();
+    outcomes_hold(config).await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert!(
+        keys.iter().any(|key| key.contains(":inbox:basket:")),
+        "confirmed orders were recorded in the Redis inbox: {keys:?}"
+    );
+    let _: () = redis::cmd("DEL")
+        .arg(keys)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+}
+
 /// [`checkout_outcomes`] on the embedded shape with `config`; the invariants hold after.
 async fn outcomes_hold(mut config: Config) {
     config.resolve().unwrap();

@@ -27,7 +27,10 @@ async fn a_database_out_of_reach_is_a_503_with_retry_after_in_every_service() {
     for db in [
         services.identity.db(),
         services.catalog.db(),
-        services.basket.db(),
+        services
+            .basket
+            .db()
+            .expect("the embedded basket is on SQLite"),
         services.inventory.db(),
         services.payment.db(),
         services.ordering.db(),

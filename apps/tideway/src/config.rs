@@ -315,6 +315,7 @@ impl Default for Config {
         };
         let basket = tideway_basket::Config {
             database_url: DatabaseUrl::sqlite("{data_dir}/basket.db"),
+            ..tideway_basket::Config::default()
         };
         let inventory = tideway_inventory::Config {
             database_url: DatabaseUrl::sqlite("{data_dir}/inventory.db"),
@@ -1008,6 +1009,42 @@ mod tests {
             refused_key(|c| routes(c)[3].upstream = "shipping".into()),
             "gateway.routes[3].upstream"
         );
+    }
+
+    /// The configuration loaded from a file holding `toml`.
+    fn from_file(toml: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tideway.toml");
+        std::fs::write(&path, toml).unwrap();
+        Config::load(Some(&path))
+    }
+
+    #[test]
+    fn the_basket_store_keys_load_and_a_bad_one_is_named() {
+        let config = Config::default();
+        assert_eq!(config.basket.service.store, tideway_basket::StoreKind::Sql);
+        assert_eq!(config.basket.service.ttl_days, 30);
+        let config = from_file(
+            "[basket]\nstore = \"redis\"\nredis_url = \"redis://127.0.0.1:6390/1\"\n\
+             ttl_days = 7\nredis_key_prefix = \"shop2:basket\"\nredis_timeout_ms = 200\n",
+        )
+        .unwrap();
+        let basket = &config.basket.service;
+        assert_eq!(basket.store, tideway_basket::StoreKind::Redis);
+        assert_eq!(basket.redis_url.expose(), "redis://127.0.0.1:6390/1");
+        assert_eq!((basket.ttl_days, basket.redis_timeout_ms), (7, 200));
+        assert_eq!(basket.redis_key_prefix, "shop2:basket");
+        for (toml, key) in [
+            ("store = \"mongo\"", "basket.store"),
+            ("redis_url = \"http://127.0.0.1:6379\"", "basket.redis_url"),
+            ("ttl_days = \"soon\"", "basket.ttl_days"),
+            ("ttl_days = 0", "basket.ttl_days"),
+            ("redis_timeout_ms = -5", "basket.redis_timeout_ms"),
+            ("redis_key_prefix = \"a b\"", "basket.redis_key_prefix"),
+        ] {
+            let err = from_file(&format!("[basket]\n{toml}\n")).unwrap_err();
+            assert!(err.to_string().contains(key), "{toml}: {err}");
+        }
     }
 
     #[test]

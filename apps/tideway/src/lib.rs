@@ -91,6 +91,7 @@ impl ServiceName {
 
 /// Something with background work to stop after the server stops.
 enum Stoppable {
+    Basket(tideway_basket::Basket),
     Inventory(tideway_inventory::Inventory),
     Payment(tideway_payment::Payment),
     Ordering(tideway_ordering::Ordering),
@@ -119,15 +120,16 @@ impl Built {
         }
     }
 
-    fn db(&self) -> &Db {
-        match self {
+    /// Its SQL database (none for a basket on Redis).
+    fn db(&self) -> Option<&Db> {
+        Some(match self {
             Self::Identity(service) => service.db(),
             Self::Catalog(service) => service.db(),
-            Self::Basket(service) => service.db(),
+            Self::Basket(service) => return service.db(),
             Self::Inventory(service) => service.db(),
             Self::Payment(service) => service.db(),
             Self::Ordering(service) => service.db(),
-        }
+        })
     }
 
     /// Its background work (outbox relays, consumers, sweepers), stopped after serving.
@@ -136,7 +138,8 @@ impl Built {
             Self::Inventory(service) => Some(Stoppable::Inventory(service.clone())),
             Self::Payment(service) => Some(Stoppable::Payment(service.clone())),
             Self::Ordering(service) => Some(Stoppable::Ordering(service.clone())),
-            Self::Identity(_) | Self::Catalog(_) | Self::Basket(_) => None,
+            Self::Basket(service) => Some(Stoppable::Basket(service.clone())),
+            Self::Identity(_) | Self::Catalog(_) => None,
         }
     }
 }
@@ -524,7 +527,7 @@ impl App {
             embedded.open();
         }
         let listener = serve::bind(&config.gateway.listen).await?;
-        let dbs = built.iter().map(|service| service.db().clone()).collect();
+        let dbs = built.iter().filter_map(Built::db).cloned().collect();
         // Stopped in reverse order of start: ordering first, the bus last.
         let mut stoppables: Vec<Stoppable> =
             built.iter().rev().filter_map(Built::stoppable).collect();
@@ -585,7 +588,7 @@ impl App {
         Ok(Self {
             listener,
             router,
-            dbs: vec![service.db().clone()],
+            dbs: service.db().cloned().into_iter().collect(),
             stoppables,
             services: None,
             serve_options: config.server.options(serve::DEFAULT_GRACE),
@@ -704,6 +707,7 @@ impl App {
         };
         for stoppable in &self.stoppables {
             match stoppable {
+                Stoppable::Basket(service) => service.shutdown().await,
                 Stoppable::Inventory(service) => service.shutdown().await,
                 Stoppable::Payment(service) => service.shutdown().await,
                 Stoppable::Ordering(service) => service.shutdown().await,

@@ -901,6 +901,8 @@ pub async fn run(
     let shared_env = vec![
         ("TIDEWAY_BUS__KIND".to_owned(), "nats".to_owned()),
         ("TIDEWAY_DISCOVERY__KIND".to_owned(), "nats".to_owned()),
+        // Baskets live outside the services, so any basket replica serves any user.
+        ("TIDEWAY_BASKET__STORE".to_owned(), "redis".to_owned()),
         // A shape `tideway up` starts: its demo accounts belong, as in one process.
         (
             "TIDEWAY_DEMO_USERS".to_owned(),

@@ -1,11 +1,13 @@
 //! The one error type of the basket's endpoints, rendered as problem documents.
 
 use axum::{
-    http::StatusCode,
+    http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use tideway_runtime::{client::ClientError, problem::Problem};
-use tideway_store::DbError;
+use tideway_store::{DbError, RETRY_AFTER_SECONDS};
+
+use crate::store::{StoreError, redis::RedisError};
 
 /// Why a basket request failed.
 #[derive(Debug, thiserror::Error)]
@@ -32,9 +34,12 @@ pub enum ApiError {
     /// The catalog did not answer (503).
     #[error("the catalog is unavailable")]
     CatalogUnavailable(#[source] ClientError),
-    /// The database failed (500).
+    /// The database failed (503 when out of reach, else 500).
     #[error("database error")]
     Database(#[from] DbError),
+    /// Redis failed (503 when out of reach or too slow, else 500).
+    #[error("redis error")]
+    Redis(#[from] RedisError),
     /// A rule the code relies on did not hold (500).
     #[error("internal error: {0}")]
     Internal(String),
@@ -70,6 +75,26 @@ impl IntoResponse for ApiError {
                     .with_detail("the catalog is unavailable; try again shortly")
             }
             Self::Database(err) => return err.respond(),
+            Self::Redis(err) if err.is_unavailable() => {
+                tracing::warn!(
+                    error = err as &dyn std::error::Error,
+                    "redis is unavailable; refusing the request"
+                );
+                let mut response = Problem::new(StatusCode::SERVICE_UNAVAILABLE)
+                    .with_type("/problems/unavailable")
+                    .with_detail(
+                        "the basket service cannot reach its store right now; try again shortly",
+                    )
+                    .into_response();
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+                return response;
+            }
+            Self::Redis(err) => {
+                tracing::error!(error = %err, "a basket request failed on redis");
+                Problem::internal()
+            }
             Self::Internal(message) => {
                 tracing::error!(error = %message, "a basket request failed");
                 Problem::internal()
@@ -82,5 +107,15 @@ impl IntoResponse for ApiError {
 impl From<sqlx::Error> for ApiError {
     fn from(err: sqlx::Error) -> Self {
         Self::Database(DbError::new(tideway_basket_api::SERVICE, err))
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Sql(err) => Self::Database(err),
+            StoreError::Redis(err) => Self::Redis(err),
+            StoreError::Inbox(err) => Self::Internal(err.to_string()),
+        }
     }
 }

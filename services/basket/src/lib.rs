@@ -10,6 +10,10 @@
 //! caller gets a 503. Quantities are added with one atomic upsert, so concurrent adds of one item
 //! all count.
 //!
+//! Baskets live in the service's SQL database or in Redis (`basket.store`), the same API
+//! and rules on both (see the `store` module); with Redis, any replica serves any user and a replica
+//! holds no state of its own. A basket untouched for `basket.ttl_days` expires.
+//!
 //! The contract (DTOs and the typed client) is in `tideway-basket-api`; the catalog is
 //! reached only through its contract, `tideway-catalog-api`.
 
@@ -17,8 +21,9 @@ mod config;
 mod error;
 mod lines;
 mod orders;
+mod store;
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
 use axum::{Extension, Router};
@@ -29,36 +34,83 @@ use tideway_runtime::{
     http::{HttpOptions, Readiness, service_router},
 };
 use tideway_store::{Db, Migrator};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-pub use config::Config;
+pub use config::{Config, RedisUrl, StoreKind};
 pub use error::ApiError;
+
+use crate::store::{Sql, Store, redis::RedisStore};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
-/// A running basket service: its database and its HTTP router.
+/// The longest pause between two sweeps of expired baskets on SQL.
+const MAX_SWEEP_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// A running basket service: its store, its HTTP router, and the sweep of expired baskets
+/// (SQL only: Redis expires keys itself).
 #[derive(Debug, Clone)]
 pub struct Basket {
-    db: Db,
+    store: Store,
     router: Router,
+    tasks: TaskTracker,
+    stop: CancellationToken,
 }
 
 impl Basket {
-    /// Connects to the database, migrates it, and builds the router. Prices and stock come
-    /// from `catalog`; tokens are checked with `verifier`.
+    /// Opens the store of `config.store` (connects to the database and migrates it, or
+    /// prepares the Redis client, which connects on first use) and builds the router.
+    /// Prices and stock come from `catalog`; tokens are checked with `verifier`.
     pub async fn build(
         config: &Config,
         catalog: CatalogClient,
         verifier: Arc<JwtVerifier>,
     ) -> anyhow::Result<Self> {
-        let db = Db::open_service(SERVICE, &config.database_url, &MIGRATOR).await?;
+        Self::build_with_ttl(config, config.ttl(), catalog, verifier).await
+    }
+
+    /// Like [`build`](Self::build), with baskets expiring after `ttl` instead of
+    /// `config.ttl_days` (tests use seconds).
+    pub async fn build_with_ttl(
+        config: &Config,
+        ttl: Duration,
+        catalog: CatalogClient,
+        verifier: Arc<JwtVerifier>,
+    ) -> anyhow::Result<Self> {
+        let tasks = TaskTracker::new();
+        let stop = CancellationToken::new();
+        let (store, readiness) = match config.store {
+            StoreKind::Sql => {
+                let db = Db::open_service(SERVICE, &config.database_url, &MIGRATOR).await?;
+                let readiness = Readiness::default().with("database", db.readiness());
+                let sql = Sql { db, ttl };
+                tasks.spawn(sweep(sql.clone(), stop.clone()));
+                (Store::Sql(sql), readiness)
+            }
+            StoreKind::Redis => {
+                let redis = RedisStore::new(config, ttl).with_context(|| {
+                    format!("cannot use basket.redis_url {:?}", config.redis_url)
+                })?;
+                let check = redis.clone();
+                let readiness = Readiness::default().with("redis", move || {
+                    let redis = check.clone();
+                    async move { redis.ping().await.map_err(|err| err.to_string()) }
+                });
+                (Store::Redis(redis), readiness)
+            }
+        };
+        tasks.close();
         let state = lines::State {
-            db: db.clone(),
+            store: store.clone(),
             catalog,
         };
         let api = lines::routes(state).layer(Extension(verifier));
-        let readiness = Readiness::default().with("database", db.readiness());
         let router = service_router(SERVICE, api, readiness, HttpOptions::default());
-        Ok(Self { db, router })
+        Ok(Self {
+            store,
+            router,
+            tasks,
+            stop,
+        })
     }
 
     /// Consumes `OrderConfirmed` from `bus`: the ordered units leave the buyer's basket.
@@ -66,7 +118,7 @@ impl Basket {
         &self,
         bus: Arc<dyn tideway_bus::Bus>,
     ) -> anyhow::Result<tideway_bus::SubscriptionHandle> {
-        orders::subscribe(self.db.clone(), bus)
+        orders::subscribe(self.store.clone(), bus)
             .await
             .context("cannot subscribe the basket to confirmed orders")
     }
@@ -76,8 +128,33 @@ impl Basket {
         self.router.clone()
     }
 
-    /// The database.
-    pub fn db(&self) -> &Db {
-        &self.db
+    /// The database, when baskets are on SQL.
+    pub fn db(&self) -> Option<&Db> {
+        match &self.store {
+            Store::Sql(sql) => Some(&sql.db),
+            Store::Redis(_) => None,
+        }
+    }
+
+    /// Stops the sweep of expired baskets and waits for it.
+    pub async fn shutdown(&self) {
+        self.stop.cancel();
+        self.tasks.wait().await;
+    }
+}
+
+/// Deletes expired baskets every quarter of their lifetime (at most hourly) until `stop`.
+async fn sweep(sql: Sql, stop: CancellationToken) {
+    let every = (sql.ttl / 4).clamp(Duration::from_millis(10), MAX_SWEEP_INTERVAL);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        match store::sql::sweep(&sql.db, sql.ttl).await {
+            Ok(0) => {}
+            Ok(lines) => tracing::info!(lines, "deleted expired baskets"),
+            Err(err) => tracing::warn!(error = %err, "cannot sweep expired baskets; trying later"),
+        }
     }
 }

@@ -1,9 +1,16 @@
-//! Basket lines: the endpoints, their rules, their SQL and their pricing.
+//! Basket lines: the endpoints, their rules and their pricing.
 
 mod pricing;
 mod rules;
-mod store;
 
+use self::{
+    pricing::Items,
+    rules::{ItemId, Quantity, line_too_large},
+};
+use crate::{
+    error::ApiError,
+    store::{Added, Store, StoredLine},
+};
 use axum::{
     Router,
     extract::State as Shared,
@@ -16,19 +23,11 @@ use tideway_runtime::{
     auth::AuthUser,
     extract::{Json, Path},
 };
-use tideway_store::Db;
-
-use self::{
-    pricing::Items,
-    rules::{ItemId, Quantity, line_too_large},
-    store::{Added, StoredLine},
-};
-use crate::error::ApiError;
 
 /// What every handler shares.
 #[derive(Debug, Clone)]
 pub struct State {
-    pub db: Db,
+    pub store: Store,
     pub catalog: CatalogClient,
 }
 
@@ -51,7 +50,7 @@ async fn show(
     Shared(state): Shared<State>,
     AuthUser(user): AuthUser,
 ) -> Result<Json<BasketView>, ApiError> {
-    let lines = store::lines(&state.db, &user.sub).await?;
+    let lines = state.store.lines(&user.sub).await?;
     let items = match pricing::fetch(&state.catalog, &ids(&lines)).await {
         Ok(items) => items,
         Err(ApiError::CatalogUnavailable(err)) => {
@@ -71,7 +70,7 @@ async fn add(
 ) -> Result<Json<BasketView>, ApiError> {
     let quantity = Quantity::parse(body.quantity)?.get();
     let item_id = ItemId::parse(body.item_id)?;
-    let lines = store::lines(&state.db, &user.sub).await?;
+    let lines = state.store.lines(&user.sub).await?;
     let held = held(&lines, item_id.as_str());
     // Checked here to spare the catalog a call; the upsert checks again, atomically.
     if held + quantity > MAX_QUANTITY {
@@ -96,9 +95,7 @@ async fn add(
         });
     }
     let limit = MAX_QUANTITY.min(item.stock);
-    if let Added::Refused { current } =
-        store::add(&state.db, &user.sub, &item, quantity, limit).await?
-    {
+    if let Added::Refused { current } = state.store.add(&user.sub, &item, quantity, limit).await? {
         // Another request grew the line meanwhile; say which limit this add would pass.
         let requested = current + quantity;
         return Err(if requested > MAX_QUANTITY {
@@ -121,7 +118,7 @@ async fn set(
     Json(body): Json<SetQuantity>,
 ) -> Result<Json<BasketView>, ApiError> {
     let quantity = Quantity::parse(body.quantity)?.get();
-    let lines = store::lines(&state.db, &user.sub).await?;
+    let lines = state.store.lines(&user.sub).await?;
     if held(&lines, &item_id) == 0 {
         return Err(not_in_basket(&item_id));
     }
@@ -133,7 +130,7 @@ async fn set(
             stock: item.stock,
         });
     }
-    if !store::set(&state.db, &user.sub, &item, quantity).await? {
+    if !state.store.set(&user.sub, &item, quantity).await? {
         return Err(not_in_basket(&item_id));
     }
     updated(&state, &user.sub, &mut items).await
@@ -145,7 +142,7 @@ async fn remove(
     AuthUser(user): AuthUser,
     Path(item_id): Path<String>,
 ) -> Result<Json<BasketView>, ApiError> {
-    let lines = store::lines(&state.db, &user.sub).await?;
+    let lines = state.store.lines(&user.sub).await?;
     if held(&lines, &item_id) == 0 {
         return Err(not_in_basket(&item_id));
     }
@@ -155,7 +152,7 @@ async fn remove(
         .filter(|id| *id != item_id)
         .collect();
     let mut items = pricing::fetch(&state.catalog, &remaining).await?;
-    if !store::remove(&state.db, &user.sub, &item_id).await? {
+    if !state.store.remove(&user.sub, &item_id).await? {
         return Err(not_in_basket(&item_id));
     }
     updated(&state, &user.sub, &mut items).await
@@ -166,7 +163,7 @@ async fn clear(
     Shared(state): Shared<State>,
     AuthUser(user): AuthUser,
 ) -> Result<StatusCode, ApiError> {
-    store::clear(&state.db, &user.sub).await?;
+    state.store.clear(&user.sub).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -176,7 +173,7 @@ async fn updated(
     user: &str,
     items: &mut Items,
 ) -> Result<Json<BasketView>, ApiError> {
-    let lines = store::lines(&state.db, user).await?;
+    let lines = state.store.lines(user).await?;
     pricing::complete(&state.catalog, &lines, items).await;
     Ok(Json(pricing::view(&lines, items)?))
 }

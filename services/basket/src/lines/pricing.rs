@@ -6,8 +6,8 @@ use futures_util::future::try_join_all;
 use tideway_basket_api::{BasketLine, BasketView};
 use tideway_catalog_api::{CatalogClient, Item, default_currency};
 
-use super::store::StoredLine;
 use crate::error::ApiError;
+use crate::store::StoredLine;
 
 /// What the catalog said about each item asked for: `None` when it has no such item.
 pub type Items = HashMap<String, Option<Item>>;

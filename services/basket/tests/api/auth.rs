@@ -8,9 +8,9 @@ use crate::helpers::{COFFEE, FakeCatalog, TEA, spawn_app};
 
 #[tokio::test]
 async fn every_endpoint_refuses_missing_expired_and_forged_tokens() {
-    for db in tideway_testkit::backends().await {
+    for store in crate::helpers::stores().await {
         let fake = FakeCatalog::new();
-        let app = spawn_app(db.url(), fake.in_process()).await;
+        let app = spawn_app(&store, fake.in_process()).await;
         let token = app.token("alice");
         app.add(&token, COFFEE, 2).await.view();
         let before = app.view(&token).await;

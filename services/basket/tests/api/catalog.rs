@@ -33,12 +33,12 @@ async fn scenario(client: &BasketClient, token: &str, fake: &FakeCatalog) -> Vec
 
 #[tokio::test]
 async fn the_same_scenario_gives_the_same_baskets_in_process_and_over_http() {
-    for db in tideway_testkit::backends().await {
+    for store in crate::helpers::stores().await {
         let fake = FakeCatalog::new();
         let tokens = TestTokens::new();
-        let in_process = spawn_app_with(db.url(), fake.in_process(), tokens.clone()).await;
+        let in_process = spawn_app_with(&store, fake.in_process(), tokens.clone()).await;
         let (http_catalog, _fake_server) = fake.over_http().await;
-        let over_http = spawn_app_with(db.url(), http_catalog, tokens).await;
+        let over_http = spawn_app_with(&store, http_catalog, tokens).await;
 
         let client = |app: &TestApp| {
             BasketClient::new(Transport::http("basket", app.server.base_url(), TIMEOUT).unwrap())
@@ -122,14 +122,14 @@ async fn refuses_everything_while_down(app: &TestApp, token: &str) {
 
 #[tokio::test]
 async fn an_unreachable_catalog_is_a_503_and_nothing_is_written() {
-    for db in tideway_testkit::backends().await {
+    for store in crate::helpers::stores().await {
         let fake = FakeCatalog::new();
-        let up = spawn_app(db.url(), fake.in_process()).await;
+        let up = spawn_app(&store, fake.in_process()).await;
         let token = up.token("alice");
         up.add(&token, COFFEE, 2).await.view();
         let before = up.add(&token, TEA, 1).await.view();
 
-        let down = spawn_app_with(db.url(), unreachable_catalog(), up.tokens.clone()).await;
+        let down = spawn_app_with(&store, unreachable_catalog(), up.tokens.clone()).await;
         refuses_everything_while_down(&down, &token).await;
         assert_eq!(up.view(&token).await, before);
         // The database is fine, so the service stays ready.
@@ -148,10 +148,10 @@ async fn an_unreachable_catalog_is_a_503_and_nothing_is_written() {
 
 #[tokio::test]
 async fn a_failing_or_slow_catalog_is_a_503_and_nothing_is_written() {
-    for db in tideway_testkit::backends().await {
+    for store in crate::helpers::stores().await {
         let fake = FakeCatalog::new();
         let client: CatalogClient = fake.in_process_with(Duration::from_millis(300));
-        let app = spawn_app(db.url(), client).await;
+        let app = spawn_app(&store, client).await;
         let token = app.token("alice");
         app.add(&token, COFFEE, 2).await.view();
         let before = app.add(&token, TEA, 1).await.view();

@@ -18,11 +18,12 @@ use axum::{
 };
 use reqwest::Method;
 use serde_json::{Value, json};
-use tideway_basket::{Basket, Config};
+use tideway_basket::{Basket, Config, RedisUrl, StoreKind};
 use tideway_basket_api::BasketView;
 use tideway_catalog_api::{CatalogClient, Item};
 use tideway_runtime::client::Transport;
-use tideway_testkit::{TestServer, TestTokens};
+use tideway_store::Db;
+use tideway_testkit::{TestDb, TestServer, TestTokens};
 
 pub const COFFEE: &str = "0190a1b2-0000-7000-8000-000000000001";
 pub const TEA: &str = "0190a1b2-0000-7000-8000-000000000002";
@@ -158,12 +159,145 @@ pub fn unreachable_catalog() -> CatalogClient {
     CatalogClient::new(Transport::http("catalog", &url, TIMEOUT).unwrap())
 }
 
+/// The default Redis of the tests; `TIDEWAY_TEST_REDIS_URL` names another.
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+/// A store a basket under test runs on: a fresh SQL database, or a key prefix of its own
+/// on the test Redis (its keys deleted afterwards).
+pub enum TestStore {
+    Sql(TestDb),
+    Redis(TestRedis),
+}
+
+/// A key prefix no other test uses, on a Redis server.
+pub struct TestRedis {
+    pub url: String,
+    pub prefix: String,
+}
+
+impl TestRedis {
+    /// A fresh prefix on the server at `url`.
+    pub fn on(url: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            prefix: format!("tideway:test:basket:{}", uuid::Uuid::new_v4().simple()),
+        }
+    }
+
+    pub fn client(&self) -> redis::Client {
+        redis::Client::open(self.url.as_str()).unwrap()
+    }
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        // A failed cleanup must not fail a passing test (the server may be stopped).
+        let Ok(client) = redis::Client::open(self.url.as_str()) else {
+            return;
+        };
+        let Ok(mut connection) = client.get_connection_with_timeout(Duration::from_secs(1)) else {
+            return;
+        };
+        let keys: Vec<String> = match redis::cmd("KEYS")
+            .arg(format!("{}:*", self.prefix))
+            .query(&mut connection)
+        {
+            Ok(keys) => keys,
+            Err(_) => return,
+        };
+        if !keys.is_empty() {
+            let _ = redis::cmd("DEL").arg(keys).query::<()>(&mut connection);
+        }
+    }
+}
+
+impl TestStore {
+    /// The engine, for messages.
+    pub fn name(&self) -> String {
+        match self {
+            Self::Sql(db) => format!("{:?}", db.backend()),
+            Self::Redis(_) => "Redis".to_owned(),
+        }
+    }
+
+    /// The basket's configuration on this store.
+    pub fn config(&self) -> Config {
+        match self {
+            Self::Sql(db) => Config {
+                store: StoreKind::Sql,
+                database_url: db.url().parse().expect("a test database URL"),
+                ..Config::default()
+            },
+            Self::Redis(redis) => Config {
+                store: StoreKind::Redis,
+                redis_url: RedisUrl::parse(&redis.url).unwrap(),
+                redis_key_prefix: redis.prefix.clone(),
+                ..Config::default()
+            },
+        }
+    }
+}
+
+/// Whether this run is CI, where a missing server fails the test.
+pub fn is_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// The test Redis's URL when it answers; `None` with a notice outside CI.
+pub async fn test_redis_url() -> Option<String> {
+    let url =
+        std::env::var("TIDEWAY_TEST_REDIS_URL").unwrap_or_else(|_| DEFAULT_REDIS_URL.to_owned());
+    let client = redis::Client::open(url.as_str()).expect("a valid Redis URL");
+    let ping = async {
+        let mut connection = client.get_multiplexed_async_connection().await?;
+        redis::cmd("PING")
+            .query_async::<String>(&mut connection)
+            .await
+    };
+    let reason = match tokio::time::timeout(Duration::from_secs(2), ping).await {
+        Ok(Ok(_)) => return Some(url),
+        Ok(Err(err)) => err.to_string(),
+        Err(_) => "no answer within 2 s".to_owned(),
+    };
+    assert!(
+        !is_ci(),
+        "Redis at {url} is unreachable and CI=true: {reason} (run scripts/deps.sh)"
+    );
+    eprintln!("note: skipping the Redis store: {url} unreachable ({reason})");
+    None
+}
+
+/// Every store a test runs on: SQLite, PostgreSQL and Redis (the last two when their
+/// servers answer, or always with `CI=true`).
+pub async fn stores() -> Vec<TestStore> {
+    let mut stores: Vec<TestStore> = tideway_testkit::backends()
+        .await
+        .into_iter()
+        .map(TestStore::Sql)
+        .collect();
+    if let Some(url) = test_redis_url().await {
+        stores.push(TestStore::Redis(TestRedis::on(&url)));
+    }
+    stores
+}
+
+/// Where a test reads what a basket stored, bypassing the service.
+#[derive(Clone)]
+pub enum Stored {
+    Sql(Db),
+    Redis {
+        client: redis::Client,
+        prefix: String,
+    },
+}
+
 /// A basket service on a random port.
 pub struct TestApp {
     pub server: TestServer,
     pub basket: Basket,
     pub tokens: TestTokens,
     pub http: reqwest::Client,
+    pub stored: Stored,
 }
 
 /// An HTTP answer: status and JSON body (`Null` when empty).
@@ -187,23 +321,47 @@ impl Answer {
     }
 }
 
-pub async fn spawn_app(db_url: &str, catalog: CatalogClient) -> TestApp {
-    spawn_app_with(db_url, catalog, TestTokens::new()).await
+pub async fn spawn_app(store: &TestStore, catalog: CatalogClient) -> TestApp {
+    spawn_app_with(store, catalog, TestTokens::new()).await
 }
 
 /// A basket service that accepts the tokens of `tokens`.
-pub async fn spawn_app_with(db_url: &str, catalog: CatalogClient, tokens: TestTokens) -> TestApp {
-    let config = Config {
-        database_url: db_url.parse().expect("a test database URL"),
-    };
-    let basket = Basket::build(&config, catalog, tokens.verifier())
+pub async fn spawn_app_with(
+    store: &TestStore,
+    catalog: CatalogClient,
+    tokens: TestTokens,
+) -> TestApp {
+    let config = store.config();
+    spawn_configured(&config, config.ttl(), catalog, tokens).await
+}
+
+/// A basket service on `config` whose baskets expire after `ttl`.
+pub async fn spawn_configured(
+    config: &Config,
+    ttl: Duration,
+    catalog: CatalogClient,
+    tokens: TestTokens,
+) -> TestApp {
+    let basket = Basket::build_with_ttl(config, ttl, catalog, tokens.verifier())
         .await
         .unwrap();
+    let stored = match basket.db() {
+        Some(db) => Stored::Sql(db.clone()),
+        None => Stored::Redis {
+            client: redis::Client::open(config.redis_url.expose()).unwrap(),
+            prefix: config.redis_key_prefix.clone(),
+        },
+    };
     TestApp {
         server: TestServer::start(basket.router()).await,
         basket,
         tokens,
-        http: reqwest::Client::new(),
+        http: reqwest::Client::builder()
+            // A request that hangs fails the test instead of stalling it.
+            .timeout(Duration::from_secs(20))
+            .build()
+            .unwrap(),
+        stored,
     }
 }
 
@@ -300,14 +458,48 @@ impl TestApp {
         self.send(Method::DELETE, "/api/basket", token, None).await
     }
 
-    /// The stored lines of `user` as (item id, quantity), straight from the database.
+    /// The stored lines of `user` as (item id, quantity), straight from the store.
     pub async fn stored(&self, user: &str) -> Vec<(String, i64)> {
-        sqlx::query_as(
-            "SELECT item_id, quantity FROM basket_lines WHERE user_id = $1 ORDER BY item_id",
-        )
-        .bind(user)
-        .fetch_all(self.basket.db().pool())
-        .await
-        .unwrap()
+        match &self.stored {
+            Stored::Sql(db) => sqlx::query_as(
+                "SELECT item_id, quantity FROM basket_lines WHERE user_id = $1 ORDER BY item_id",
+            )
+            .bind(user)
+            .fetch_all(db.pool())
+            .await
+            .unwrap(),
+            Stored::Redis { client, prefix } => {
+                let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+                let fields: Vec<(String, String)> = redis::cmd("HGETALL")
+                    .arg(format!("{prefix}:{{{user}}}:lines"))
+                    .query_async(&mut connection)
+                    .await
+                    .unwrap();
+                let mut lines: Vec<(String, i64)> = fields
+                    .into_iter()
+                    .map(|(item, value)| {
+                        let quantity = value.split('|').next().unwrap().parse().unwrap();
+                        (item, quantity)
+                    })
+                    .collect();
+                lines.sort();
+                lines
+            }
+        }
+    }
+
+    /// `GET /health/ready`: its status and body.
+    pub async fn ready(&self) -> Answer {
+        let response = self
+            .http
+            .get(self.server.url("/health/ready"))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        Answer {
+            status,
+            body: response.json().await.unwrap(),
+        }
     }
 }

@@ -6,9 +6,9 @@ use crate::helpers::{COFFEE, FakeCatalog, MUG, TEA, spawn_app};
 
 #[tokio::test]
 async fn a_basket_grows_changes_and_empties() {
-    for db in tideway_testkit::backends().await {
+    for store in crate::helpers::stores().await {
         let fake = FakeCatalog::new();
-        let app = spawn_app(db.url(), fake.in_process()).await;
+        let app = spawn_app(&store, fake.in_process()).await;
         let token = app.token("alice");
 
         let empty = app.view(&token).await;
@@ -68,9 +68,9 @@ async fn a_basket_grows_changes_and_empties() {
 
 #[tokio::test]
 async fn each_user_has_their_own_basket() {
-    for db in tideway_testkit::backends().await {
+    for store in crate::helpers::stores().await {
         let fake = FakeCatalog::new();
-        let app = spawn_app(db.url(), fake.in_process()).await;
+        let app = spawn_app(&store, fake.in_process()).await;
         let (alice, bob) = (app.token("alice"), app.token("bob"));
         app.add(&alice, COFFEE, 2).await.view();
         app.add(&bob, TEA, 1).await.view();
@@ -95,9 +95,9 @@ async fn each_user_has_their_own_basket() {
 
 #[tokio::test]
 async fn prices_and_availability_are_the_catalogs_current_ones() {
-    for db in tideway_testkit::backends().await {
+    for store in crate::helpers::stores().await {
         let fake = FakeCatalog::new();
-        let app = spawn_app(db.url(), fake.in_process()).await;
+        let app = spawn_app(&store, fake.in_process()).await;
         let token = app.token("alice");
         app.add(&token, COFFEE, 2).await.view();
         app.add(&token, MUG, 3).await.view();
@@ -124,9 +124,9 @@ async fn prices_and_availability_are_the_catalogs_current_ones() {
 
 #[tokio::test]
 async fn concurrent_adds_of_one_item_all_count() {
-    for db in tideway_testkit::backends().await {
+    for store in crate::helpers::stores().await {
         let fake = FakeCatalog::new();
-        let app = Arc::new(spawn_app(db.url(), fake.in_process()).await);
+        let app = Arc::new(spawn_app(&store, fake.in_process()).await);
         let token = app.token("alice");
         let mut adds = tokio::task::JoinSet::new();
         for _ in 0..10 {
@@ -143,9 +143,9 @@ async fn concurrent_adds_of_one_item_all_count() {
 
 #[tokio::test]
 async fn concurrent_adds_never_pass_the_limits() {
-    for db in tideway_testkit::backends().await {
+    for store in crate::helpers::stores().await {
         let fake = FakeCatalog::new();
-        let app = Arc::new(spawn_app(db.url(), fake.in_process()).await);
+        let app = Arc::new(spawn_app(&store, fake.in_process()).await);
         let token = app.token("alice");
         // 3 mugs in stock: of 6 concurrent adds of one, exactly 3 succeed.
         let mut adds = tokio::task::JoinSet::new();

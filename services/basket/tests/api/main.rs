@@ -1,5 +1,5 @@
-//! The basket service over real HTTP, on SQLite and PostgreSQL, against a fake catalog
-//! that serves the catalog's HTTP contract.
+//! The basket service over real HTTP, on each of its stores (SQLite, PostgreSQL, Redis),
+//! against a fake catalog that serves the catalog's HTTP contract.
 #![expect(
     clippy::unwrap_used,
     reason = "helpers outside #[test] functions fail the test loudly on an unexpected error"
@@ -10,4 +10,5 @@ mod catalog;
 mod helpers;
 mod lines;
 mod orders;
+mod store;
 mod validation;

@@ -52,9 +52,9 @@ const JSON: Option<&str> = Some("application/json");
 
 #[tokio::test]
 async fn adding_refuses_bad_input() {
-    for db in tideway_testkit::backends().await {
+    for store in crate::helpers::stores().await {
         let fake = FakeCatalog::new();
-        let app = spawn_app(db.url(), fake.in_process()).await;
+        let app = spawn_app(&store, fake.in_process()).await;
         let token = seeded(&app).await;
         let post =
             |body: String, content_type: Option<&'static str>, expected: (u16, &'static str)| {
@@ -151,9 +151,9 @@ async fn adding_refuses_bad_input() {
 
 #[tokio::test]
 async fn setting_a_quantity_refuses_bad_input() {
-    for db in tideway_testkit::backends().await {
+    for store in crate::helpers::stores().await {
         let fake = FakeCatalog::new();
-        let app = spawn_app(db.url(), fake.in_process()).await;
+        let app = spawn_app(&store, fake.in_process()).await;
         let token = seeded(&app).await;
         let coffee = format!("/api/basket/items/{COFFEE}");
         let put = |path: String,
@@ -252,9 +252,9 @@ async fn setting_a_quantity_refuses_bad_input() {
 
 #[tokio::test]
 async fn removing_an_absent_line_is_not_found() {
-    for db in tideway_testkit::backends().await {
+    for store in crate::helpers::stores().await {
         let fake = FakeCatalog::new();
-        let app = spawn_app(db.url(), fake.in_process()).await;
+        let app = spawn_app(&store, fake.in_process()).await;
         let token = seeded(&app).await;
         for path in [
             format!("/api/basket/items/{TEA}"),
@@ -281,9 +281,9 @@ async fn removing_an_absent_line_is_not_found() {
 
 #[tokio::test]
 async fn unknown_routes_and_methods_are_problems() {
-    for db in tideway_testkit::backends().await {
+    for store in crate::helpers::stores().await {
         let fake = FakeCatalog::new();
-        let app = spawn_app(db.url(), fake.in_process()).await;
+        let app = spawn_app(&store, fake.in_process()).await;
         let token = seeded(&app).await;
         refused(
             &app,
