@@ -61,6 +61,8 @@ impl Replicas {
             ("TIDEWAY_BUS__STREAM".into(), options.stream),
             ("TIDEWAY_BUS__ROOT".into(), options.root),
             ("TIDEWAY_BALANCE__HEALTH_INTERVAL_MS".into(), "200".into()),
+            // The test signs in as the demo admin, which `tideway serve` seeds only when asked.
+            ("TIDEWAY_DEMO_USERS".into(), "true".into()),
         ];
         if let Some(bucket) = bucket {
             env.push(("TIDEWAY_DISCOVERY__KIND".into(), "nats".into()));
