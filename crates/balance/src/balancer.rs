@@ -17,10 +17,7 @@ use std::{
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{Request, Response, Uri, uri::Authority};
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::TokioExecutor,
-};
+use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tideway_discovery::{DiscoveryError, Instance, Registry};
@@ -136,13 +133,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 fn pool() -> Pool {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_secs(2)));
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .pool_max_idle_per_host(64)
-        .build(connector)
+    tideway_client::pooled()
 }
 
 /// Why an instance cannot be called.

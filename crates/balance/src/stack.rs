@@ -124,17 +124,6 @@ pub(crate) fn classify(service: &str, deadline: Duration, err: BoxError) -> Clie
     }
     ClientError::Connect {
         service: service.to_owned(),
-        message: chain(err.as_ref()),
+        message: tideway_client::error_chain(err.as_ref()),
     }
-}
-
-fn chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut message = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
 }

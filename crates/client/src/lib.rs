@@ -21,7 +21,7 @@ mod transport;
 pub use error::ClientError;
 pub use json::JsonClient;
 pub use problem::{InvalidParam, PROBLEM_JSON, Problem};
-pub use transport::{Body, HttpClient, Stack, Transport, http_client};
+pub use transport::{Body, HttpClient, Stack, Transport, error_chain, http_client, pooled};
 
 #[cfg(test)]
 mod tests;

@@ -60,6 +60,16 @@ impl std::fmt::Debug for Transport {
 
 /// A pooled HTTP/1 client for upstream calls.
 pub fn http_client() -> HttpClient {
+    pooled()
+}
+
+/// A pooled HTTP/1 client sending bodies of type `B`: no delay, a 2 s connect timeout,
+/// idle connections kept 30 s, at most 64 per host.
+pub fn pooled<B>() -> Client<HttpConnector, B>
+where
+    B: http_body::Body + Send,
+    B::Data: Send,
+{
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(Duration::from_secs(2)));
@@ -251,7 +261,8 @@ fn as_if_sent(request: Request<Body>) -> Request<Body> {
     fresh
 }
 
-fn error_chain(err: &dyn std::error::Error) -> String {
+/// An error and its sources, joined with `: `.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
     let mut message = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {
