@@ -103,16 +103,7 @@ async fn with_the_catalog_down_browsing_degrades_and_the_rest_of_the_shop_works(
     let shopper = Shopper::register(&base).await;
     let (item, _) = item_with_stock(&base, 2).await;
     shopper.add(&item, 2).await;
-    let before: Value = shopper
-        .http
-        .get(format!("{base}/api/basket"))
-        .bearer_auth(&shopper.token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let before = shopper.basket().await;
     let price = before["items"][0]["unit_price_minor"].as_i64().unwrap();
     assert_eq!(before["items"][0]["price_current"], true, "{before}");
     let http = reqwest::Client::new();
@@ -235,16 +226,7 @@ async fn with_ordering_down_checkout_is_refused_with_a_503_and_the_basket_kept()
         response.headers()["content-type"],
         "application/problem+json"
     );
-    let basket: Value = shopper
-        .http
-        .get(format!("{base}/api/basket"))
-        .bearer_auth(&shopper.token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let basket = shopper.basket().await;
     assert_eq!(basket["items"][0]["quantity"], 1, "{basket}");
     assert_eq!(basket["items"][0]["price_current"], true, "{basket}");
 
