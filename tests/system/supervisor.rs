@@ -28,6 +28,8 @@ struct Shop {
     supervisor: Option<Proc>,
     gateway: String,
     prefix: String,
+    /// The environment of the supervisor: the shop's whole configuration.
+    env: Vec<(String, String)>,
     dir: tempfile::TempDir,
     _nats: TestNats,
 }
@@ -93,6 +95,7 @@ impl Shop {
             supervisor: Some(supervisor),
             gateway,
             prefix,
+            env,
             dir,
             _nats: nats,
         };
@@ -492,4 +495,98 @@ fn a_process_that_cannot_start_stops_the_supervisor_naming_its_log() {
         !stderr.contains("catalog-1"),
         "nothing after it started: {stderr}"
     );
+}
+
+/// `tideway chaos` against the running shape: kills, latency and errors on the checkout's
+/// services under its own checkout traffic; its report shows every fault applied, orders
+/// confirmed, none cancelled by a step timeout, and the invariants holding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn chaos_kills_and_slows_services_under_checkouts_and_the_invariants_hold() {
+    let Some(shop) = Shop::start("1").await else {
+        return;
+    };
+    let out = shop.dir.path().join("chaos");
+    let output = tokio::task::spawn_blocking({
+        let (env, out) = (shop.env.clone(), out.clone());
+        move || {
+            Command::new(BIN)
+                .args([
+                    "chaos",
+                    "--duration",
+                    "14s",
+                    "--every",
+                    "3s",
+                    "--faults",
+                    "kill,latency,errors",
+                    "--victims",
+                    "inventory,payment,ordering",
+                    "--hold",
+                    "2s",
+                    "--rate",
+                    "3",
+                    "--users",
+                    "4",
+                    "--settle",
+                    "120s",
+                    "--out",
+                ])
+                .arg(&out)
+                .envs(env)
+                .stdin(Stdio::null())
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "chaos failed:\n{stdout}\n{stderr}");
+    eprintln!("{stdout}");
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    let faults = report["faults"].as_array().unwrap();
+    assert_eq!(faults.len(), 4, "{report:#}");
+    let kinds: Vec<&str> = faults.iter().map(|f| f["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["kill", "latency", "errors", "kill"], "{report:#}");
+    for fault in faults {
+        let outcome = fault["outcome"].as_str().unwrap();
+        assert!(
+            outcome.starts_with("killed pid") || outcome.starts_with("for "),
+            "{fault}"
+        );
+    }
+    // The killed inventory and payment processes were restarted; the fourth fault is a
+    // kill of the next role, since the victims shift by one each round.
+    assert!(
+        faults[3]["target"].as_str().unwrap().starts_with("payment"),
+        "{report:#}"
+    );
+    assert!(shop.row("inventory-1").restarts >= 1, "{:?}", shop.table());
+    assert!(shop.row("payment-1").restarts >= 1, "{:?}", shop.table());
+    assert!(
+        report["orders_by_status"]["confirmed"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0,
+        "{report:#}"
+    );
+    assert_eq!(report["pending"], 0, "{report:#}");
+    assert_eq!(report["violations"], json!([]), "{report:#}");
+    let timed_out: u64 = report["cancelled_by_reason"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(reason, _)| reason.contains("timed out"))
+        .map(|(_, n)| n.as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        timed_out, 0,
+        "no order cancelled by a step timeout: {report:#}"
+    );
+    assert!(
+        report["traffic"]["requests"].as_u64().unwrap() > 0,
+        "{report:#}"
+    );
+    assert!(stdout.contains("invariants  hold"), "{stdout}");
 }

@@ -10,6 +10,7 @@
 //! Each is built (connected, migrated, seeded, bound) first and then run until a shutdown
 //! token is cancelled, so tests build on port 0 and stop it at will.
 
+pub mod chaos;
 pub mod config;
 pub mod faults;
 pub mod invariants;

@@ -50,6 +50,9 @@ enum Command {
     Gateway,
     /// Send an open-loop load at a fixed rate; print a table, write a report and a plot.
     Load(Box<tideway::load::LoadArgs>),
+    /// Inject faults (kills, latency, errors, a paused NATS or Redis) into a running
+    /// `up --distributed` under checkout traffic; then check the invariants and report.
+    Chaos(Box<tideway::chaos::ChaosArgs>),
     /// A bare hello server for the benchmarks.
     #[command(hide = true)]
     BenchUpstream(tideway::load::upstream::UpstreamArgs),
@@ -83,6 +86,10 @@ fn main() -> ExitCode {
         }
     };
     telemetry::init(config.log.format, &config.log.filter);
+    let command = match command {
+        Command::Chaos(args) => return tideway::chaos::main(&config, *args),
+        command => command,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -142,7 +149,9 @@ async fn run(command: Command, config: Config, supervised: Supervised) -> anyhow
             format!("the {} service", service.as_str()),
         ),
         Command::Gateway => (App::gateway(&config).await?, "the gateway".to_owned()),
-        Command::Load(_) | Command::BenchUpstream(_) => anyhow::bail!("handled before"),
+        Command::Load(_) | Command::BenchUpstream(_) | Command::Chaos(_) => {
+            anyhow::bail!("handled before")
+        }
     };
     let addr = app.local_addr()?;
     // For whoever started this process on port 0 (`127.0.0.1:0`): where it is, once bound.
