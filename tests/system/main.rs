@@ -6,6 +6,7 @@
     reason = "test helpers fail the test loudly on any unexpected error"
 )]
 
+mod bff;
 mod checkout;
 mod crash;
 mod degraded;

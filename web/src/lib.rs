@@ -11,6 +11,7 @@
 
 mod api;
 mod assets;
+pub mod bff;
 mod error;
 mod images;
 mod layout;
@@ -117,6 +118,7 @@ impl Web {
                 security::csrf,
             ))
             .merge(images::routes())
+            .merge(bff::routes())
             .merge(assets::routes())
             .layer(middleware::from_fn_with_state(
                 self.state.clone(),

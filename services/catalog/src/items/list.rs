@@ -25,6 +25,7 @@ pub struct ListParams {
     max_price: Option<i64>,
     q: Option<String>,
     sort: Option<String>,
+    ids: Option<String>,
 }
 
 /// The order of a listing; every order ends with the id so pages never overlap.
@@ -66,6 +67,9 @@ pub struct ListQuery {
     pub max_price: Option<i64>,
     pub q: Option<String>,
     pub sort: Sort,
+    /// Only these items (`ids=a,b,c`, at most [`MAX_PAGE_SIZE`], duplicates dropped): one
+    /// call for the items of a basket or an order instead of one per line.
+    pub ids: Option<Vec<String>>,
 }
 
 fn non_empty(value: Option<String>) -> Option<String> {
@@ -124,7 +128,12 @@ impl TryFrom<ListParams> for ListQuery {
             None => Sort::Name,
             Some(sort) => Sort::parse(&sort)?,
         };
+        let ids = match non_empty(params.ids) {
+            None => None,
+            Some(ids) => Some(parse_ids(&ids)?),
+        };
         Ok(Self {
+            ids,
             page,
             page_size,
             category: non_empty(params.category),
@@ -135,6 +144,29 @@ impl TryFrom<ListParams> for ListQuery {
             sort,
         })
     }
+}
+
+/// `a,b,c` as distinct item ids, in the order given.
+fn parse_ids(text: &str) -> Result<Vec<String>, ApiError> {
+    let mut ids: Vec<String> = Vec::new();
+    for id in text.split(',').map(str::trim) {
+        if ids.len() == MAX_PAGE_SIZE as usize {
+            return Err(ApiError::query(
+                "ids",
+                format!("at most {MAX_PAGE_SIZE} ids"),
+            ));
+        }
+        if id.is_empty()
+            || id.len() > 64
+            || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        {
+            return Err(ApiError::query("ids", "a comma-separated list of item ids"));
+        }
+        ids.push(id.to_owned());
+    }
+    let mut seen = std::collections::HashSet::with_capacity(ids.len());
+    ids.retain(|id| seen.insert(id.clone()));
+    Ok(ids)
 }
 
 /// A value bound to a placeholder.
@@ -163,6 +195,13 @@ pub fn where_clause(query: &ListQuery) -> (String, Vec<Param>) {
     if let Some(max) = query.max_price {
         let p = next(Param::Int(max), &mut params);
         conditions.push(format!("price_minor <= {p}"));
+    }
+    if let Some(ids) = &query.ids {
+        let placeholders: Vec<String> = ids
+            .iter()
+            .map(|id| next(Param::Text(id.clone()), &mut params))
+            .collect();
+        conditions.push(format!("id IN ({})", placeholders.join(", ")));
     }
     if let Some(q) = &query.q {
         let pattern = format!("%{}%", escape_like(&q.to_lowercase()));
@@ -284,6 +323,30 @@ mod tests {
             }),
             "q"
         );
+    }
+
+    #[test]
+    fn ids_are_checked_deduplicated_and_bound_one_by_one() {
+        let query = parse(ListParams {
+            ids: Some("a-1, b-2,a-1".into()),
+            category: Some("tea".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(query.ids, Some(vec!["a-1".to_owned(), "b-2".to_owned()]));
+        let (sql, params) = where_clause(&query);
+        assert!(sql.contains("id IN ($2, $3)"), "{sql}");
+        assert_eq!(
+            params[1..],
+            [Param::Text("a-1".into()), Param::Text("b-2".into())]
+        );
+        for bad in ["a,,b", "x'; DROP", &vec!["a"; 101].join(",")] {
+            let err = parse(ListParams {
+                ids: Some(bad.to_owned()),
+                ..Default::default()
+            });
+            assert_eq!(err.unwrap_err(), "ids", "{bad}");
+        }
     }
 
     #[test]
