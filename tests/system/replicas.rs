@@ -720,3 +720,51 @@ impl Replicas {
         url
     }
 }
+
+/// A replica that is stopped deregisters first and serves on for `discovery.drain_delay_ms`:
+/// once a watcher has seen it leave, it still answers, and then it exits cleanly.
+#[tokio::test]
+async fn a_stopping_replica_serves_on_until_its_callers_have_seen_it_leave() {
+    let bucket = bucket();
+    let Some(mut system) = Replicas::new(Some(&bucket), &[]).await else {
+        return;
+    };
+    let (_registry, mut watched) = watch_catalogs(&bucket).await;
+    let url = system
+        .start_catalog(
+            "catalog-1",
+            &[("TIDEWAY_DISCOVERY__DRAIN_DELAY_MS", "8000")],
+        )
+        .await;
+    within(Duration::from_secs(10), "the replica registered", async {
+        while !ids(&watched).contains(&"catalog-1".to_owned()) {
+            watched.changed().await.unwrap();
+        }
+    })
+    .await;
+    let (proc, _) = system.catalog("catalog-1");
+    let pid = i32::try_from(proc.pid()).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    within(Duration::from_secs(5), "the replica deregistered", async {
+        while ids(&watched).contains(&"catalog-1".to_owned()) {
+            watched.changed().await.unwrap();
+        }
+    })
+    .await;
+    let answer = reqwest::get(format!("{url}/health/live")).await;
+    assert!(
+        answer.is_ok_and(|a| a.status() == 200),
+        "a replica that has deregistered still serves during its drain delay"
+    );
+    assert!(
+        proc.log().contains("serving on until callers have seen it"),
+        "the pause is logged"
+    );
+    // A second SIGTERM changes nothing: it still drains and exits cleanly.
+    let status = proc.terminate().await;
+    assert!(status.success(), "catalog-1 exited with {status}");
+}

@@ -457,8 +457,9 @@ pub struct App {
     serve_options: serve::ServeOptions,
     /// The registry and balancers of a separate-process role.
     remote: Option<Remote>,
-    /// The replica `tideway serve` announces once serving, and withdraws before draining.
-    announce: Option<Instance>,
+    /// The replica `tideway serve` announces once serving, and withdraws before draining,
+    /// with how long it serves on after withdrawing (`discovery.drain_delay_ms`).
+    announce: Option<(Instance, std::time::Duration)>,
 }
 
 async fn nats_bus(config: &Config) -> anyhow::Result<Arc<dyn Bus>> {
@@ -594,7 +595,7 @@ impl App {
             services: None,
             serve_options: config.server.options(serve::DEFAULT_GRACE),
             remote: Some(remote),
-            announce: Some(announce),
+            announce: Some((announce, config.discovery.drain_delay())),
         })
     }
 
@@ -668,11 +669,12 @@ impl App {
 
     /// Serves until `shutdown` is cancelled, lets in-flight requests finish, stops the
     /// services' background work and the bus, then closes the database pools. A replica
-    /// registers in discovery once it serves and deregisters before it drains, so callers
-    /// stop picking it before it stops accepting.
+    /// registers in discovery once it serves and deregisters before it drains, then serves
+    /// on for `discovery.drain_delay_ms`, so callers stop picking it before it stops
+    /// accepting.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let result = match (&self.remote, self.announce) {
-            (Some(remote), Some(instance)) => {
+            (Some(remote), Some((instance, drain_delay))) => {
                 let drain = CancellationToken::new();
                 let serving = tokio::spawn(serve::serve_with(
                     self.listener,
@@ -687,6 +689,13 @@ impl App {
                         if let Err(err) = registration.deregister().await {
                             tracing::warn!(error = %err, "cannot deregister from discovery");
                         }
+                        // Callers see the record go within milliseconds; until they have,
+                        // they may still pick this replica, so it keeps serving a moment.
+                        tracing::info!(
+                            drain_delay_ms = drain_delay.as_millis(),
+                            "Deregistered from discovery; serving on until callers have seen it."
+                        );
+                        tokio::time::sleep(drain_delay).await;
                         Ok(())
                     }
                     Err(err) => Err(err),

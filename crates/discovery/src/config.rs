@@ -42,11 +42,15 @@ pub enum DiscoveryKind {
 }
 
 /// The `discovery` section.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DiscoveryConfig {
     /// `discovery.kind`: which registry.
     pub kind: DiscoveryKind,
+    /// `discovery.drain_delay_ms`: how long a stopping replica keeps serving after it has
+    /// deregistered, so that callers watching the registry stop picking it before it stops
+    /// accepting (0: drain at once).
+    pub drain_delay_ms: u64,
     /// `discovery.urls.<service>`: the base URL (or URLs) of each service, for `static`.
     pub urls: BTreeMap<String, Urls>,
     /// `discovery.nats`: the bucket, for `nats`.
@@ -54,6 +58,22 @@ pub struct DiscoveryConfig {
     /// `discovery.dns`: the names, for `dns`.
     pub dns: DnsConfig,
 }
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        Self {
+            kind: DiscoveryKind::default(),
+            drain_delay_ms: DEFAULT_DRAIN_DELAY_MS,
+            urls: BTreeMap::new(),
+            nats: NatsConfig::default(),
+            dns: DnsConfig::default(),
+        }
+    }
+}
+
+/// The default of `discovery.drain_delay_ms`: well past the time a watcher takes to see a
+/// deregistration (milliseconds on NATS KV).
+pub const DEFAULT_DRAIN_DELAY_MS: u64 = 1_000;
 
 /// One base URL or several (`catalog = "http://…"` or `catalog = ["http://…", …]`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,9 +179,20 @@ impl DnsConfig {
 }
 
 impl DiscoveryConfig {
+    /// How long a stopping replica serves on after deregistering.
+    pub fn drain_delay(&self) -> Duration {
+        Duration::from_millis(self.drain_delay_ms)
+    }
+
     /// Returns the first unacceptable value, naming its key. Only the selected kind's
     /// section is checked.
     pub fn check(&self) -> Result<(), DiscoveryError> {
+        if self.drain_delay_ms > 60_000 {
+            return Err(DiscoveryError::config(
+                "discovery.drain_delay_ms",
+                "milliseconds up to 60000",
+            ));
+        }
         match self.kind {
             DiscoveryKind::Static => {
                 for (service, urls) in &self.urls {
