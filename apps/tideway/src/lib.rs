@@ -47,22 +47,25 @@ pub enum ServiceName {
     Payment,
     /// Orders and the checkout saga.
     Ordering,
+    /// Emails to customers about their orders.
+    Notification,
 }
 
 impl ServiceName {
     /// Every service, in the order they start: each after the services it calls.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::Identity,
         Self::Catalog,
         Self::Basket,
         Self::Inventory,
         Self::Payment,
         Self::Ordering,
+        Self::Notification,
     ];
 
     /// Their names, in the same order.
-    pub const NAMES: [&'static str; 6] = {
-        let mut names = [""; 6];
+    pub const NAMES: [&'static str; 7] = {
+        let mut names = [""; 7];
         let mut i = 0;
         while i < names.len() {
             names[i] = Self::ALL[i].as_str();
@@ -85,6 +88,7 @@ impl ServiceName {
             Self::Inventory => "inventory",
             Self::Payment => "payment",
             Self::Ordering => "ordering",
+            Self::Notification => "notification",
         }
     }
 }
@@ -95,6 +99,7 @@ enum Stoppable {
     Inventory(tideway_inventory::Inventory),
     Payment(tideway_payment::Payment),
     Ordering(tideway_ordering::Ordering),
+    Notification(tideway_notification::Notification),
     Bus(Arc<dyn Bus>),
 }
 
@@ -106,6 +111,7 @@ enum Built {
     Inventory(tideway_inventory::Inventory),
     Payment(tideway_payment::Payment),
     Ordering(tideway_ordering::Ordering),
+    Notification(tideway_notification::Notification),
 }
 
 impl Built {
@@ -117,6 +123,7 @@ impl Built {
             Self::Inventory(service) => service.router(),
             Self::Payment(service) => service.router(),
             Self::Ordering(service) => service.router(),
+            Self::Notification(service) => service.router(),
         }
     }
 
@@ -129,6 +136,7 @@ impl Built {
             Self::Inventory(service) => service.db(),
             Self::Payment(service) => service.db(),
             Self::Ordering(service) => service.db(),
+            Self::Notification(service) => service.db(),
         })
     }
 
@@ -139,6 +147,7 @@ impl Built {
             Self::Payment(service) => Some(Stoppable::Payment(service.clone())),
             Self::Ordering(service) => Some(Stoppable::Ordering(service.clone())),
             Self::Basket(service) => Some(Stoppable::Basket(service.clone())),
+            Self::Notification(service) => Some(Stoppable::Notification(service.clone())),
             Self::Identity(_) | Self::Catalog(_) => None,
         }
     }
@@ -338,6 +347,16 @@ async fn build(
             .await
             .with_context(context)?,
         ),
+        ServiceName::Notification => Built::Notification(
+            tideway_notification::Notification::build(
+                &config.notification.service,
+                bus()?,
+                &config.replica_of(name.as_str()),
+                peers.verifier()?,
+            )
+            .await
+            .with_context(context)?,
+        ),
     };
     Ok(built)
 }
@@ -357,6 +376,8 @@ pub struct Services {
     pub payment: tideway_payment::Payment,
     /// Orders.
     pub ordering: tideway_ordering::Ordering,
+    /// Emails about orders.
+    pub notification: tideway_notification::Notification,
 }
 
 impl Services {
@@ -364,6 +385,7 @@ impl Services {
     fn from_built(built: Vec<Built>) -> anyhow::Result<Self> {
         let (mut identity, mut catalog, mut basket) = (None, None, None);
         let (mut inventory, mut payment, mut ordering) = (None, None, None);
+        let mut notification = None;
         for service in built {
             match service {
                 Built::Identity(service) => identity = Some(service),
@@ -372,6 +394,7 @@ impl Services {
                 Built::Inventory(service) => inventory = Some(service),
                 Built::Payment(service) => payment = Some(service),
                 Built::Ordering(service) => ordering = Some(service),
+                Built::Notification(service) => notification = Some(service),
             }
         }
         let missing = |name: &str| anyhow::anyhow!("the {name} service was not built");
@@ -382,6 +405,7 @@ impl Services {
             inventory: inventory.ok_or_else(|| missing("inventory"))?,
             payment: payment.ok_or_else(|| missing("payment"))?,
             ordering: ordering.ok_or_else(|| missing("ordering"))?,
+            notification: notification.ok_or_else(|| missing("notification"))?,
         })
     }
 
@@ -711,6 +735,7 @@ impl App {
                 Stoppable::Inventory(service) => service.shutdown().await,
                 Stoppable::Payment(service) => service.shutdown().await,
                 Stoppable::Ordering(service) => service.shutdown().await,
+                Stoppable::Notification(service) => service.shutdown().await,
                 Stoppable::Bus(bus) => bus.shutdown().await,
             }
         }
