@@ -8,6 +8,7 @@
 
 mod checkout;
 mod crash;
+mod dead_letters;
 mod degraded;
 mod deploy;
 mod flood;

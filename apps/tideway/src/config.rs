@@ -193,6 +193,9 @@ pub struct BusConfig {
     /// How often an outbox relay looks for unsent events and renews its lease without a
     /// wake-up, in milliseconds.
     pub relay_poll_ms: u64,
+    /// Where the embedded bus keeps its dead letters (`bus_dead_letters`) until they are
+    /// redriven, and where `tideway dlq` reads them. NATS keeps them in the stream.
+    pub dead_letters_url: DatabaseUrl,
 }
 
 /// Logging.
@@ -417,6 +420,7 @@ impl Default for Config {
                 ack_wait_ms: millis(timings.ack_wait),
                 relay_lease_ttl_ms: millis(timings.relay_lease_ttl),
                 relay_poll_ms: millis(timings.relay_poll),
+                dead_letters_url: DatabaseUrl::sqlite("{data_dir}/bus.db"),
             },
         }
     }
@@ -613,6 +617,7 @@ impl Config {
                 "notification.database_url",
                 &mut self.notification.service.database_url,
             ),
+            ("bus.dead_letters_url", &mut self.bus.dead_letters_url),
         ] {
             *url = url
                 .replace("{data_dir}", dir)

@@ -11,6 +11,7 @@
 //! token is cancelled, so tests build on port 0 and stop it at will.
 
 pub mod config;
+pub mod dlq;
 pub mod faults;
 pub mod invariants;
 pub mod load;
@@ -501,11 +502,16 @@ impl App {
     /// forwards to their routers directly. Events go through the embedded bus (or NATS
     /// when `bus.kind = "nats"`). Binds `config.gateway.listen`.
     pub async fn embedded(config: &Config) -> anyhow::Result<Self> {
+        let mut bus_dbs = Vec::new();
         let (bus, embedded): (Arc<dyn Bus>, Option<EmbeddedBus>) = match config.bus.kind {
             config::BusKind::Embedded => {
-                let embedded = EmbeddedBus::new(EmbeddedOptions::default())
-                    .await
-                    .context("starting the embedded bus")?;
+                let letters = dlq::open_table(config).await?;
+                bus_dbs.push(letters.clone());
+                let embedded = EmbeddedBus::new(EmbeddedOptions {
+                    dead_letters: Some(letters),
+                })
+                .await
+                .context("starting the embedded bus")?;
                 (Arc::new(embedded.clone()), Some(embedded))
             }
             config::BusKind::Nats => (nats_bus(config).await?, None),
@@ -551,7 +557,8 @@ impl App {
             embedded.open();
         }
         let listener = serve::bind(&config.gateway.listen).await?;
-        let dbs = built.iter().filter_map(Built::db).cloned().collect();
+        let mut dbs: Vec<Db> = built.iter().filter_map(Built::db).cloned().collect();
+        dbs.extend(bus_dbs);
         // Stopped in reverse order of start: ordering first, the bus last.
         let mut stoppables: Vec<Stoppable> =
             built.iter().rev().filter_map(Built::stoppable).collect();

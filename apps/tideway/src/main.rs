@@ -50,6 +50,11 @@ enum Command {
     Gateway,
     /// Send an open-loop load at a fixed rate; print a table, write a report and a plot.
     Load(Box<tideway::load::LoadArgs>),
+    /// The bus's dead letters: list them, show one, redrive them.
+    Dlq {
+        #[command(subcommand)]
+        command: tideway::dlq::DlqCommand,
+    },
     /// A bare hello server for the benchmarks.
     #[command(hide = true)]
     BenchUpstream(tideway::load::upstream::UpstreamArgs),
@@ -121,6 +126,9 @@ async fn run(command: Command, config: Config, supervised: Supervised) -> anyhow
     if supervised.exit_with_parent {
         tideway::supervisor::exit_with_parent(shutdown.clone());
     }
+    if let Command::Dlq { command } = command {
+        return tideway::dlq::run(&config, command).await;
+    }
     if let Command::Up {
         distributed: true, ..
     } = &command
@@ -142,7 +150,9 @@ async fn run(command: Command, config: Config, supervised: Supervised) -> anyhow
             format!("the {} service", service.as_str()),
         ),
         Command::Gateway => (App::gateway(&config).await?, "the gateway".to_owned()),
-        Command::Load(_) | Command::BenchUpstream(_) => anyhow::bail!("handled before"),
+        Command::Load(_) | Command::BenchUpstream(_) | Command::Dlq { .. } => {
+            anyhow::bail!("handled before")
+        }
     };
     let addr = app.local_addr()?;
     // For whoever started this process on port 0 (`127.0.0.1:0`): where it is, once bound.
