@@ -52,7 +52,7 @@ async fn a_refused_confirmation_mail_is_dead_lettered_then_redriven_from_the_com
     // aiosmtpd from the test tools' venv, refusing the first message only.
     let home = std::env::var("HOME").unwrap();
     let python = std::env::var("TIDEWAY_TEST_VENV")
-        .map_or_else(|_| format!("{home}/.cache/tideway-test-venv"), |v| v)
+        .unwrap_or_else(|_| format!("{home}/.cache/tideway-test-venv"))
         + "/bin/python";
     let maildir = tempfile::tempdir().unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -111,6 +111,25 @@ async fn a_refused_confirmation_mail_is_dead_lettered_then_redriven_from_the_com
     let shown: Value = serde_json::from_str(&dlq(dir.path(), &["show", &id]).await).unwrap();
     assert_eq!(shown["consumer"], "notification");
     assert_eq!(shown["event"]["subject"], order.as_str());
+
+    // The console lists it too, with its redrive button.
+    let http = reqwest::Client::new();
+    let admin =
+        crate::scenario::login(&http, &base, "admin@tideway.local", "tideway-admin-1").await;
+    let page = http
+        .get(format!("{base}/ops/dead-letters"))
+        .header(reqwest::header::COOKIE, format!("tw_access={admin}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains(&format!("data-dead-letter=\"{id}\"")),
+        "{page}"
+    );
+    assert!(page.contains("Redrive"), "{page}");
 
     // The server accepts now: the redrive sends the mail once, and the letter is gone.
     let redriven = dlq(dir.path(), &["redrive", "--consumer", "notification"]).await;

@@ -23,7 +23,7 @@ use anyhow::Context;
 use axum::Router;
 use tideway_balance::Balancers;
 use tideway_basket_api::BasketClient;
-use tideway_bus::{Bus, EmbeddedBus, EmbeddedOptions, NatsBus, NatsOptions};
+use tideway_bus::{Bus, DeadLetters, EmbeddedBus, EmbeddedOptions, NatsBus, NatsOptions};
 use tideway_catalog_api::CatalogClient;
 use tideway_discovery::{Instance, Registry};
 use tideway_runtime::{auth::JwtVerifier, client::Transport, serve};
@@ -486,6 +486,10 @@ pub struct App {
 }
 
 async fn nats_bus(config: &Config) -> anyhow::Result<Arc<dyn Bus>> {
+    Ok(Arc::new(nats_bus_of(config).await?))
+}
+
+async fn nats_bus_of(config: &Config) -> anyhow::Result<NatsBus> {
     let bus = NatsBus::connect(NatsOptions {
         url: config.bus.nats_url.clone(),
         stream: config.bus.stream.clone(),
@@ -494,7 +498,7 @@ async fn nats_bus(config: &Config) -> anyhow::Result<Arc<dyn Bus>> {
     })
     .await
     .with_context(|| format!("cannot connect to NATS at {}", config.bus.nats_url))?;
-    Ok(Arc::new(bus))
+    Ok(bus)
 }
 
 impl App {
@@ -503,19 +507,27 @@ impl App {
     /// when `bus.kind = "nats"`). Binds `config.gateway.listen`.
     pub async fn embedded(config: &Config) -> anyhow::Result<Self> {
         let mut bus_dbs = Vec::new();
-        let (bus, embedded): (Arc<dyn Bus>, Option<EmbeddedBus>) = match config.bus.kind {
-            config::BusKind::Embedded => {
-                let letters = dlq::open_table(config).await?;
-                bus_dbs.push(letters.clone());
-                let embedded = EmbeddedBus::new(EmbeddedOptions {
-                    dead_letters: Some(letters),
-                })
-                .await
-                .context("starting the embedded bus")?;
-                (Arc::new(embedded.clone()), Some(embedded))
-            }
-            config::BusKind::Nats => (nats_bus(config).await?, None),
-        };
+        let (bus, embedded, letters): (Arc<dyn Bus>, Option<EmbeddedBus>, Arc<dyn DeadLetters>) =
+            match config.bus.kind {
+                config::BusKind::Embedded => {
+                    let letters = dlq::open_table(config).await?;
+                    bus_dbs.push(letters.clone());
+                    let embedded = EmbeddedBus::new(EmbeddedOptions {
+                        dead_letters: Some(letters),
+                    })
+                    .await
+                    .context("starting the embedded bus")?;
+                    (
+                        Arc::new(embedded.clone()),
+                        Some(embedded.clone()),
+                        Arc::new(embedded),
+                    )
+                }
+                config::BusKind::Nats => {
+                    let nats = nats_bus_of(config).await?;
+                    (Arc::new(nats.clone()), None, Arc::new(nats))
+                }
+            };
         let mut peers = Peers::InProcess {
             routers: HashMap::new(),
             verifier: None,
@@ -552,6 +564,7 @@ impl App {
         web.tap_events(&bus)
             .await
             .context("subscribing the console to the bus")?;
+        web.show_dead_letters(letters);
         // Every consumer has subscribed: events may flow.
         if let Some(embedded) = &embedded {
             embedded.open();
@@ -663,9 +676,15 @@ impl App {
         )?;
         // The console shows the bus's events when NATS answers; the shop works without it.
         let mut stoppables = Vec::new();
-        match nats_bus(config).await {
-            Ok(bus) => match web.tap_events(&bus).await {
-                Ok(_) => stoppables.push(Stoppable::Bus(bus)),
+        match nats_bus_of(config).await {
+            Ok(nats) => match web
+                .tap_events(&(Arc::new(nats.clone()) as Arc<dyn Bus>))
+                .await
+            {
+                Ok(_) => {
+                    web.show_dead_letters(Arc::new(nats.clone()));
+                    stoppables.push(Stoppable::Bus(Arc::new(nats)));
+                }
                 Err(err) => tracing::warn!(error = %err, "the console cannot follow the bus"),
             },
             Err(err) => tracing::warn!(error = %err, "the console cannot follow the bus"),

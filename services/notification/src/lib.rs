@@ -276,8 +276,10 @@ mod tests {
         assert!(bad(|c| c.max_attempts = 0).contains("notification.max_attempts"));
         assert!(bad(|c| c.retry_first_ms = 0).contains("notification.retry_first_ms"));
         assert!(bad(|c| c.smtp_timeout_ms = 1).contains("notification.smtp_timeout_ms"));
-        let mut ok = Config::default();
-        ok.smtp_url = Some("smtp://127.0.0.1:2525".into());
+        let ok = Config {
+            smtp_url: Some("smtp://127.0.0.1:2525".into()),
+            ..Config::default()
+        };
         assert!(ok.validate().is_ok());
     }
 }

@@ -4,6 +4,7 @@
 //! checkout sagas with their steps, and from an order to its trace. The panels refresh
 //! themselves with htmx.
 
+mod dead_letters;
 pub mod events;
 pub mod metrics;
 
@@ -60,6 +61,7 @@ pub(crate) struct Console {
     sources: OpsSources,
     traffic: Mutex<Traffic>,
     events: EventTap,
+    dead_letters: Mutex<Option<std::sync::Arc<dyn tideway_bus::DeadLetters>>>,
 }
 
 /// How many recent events the console keeps.
@@ -71,6 +73,7 @@ impl Console {
             sources,
             traffic: Mutex::new(Traffic::default()),
             events: EventTap::new(EVENTS_KEPT),
+            dead_letters: Mutex::new(None),
         }
     }
 
@@ -87,6 +90,11 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/ops/events", get(events_panel))
         .route("/ops/sagas", get(sagas_panel))
         .route("/ops/notifications", get(notifications_panel))
+        .route("/ops/dead-letters", get(dead_letters::list))
+        .route(
+            "/ops/dead-letters/redrive",
+            axum::routing::post(dead_letters::redrive),
+        )
         .route("/ops/order", get(find_order))
         .route("/ops/orders/{id}", get(order))
 }
@@ -118,6 +126,7 @@ async fn console(State(state): State<AppState>, visitor: Visitor) -> Result<Mark
                 input #order-id name="id" type="search" placeholder="Order id" required;
                 button type="submit" { "Show" }
             }
+            a href="/ops/dead-letters" { "Dead letters" }
         }
         div.ops-grid {
             (services)
