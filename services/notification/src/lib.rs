@@ -42,6 +42,9 @@ pub use mail::Mailer;
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
+/// The notification database's pool size.
+pub const DB_CONNECTIONS: u32 = 3;
+
 /// Handlers per subject in this process (they compete for the events).
 pub const WORKERS_PER_SUBJECT: usize = 2;
 
@@ -177,7 +180,25 @@ impl Notification {
         config
             .validate()
             .context("invalid notification configuration")?;
-        let db = Db::open_service(SERVICE, &config.database_url, &MIGRATOR).await?;
+        // A handful of connections: its writes are a few rows per order, and in the
+        // distributed shape every process's pool counts against PostgreSQL's limit.
+        let db = Db::open(
+            &config.database_url,
+            tideway_store::DbOptions {
+                max_connections: DB_CONNECTIONS,
+                ..tideway_store::DbOptions::default()
+            },
+        )
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open the notification database {}",
+                config.database_url
+            )
+        })?;
+        db.migrate(&MIGRATOR)
+            .await
+            .context("cannot migrate the notification database")?;
         inbox::install(&db)
             .await
             .context("cannot create the notification inbox")?;
