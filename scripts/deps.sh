@@ -136,3 +136,6 @@ ensure_redis() {
 ensure_postgres
 ensure_nats
 ensure_redis
+
+# Python servers the tests start themselves (aiosmtpd), in a venv under ~/.cache.
+bash "$(dirname "$0")/test-tools.sh"

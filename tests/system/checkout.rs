@@ -88,6 +88,29 @@ impl Shopper {
         .await
     }
 
+    /// Waits until the shopper's notifications show a sent one of `kind` about order `id`,
+    /// read through the gateway; returns it.
+    pub async fn notified(&self, id: &str, kind: &str, deadline: Duration) -> Value {
+        eventually_async(deadline, format!("a sent {kind} notification"), || async {
+            let page: Value = self
+                .http
+                .get(format!("{}/api/notification/notifications", self.base))
+                .bearer_auth(&self.token)
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            page["items"]
+                .as_array()?
+                .iter()
+                .find(|n| n["order_id"] == id && n["kind"] == kind && n["status"] == "sent")
+                .cloned()
+        })
+        .await
+    }
+
     pub async fn basket(&self) -> Value {
         self.http
             .get(format!("{}/api/basket", self.base))
@@ -190,6 +213,12 @@ pub async fn checkout_outcomes(base: &str) {
         .await
         .unwrap();
     assert!(listed.to_string().contains(&id), "{listed}");
+    // The notification service mailed the buyer (the embedded default: its mailbox).
+    let note = buyer.notified(&id, "order_confirmed", deadline).await;
+    assert!(
+        note["text"].as_str().unwrap().contains("is confirmed"),
+        "{note}"
+    );
 
     // The declining test card: cancelled with the reason, stock released.
     let decliner = Shopper::register(base).await;
@@ -200,6 +229,11 @@ pub async fn checkout_outcomes(base: &str) {
     assert!(
         order["reason"].as_str().unwrap().contains("declined"),
         "{order}"
+    );
+    let note = decliner.notified(&id, "order_cancelled", deadline).await;
+    assert!(
+        note["text"].as_str().unwrap().contains("declined"),
+        "{note}"
     );
 
     // Out of stock: one unit left, two buyers; exactly one order is confirmed.

@@ -9,6 +9,7 @@
 mod bff;
 mod checkout;
 mod crash;
+mod dead_letters;
 mod degraded;
 mod deploy;
 mod flood;

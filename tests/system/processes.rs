@@ -106,9 +106,9 @@ impl Drop for Proc {
 }
 
 /// Every service, in start order.
-const SERVICES: [&str; 6] = tideway::ServiceName::NAMES;
+const SERVICES: [&str; 7] = tideway::ServiceName::NAMES;
 
-/// The seven processes of the distributed shape on PostgreSQL (when reachable) and NATS;
+/// The eight processes of the distributed shape on PostgreSQL (when reachable) and NATS;
 /// their logs are printed when the test fails.
 pub struct Distributed {
     pub gateway: String,
@@ -526,14 +526,14 @@ async fn console_sees_every_process(gateway: &str) {
     }
     assert_eq!(
         page.matches(r#"data-status="ready""#).count(),
-        7,
-        "the gateway and six services are ready: {page}"
+        8,
+        "the gateway and seven services are ready: {page}"
     );
     assert!(page.contains("http://127.0.0.1:"), "addresses are shown");
     // Every replica the gateway balances over, one row each, with its address.
     assert_eq!(
         page.matches("<tr data-replica=").count(),
-        6,
+        7,
         "one replica of each service: {page}"
     );
     assert!(

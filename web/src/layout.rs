@@ -51,6 +51,9 @@ pub(crate) fn page(title: &str, visitor: &Visitor, section: Section, body: Marku
                             li { a href="/catalog" aria-current=[current(section == Section::Shop)] { "Shop" } }
                             li { a href="/basket" aria-current=[current(section == Section::Basket)] { "Basket" } }
                             li { a href="/orders" aria-current=[current(section == Section::Orders)] { "Orders" } }
+                            @if visitor.user.is_some() {
+                                li { a href="/notifications" { "Notifications" } }
+                            }
                             @if visitor.user.as_ref().is_some_and(|u| u.is_admin()) {
                                 li { a href="/ops" aria-current=[current(section == Section::Ops)] { "Ops" } }
                             }

@@ -93,6 +93,11 @@ impl Web {
         }
     }
 
+    /// Shows `store`'s dead letters on `/ops/dead-letters`, with a redrive button each.
+    pub fn show_dead_letters(&self, store: Arc<dyn tideway_bus::DeadLetters>) {
+        self.state.ops.set_dead_letters(store);
+    }
+
     /// Subscribes the console's event tap to `bus` (before an embedded bus is opened).
     pub async fn tap_events(&self, bus: &Arc<dyn Bus>) -> Result<SubscriptionHandle, BusError> {
         self.state.ops.events().subscribe(bus).await

@@ -51,6 +51,8 @@ pub struct Config {
     pub payment: Section<tideway_payment::Config>,
     /// The ordering service.
     pub ordering: Section<tideway_ordering::Config>,
+    /// The notification service.
+    pub notification: Section<tideway_notification::Config>,
     /// The event bus.
     pub bus: BusConfig,
     /// The limits of every server this process runs.
@@ -191,6 +193,9 @@ pub struct BusConfig {
     /// How often an outbox relay looks for unsent events and renews its lease without a
     /// wake-up, in milliseconds.
     pub relay_poll_ms: u64,
+    /// Where the embedded bus keeps its dead letters (`bus_dead_letters`) until they are
+    /// redriven, and where `tideway dlq` reads them. NATS keeps them in the stream.
+    pub dead_letters_url: DatabaseUrl,
 }
 
 /// Logging.
@@ -217,6 +222,8 @@ pub struct Urls {
     pub payment: String,
     /// The ordering service.
     pub ordering: String,
+    /// The notification service.
+    pub notification: String,
 }
 
 impl Urls {
@@ -230,6 +237,7 @@ impl Urls {
             S::Inventory => &self.inventory,
             S::Payment => &self.payment,
             S::Ordering => &self.ordering,
+            S::Notification => &self.notification,
         }
     }
 }
@@ -329,6 +337,11 @@ impl Default for Config {
             database_url: DatabaseUrl::sqlite("{data_dir}/ordering.db"),
             ..tideway_ordering::Config::default()
         };
+        let notification = tideway_notification::Config {
+            database_url: DatabaseUrl::sqlite("{data_dir}/notification.db"),
+            mailbox_dir: PathBuf::from("{data_dir}/mailbox"),
+            ..tideway_notification::Config::default()
+        };
         let timings = tideway_bus::Timings::default();
         Self {
             data_dir: PathBuf::from("./data"),
@@ -344,6 +357,7 @@ impl Default for Config {
                 inventory: "http://127.0.0.1:8084".to_owned(),
                 payment: "http://127.0.0.1:8085".to_owned(),
                 ordering: "http://127.0.0.1:8086".to_owned(),
+                notification: "http://127.0.0.1:8087".to_owned(),
             },
             client_timeout_ms: 3_000,
             demo_users: None,
@@ -384,6 +398,10 @@ impl Default for Config {
                 listen: "127.0.0.1:8086".to_owned(),
                 service: ordering,
             },
+            notification: Section {
+                listen: "127.0.0.1:8087".to_owned(),
+                service: notification,
+            },
             server: ServerConfig::default(),
             distributed: DistributedConfig {
                 postgres_url: DatabaseUrl::parse("postgres://postgres@127.0.0.1:5432/postgres")
@@ -402,6 +420,7 @@ impl Default for Config {
                 ack_wait_ms: millis(timings.ack_wait),
                 relay_lease_ttl_ms: millis(timings.relay_lease_ttl),
                 relay_poll_ms: millis(timings.relay_poll),
+                dead_letters_url: DatabaseUrl::sqlite("{data_dir}/bus.db"),
             },
         }
     }
@@ -428,6 +447,14 @@ pub fn shop_routes() -> Vec<RouteConfig> {
         RouteConfig::new("/api/ordering/sagas", "ordering", admin(), admin()),
         RouteConfig::new("/api/inventory", "inventory", Access::Public, admin()),
         RouteConfig::new("/api/payment", "payment", admin(), admin()),
+        // A customer reads their own notifications; the console reads everyone's.
+        RouteConfig::new(
+            "/api/notification",
+            "notification",
+            Access::User,
+            Access::User,
+        ),
+        RouteConfig::new("/api/notification/recent", "notification", admin(), admin()),
     ]
 }
 
@@ -586,11 +613,18 @@ impl Config {
                 "ordering.database_url",
                 &mut self.ordering.service.database_url,
             ),
+            (
+                "notification.database_url",
+                &mut self.notification.service.database_url,
+            ),
+            ("bus.dead_letters_url", &mut self.bus.dead_letters_url),
         ] {
             *url = url
                 .replace("{data_dir}", dir)
                 .map_err(|err| ConfigError::invalid(key, err.to_string()))?;
         }
+        let mailbox = &mut self.notification.service.mailbox_dir;
+        *mailbox = PathBuf::from(mailbox.display().to_string().replace("{data_dir}", dir));
         if let Some(file) = &mut self.identity.service.signing_key_file {
             *file = PathBuf::from(file.display().to_string().replace("{data_dir}", dir));
         }
@@ -620,6 +654,7 @@ impl Config {
             S::Inventory => &self.inventory.listen,
             S::Payment => &self.payment.listen,
             S::Ordering => &self.ordering.listen,
+            S::Notification => &self.notification.listen,
         }
     }
 
@@ -724,7 +759,7 @@ fn is_id_token(value: &str) -> bool {
 const MAX_BUS_TIMING_MS: u64 = 600_000;
 
 /// The services a gateway route may name as its upstream.
-const UPSTREAMS: [&str; 6] = crate::ServiceName::NAMES;
+const UPSTREAMS: [&str; 7] = crate::ServiceName::NAMES;
 
 fn check_addr(key: &str, value: &str) -> Result<(), ConfigError> {
     value.parse::<SocketAddr>().map(|_| ()).map_err(|_| {
@@ -792,12 +827,14 @@ impl Validate for Config {
         check_addr("inventory.listen", &self.inventory.listen)?;
         check_addr("payment.listen", &self.payment.listen)?;
         check_addr("ordering.listen", &self.ordering.listen)?;
+        check_addr("notification.listen", &self.notification.listen)?;
         check_url("urls.identity", &self.urls.identity)?;
         check_url("urls.catalog", &self.urls.catalog)?;
         check_url("urls.basket", &self.urls.basket)?;
         check_url("urls.inventory", &self.urls.inventory)?;
         check_url("urls.payment", &self.urls.payment)?;
         check_url("urls.ordering", &self.urls.ordering)?;
+        check_url("urls.notification", &self.urls.notification)?;
         if !self.bus.nats_url.starts_with("nats://") {
             return Err(ConfigError::invalid(
                 "bus.nats_url",
@@ -877,6 +914,7 @@ impl Validate for Config {
         self.inventory.service.validate()?;
         self.payment.service.validate()?;
         self.ordering.service.validate()?;
+        self.notification.service.validate()?;
         self.validate_timings()?;
         Ok(())
     }
@@ -1118,7 +1156,7 @@ mod tests {
             config.discovery.urls["catalog"].as_slice(),
             ["http://127.0.0.1:9999".to_owned()]
         );
-        assert_eq!(config.discovery.urls.len(), 6);
+        assert_eq!(config.discovery.urls.len(), 7);
         assert_eq!(
             refused_key(|c| {
                 c.discovery.kind = tideway_discovery::DiscoveryKind::Nats;

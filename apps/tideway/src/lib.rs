@@ -12,6 +12,7 @@
 
 pub mod chaos;
 pub mod config;
+pub mod dlq;
 pub mod faults;
 pub mod invariants;
 pub mod load;
@@ -23,7 +24,7 @@ use anyhow::Context;
 use axum::Router;
 use tideway_balance::Balancers;
 use tideway_basket_api::BasketClient;
-use tideway_bus::{Bus, EmbeddedBus, EmbeddedOptions, NatsBus, NatsOptions};
+use tideway_bus::{Bus, DeadLetters, EmbeddedBus, EmbeddedOptions, NatsBus, NatsOptions};
 use tideway_catalog_api::CatalogClient;
 use tideway_discovery::{Instance, Registry};
 use tideway_runtime::{auth::JwtVerifier, client::Transport, serve};
@@ -48,22 +49,25 @@ pub enum ServiceName {
     Payment,
     /// Orders and the checkout saga.
     Ordering,
+    /// Emails to customers about their orders.
+    Notification,
 }
 
 impl ServiceName {
     /// Every service, in the order they start: each after the services it calls.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::Identity,
         Self::Catalog,
         Self::Basket,
         Self::Inventory,
         Self::Payment,
         Self::Ordering,
+        Self::Notification,
     ];
 
     /// Their names, in the same order.
-    pub const NAMES: [&'static str; 6] = {
-        let mut names = [""; 6];
+    pub const NAMES: [&'static str; 7] = {
+        let mut names = [""; 7];
         let mut i = 0;
         while i < names.len() {
             names[i] = Self::ALL[i].as_str();
@@ -86,6 +90,7 @@ impl ServiceName {
             Self::Inventory => "inventory",
             Self::Payment => "payment",
             Self::Ordering => "ordering",
+            Self::Notification => "notification",
         }
     }
 }
@@ -96,6 +101,7 @@ enum Stoppable {
     Inventory(tideway_inventory::Inventory),
     Payment(tideway_payment::Payment),
     Ordering(tideway_ordering::Ordering),
+    Notification(tideway_notification::Notification),
     Bus(Arc<dyn Bus>),
 }
 
@@ -107,6 +113,7 @@ enum Built {
     Inventory(tideway_inventory::Inventory),
     Payment(tideway_payment::Payment),
     Ordering(tideway_ordering::Ordering),
+    Notification(tideway_notification::Notification),
 }
 
 impl Built {
@@ -118,6 +125,7 @@ impl Built {
             Self::Inventory(service) => service.router(),
             Self::Payment(service) => service.router(),
             Self::Ordering(service) => service.router(),
+            Self::Notification(service) => service.router(),
         }
     }
 
@@ -130,6 +138,7 @@ impl Built {
             Self::Inventory(service) => service.db(),
             Self::Payment(service) => service.db(),
             Self::Ordering(service) => service.db(),
+            Self::Notification(service) => service.db(),
         })
     }
 
@@ -140,6 +149,7 @@ impl Built {
             Self::Payment(service) => Some(Stoppable::Payment(service.clone())),
             Self::Ordering(service) => Some(Stoppable::Ordering(service.clone())),
             Self::Basket(service) => Some(Stoppable::Basket(service.clone())),
+            Self::Notification(service) => Some(Stoppable::Notification(service.clone())),
             Self::Identity(_) | Self::Catalog(_) => None,
         }
     }
@@ -339,6 +349,16 @@ async fn build(
             .await
             .with_context(context)?,
         ),
+        ServiceName::Notification => Built::Notification(
+            tideway_notification::Notification::build(
+                &config.notification.service,
+                bus()?,
+                &config.replica_of(name.as_str()),
+                peers.verifier()?,
+            )
+            .await
+            .with_context(context)?,
+        ),
     };
     Ok(built)
 }
@@ -358,6 +378,8 @@ pub struct Services {
     pub payment: tideway_payment::Payment,
     /// Orders.
     pub ordering: tideway_ordering::Ordering,
+    /// Emails about orders.
+    pub notification: tideway_notification::Notification,
 }
 
 impl Services {
@@ -365,6 +387,7 @@ impl Services {
     fn from_built(built: Vec<Built>) -> anyhow::Result<Self> {
         let (mut identity, mut catalog, mut basket) = (None, None, None);
         let (mut inventory, mut payment, mut ordering) = (None, None, None);
+        let mut notification = None;
         for service in built {
             match service {
                 Built::Identity(service) => identity = Some(service),
@@ -373,6 +396,7 @@ impl Services {
                 Built::Inventory(service) => inventory = Some(service),
                 Built::Payment(service) => payment = Some(service),
                 Built::Ordering(service) => ordering = Some(service),
+                Built::Notification(service) => notification = Some(service),
             }
         }
         let missing = |name: &str| anyhow::anyhow!("the {name} service was not built");
@@ -383,6 +407,7 @@ impl Services {
             inventory: inventory.ok_or_else(|| missing("inventory"))?,
             payment: payment.ok_or_else(|| missing("payment"))?,
             ordering: ordering.ok_or_else(|| missing("ordering"))?,
+            notification: notification.ok_or_else(|| missing("notification"))?,
         })
     }
 
@@ -463,6 +488,10 @@ pub struct App {
 }
 
 async fn nats_bus(config: &Config) -> anyhow::Result<Arc<dyn Bus>> {
+    Ok(Arc::new(nats_bus_of(config).await?))
+}
+
+async fn nats_bus_of(config: &Config) -> anyhow::Result<NatsBus> {
     let bus = NatsBus::connect(NatsOptions {
         url: config.bus.nats_url.clone(),
         stream: config.bus.stream.clone(),
@@ -471,7 +500,7 @@ async fn nats_bus(config: &Config) -> anyhow::Result<Arc<dyn Bus>> {
     })
     .await
     .with_context(|| format!("cannot connect to NATS at {}", config.bus.nats_url))?;
-    Ok(Arc::new(bus))
+    Ok(bus)
 }
 
 impl App {
@@ -479,15 +508,28 @@ impl App {
     /// forwards to their routers directly. Events go through the embedded bus (or NATS
     /// when `bus.kind = "nats"`). Binds `config.gateway.listen`.
     pub async fn embedded(config: &Config) -> anyhow::Result<Self> {
-        let (bus, embedded): (Arc<dyn Bus>, Option<EmbeddedBus>) = match config.bus.kind {
-            config::BusKind::Embedded => {
-                let embedded = EmbeddedBus::new(EmbeddedOptions::default())
+        let mut bus_dbs = Vec::new();
+        let (bus, embedded, letters): (Arc<dyn Bus>, Option<EmbeddedBus>, Arc<dyn DeadLetters>) =
+            match config.bus.kind {
+                config::BusKind::Embedded => {
+                    let letters = dlq::open_table(config).await?;
+                    bus_dbs.push(letters.clone());
+                    let embedded = EmbeddedBus::new(EmbeddedOptions {
+                        dead_letters: Some(letters),
+                    })
                     .await
                     .context("starting the embedded bus")?;
-                (Arc::new(embedded.clone()), Some(embedded))
-            }
-            config::BusKind::Nats => (nats_bus(config).await?, None),
-        };
+                    (
+                        Arc::new(embedded.clone()),
+                        Some(embedded.clone()),
+                        Arc::new(embedded),
+                    )
+                }
+                config::BusKind::Nats => {
+                    let nats = nats_bus_of(config).await?;
+                    (Arc::new(nats.clone()), None, Arc::new(nats))
+                }
+            };
         let mut peers = Peers::InProcess {
             routers: HashMap::new(),
             verifier: None,
@@ -524,12 +566,14 @@ impl App {
         web.tap_events(&bus)
             .await
             .context("subscribing the console to the bus")?;
+        web.show_dead_letters(letters);
         // Every consumer has subscribed: events may flow.
         if let Some(embedded) = &embedded {
             embedded.open();
         }
         let listener = serve::bind(&config.gateway.listen).await?;
-        let dbs = built.iter().filter_map(Built::db).cloned().collect();
+        let mut dbs: Vec<Db> = built.iter().filter_map(Built::db).cloned().collect();
+        dbs.extend(bus_dbs);
         // Stopped in reverse order of start: ordering first, the bus last.
         let mut stoppables: Vec<Stoppable> =
             built.iter().rev().filter_map(Built::stoppable).collect();
@@ -634,9 +678,15 @@ impl App {
         )?;
         // The console shows the bus's events when NATS answers; the shop works without it.
         let mut stoppables = Vec::new();
-        match nats_bus(config).await {
-            Ok(bus) => match web.tap_events(&bus).await {
-                Ok(_) => stoppables.push(Stoppable::Bus(bus)),
+        match nats_bus_of(config).await {
+            Ok(nats) => match web
+                .tap_events(&(Arc::new(nats.clone()) as Arc<dyn Bus>))
+                .await
+            {
+                Ok(_) => {
+                    web.show_dead_letters(Arc::new(nats.clone()));
+                    stoppables.push(Stoppable::Bus(Arc::new(nats)));
+                }
                 Err(err) => tracing::warn!(error = %err, "the console cannot follow the bus"),
             },
             Err(err) => tracing::warn!(error = %err, "the console cannot follow the bus"),
@@ -721,6 +771,7 @@ impl App {
                 Stoppable::Inventory(service) => service.shutdown().await,
                 Stoppable::Payment(service) => service.shutdown().await,
                 Stoppable::Ordering(service) => service.shutdown().await,
+                Stoppable::Notification(service) => service.shutdown().await,
                 Stoppable::Bus(bus) => bus.shutdown().await,
             }
         }

@@ -53,6 +53,11 @@ enum Command {
     /// Inject faults (kills, latency, errors, a paused NATS or Redis) into a running
     /// `up --distributed` under checkout traffic; then check the invariants and report.
     Chaos(Box<tideway::chaos::ChaosArgs>),
+    /// The bus's dead letters: list them, show one, redrive them.
+    Dlq {
+        #[command(subcommand)]
+        command: tideway::dlq::DlqCommand,
+    },
     /// A bare hello server for the benchmarks.
     #[command(hide = true)]
     BenchUpstream(tideway::load::upstream::UpstreamArgs),
@@ -128,6 +133,9 @@ async fn run(command: Command, config: Config, supervised: Supervised) -> anyhow
     if supervised.exit_with_parent {
         tideway::supervisor::exit_with_parent(shutdown.clone());
     }
+    if let Command::Dlq { command } = command {
+        return tideway::dlq::run(&config, command).await;
+    }
     if let Command::Up {
         distributed: true, ..
     } = &command
@@ -149,7 +157,10 @@ async fn run(command: Command, config: Config, supervised: Supervised) -> anyhow
             format!("the {} service", service.as_str()),
         ),
         Command::Gateway => (App::gateway(&config).await?, "the gateway".to_owned()),
-        Command::Load(_) | Command::BenchUpstream(_) | Command::Chaos(_) => {
+        Command::Load(_)
+        | Command::BenchUpstream(_)
+        | Command::Chaos(_)
+        | Command::Dlq { .. } => {
             anyhow::bail!("handled before")
         }
     };

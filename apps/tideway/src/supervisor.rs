@@ -71,13 +71,14 @@ pub enum Role {
 
 impl Role {
     /// Every role, in start order: each service after those it calls, the gateway last.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::Service(ServiceName::Identity),
         Self::Service(ServiceName::Catalog),
         Self::Service(ServiceName::Basket),
         Self::Service(ServiceName::Inventory),
         Self::Service(ServiceName::Payment),
         Self::Service(ServiceName::Ordering),
+        Self::Service(ServiceName::Notification),
         Self::Gateway,
     ];
 
@@ -102,12 +103,12 @@ impl Role {
 /// catalog=3,gateway=2` (repeatable, later values win) sets some; the default is one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Replicas {
-    counts: [u32; 7],
+    counts: [u32; 8],
 }
 
 impl Default for Replicas {
     fn default() -> Self {
-        Self { counts: [1; 7] }
+        Self { counts: [1; 8] }
     }
 }
 
@@ -128,7 +129,7 @@ impl Replicas {
         };
         for value in values {
             if !value.contains('=') {
-                replicas.counts = [count(value)?; 7];
+                replicas.counts = [count(value)?; 8];
                 continue;
             }
             for part in value.split(',').filter(|part| !part.trim().is_empty()) {
@@ -977,7 +978,7 @@ mod tests {
     #[test]
     fn replicas_are_a_number_or_per_role_counts() {
         let one = parse(&[]).unwrap();
-        assert_eq!(one.total(), 7);
+        assert_eq!(one.total(), 8);
         let two = parse(&["2"]).unwrap();
         assert!(Role::ALL.iter().all(|r| two.of(*r) == 2));
         let mixed = parse(&["2", "catalog=3,gateway=1", "basket=4"]).unwrap();
@@ -985,7 +986,7 @@ mod tests {
         assert_eq!(mixed.of(Role::Gateway), 1);
         assert_eq!(mixed.of(Role::Service(ServiceName::Basket)), 4);
         assert_eq!(mixed.of(Role::Service(ServiceName::Identity)), 2);
-        assert_eq!(mixed.total(), 2 + 3 + 4 + 2 + 2 + 2 + 1);
+        assert_eq!(mixed.total(), 2 + 3 + 4 + 2 + 2 + 2 + 2 + 1);
     }
 
     #[test]

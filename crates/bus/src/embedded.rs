@@ -46,7 +46,10 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     BoxFuture, BusError, DeadLetter, Event, Handler, Publisher, SubscribeOptions, Subscriber,
-    SubscriptionHandle, inbox::now_ms, subject,
+    SubscriptionHandle,
+    dead_letters::{self, DeadLetters, StoredLetter},
+    inbox::now_ms,
+    subject,
 };
 
 /// The dead-letter table of the embedded bus; idempotent.
@@ -61,11 +64,86 @@ pub const DEAD_LETTER_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS bus_dead_letter
     PRIMARY KEY (consumer, event_id)
 )";
 
-/// Creates the dead-letter table when it is missing.
+/// Redrives asked for by another process (the `tideway dlq` tool); idempotent.
+pub const REDRIVE_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS bus_dead_letter_redrives (
+    consumer TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    requested_at_ms BIGINT NOT NULL,
+    PRIMARY KEY (consumer, event_id)
+)";
+
+/// How often a running bus looks for redrives asked for by another process.
+pub const REDRIVE_POLL: Duration = Duration::from_millis(500);
+
+/// Creates the dead-letter tables when they are missing.
 #[tracing::instrument(skip_all, err)]
 pub async fn install_dead_letters(db: &Db) -> Result<(), BusError> {
     sqlx::query(DEAD_LETTER_SCHEMA).execute(db.pool()).await?;
+    sqlx::query(REDRIVE_SCHEMA).execute(db.pool()).await?;
     Ok(())
+}
+
+/// Every dead letter recorded in `db` with its id (`<consumer>:<event id>`), oldest first.
+pub async fn stored_letters(db: &Db) -> Result<Vec<StoredLetter>, BusError> {
+    let rows = sqlx::query(
+        "SELECT consumer, deliveries, error, event, dead_at_ms FROM bus_dead_letters \
+         ORDER BY dead_at_ms, event_id",
+    )
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter().map(stored).collect()
+}
+
+fn stored(row: &tideway_store::AnyRow) -> Result<StoredLetter, BusError> {
+    let event: String = row.try_get("event")?;
+    let deliveries: i64 = row.try_get("deliveries")?;
+    let letter = DeadLetter {
+        consumer: row.try_get("consumer")?,
+        deliveries: u32::try_from(deliveries).unwrap_or(u32::MAX),
+        error: row.try_get("error")?,
+        event: serde_json::from_str(&event)?,
+    };
+    Ok(StoredLetter {
+        id: format!("{}:{}", letter.consumer, letter.event.id),
+        dead_at_ms: row.try_get("dead_at_ms")?,
+        letter,
+    })
+}
+
+/// `<consumer>:<event id>` split in two.
+pub fn parse_id(id: &str) -> Result<(&str, &str), BusError> {
+    id.split_once(':')
+        .filter(|(consumer, event)| !consumer.is_empty() && !event.is_empty())
+        .ok_or_else(|| {
+            BusError::invalid(
+                "dead letter id",
+                format!("{id:?} is not <consumer>:<event id>"),
+            )
+        })
+}
+
+/// Asks the bus running on `db` to redrive dead letter `id`; `false` when there is none.
+pub async fn request_redrive(db: &Db, id: &str) -> Result<bool, BusError> {
+    let (consumer, event_id) = parse_id(id)?;
+    let exists =
+        sqlx::query("SELECT 1 FROM bus_dead_letters WHERE consumer = $1 AND event_id = $2")
+            .bind(consumer)
+            .bind(event_id)
+            .fetch_optional(db.pool())
+            .await?
+            .is_some();
+    if exists {
+        sqlx::query(
+            "INSERT INTO bus_dead_letter_redrives (consumer, event_id, requested_at_ms) \
+             VALUES ($1, $2, $3) ON CONFLICT (consumer, event_id) DO NOTHING",
+        )
+        .bind(consumer)
+        .bind(event_id)
+        .bind(now_ms())
+        .execute(db.pool())
+        .await?;
+    }
+    Ok(exists)
 }
 
 /// Every dead letter recorded in `db`, oldest first.
@@ -149,9 +227,90 @@ impl EmbeddedBus {
         })
     }
 
-    /// Lets publishing start (every consumer group that must see the first events exists).
+    /// Lets publishing start (every consumer group that must see the first events exists),
+    /// and, with a dead-letter table, starts serving the redrives other processes ask for.
     pub fn open(&self) {
-        self.inner.open.send_replace(true);
+        if self.inner.open.send_replace(true) {
+            return;
+        }
+        if let Some(db) = self.inner.options.dead_letters.clone() {
+            let bus = self.clone();
+            let token = self.inner.token.clone();
+            self.inner.tracker.spawn(async move {
+                let mut tick = tokio::time::interval(REDRIVE_POLL);
+                loop {
+                    tokio::select! {
+                        () = token.cancelled() => return,
+                        _ = tick.tick() => {}
+                    }
+                    if let Err(err) = bus.serve_requests(&db).await {
+                        tracing::warn!(error = %err, "serving dead-letter redrives failed; trying again");
+                    }
+                }
+            });
+        }
+    }
+
+    async fn serve_requests(&self, db: &Db) -> Result<(), BusError> {
+        let rows = sqlx::query(
+            "SELECT consumer, event_id FROM bus_dead_letter_redrives ORDER BY requested_at_ms",
+        )
+        .fetch_all(db.pool())
+        .await?;
+        for row in rows {
+            let consumer: String = row.try_get("consumer")?;
+            let event_id: String = row.try_get("event_id")?;
+            self.redrive_in(db, &consumer, &event_id).await?;
+            sqlx::query(
+                "DELETE FROM bus_dead_letter_redrives WHERE consumer = $1 AND event_id = $2",
+            )
+            .bind(&consumer)
+            .bind(&event_id)
+            .execute(db.pool())
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Delivers the dead letter of `consumer` for `event_id` again, to that consumer's
+    /// groups only, then removes it unless it was dead-lettered again meanwhile.
+    async fn redrive_in(&self, db: &Db, consumer: &str, event_id: &str) -> Result<bool, BusError> {
+        let row = sqlx::query(
+            "SELECT consumer, deliveries, error, event, dead_at_ms FROM bus_dead_letters \
+             WHERE consumer = $1 AND event_id = $2",
+        )
+        .bind(consumer)
+        .bind(event_id)
+        .fetch_optional(db.pool())
+        .await?;
+        let Some(row) = row else { return Ok(false) };
+        let stored = stored(&row)?;
+        let event = stored.letter.event;
+        let groups: Vec<Arc<Group>> = self
+            .matching(&event.event_type)
+            .into_iter()
+            .filter(|g| g.options.consumer == consumer)
+            .collect();
+        tracing::info!(
+            consumer,
+            event_id,
+            groups = groups.len(),
+            "Redriving a dead letter."
+        );
+        for group in &groups {
+            self.deliver_to(group, &event).await?;
+        }
+        // A delivery that failed again added its deliveries: that row stays.
+        sqlx::query(
+            "DELETE FROM bus_dead_letters WHERE consumer = $1 AND event_id = $2 AND deliveries = $3",
+        )
+        .bind(consumer)
+        .bind(event_id)
+        .bind(i64::from(stored.letter.deliveries))
+        .execute(db.pool())
+        .await?;
+        dead_letters::redriven(consumer);
+        Ok(true)
     }
 
     fn matching(&self, subject: &str) -> Vec<Arc<Group>> {
@@ -246,11 +405,14 @@ impl EmbeddedBus {
             event_type = %letter.event.event_type, deliveries = letter.deliveries,
             error = %letter.error, "event dead-lettered"
         );
+        dead_letters::counted(&letter.consumer);
         if let Some(db) = &self.inner.options.dead_letters {
             sqlx::query(
                 "INSERT INTO bus_dead_letters \
                  (consumer, event_id, event_type, deliveries, error, event, dead_at_ms) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (consumer, event_id) DO NOTHING",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (consumer, event_id) DO UPDATE \
+                 SET deliveries = bus_dead_letters.deliveries + excluded.deliveries, \
+                 error = excluded.error, event = excluded.event, dead_at_ms = excluded.dead_at_ms",
             )
             .bind(&letter.consumer)
             .bind(&letter.event.id)
@@ -364,6 +526,27 @@ impl Subscriber for EmbeddedBus {
             self.inner.token.cancel();
             self.inner.tracker.close();
             self.inner.tracker.wait().await;
+        })
+    }
+}
+
+impl DeadLetters for EmbeddedBus {
+    fn list(&self) -> BoxFuture<'_, Result<Vec<StoredLetter>, BusError>> {
+        Box::pin(async move {
+            match &self.inner.options.dead_letters {
+                Some(db) => stored_letters(db).await,
+                None => Ok(Vec::new()),
+            }
+        })
+    }
+
+    fn redrive<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, BusError>> {
+        Box::pin(async move {
+            let (consumer, event_id) = parse_id(id)?;
+            match &self.inner.options.dead_letters {
+                Some(db) => self.redrive_in(db, consumer, event_id).await,
+                None => Ok(false),
+            }
         })
     }
 }

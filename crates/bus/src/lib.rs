@@ -47,6 +47,7 @@
 //! `*` matches one token, `>` one or more trailing tokens ([`subject::matches`]).
 #![warn(missing_docs)]
 
+pub mod dead_letters;
 pub mod embedded;
 pub mod event;
 pub mod inbox;
@@ -58,6 +59,7 @@ use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 
+pub use dead_letters::{DeadLetters, StoredLetter};
 pub use embedded::{EmbeddedBus, EmbeddedOptions};
 pub use event::{DeadLetter, Event, EventType};
 pub use nats::{NatsBus, NatsOptions};

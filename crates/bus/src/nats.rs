@@ -408,7 +408,10 @@ impl Member {
             consumer = %consumer, event_id = %event.id, event_type = %event.event_type,
             deliveries, error = %error, "event dead-lettered"
         );
-        let message_id = format!("dlq:{consumer}:{}", event.id);
+        // The stream sequence of the failed message: a redriven event that fails again is
+        // another message, so its second dead letter is not dropped as a duplicate.
+        let sequence = message.info().map_or(0, |info| info.stream_sequence);
+        let message_id = format!("dlq:{consumer}:{}:{sequence}", event.id);
         let letter = DeadLetter {
             consumer,
             deliveries,
@@ -421,7 +424,10 @@ impl Member {
         }
         .await;
         match published {
-            Ok(()) => self.ack(message, AckKind::Term).await,
+            Ok(()) => {
+                crate::dead_letters::counted(&self.options.consumer);
+                self.ack(message, AckKind::Term).await;
+            }
             Err(err) => {
                 // Leave it unacknowledged: the server redelivers it and we try again.
                 tracing::error!(error = %err, "publishing a dead letter failed");
@@ -461,6 +467,100 @@ impl NatsBus {
                 consumer
             }
         }
+    }
+}
+
+impl crate::DeadLetters for NatsBus {
+    fn list(&self) -> BoxFuture<'_, Result<Vec<crate::StoredLetter>, BusError>> {
+        Box::pin(async move {
+            fn backend<E: Into<crate::HandlerError>>(
+                what: &'static str,
+            ) -> impl FnOnce(E) -> BusError {
+                move |err| BusError::backend(format!("listing dead letters: {what}"), err)
+            }
+            let reader = self
+                .inner
+                .stream
+                .create_consumer(pull::Config {
+                    filter_subject: format!("{}.dlq.>", self.inner.options.root),
+                    deliver_policy: DeliverPolicy::All,
+                    ack_policy: AckPolicy::None,
+                    inactive_threshold: Duration::from_secs(30),
+                    ..Default::default()
+                })
+                .await
+                .map_err(backend("creating a reader"))?;
+            let name = reader.cached_info().name.clone();
+            let pending = reader.cached_info().num_pending;
+            let mut letters = Vec::new();
+            let mut read = 0_u64;
+            while read < pending {
+                let want = usize::try_from((pending - read).min(256)).unwrap_or(256);
+                let mut batch = reader
+                    .fetch()
+                    .max_messages(want)
+                    .expires(Duration::from_secs(2))
+                    .messages()
+                    .await
+                    .map_err(backend("fetching"))?;
+                let before = read;
+                while let Some(message) = batch.next().await {
+                    let message = message.map_err(backend("reading"))?;
+                    read += 1;
+                    let Ok(info) = message.info() else { continue };
+                    let (sequence, published) = (info.stream_sequence, info.published);
+                    let Ok(letter) = Event::from_bytes(&message.payload)
+                        .and_then(|e| DeadLetter::from_event(&e))
+                    else {
+                        continue;
+                    };
+                    letters.push(crate::StoredLetter {
+                        id: sequence.to_string(),
+                        dead_at_ms: i64::try_from(published.unix_timestamp_nanos() / 1_000_000)
+                            .unwrap_or(0),
+                        letter,
+                    });
+                }
+                if read == before {
+                    break;
+                }
+            }
+            let _ = self.inner.stream.delete_consumer(&name).await;
+            Ok(letters)
+        })
+    }
+
+    fn redrive<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, BusError>> {
+        Box::pin(async move {
+            let sequence: u64 = id.parse().map_err(|_| {
+                BusError::invalid("dead letter id", format!("{id:?} is not a stream sequence"))
+            })?;
+            let raw = match self.inner.stream.get_raw_message(sequence).await {
+                Ok(raw) => raw,
+                Err(err) if err.kind() == stream::RawMessageErrorKind::NoMessageFound => {
+                    return Ok(false);
+                }
+                Err(err) => return Err(BusError::backend("reading a dead letter", err)),
+            };
+            let Ok(letter) =
+                Event::from_bytes(&raw.payload).and_then(|e| DeadLetter::from_event(&e))
+            else {
+                return Ok(false);
+            };
+            tracing::info!(consumer = %letter.consumer, event_id = %letter.event.id, sequence, "Redriving a dead letter.");
+            confirm(
+                self.send(&letter.event, &format!("redrive:{sequence}"))
+                    .await?,
+            )
+            .await?;
+            self.inner
+                .stream
+                .delete_message(sequence)
+                .await
+                .map_err(|err| BusError::backend("deleting a redriven dead letter", err))?;
+            crate::dead_letters::redriven(&letter.consumer);
+            Ok(true)
+        })
     }
 }
 

@@ -116,9 +116,57 @@ impl IntoResponse for AuthError {
 pub struct JwtVerifier {
     issuer: String,
     audience: String,
-    keys: ArcSwap<JwkSet>,
+    keys: ArcSwap<Keys>,
+    /// The rules every token is checked against, built once.
+    validation: Validation,
     source: Option<(JsonClient, String)>,
     last_fetch: Mutex<Option<Instant>>,
+}
+
+/// A JWK set with each key decoded once, not per token.
+struct Keys {
+    decoding: Vec<(String, DecodingKey)>,
+}
+
+impl Keys {
+    /// Decodes the keys of `set` that carry a key id; a key that does not decode is left
+    /// out (a token naming it is refused as an unknown key).
+    fn of(set: &JwkSet) -> Self {
+        let decoding = set
+            .keys
+            .iter()
+            .filter_map(|jwk| {
+                let kid = jwk.common.key_id.clone()?;
+                match DecodingKey::from_jwk(jwk) {
+                    Ok(key) => Some((kid, key)),
+                    Err(err) => {
+                        tracing::warn!(kid, error = %err, "a signing key that does not decode is ignored");
+                        None
+                    }
+                }
+            })
+            .collect();
+        Self { decoding }
+    }
+
+    fn find(&self, kid: &str) -> Option<&DecodingKey> {
+        self.decoding
+            .iter()
+            .find_map(|(id, key)| (id == kid).then_some(key))
+    }
+}
+
+/// The checks of an access token: EdDSA only, the issuer, the audience, `exp`, `nbf`.
+fn validation(issuer: &str, audience: &str) -> Validation {
+    let mut validation = Validation::new(Algorithm::EdDSA);
+    validation.set_issuer(&[issuer]);
+    validation.set_audience(&[audience]);
+    validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    // A token not valid yet is refused like an expired one (jsonwebtoken skips `nbf`
+    // unless asked).
+    validation.validate_nbf = true;
+    validation.leeway = 5;
+    validation
 }
 
 impl std::fmt::Debug for JwtVerifier {
@@ -138,7 +186,8 @@ impl JwtVerifier {
         Self {
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
-            keys: ArcSwap::from_pointee(keys),
+            keys: ArcSwap::from_pointee(Keys::of(&keys)),
+            validation: validation(issuer, audience),
             source: None,
             last_fetch: Mutex::new(None),
         }
@@ -150,7 +199,10 @@ impl JwtVerifier {
         Self {
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
-            keys: ArcSwap::from_pointee(JwkSet { keys: Vec::new() }),
+            keys: ArcSwap::from_pointee(Keys {
+                decoding: Vec::new(),
+            }),
+            validation: validation(issuer, audience),
             source: Some((JsonClient::new(transport), path.to_owned())),
             last_fetch: Mutex::new(None),
         }
@@ -167,19 +219,10 @@ impl JwtVerifier {
             .kid
             .ok_or_else(|| AuthError::Invalid("the token has no key id".to_owned()))?;
         let keys = self.keys_with(&kid).await?;
-        let jwk = keys
+        let key = keys
             .find(&kid)
             .ok_or_else(|| AuthError::Invalid(format!("unknown key id {kid}")))?;
-        let key = DecodingKey::from_jwk(jwk).map_err(|e| AuthError::Invalid(e.to_string()))?;
-        let mut validation = Validation::new(Algorithm::EdDSA);
-        validation.set_issuer(&[&self.issuer]);
-        validation.set_audience(&[&self.audience]);
-        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        // A token not valid yet is refused like an expired one (jsonwebtoken skips `nbf`
-        // unless asked).
-        validation.validate_nbf = true;
-        validation.leeway = 5;
-        jsonwebtoken::decode::<Claims>(token, &key, &validation)
+        jsonwebtoken::decode::<Claims>(token, key, &self.validation)
             .map(|data| data.claims)
             .map_err(|err| match err.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
@@ -187,7 +230,7 @@ impl JwtVerifier {
             })
     }
 
-    async fn keys_with(&self, kid: &str) -> Result<Arc<JwkSet>, AuthError> {
+    async fn keys_with(&self, kid: &str) -> Result<Arc<Keys>, AuthError> {
         let keys = self.keys.load_full();
         if keys.find(kid).is_some() {
             return Ok(keys);
@@ -209,9 +252,9 @@ impl JwtVerifier {
             .await
             .map_err(|err| AuthError::KeysUnavailable(err.to_string()))?;
         *last_fetch = Some(Instant::now());
-        let fetched = Arc::new(fetched);
+        let fetched = Arc::new(Keys::of(&fetched));
         self.keys.store(fetched.clone());
-        tracing::info!(keys = fetched.keys.len(), "fetched signing keys");
+        tracing::info!(keys = fetched.decoding.len(), "fetched signing keys");
         Ok(fetched)
     }
 }

@@ -117,6 +117,10 @@ pub struct OrderPlaced {
     pub lines: Vec<OrderLine>,
     /// Total in minor units.
     pub total_minor: i64,
+    /// The buyer's email address (from their access token), where notifications go.
+    /// Added later: absent from events written before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
 }
 impl EventType for OrderPlaced {
     const SUBJECT: &'static str = "tideway.ordering.order-placed";

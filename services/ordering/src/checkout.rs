@@ -94,6 +94,7 @@ pub async fn checkout(
         user_id: order.user_id.clone(),
         lines: order.lines.clone(),
         total_minor,
+        email: Some(user.email.clone()),
     };
     let mut tx = state.db.begin().await?;
     if let Err(err) = store::insert(&mut tx, &order).await {

@@ -4,6 +4,7 @@
 //! checkout sagas with their steps, and from an order to its trace. The panels refresh
 //! themselves with htmx.
 
+mod dead_letters;
 pub mod events;
 pub mod metrics;
 
@@ -60,6 +61,7 @@ pub(crate) struct Console {
     sources: OpsSources,
     traffic: Mutex<Traffic>,
     events: EventTap,
+    dead_letters: Mutex<Option<std::sync::Arc<dyn tideway_bus::DeadLetters>>>,
 }
 
 /// How many recent events the console keeps.
@@ -71,6 +73,7 @@ impl Console {
             sources,
             traffic: Mutex::new(Traffic::default()),
             events: EventTap::new(EVENTS_KEPT),
+            dead_letters: Mutex::new(None),
         }
     }
 
@@ -86,6 +89,12 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/ops/traffic", get(traffic_panel))
         .route("/ops/events", get(events_panel))
         .route("/ops/sagas", get(sagas_panel))
+        .route("/ops/notifications", get(notifications_panel))
+        .route("/ops/dead-letters", get(dead_letters::list))
+        .route(
+            "/ops/dead-letters/redrive",
+            axum::routing::post(dead_letters::redrive),
+        )
         .route("/ops/order", get(find_order))
         .route("/ops/orders/{id}", get(order))
 }
@@ -103,10 +112,11 @@ fn admin(visitor: &Visitor, here: &str) -> Result<User, PageError> {
 /// `GET /ops`.
 async fn console(State(state): State<AppState>, visitor: Visitor) -> Result<Markup, PageError> {
     let user = admin(&visitor, "/ops")?;
-    let (services, traffic, sagas) = tokio::join!(
+    let (services, traffic, sagas, notifications) = tokio::join!(
         services(&state, &user),
         traffic(&state),
         sagas(&state, &user),
+        notifications(&state, &user),
     );
     let body = html! {
         div.ops-head {
@@ -116,6 +126,7 @@ async fn console(State(state): State<AppState>, visitor: Visitor) -> Result<Mark
                 input #order-id name="id" type="search" placeholder="Order id" required;
                 button type="submit" { "Show" }
             }
+            a href="/ops/dead-letters" { "Dead letters" }
         }
         div.ops-grid {
             (services)
@@ -123,6 +134,7 @@ async fn console(State(state): State<AppState>, visitor: Visitor) -> Result<Mark
         }
         (routes_panel(&state))
         (sagas)
+        (notifications)
         (events_section(&state.ops.events.recent(), None))
     };
     Ok(page("Operations", &visitor, Section::Ops, body))
@@ -150,6 +162,58 @@ async fn events_panel(
 ) -> Result<Markup, PageError> {
     admin(&visitor, "/ops")?;
     Ok(events_section(&state.ops.events.recent(), None))
+}
+
+async fn notifications_panel(
+    State(state): State<AppState>,
+    visitor: Visitor,
+) -> Result<Markup, PageError> {
+    let user = admin(&visitor, "/ops")?;
+    Ok(notifications(&state, &user).await)
+}
+
+/// The latest emails to every customer (`GET /api/notification/recent`), with their state.
+async fn notifications(state: &AppState, user: &User) -> Markup {
+    let page: Result<tideway_notification_api::NotificationPage, _> = state
+        .api
+        .get(
+            &user.token,
+            &format!("{}?limit=10", tideway_notification_api::RECENT_PATH),
+        )
+        .await;
+    html! {
+        section.panel #panel-notifications aria-labelledby="notifications-heading"
+            hx-get="/ops/notifications" hx-trigger="every 3s" hx-swap="outerHTML" {
+            h2 #notifications-heading { "Latest notifications" }
+            @match page {
+                Err(err) => p.alert role="alert" { "The notification service did not answer: " (err) }
+                Ok(page) if page.items.is_empty() => p.empty { "No notifications yet." }
+                Ok(page) => {
+                    table.notifications {
+                        thead { tr {
+                            th scope="col" { "Order" } th scope="col" { "To" } th scope="col" { "Subject" }
+                            th scope="col" { "State" } th scope="col" { "Attempts" } th scope="col" { "Created" }
+                        } }
+                        tbody {
+                            @for note in &page.items {
+                                tr data-notification=(note.id) {
+                                    td { a href=(format!("/ops/orders/{}", crate::api::segment(&note.order_id))) { (short(&note.order_id)) } }
+                                    td { (note.to) }
+                                    td { (note.subject) }
+                                    td {
+                                        (badge(note.status.as_str()))
+                                        @if let Some(error) = &note.last_error { " " small { (error) } }
+                                    }
+                                    td.num { (note.attempts) }
+                                    td { (when(&note.created_at)) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 async fn sagas_panel(State(state): State<AppState>, visitor: Visitor) -> Result<Markup, PageError> {

@@ -3,6 +3,7 @@
 mod account;
 mod basket;
 mod catalog;
+mod notifications;
 mod orders;
 
 pub(crate) use orders::{short, status_name, timeline};
@@ -36,6 +37,7 @@ pub(crate) fn routes() -> Router<AppState> {
             get(orders::checkout_form).post(orders::checkout),
         )
         .route("/orders", get(orders::list))
+        .route("/notifications", get(notifications::list))
         .route("/orders/{id}", get(orders::show))
         .route("/orders/{id}/events", get(orders::events))
         // Every other path: a friendly 404 (a problem document under /api/).

@@ -6,6 +6,7 @@
 )]
 
 mod bus;
+mod dead_letters;
 mod helpers;
 mod inbox;
 mod nats;
