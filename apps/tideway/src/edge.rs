@@ -14,6 +14,9 @@ use tideway_gateway::GatewayControl;
 
 use crate::Config;
 
+/// How long a file must be quiet after a change before it is read.
+const SETTLE: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Follows one configuration file for as long as it is kept.
 pub struct ConfigWatcher {
     _watcher: notify::RecommendedWatcher,
@@ -36,12 +39,14 @@ impl ConfigWatcher {
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
         let watched = file.clone();
+        let (changed, changes) = std::sync::mpsc::channel::<()>();
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
-                Ok(event) if event.paths.iter().any(|path| path == &watched) => {
-                    if event.kind.is_modify() || event.kind.is_create() {
-                        reload(&watched, &control);
-                    }
+                Ok(event)
+                    if (event.kind.is_modify() || event.kind.is_create())
+                        && event.paths.iter().any(|path| path == &watched) =>
+                {
+                    let _ = changed.send(());
                 }
                 Ok(_) => {}
                 Err(err) => tracing::warn!(error = %err, "cannot watch the configuration file"),
@@ -50,6 +55,19 @@ impl ConfigWatcher {
         watcher
             .watch(&folder, RecursiveMode::NonRecursive)
             .with_context(|| format!("watching {}", folder.display()))?;
+        // A save is often several events (truncate, write, rename): read the file once
+        // they have settled, not half-written. The thread ends with the watcher (the
+        // channel's sender).
+        let reloaded = file.clone();
+        std::thread::Builder::new()
+            .name("config-watch".to_owned())
+            .spawn(move || {
+                while changes.recv().is_ok() {
+                    while changes.recv_timeout(SETTLE).is_ok() {}
+                    reload(&reloaded, &control);
+                }
+            })
+            .context("starting the configuration watch")?;
         tracing::info!(file = %file.display(), "Following the configuration file.");
         Ok(Self { _watcher: watcher })
     }
@@ -81,5 +99,81 @@ pub fn reload(file: &Path, control: &GatewayControl) -> Option<u64> {
             tracing::warn!(file = %file.display(), error = %detail, "The configuration file was not applied; the running one stays.");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{collections::HashMap, sync::Arc, time::Duration};
+
+    use tideway_runtime::{
+        auth::{JwtVerifier, TokenSigner},
+        client::Transport,
+    };
+
+    use super::*;
+    use crate::ServiceName;
+
+    /// A gateway over the shop's default routes (upstreams that answer nothing useful).
+    fn control() -> GatewayControl {
+        let signer = TokenSigner::generate().expect("signer");
+        let verifier = Arc::new(JwtVerifier::from_keys(signer.jwks(), "tideway", "tideway"));
+        let upstreams: HashMap<String, Transport> = ServiceName::ALL
+            .into_iter()
+            .map(|name| {
+                let router = axum::Router::new();
+                (
+                    name.as_str().to_owned(),
+                    Transport::in_process(name.as_str(), router, Duration::from_secs(1)),
+                )
+            })
+            .collect();
+        let gateway =
+            tideway_gateway::Gateway::new(&Config::default().gateway.gateway, upstreams, verifier)
+                .expect("gateway");
+        gateway.control()
+    }
+
+    #[tokio::test]
+    async fn the_file_is_applied_when_it_changes_and_a_bad_one_is_refused() {
+        let folder = tempfile::tempdir().expect("folder");
+        let file = folder.path().join("tideway.toml");
+        std::fs::write(&file, "[gateway]\nbody_limit_bytes = 65536\n").expect("write");
+        let control = control();
+        // Nothing changed in the gateway section: no new version.
+        assert_eq!(reload(&file, &control), None);
+        assert_eq!(control.current().0, 1);
+
+        let _watcher = ConfigWatcher::start(&file, control.clone()).expect("watcher");
+        std::fs::write(&file, "[gateway]\nbody_limit_bytes = 1000\n").expect("write");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while control.current().1.body_limit_bytes != 1000 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the file was not applied"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let applied = control.current().0;
+        assert!(applied >= 2);
+        assert!(control.events().iter().any(|e| e.by == "file"));
+
+        // A bad value: refused, the running version stays.
+        std::fs::write(&file, "[gateway]\nbody_limit_bytes = 0\n").expect("write");
+        assert_eq!(reload(&file, &control), None);
+        assert_eq!(control.current().1.body_limit_bytes, 1000);
+        // A rule to a version the route does not have: refused too.
+        std::fs::write(
+            &file,
+            "[gateway]\nbody_limit_bytes = 1000\n[[gateway.routes]]\nprefix = \"/api/catalog\"\n\
+             upstream = \"catalog\"\nread = \"public\"\nwrite = \"public\"\n\
+             rules = [{ header = \"x-canary\", to = \"catalog@v2\" }]\n",
+        )
+        .expect("write");
+        assert_eq!(reload(&file, &control), None);
+        assert_eq!(
+            control.current().1.routes.len(),
+            Config::default().gateway.gateway.routes.len()
+        );
     }
 }

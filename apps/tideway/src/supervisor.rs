@@ -1079,6 +1079,32 @@ mod tests {
     }
 
     #[test]
+    fn versions_name_a_service_and_its_labels() {
+        let versions = |values: &[&str]| {
+            Versions::parse(&values.iter().map(|v| (*v).to_owned()).collect::<Vec<_>>())
+        };
+        let parsed = versions(&["catalog=v1,v2"]).unwrap();
+        assert_eq!(
+            parsed.of(ServiceName::Catalog),
+            [Some("v1".to_owned()), Some("v2".to_owned())]
+        );
+        assert_eq!(parsed.of(ServiceName::Basket), [None]);
+        assert_eq!(parsed.names(), "catalog@v1,catalog@v2");
+        assert!(
+            versions(&["shop=v1"])
+                .unwrap_err()
+                .contains("unknown service")
+        );
+        assert!(
+            versions(&["catalog"])
+                .unwrap_err()
+                .contains("service=v1,v2")
+        );
+        assert!(versions(&["catalog=v 1"]).is_err());
+        assert!(versions(&["catalog="]).is_err());
+    }
+
+    #[test]
     fn replicas_are_a_number_or_per_role_counts() {
         let one = parse(&[]).unwrap();
         assert_eq!(one.total(), 7);
