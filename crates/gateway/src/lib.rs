@@ -518,9 +518,22 @@ impl Gateway {
                 async move { upstream_ready(&transport).await }
             });
         }
-        let mut api = live::admin_routes(&self.live)
-            .route("/", dispatch.clone())
-            .route("/{*path}", dispatch);
+        // The prefixes of the start-up table get routes of their own, so metrics and logs
+        // keep the route template (`/api/catalog/{*rest}`); routes added later are reached
+        // through the catch-all. Either way the current table decides.
+        let mut api = live::admin_routes(&self.live);
+        for route in &self.live.shared().routes {
+            api = api
+                .route(&route.prefix, dispatch.clone())
+                .route(&format!("{}/{{*rest}}", route.prefix), dispatch.clone());
+        }
+        api = api.route("/{*path}", dispatch.clone());
+        match &self.pages {
+            // The pages keep their own route templates too; what they and no route claim
+            // reaches the pages' fallback through `dispatch`.
+            Some(pages) => api = api.merge(pages.clone()),
+            None => api = api.route("/", dispatch),
+        }
         if let Some(balancers) = &self.balancers {
             let live = Arc::clone(&self.live);
             let balancers = balancers.clone();
