@@ -305,6 +305,11 @@ pub struct GatewaySection {
     /// split traffic to them. `up --distributed --versions` sets it.
     #[serde(default)]
     pub known_versions: String,
+    /// `gateway.share_config`: share configuration changes with the other gateway
+    /// replicas through the NATS KV bucket `<discovery.nats.bucket>_gateway` (on
+    /// `discovery.nats.url`). `up --distributed` sets it for its gateways.
+    #[serde(default)]
+    pub share_config: bool,
 }
 
 /// A service's section: where it listens when run alone, and its own settings.
@@ -376,6 +381,7 @@ impl Default for Config {
                     ..tideway_gateway::GatewayConfig::default()
                 },
                 known_versions: String::new(),
+                share_config: false,
             },
             identity: Section {
                 listen: "127.0.0.1:8081".to_owned(),

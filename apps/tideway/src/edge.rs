@@ -102,6 +102,154 @@ pub fn reload(file: &Path, control: &GatewayControl) -> Option<u64> {
     }
 }
 
+/// The key of the shared configuration in its bucket.
+const SHARED_KEY: &str = "gateway";
+
+/// What a replica puts in the bucket: the configuration and who made it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Shared {
+    by: String,
+    config: tideway_gateway::GatewayConfig,
+}
+
+/// Shares the gateway's configuration changes with every gateway replica through a NATS
+/// KV key, and applies theirs: a change made on one replica (admin API, switch, rollback,
+/// file) is put in the bucket; every replica watches the key and applies what arrives
+/// (validated in full, like any change), so all of them run it within moments. Stops
+/// when dropped.
+pub struct SharedConfig {
+    cancel: tokio_util::sync::CancellationToken,
+}
+
+impl std::fmt::Debug for SharedConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedConfig").finish_non_exhaustive()
+    }
+}
+
+impl Drop for SharedConfig {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+impl SharedConfig {
+    /// Connects to `url`, opens (or creates) `bucket` and starts sharing `control`'s
+    /// changes. Only changes made after this replica started are applied: a replica
+    /// (re)started later runs its file's configuration until the next change.
+    pub async fn start(url: &str, bucket: &str, control: GatewayControl) -> anyhow::Result<Self> {
+        use async_nats::jetstream;
+        let connecting = async_nats::connect(url);
+        let client = tokio::time::timeout(std::time::Duration::from_secs(5), connecting)
+            .await
+            .with_context(|| format!("connecting to NATS at {url}"))?
+            .with_context(|| format!("connecting to NATS at {url}"))?;
+        let js = jetstream::new(client);
+        let store = match js.get_key_value(bucket).await {
+            Ok(store) => store,
+            Err(_) => {
+                // Created as a stream, as the discovery registry's bucket is (async-nats'
+                // `create_key_value` cannot parse NATS 2.9's account answer).
+                js.get_or_create_stream(jetstream::stream::Config {
+                    name: format!("KV_{bucket}"),
+                    description: Some("Tideway gateway configuration shared by replicas".into()),
+                    subjects: vec![format!("$KV.{bucket}.>")],
+                    max_messages_per_subject: 1,
+                    storage: jetstream::stream::StorageType::Memory,
+                    allow_rollup: true,
+                    deny_delete: true,
+                    allow_direct: true,
+                    discard: jetstream::stream::DiscardPolicy::New,
+                    ..jetstream::stream::Config::default()
+                })
+                .await
+                .context("creating the shared configuration bucket")?;
+                js.get_key_value(bucket)
+                    .await
+                    .context("opening the shared configuration bucket")?
+            }
+        };
+        let mut updates = store
+            .watch(SHARED_KEY)
+            .await
+            .context("watching the shared configuration")?;
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let mut changes = control.changes();
+        let (publish, follow) = (store.clone(), control.clone());
+        let stop = cancel.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    changed = changes.changed() => if changed.is_err() { return },
+                }
+                let event = changes.borrow_and_update().clone();
+                let Some(event) = event.filter(|event| event.kind != "shared") else {
+                    continue;
+                };
+                let shared = Shared {
+                    by: event.by.clone(),
+                    config: control.current().1,
+                };
+                match serde_json::to_vec(&shared) {
+                    Ok(bytes) => {
+                        if let Err(err) = publish.put(SHARED_KEY, bytes.into()).await {
+                            tracing::warn!(error = %err, "The configuration change was not shared with the other gateways.");
+                        }
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err, "The configuration cannot be encoded.")
+                    }
+                }
+            }
+        });
+        let stop = cancel.clone();
+        tokio::spawn(async move {
+            use futures_util::StreamExt;
+            loop {
+                let entry = tokio::select! {
+                    () = stop.cancelled() => return,
+                    entry = updates.next() => entry,
+                };
+                let Some(entry) = entry else {
+                    tracing::warn!("The shared configuration watch ended.");
+                    return;
+                };
+                let entry = match entry {
+                    Ok(entry) if entry.operation == jetstream::kv::Operation::Put => entry,
+                    Ok(_) => continue,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "Reading the shared configuration failed.");
+                        continue;
+                    }
+                };
+                let shared: Shared = match serde_json::from_slice(&entry.value) {
+                    Ok(shared) => shared,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "The shared configuration cannot be read; the running one stays.");
+                        continue;
+                    }
+                };
+                if follow.current().1 == shared.config {
+                    continue;
+                }
+                match follow.apply_shared(&shared.config, &shared.by) {
+                    Ok(version) => tracing::info!(
+                        version,
+                        by = shared.by,
+                        revision = entry.revision,
+                        "Applied the configuration another gateway applied."
+                    ),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "The shared configuration was refused; the running one stays.")
+                    }
+                }
+            }
+        });
+        Ok(Self { cancel })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::{collections::HashMap, sync::Arc, time::Duration};
@@ -175,5 +323,39 @@ mod tests {
             control.current().1.routes.len(),
             Config::default().gateway.gateway.routes.len()
         );
+    }
+
+    #[tokio::test]
+    async fn a_change_on_one_gateway_reaches_the_others_through_nats() {
+        let bucket = format!("test_gateway_{}", uuid::Uuid::new_v4().simple());
+        let (a, b) = (control(), control());
+        let url = "nats://127.0.0.1:4222";
+        let _share_a = SharedConfig::start(url, &bucket, a.clone())
+            .await
+            .expect("a");
+        let _share_b = SharedConfig::start(url, &bucket, b.clone())
+            .await
+            .expect("b");
+        let (_, mut config) = a.current();
+        config.body_limit_bytes = 4321;
+        a.apply(&config, "ops").expect("apply on a");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while b.current().1.body_limit_bytes != 4321 {
+            assert!(std::time::Instant::now() < deadline, "b did not follow a");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let event = b.events().last().cloned().expect("an event on b");
+        assert_eq!((event.kind.as_str(), event.by.as_str()), ("shared", "ops"));
+        // And back: b's own change reaches a; neither echoes the other's for ever.
+        let (_, mut config) = b.current();
+        config.body_limit_bytes = 1234;
+        b.apply(&config, "ops2").expect("apply on b");
+        while a.current().1.body_limit_bytes != 1234 {
+            assert!(std::time::Instant::now() < deadline, "a did not follow b");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let versions = (a.current().0, b.current().0);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!((a.current().0, b.current().0), versions, "no echo");
     }
 }

@@ -464,6 +464,8 @@ pub struct App {
     control: Option<tideway_gateway::GatewayControl>,
     /// Follows the configuration file, once [`App::watch_config`] started it.
     watcher: Option<edge::ConfigWatcher>,
+    /// Shares the gateway's configuration changes with the other gateway replicas.
+    _shared_config: Option<edge::SharedConfig>,
 }
 
 async fn nats_bus(config: &Config) -> anyhow::Result<Arc<dyn Bus>> {
@@ -549,6 +551,7 @@ impl App {
             announce: None,
             control: Some(gateway.control()),
             watcher: None,
+            _shared_config: None,
         })
     }
 
@@ -609,6 +612,7 @@ impl App {
             announce: Some(announce),
             control: None,
             watcher: None,
+            _shared_config: None,
         })
     }
 
@@ -695,6 +699,17 @@ impl App {
             reuse_port: config.gateway.reuse_port,
         };
         let listener = serve::bind_with(&config.gateway.listen, bind).await?;
+        let shared_config = if config.gateway.share_config {
+            let nats = &config.discovery.nats;
+            let bucket = format!("{}_gateway", nats.bucket);
+            Some(
+                edge::SharedConfig::start(&nats.url, &bucket, gateway.control())
+                    .await
+                    .context("sharing the gateway configuration over NATS")?,
+            )
+        } else {
+            None
+        };
         Ok(Self {
             listener,
             router: gateway.router(),
@@ -706,6 +721,7 @@ impl App {
             announce: None,
             control: Some(gateway.control()),
             watcher: None,
+            _shared_config: shared_config,
         })
     }
 

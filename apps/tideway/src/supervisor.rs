@@ -384,6 +384,7 @@ impl Launcher {
                 command.arg("gateway");
                 env.push(("TIDEWAY_GATEWAY__LISTEN".into(), slot.listen.clone()));
                 env.push(("TIDEWAY_GATEWAY__REUSE_PORT".into(), "true".into()));
+                env.push(("TIDEWAY_GATEWAY__SHARE_CONFIG".into(), "true".into()));
             }
         }
         let stderr = log

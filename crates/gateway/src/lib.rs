@@ -573,9 +573,27 @@ impl GatewayControl {
             .apply(config, by, "config", None, "configuration replaced")
     }
 
+    /// Applies a configuration another replica applied (`kind` `shared` in the audit, so
+    /// it is not shared back), with who made it there.
+    pub fn apply_shared(&self, config: &GatewayConfig, by: &str) -> Result<u64, GatewayError> {
+        self.live.apply(
+            config,
+            by,
+            "shared",
+            None,
+            "configuration applied by another replica",
+        )
+    }
+
     /// The running configuration and its version.
     pub fn current(&self) -> (u64, GatewayConfig) {
         self.live.current_config()
+    }
+
+    /// Follows the changes made to this gateway (the latest one; the running
+    /// configuration is [`current`](Self::current)): what shares them with other replicas.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<Option<TrafficEvent>> {
+        self.live.changes()
     }
 
     /// The audit of traffic changes kept in memory, oldest first.

@@ -70,6 +70,8 @@ pub(crate) struct Live {
     verifier: Arc<JwtVerifier>,
     pub(crate) ledger: Ledger,
     shadows: Option<mpsc::Sender<ShadowJob>>,
+    /// The latest change, for whoever shares changes with other replicas.
+    changes: tokio::sync::watch::Sender<Option<TrafficEvent>>,
 }
 
 impl Live {
@@ -101,6 +103,7 @@ impl Live {
             verifier,
             ledger,
             shadows,
+            changes: tokio::sync::watch::Sender::new(None),
         });
         if let (Some(runtime), Some(jobs)) = (runtime, jobs) {
             runtime.spawn(run_shadows(Arc::downgrade(&live), jobs));
@@ -111,6 +114,10 @@ impl Live {
 
     pub(crate) fn shared(&self) -> Arc<Shared> {
         Arc::clone(&self.current.load().shared)
+    }
+
+    pub(crate) fn changes(&self) -> tokio::sync::watch::Receiver<Option<TrafficEvent>> {
+        self.changes.subscribe()
     }
 
     pub(crate) fn version(&self) -> u64 {
@@ -173,14 +180,16 @@ impl Live {
             detail,
             "gateway configuration applied"
         );
-        self.ledger.audit(TrafficEvent {
+        let event = TrafficEvent {
             at: traffic::now_secs(),
             kind: kind.to_owned(),
             by: by.to_owned(),
             route: route.map(str::to_owned),
             detail: detail.to_owned(),
             version,
-        });
+        };
+        self.ledger.audit(event.clone());
+        self.changes.send_replace(Some(event));
         Ok(version)
     }
 
