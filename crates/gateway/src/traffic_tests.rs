@@ -746,3 +746,36 @@ async fn a_new_configuration_is_validated_in_full_before_it_is_swapped_in() {
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn rate_limits_change_without_a_restart() {
+    let shop = shop_with(catalog_route(), None);
+    for _ in 0..20 {
+        assert_eq!(shop.version_for(&[]).await, "v1");
+    }
+    let mut config = shop.admin_get(CONFIG_PATH).await["config"].clone();
+    config["rate_limit"]["rules"] = serde_json::json!([{
+        "name": "catalog", "path": "/api/catalog", "key": "route", "burst": 3, "period_ms": 600000
+    }]);
+    let (status, body) = shop.admin_send("PUT", CONFIG_PATH, &config).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let mut refused = 0;
+    for _ in 0..10 {
+        let (status, _, _) = shop
+            .send(Request::get("/api/catalog/x").body(Body::empty()).unwrap())
+            .await;
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 7, "a burst of 3 of 10, then refused");
+    // A bad rule is refused naming it; the limit in force stays.
+    config["rate_limit"]["rules"][0]["burst"] = serde_json::json!(0);
+    let (status, body) = shop.admin_send("PUT", CONFIG_PATH, &config).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body.to_string().contains("rate_limit.rules[0]"), "{body}");
+    let (status, _, _) = shop
+        .send(Request::get("/api/catalog/x").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+}
