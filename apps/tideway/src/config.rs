@@ -24,6 +24,11 @@ pub struct Config {
     /// across restarts: its discovery entry, its outbox relay's lease holder. Default:
     /// `<service>-<hostname>`.
     pub instance_id: Option<String>,
+    /// `version`: the version label this replica registers in discovery with
+    /// (`TIDEWAY_VERSION=v2`), which gateway routes split traffic by (`catalog@v2`).
+    /// Default: the binary's version.
+    #[serde(default)]
+    pub version: Option<String>,
     /// Logging.
     pub log: LogConfig,
     /// Where each service answers when run as its own process; the gateway and the services
@@ -82,6 +87,11 @@ pub struct DistributedConfig {
     /// How long a process may take to stop after SIGTERM before it gets SIGKILL, in
     /// milliseconds.
     pub stop_grace_ms: u64,
+    /// `distributed.version_env."catalog@v2"`: environment variables the replicas of one
+    /// version get on top of the others' (`{ TIDEWAY_FAULTS__LATENCY_MS = "40" }`): a
+    /// version's own settings under `up --distributed --versions`.
+    #[serde(default)]
+    pub version_env: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
 }
 
 impl DistributedConfig {
@@ -298,6 +308,16 @@ pub struct GatewaySection {
     /// Routes and limits.
     #[serde(flatten)]
     pub gateway: tideway_gateway::GatewayConfig,
+    /// `gateway.known_versions`: versions (`catalog@v1,catalog@v2`) the gateway reaches
+    /// besides those its routes name at start, so a configuration applied at run time may
+    /// split traffic to them. `up --distributed --versions` sets it.
+    #[serde(default)]
+    pub known_versions: String,
+    /// `gateway.share_config`: share configuration changes with the other gateway
+    /// replicas through the NATS KV bucket `<discovery.nats.bucket>_gateway` (on
+    /// `discovery.nats.url`). `up --distributed` sets it for its gateways.
+    #[serde(default)]
+    pub share_config: bool,
 }
 
 /// A service's section: where it listens when run alone, and its own settings.
@@ -346,6 +366,7 @@ impl Default for Config {
         Self {
             data_dir: PathBuf::from("./data"),
             instance_id: None,
+            version: None,
             log: LogConfig {
                 format: LogFormat::Pretty,
                 filter: "info,sqlx=warn".to_owned(),
@@ -373,6 +394,8 @@ impl Default for Config {
                     },
                     ..tideway_gateway::GatewayConfig::default()
                 },
+                known_versions: String::new(),
+                share_config: false,
             },
             identity: Section {
                 listen: "127.0.0.1:8081".to_owned(),
@@ -408,6 +431,7 @@ impl Default for Config {
                     .expect("the default PostgreSQL URL parses"),
                 database_prefix: "tideway_".to_owned(),
                 stop_grace_ms: 15_000,
+                version_env: std::collections::BTreeMap::new(),
             },
             discovery: tideway_discovery::DiscoveryConfig::default(),
             balance: tideway_balance::BalanceConfig::default(),
@@ -793,6 +817,33 @@ impl Validate for Config {
                 "instance_id",
                 "1 to 64 of A-Z, a-z, 0-9, '-' and '_'",
             ));
+        }
+        if let Some(version) = &self.version
+            && (!is_id_token(&version.replace('.', "_")) || version.len() > 32)
+        {
+            return Err(ConfigError::invalid(
+                "version",
+                "1 to 32 of A-Z, a-z, 0-9, '.', '-' and '_'",
+            ));
+        }
+        for name in self
+            .gateway
+            .known_versions
+            .split(',')
+            .map(str::trim)
+            .filter(|name| !name.is_empty())
+        {
+            if !name.split_once('@').is_some_and(|(service, version)| {
+                crate::ServiceName::ALL
+                    .iter()
+                    .any(|s| s.as_str() == service)
+                    && !version.is_empty()
+            }) {
+                return Err(ConfigError::invalid(
+                    "gateway.known_versions",
+                    format!("service@version names such as catalog@v2, found {name:?}"),
+                ));
+            }
         }
         for (key, value) in [
             (

@@ -13,6 +13,7 @@
 pub mod chaos;
 pub mod config;
 pub mod dlq;
+pub mod edge;
 pub mod faults;
 pub mod invariants;
 pub mod load;
@@ -485,6 +486,12 @@ pub struct App {
     /// The replica `tideway serve` announces once serving, and withdraws before draining,
     /// with how long it serves on after withdrawing (`discovery.drain_delay_ms`).
     announce: Option<(Instance, std::time::Duration)>,
+    /// The gateway's running configuration, when this role runs a gateway.
+    control: Option<tideway_gateway::GatewayControl>,
+    /// Follows the configuration file, once [`App::watch_config`] started it.
+    watcher: Option<edge::ConfigWatcher>,
+    /// Shares the gateway's configuration changes with the other gateway replicas.
+    _shared_config: Option<edge::SharedConfig>,
 }
 
 async fn nats_bus(config: &Config) -> anyhow::Result<Arc<dyn Bus>> {
@@ -587,6 +594,9 @@ impl App {
             serve_options: config.server.options(serve::DEFAULT_GRACE),
             remote: None,
             announce: None,
+            control: Some(gateway.control()),
+            watcher: None,
+            _shared_config: None,
         })
     }
 
@@ -616,7 +626,12 @@ impl App {
             config.instance_id_of(name.as_str()),
             format!("http://{addr}"),
         )
-        .with_version(env!("CARGO_PKG_VERSION"));
+        .with_version(
+            config
+                .version
+                .clone()
+                .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_owned()),
+        );
         let handle = tideway_resilience::FaultHandle::new();
         handle
             .set(
@@ -640,6 +655,9 @@ impl App {
             serve_options: config.server.options(serve::DEFAULT_GRACE),
             remote: Some(remote),
             announce: Some((announce, config.discovery.drain_delay())),
+            control: None,
+            watcher: None,
+            _shared_config: None,
         })
     }
 
@@ -665,6 +683,43 @@ impl App {
                 name.as_str().to_owned(),
                 remote.transport(name, deadline).await?,
             );
+        }
+        // Each version a route splits to (`catalog@v2`) is a balancer over the replicas
+        // registered with that label.
+        let mut versions: Vec<String> = config
+            .gateway
+            .gateway
+            .routes
+            .iter()
+            .flat_map(|route| route.upstream_names().map(str::to_owned))
+            .chain(
+                config
+                    .gateway
+                    .known_versions
+                    .split(',')
+                    .map(|name| name.trim().to_owned()),
+            )
+            .filter(|name| name.contains('@'))
+            .collect();
+        versions.sort();
+        versions.dedup();
+        for name in versions {
+            let Some((service, version)) = name.split_once('@') else {
+                continue;
+            };
+            let transport = if remote.fixed.is_some() {
+                anyhow::bail!(
+                    "gateway: the version {name} needs balance.enabled = true (versions are \
+                     found in discovery by their label)"
+                );
+            } else {
+                remote
+                    .balancers
+                    .transport_version(service, version, config.client_timeout())
+                    .await
+                    .with_context(|| format!("balancing calls to {name}"))?
+            };
+            upstreams.insert(name.clone(), transport);
         }
         let Peers::Remote { verifier, .. } = remote.peers(config).await? else {
             anyhow::bail!("remote peers are remote");
@@ -695,6 +750,17 @@ impl App {
             reuse_port: config.gateway.reuse_port,
         };
         let listener = serve::bind_with(&config.gateway.listen, bind).await?;
+        let shared_config = if config.gateway.share_config {
+            let nats = &config.discovery.nats;
+            let bucket = format!("{}_gateway", nats.bucket);
+            Some(
+                edge::SharedConfig::start(&nats.url, &bucket, gateway.control())
+                    .await
+                    .context("sharing the gateway configuration over NATS")?,
+            )
+        } else {
+            None
+        };
         Ok(Self {
             listener,
             router: gateway.router(),
@@ -704,6 +770,9 @@ impl App {
             serve_options: config.server.options(serve::DEFAULT_GRACE),
             remote: Some(remote),
             announce: None,
+            control: Some(gateway.control()),
+            watcher: None,
+            _shared_config: shared_config,
         })
     }
 
@@ -715,6 +784,16 @@ impl App {
     /// The embedded shape's services (`None` for the other roles).
     pub fn services(&self) -> Option<&Services> {
         self.services.as_ref()
+    }
+
+    /// Applies the gateway section of `file` whenever the file changes, without a restart
+    /// (validated in full first; a bad one is logged with its key and the running one
+    /// stays). Does nothing for a role without a gateway.
+    pub fn watch_config(&mut self, file: &std::path::Path) -> anyhow::Result<()> {
+        if let Some(control) = &self.control {
+            self.watcher = Some(edge::ConfigWatcher::start(file, control.clone())?);
+        }
+        Ok(())
     }
 
     /// Serves until `shutdown` is cancelled, lets in-flight requests finish, stops the

@@ -39,6 +39,11 @@ enum Command {
         /// Processes per role: `N` for every one, or `catalog=3,gateway=2,…` (repeatable).
         #[arg(long, requires = "distributed", value_name = "N|ROLE=N,…")]
         replicas: Vec<String>,
+        /// Versions a service runs as, side by side: `catalog=v1,v2` (repeatable). Each
+        /// version's replicas register their label; gateway routes split by it
+        /// (`catalog@v2`), and `distributed.version_env."catalog@v2"` gives it settings.
+        #[arg(long, requires = "distributed", value_name = "SERVICE=V1,V2")]
+        versions: Vec<String>,
     },
     /// Run one service on its own port.
     Serve {
@@ -76,6 +81,16 @@ fn main() -> ExitCode {
         },
         _ => tideway::supervisor::Replicas::default(),
     };
+    let versions = match &cli.command {
+        Command::Up { versions, .. } => match tideway::supervisor::Versions::parse(versions) {
+            Ok(versions) => versions,
+            Err(err) => {
+                eprintln!("error: {err}");
+                return ExitCode::from(2);
+            }
+        },
+        _ => tideway::supervisor::Versions::default(),
+    };
     // These tools need no service configuration.
     let command = match cli.command {
         Command::Load(args) => return tideway::load::main(*args),
@@ -109,6 +124,7 @@ fn main() -> ExitCode {
         config_file,
         exit_with_parent,
         replicas,
+        versions,
     };
     match runtime.block_on(run(command, config, supervised)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -125,6 +141,7 @@ struct Supervised {
     config_file: Option<PathBuf>,
     exit_with_parent: bool,
     replicas: tideway::supervisor::Replicas,
+    versions: tideway::supervisor::Versions,
 }
 
 async fn run(command: Command, config: Config, supervised: Supervised) -> anyhow::Result<()> {
@@ -142,6 +159,7 @@ async fn run(command: Command, config: Config, supervised: Supervised) -> anyhow
     {
         let options = tideway::supervisor::Options {
             replicas: supervised.replicas,
+            versions: supervised.versions,
             config_file: supervised.config_file,
             binary: std::env::current_exe().context("finding this binary")?,
         };
@@ -164,6 +182,17 @@ async fn run(command: Command, config: Config, supervised: Supervised) -> anyhow
             anyhow::bail!("handled before")
         }
     };
+    let mut app = app;
+    // The gateway follows its configuration file: routes, weights, rules and limits
+    // change without a restart.
+    let file = supervised
+        .config_file
+        .clone()
+        .or_else(|| Some(std::path::PathBuf::from("tideway.toml")))
+        .filter(|file| file.exists());
+    if let Some(file) = file {
+        app.watch_config(&file)?;
+    }
     let addr = app.local_addr()?;
     // For whoever started this process on port 0 (`127.0.0.1:0`): where it is, once bound.
     println!("listening on {addr}");

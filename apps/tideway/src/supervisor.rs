@@ -161,11 +161,79 @@ impl Replicas {
     }
 }
 
+/// The versions each service runs as: `--versions catalog=v1,v2` (repeatable) runs the
+/// service's replicas once per version, each registering its version label; a service not
+/// named runs unlabelled versions (the binary's version).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Versions {
+    of: Vec<(ServiceName, Vec<String>)>,
+}
+
+impl Versions {
+    /// Parses the values of `--versions`; the error names the bad part.
+    pub fn parse(values: &[String]) -> Result<Self, String> {
+        let mut of: Vec<(ServiceName, Vec<String>)> = Vec::new();
+        for value in values {
+            let (name, labels) = value
+                .split_once('=')
+                .ok_or_else(|| format!("--versions: expected service=v1,v2, found {value:?}"))?;
+            let service = ServiceName::ALL
+                .into_iter()
+                .find(|s| s.as_str() == name.trim())
+                .ok_or_else(|| format!("--versions: unknown service {:?}", name.trim()))?;
+            let labels: Vec<String> = labels
+                .split(',')
+                .map(|label| label.trim().to_owned())
+                .filter(|label| !label.is_empty())
+                .collect();
+            let valid = |label: &String| {
+                label.len() <= 32
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+            };
+            if labels.is_empty() || !labels.iter().all(valid) {
+                return Err(format!(
+                    "--versions: expected labels such as v1,v2 for {}, found {labels:?}",
+                    service.as_str()
+                ));
+            }
+            of.retain(|(s, _)| *s != service);
+            of.push((service, labels));
+        }
+        Ok(Self { of })
+    }
+
+    /// The labels `service` runs as, or one unlabelled version.
+    fn of(&self, service: ServiceName) -> Vec<Option<String>> {
+        self.of
+            .iter()
+            .find(|(s, _)| *s == service)
+            .map(|(_, labels)| labels.iter().cloned().map(Some).collect())
+            .unwrap_or_else(|| vec![None])
+    }
+
+    /// Every `service@label`, for the gateways (`gateway.known_versions`).
+    fn names(&self) -> String {
+        self.of
+            .iter()
+            .flat_map(|(service, labels)| {
+                labels
+                    .iter()
+                    .map(move |label| format!("{}@{label}", service.as_str()))
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
 /// How the supervisor is started.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// The replicas of each role.
+    /// The replicas of each role (of each version).
     pub replicas: Replicas,
+    /// The versions services run as.
+    pub versions: Versions,
     /// The configuration file the supervisor read, passed on to its children.
     pub config_file: Option<PathBuf>,
     /// The binary the children run (this one).
@@ -215,9 +283,11 @@ fn restart_backoff() -> ExponentialBackoff {
 
 /// One process the supervisor keeps running.
 struct Slot {
-    /// `catalog-1`: its instance id and log file name.
+    /// `catalog-1` (`catalog-v2-1` for a version): its instance id and log file name.
     name: String,
     role: Role,
+    /// The version label it registers with, under `--versions`.
+    version: Option<String>,
     /// What it binds: port 0 until its first start has bound, then that address.
     listen: String,
     pid: Option<u32>,
@@ -264,6 +334,8 @@ struct Launcher {
     config_file: Option<PathBuf>,
     shared_env: Vec<(String, String)>,
     database_urls: Vec<(ServiceName, String)>,
+    /// `distributed.version_env`: each version's own settings.
+    version_env: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
     events: mpsc::UnboundedSender<Event>,
 }
 
@@ -297,11 +369,23 @@ impl Launcher {
                 if let Some((_, url)) = self.database_urls.iter().find(|(s, _)| *s == service) {
                     env.push((format!("TIDEWAY_{key}__DATABASE_URL"), url.clone()));
                 }
+                if let Some(version) = &slot.version {
+                    env.push(("TIDEWAY_VERSION".into(), version.clone()));
+                    let own = self
+                        .version_env
+                        .get(&format!("{}@{version}", service.as_str()));
+                    env.extend(
+                        own.into_iter()
+                            .flatten()
+                            .map(|(k, v)| (k.clone(), v.clone())),
+                    );
+                }
             }
             Role::Gateway => {
                 command.arg("gateway");
                 env.push(("TIDEWAY_GATEWAY__LISTEN".into(), slot.listen.clone()));
                 env.push(("TIDEWAY_GATEWAY__REUSE_PORT".into(), "true".into()));
+                env.push(("TIDEWAY_GATEWAY__SHARE_CONFIG".into(), "true".into()));
             }
         }
         let stderr = log
@@ -594,15 +678,30 @@ impl Supervisor {
     }
 
     /// Starts every role in order; a role's first replica alone, then the rest together.
-    async fn start_all(&mut self, config: &Config, replicas: Replicas) -> anyhow::Result<()> {
+    async fn start_all(
+        &mut self,
+        config: &Config,
+        replicas: Replicas,
+        versions: &Versions,
+    ) -> anyhow::Result<()> {
         for role in Role::ALL {
             let first = self.slots.len();
             let listen = match role {
                 Role::Service(service) => service_listen(config, service),
                 Role::Gateway => config.gateway.listen.clone(),
             };
-            for n in 1..=replicas.of(role) {
-                let name = format!("{}-{n}", role.as_str());
+            let labels = match role {
+                Role::Service(service) => versions.of(service),
+                Role::Gateway => vec![None],
+            };
+            for (version, n) in labels
+                .iter()
+                .flat_map(|v| (1..=replicas.of(role)).map(move |n| (v.clone(), n)))
+            {
+                let name = match &version {
+                    Some(version) => format!("{}-{version}-{n}", role.as_str()),
+                    None => format!("{}-{n}", role.as_str()),
+                };
                 let log = self
                     .state_file
                     .with_file_name("logs")
@@ -610,6 +709,7 @@ impl Supervisor {
                 self.slots.push(Slot {
                     name,
                     role,
+                    version,
                     listen: listen.clone(),
                     pid: None,
                     address: None,
@@ -900,6 +1000,10 @@ pub async fn run(
     let (events_tx, events) = mpsc::unbounded_channel();
     // Replicas find one another in the NATS KV registry (discovery.nats.* as configured).
     let shared_env = vec![
+        (
+            "TIDEWAY_GATEWAY__KNOWN_VERSIONS".to_owned(),
+            options.versions.names(),
+        ),
         ("TIDEWAY_BUS__KIND".to_owned(), "nats".to_owned()),
         ("TIDEWAY_DISCOVERY__KIND".to_owned(), "nats".to_owned()),
         // Baskets live outside the services, so any basket replica serves any user.
@@ -917,6 +1021,7 @@ pub async fn run(
             config_file: options.config_file,
             shared_env,
             database_urls,
+            version_env: config.distributed.version_env.clone(),
             events: events_tx,
         },
         events,
@@ -929,7 +1034,7 @@ pub async fn run(
         "starting every service as its own processes"
     );
     let result = tokio::select! {
-        result = supervisor.start_all(config, options.replicas) => result,
+        result = supervisor.start_all(config, options.replicas, &options.versions) => result,
         () = shutdown.cancelled() => Ok(()),
     };
     let result = match result {
@@ -973,6 +1078,32 @@ mod tests {
 
     fn parse(values: &[&str]) -> Result<Replicas, String> {
         Replicas::parse(&values.iter().map(|v| (*v).to_owned()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn versions_name_a_service_and_its_labels() {
+        let versions = |values: &[&str]| {
+            Versions::parse(&values.iter().map(|v| (*v).to_owned()).collect::<Vec<_>>())
+        };
+        let parsed = versions(&["catalog=v1,v2"]).unwrap();
+        assert_eq!(
+            parsed.of(ServiceName::Catalog),
+            [Some("v1".to_owned()), Some("v2".to_owned())]
+        );
+        assert_eq!(parsed.of(ServiceName::Basket), [None]);
+        assert_eq!(parsed.names(), "catalog@v1,catalog@v2");
+        assert!(
+            versions(&["shop=v1"])
+                .unwrap_err()
+                .contains("unknown service")
+        );
+        assert!(
+            versions(&["catalog"])
+                .unwrap_err()
+                .contains("service=v1,v2")
+        );
+        assert!(versions(&["catalog=v 1"]).is_err());
+        assert!(versions(&["catalog="]).is_err());
     }
 
     #[test]

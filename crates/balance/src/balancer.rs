@@ -320,6 +320,8 @@ impl Drop for InFlight<'_> {
 
 struct Inner {
     service: String,
+    /// Only replicas registered with this version label, when set.
+    version: Option<String>,
     config: BalanceConfig,
     endpoints: ArcSwap<Vec<Arc<Endpoint>>>,
     next: AtomicUsize,
@@ -361,8 +363,23 @@ impl Balancer {
         registry: Arc<dyn Registry>,
         config: BalanceConfig,
     ) -> Result<Self, DiscoveryError> {
+        Self::watch_version(service, None, registry, config).await
+    }
+
+    /// Like [`watch`](Self::watch), over the replicas of `service` registered with the
+    /// version label `version` only (when given): one version of a canary or a blue/green
+    /// pair.
+    pub async fn watch_version(
+        service: &str,
+        version: Option<&str>,
+        registry: Arc<dyn Registry>,
+        config: BalanceConfig,
+    ) -> Result<Self, DiscoveryError> {
         let mut watched = registry.watch(service).await?;
-        let balancer = Self::empty(service, config);
+        let mut balancer = Self::empty(service, config);
+        if let Some(inner) = Arc::get_mut(&mut balancer.inner) {
+            inner.version = version.map(str::to_owned);
+        }
         balancer.apply(watched.borrow_and_update().clone());
         let this = balancer.clone();
         balancer.inner.tasks.spawn(async move {
@@ -387,6 +404,7 @@ impl Balancer {
         Self {
             inner: Arc::new(Inner {
                 service: service.to_owned(),
+                version: None,
                 config,
                 endpoints: ArcSwap::from_pointee(Vec::new()),
                 next: AtomicUsize::new(0),
@@ -418,6 +436,11 @@ impl Balancer {
         let mut next = Vec::with_capacity(instances.len());
         for instance in instances {
             if instance.service != self.inner.service {
+                continue;
+            }
+            if let Some(version) = &self.inner.version
+                && instance.version.as_ref() != Some(version)
+            {
                 continue;
             }
             let key = (instance.id.clone(), instance.address.clone());
@@ -585,7 +608,10 @@ impl Balancer {
             .collect();
         instances.sort_by(|a, b| a.id.cmp(&b.id));
         ServiceStatus {
-            service: self.inner.service.clone(),
+            service: match &self.inner.version {
+                Some(version) => format!("{}@{version}", self.inner.service),
+                None => self.inner.service.clone(),
+            },
             instances,
         }
     }

@@ -305,3 +305,44 @@ async fn wait_for(mut condition: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+#[tokio::test]
+async fn a_version_balancer_sends_only_to_replicas_of_its_version() {
+    let (v1a, v1b, v2) = (
+        replica("v1-a").await,
+        replica("v1-b").await,
+        replica("v2-a").await,
+    );
+    let registry = tideway_discovery::StaticRegistry::new([
+        instance(&v1a).with_version("v1"),
+        instance(&v1b).with_version("v1"),
+        instance(&v2).with_version("v2"),
+    ])
+    .expect("registry");
+    let balancers = crate::Balancers::new(Arc::new(registry), quiet_config()).expect("balancers");
+    let to_v2 = balancers
+        .transport_version("svc", "v2", Duration::from_secs(5))
+        .await
+        .expect("v2 transport");
+    let to_v1 = balancers
+        .transport_version("svc", "v1", Duration::from_secs(5))
+        .await
+        .expect("v1 transport");
+    for _ in 0..20 {
+        assert_eq!(get_work(&to_v2).await.expect("call"), StatusCode::OK);
+        assert_eq!(get_work(&to_v1).await.expect("call"), StatusCode::OK);
+    }
+    assert_eq!(v2.calls.load(Ordering::SeqCst), 20);
+    assert_eq!(
+        v1a.calls.load(Ordering::SeqCst) + v1b.calls.load(Ordering::SeqCst),
+        20
+    );
+    let names: Vec<String> = balancers
+        .status()
+        .await
+        .into_iter()
+        .map(|s| s.service)
+        .collect();
+    assert_eq!(names, ["svc@v1", "svc@v2"]);
+    balancers.shutdown().await;
+}

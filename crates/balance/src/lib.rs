@@ -89,6 +89,36 @@ impl Balancers {
         Ok(balancer)
     }
 
+    /// A transport to the replicas of `service` registered with the version label
+    /// `version` (a balancer of their own, started on first use), every call under
+    /// `deadline`: what a gateway route's version `catalog@v2` is reached through.
+    pub async fn transport_version(
+        &self,
+        service: &str,
+        version: &str,
+        deadline: Duration,
+    ) -> Result<Transport, BuildError> {
+        let key = format!("{service}@{version}");
+        let balancer = {
+            let mut started = self.started.lock().await;
+            match started.get(&key) {
+                Some(balancer) => balancer.clone(),
+                None => {
+                    let balancer = Balancer::watch_version(
+                        service,
+                        Some(version),
+                        Arc::clone(&self.registry),
+                        self.config.clone(),
+                    )
+                    .await?;
+                    started.insert(key, balancer.clone());
+                    balancer
+                }
+            }
+        };
+        stack::transport(&balancer, &self.config, deadline)
+    }
+
     /// A transport to `service` through its balancer, every call under `deadline`.
     pub async fn transport(
         &self,

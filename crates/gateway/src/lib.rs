@@ -19,13 +19,20 @@
 #![warn(missing_docs)]
 
 pub mod admission;
+mod live;
+mod traffic;
 
-use std::{collections::HashMap, net::IpAddr, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::IpAddr,
+    sync::Arc,
+    time::Duration,
+};
 
 use axum::{
     Router,
     body::Body,
-    extract::{Request, State},
+    extract::Request,
     http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
@@ -95,6 +102,24 @@ pub struct RouteConfig {
     /// The deadline of an upstream call, in milliseconds.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
+    /// Versions of the upstream and their weights, e.g. `{"catalog@v1" = 95,
+    /// "catalog@v2" = 5}`; each name is an upstream the gateway was given. Empty: every
+    /// request goes to `upstream`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub versions: BTreeMap<String, u32>,
+    /// Rules evaluated before the weights; the first that matches picks the version.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<MatchRule>,
+    /// A cookie that keeps anonymous clients on one version: hashed when present, set
+    /// when absent. A signed-in user is kept by their user id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sticky_cookie: Option<String>,
+    /// A share of the traffic copied to a shadow version and compared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<MirrorConfig>,
+    /// When a canary doing worse than the primary is set to 0%.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<RollbackConfig>,
 }
 
 fn default_timeout_ms() -> u64 {
@@ -115,11 +140,27 @@ impl RouteConfig {
             read,
             write,
             timeout_ms: default_timeout_ms(),
+            versions: BTreeMap::new(),
+            rules: Vec::new(),
+            sticky_cookie: None,
+            mirror: None,
+            rollback: None,
         }
+    }
+
+    /// Every upstream the route may send to: `upstream`, its versions, its shadow.
+    pub fn upstream_names(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.upstream.as_str())
+            .chain(self.versions.keys().map(String::as_str))
+            .chain(self.mirror.iter().map(|m| m.to.as_str()))
     }
 }
 
 pub use admission::{ClientIp, IpNet, LimitKey, LimitStore, RateLimitConfig, RateRule};
+pub use live::{ConfigVersion, RouteTraffic, Switch, TrafficReport};
+pub use traffic::{
+    Figures, MatchRule, MirrorConfig, MirrorCounts, MirrorDiff, RollbackConfig, TrafficEvent,
+};
 
 /// The gateway's configuration.
 ///
@@ -138,6 +179,14 @@ pub struct GatewayConfig {
     /// Rate limits by client address, user or route.
     #[serde(default)]
     pub rate_limit: RateLimitConfig,
+    /// How many mirrored requests may wait for their shadow call; more are dropped, so
+    /// shadows never hold the users' requests back. Read at start.
+    #[serde(default = "default_mirror_queue")]
+    pub mirror_queue: usize,
+}
+
+fn default_mirror_queue() -> usize {
+    256
 }
 
 impl Default for GatewayConfig {
@@ -147,6 +196,7 @@ impl Default for GatewayConfig {
             body_limit_bytes: 64 * 1024,
             trusted_proxies: Vec::new(),
             rate_limit: RateLimitConfig::default(),
+            mirror_queue: default_mirror_queue(),
         }
     }
 }
@@ -190,6 +240,13 @@ impl Validate for GatewayConfig {
                     "a positive number of milliseconds",
                 ));
             }
+            traffic::validate_route(route, &key)?;
+        }
+        if self.mirror_queue == 0 || self.mirror_queue > 65_536 {
+            return Err(ConfigError::invalid(
+                "gateway.mirror_queue",
+                "a queue length from 1 to 65536",
+            ));
         }
         self.rate_limit.validate()
     }
@@ -220,19 +277,124 @@ pub enum GatewayError {
     Invalid(#[from] ConfigError),
 }
 
+/// A route as built for one configuration version.
 struct Route {
     prefix: String,
     upstream: Transport,
     read: Access,
     write: Access,
     timeout: Duration,
+    split: Option<RouteSplit>,
+    mirror: Option<RouteMirror>,
 }
 
+/// A route's versions: the split and, in the same order, each version's transport, its
+/// outcomes (kept across configuration versions) and its request counter.
+struct RouteSplit {
+    split: traffic::Split,
+    transports: Vec<Transport>,
+    outcomes: Vec<Arc<traffic::Outcomes>>,
+    requests: Vec<metrics::Counter>,
+}
+
+struct RouteMirror {
+    to: String,
+    transport: Transport,
+    percent: u32,
+    writes: bool,
+    ignore: Arc<[String]>,
+}
+
+/// Everything a request needs, built from one configuration version.
 struct Shared {
+    /// Longest prefix first, so the first match is the longest.
     routes: Vec<Route>,
     verifier: Arc<JwtVerifier>,
     trusted_proxies: Vec<IpNet>,
     admission: admission::Admission,
+    body_limit: usize,
+}
+
+impl Shared {
+    /// Builds the routes of `config` (validated first) over `upstreams`.
+    fn build(
+        config: &GatewayConfig,
+        upstreams: &HashMap<String, Transport>,
+        verifier: &Arc<JwtVerifier>,
+        ledger: &traffic::Ledger,
+    ) -> Result<Self, GatewayError> {
+        config.validate()?;
+        let transport = |route: &RouteConfig, name: &str| {
+            upstreams
+                .get(name)
+                .cloned()
+                .ok_or_else(|| GatewayError::UnknownUpstream {
+                    prefix: route.prefix.clone(),
+                    upstream: name.to_owned(),
+                })
+        };
+        let mut routes = Vec::with_capacity(config.routes.len());
+        for route in &config.routes {
+            let split = match traffic::Split::new(route) {
+                None => None,
+                Some(split) => {
+                    let mut transports = Vec::with_capacity(split.targets.len());
+                    let mut outcomes = Vec::with_capacity(split.targets.len());
+                    let mut requests = Vec::with_capacity(split.targets.len());
+                    for target in &split.targets {
+                        transports.push(transport(route, target)?);
+                        outcomes.push(ledger.outcomes(&route.prefix, target));
+                        requests.push(metrics::counter!(
+                            "tideway_gateway_version_requests_total",
+                            "route" => route.prefix.clone(),
+                            "version" => target.clone(),
+                        ));
+                    }
+                    Some(RouteSplit {
+                        split,
+                        transports,
+                        outcomes,
+                        requests,
+                    })
+                }
+            };
+            let mirror = match &route.mirror {
+                None => None,
+                Some(mirror) => Some(RouteMirror {
+                    to: mirror.to.clone(),
+                    transport: transport(route, &mirror.to)?,
+                    percent: mirror.percent,
+                    writes: mirror.writes,
+                    ignore: mirror.ignore.clone().into(),
+                }),
+            };
+            routes.push(Route {
+                prefix: route.prefix.clone(),
+                upstream: transport(route, &route.upstream)?,
+                read: route.read.clone(),
+                write: route.write.clone(),
+                timeout: Duration::from_millis(route.timeout_ms),
+                split,
+                mirror,
+            });
+        }
+        routes.sort_by_key(|route| std::cmp::Reverse(route.prefix.len()));
+        Ok(Self {
+            routes,
+            verifier: Arc::clone(verifier),
+            trusted_proxies: config.trusted_proxies.clone(),
+            admission: admission::Admission::new(&config.rate_limit)?,
+            body_limit: config.body_limit_bytes,
+        })
+    }
+
+    /// The route claiming `path`: the longest prefix equal to it or followed by `/`.
+    fn find(&self, path: &str) -> Option<&Route> {
+        self.routes.iter().find(|route| {
+            path.strip_prefix(route.prefix.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        })
+    }
 }
 
 tokio::task_local! {
@@ -243,9 +405,19 @@ tokio::task_local! {
 /// The path of the operators' view of every replica behind the gateway.
 pub const INSTANCES_PATH: &str = "/api/admin/instances";
 
+/// The path of the gateway's running configuration (`GET`, `PUT`; role admin).
+pub const CONFIG_PATH: &str = "/api/admin/config";
+
+/// The path of the traffic report: weights, versions' figures, mirror differences and the
+/// audit of changes (`GET`; role admin).
+pub const TRAFFIC_PATH: &str = "/api/admin/traffic";
+
+/// The path of the blue/green switch (`POST {"route": …, "to": …}`; role admin).
+pub const SWITCH_PATH: &str = "/api/admin/traffic/switch";
+
 /// The gateway, ready to be turned into a router.
 pub struct Gateway {
-    shared: Arc<Shared>,
+    live: Arc<live::Live>,
     upstreams: HashMap<String, Transport>,
     options: HttpOptions,
     pages: Option<Router>,
@@ -255,37 +427,16 @@ pub struct Gateway {
 impl Gateway {
     /// A gateway for `config`, reaching each upstream named in the routes through
     /// `upstreams` and verifying tokens with `verifier`. Refuses a configuration that does
-    /// not [validate](Validate::validate).
+    /// not [validate](Validate::validate). Inside a Tokio runtime it also starts the
+    /// mirror's shadow calls and the canary rollback check, which end with the gateway.
     pub fn new(
         config: &GatewayConfig,
         upstreams: HashMap<String, Transport>,
         verifier: Arc<JwtVerifier>,
     ) -> Result<Self, GatewayError> {
-        config.validate()?;
-        let mut routes = Vec::with_capacity(config.routes.len());
-        for route in &config.routes {
-            let upstream = upstreams.get(&route.upstream).cloned().ok_or_else(|| {
-                GatewayError::UnknownUpstream {
-                    prefix: route.prefix.clone(),
-                    upstream: route.upstream.clone(),
-                }
-            })?;
-            routes.push(Route {
-                prefix: route.prefix.clone(),
-                upstream,
-                read: route.read.clone(),
-                write: route.write.clone(),
-                timeout: Duration::from_millis(route.timeout_ms),
-            });
-        }
-        let admission = admission::Admission::new(&config.rate_limit)?;
+        let live = live::Live::start(config, upstreams.clone(), verifier)?;
         Ok(Self {
-            shared: Arc::new(Shared {
-                routes,
-                verifier,
-                trusted_proxies: config.trusted_proxies.clone(),
-                admission,
-            }),
+            live,
             upstreams,
             options: HttpOptions {
                 body_limit: config.body_limit_bytes,
@@ -301,9 +452,10 @@ impl Gateway {
     /// request's client address, so the rate limits count them against the browser.
     #[must_use]
     pub fn with_pages(mut self, pages: Router) -> Self {
-        let shared = self.shared.clone();
+        let live = Arc::clone(&self.live);
         self.pages = Some(
             pages.layer(middleware::from_fn(move |request: Request, next: Next| {
+                let shared = live.shared();
                 let client = admission::client_ip(&request, &shared.trusted_proxies);
                 BROWSER.scope(client, next.run(request))
             })),
@@ -318,6 +470,14 @@ impl Gateway {
     pub fn with_balancers(mut self, balancers: tideway_balance::Balancers) -> Self {
         self.balancers = Some(balancers);
         self
+    }
+
+    /// A handle to change the running configuration: what `PUT /api/admin/config` uses,
+    /// for a file watcher or a distributed store to apply theirs.
+    pub fn control(&self) -> GatewayControl {
+        GatewayControl {
+            live: Arc::clone(&self.live),
+        }
     }
 
     /// The gateway's routes in this process, for a web front mounted with
@@ -336,44 +496,125 @@ impl Gateway {
         Transport::in_process(SERVICE, router, timeout)
     }
 
-    /// The gateway's router: every route, plus health and metrics.
+    /// The gateway's router: every route, the admin endpoints, plus health and metrics.
+    /// Routes are looked up in the configuration version current when a request arrives,
+    /// so a new version applies to the next request without a new router.
     pub fn router(&self) -> Router {
-        let mut api = Router::new();
-        for (index, route) in self.shared.routes.iter().enumerate() {
-            let handler = any(
-                move |State(shared): State<Arc<Shared>>, request: Request| async move {
-                    proxy(&shared, index, request).await
-                },
-            );
-            api = api
-                .route(&route.prefix, handler.clone())
-                .route(&format!("{}/{{*rest}}", route.prefix), handler);
-        }
+        let dispatch = {
+            let live = Arc::clone(&self.live);
+            let pages = self.pages.clone();
+            any(move |request: Request| {
+                let live = Arc::clone(&live);
+                let pages = pages.clone();
+                async move { dispatch(&live, pages, request).await }
+            })
+        };
         let mut readiness = Readiness::default();
-        for (name, transport) in &self.upstreams {
+        // A version (`catalog@v2`) is not the gateway's dependency: its primary is.
+        for (name, transport) in self.upstreams.iter().filter(|(n, _)| !n.contains('@')) {
             let transport = transport.clone();
             readiness = readiness.with(name.clone(), move || {
                 let transport = transport.clone();
                 async move { upstream_ready(&transport).await }
             });
         }
-        let mut api = api.with_state(self.shared.clone());
+        // The prefixes of the start-up table get routes of their own, so metrics and logs
+        // keep the route template (`/api/catalog/{*rest}`); routes added later are reached
+        // through the catch-all. Either way the current table decides.
+        let mut api = live::admin_routes(&self.live);
+        for route in &self.live.shared().routes {
+            api = api
+                .route(&route.prefix, dispatch.clone())
+                .route(&format!("{}/{{*rest}}", route.prefix), dispatch.clone());
+        }
+        api = api.route("/{*path}", dispatch.clone());
+        match &self.pages {
+            // The pages keep their own route templates too; what they and no route claim
+            // reaches the pages' fallback through `dispatch`.
+            Some(pages) => api = api.merge(pages.clone()),
+            None => api = api.route("/", dispatch),
+        }
         if let Some(balancers) = &self.balancers {
-            let shared = self.shared.clone();
+            let live = Arc::clone(&self.live);
             let balancers = balancers.clone();
             api = api.route(
                 INSTANCES_PATH,
                 axum::routing::get(move |headers: HeaderMap| {
-                    let shared = shared.clone();
+                    let shared = live.shared();
                     let balancers = balancers.clone();
                     async move { instances(&shared, &balancers, &headers).await }
                 }),
             );
         }
-        if let Some(pages) = &self.pages {
-            api = api.merge(pages.clone());
-        }
         service_router(SERVICE, api, readiness, self.options)
+    }
+}
+
+/// Changes the running configuration of a [`Gateway`].
+#[derive(Clone)]
+pub struct GatewayControl {
+    live: Arc<live::Live>,
+}
+
+impl std::fmt::Debug for GatewayControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayControl")
+            .field("version", &self.live.version())
+            .finish_non_exhaustive()
+    }
+}
+
+impl GatewayControl {
+    /// Validates `config` in full and, if it holds, swaps it in at once as the next
+    /// version (answered); otherwise the running one stays and the error names the key.
+    /// `by` says who changed it, for the audit.
+    pub fn apply(&self, config: &GatewayConfig, by: &str) -> Result<u64, GatewayError> {
+        self.live
+            .apply(config, by, "config", None, "configuration replaced")
+    }
+
+    /// Applies a configuration another replica applied (`kind` `shared` in the audit, so
+    /// it is not shared back), with who made it there.
+    pub fn apply_shared(&self, config: &GatewayConfig, by: &str) -> Result<u64, GatewayError> {
+        self.live.apply(
+            config,
+            by,
+            "shared",
+            None,
+            "configuration applied by another replica",
+        )
+    }
+
+    /// The running configuration and its version.
+    pub fn current(&self) -> (u64, GatewayConfig) {
+        self.live.current_config()
+    }
+
+    /// Follows the changes made to this gateway (the latest one; the running
+    /// configuration is [`current`](Self::current)): what shares them with other replicas.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<Option<TrafficEvent>> {
+        self.live.changes()
+    }
+
+    /// The audit of traffic changes kept in memory, oldest first.
+    pub fn events(&self) -> Vec<TrafficEvent> {
+        self.live.events()
+    }
+}
+
+/// Sends a request to the route claiming its path in the current configuration version,
+/// or to the pages.
+async fn dispatch(live: &live::Live, pages: Option<Router>, request: Request) -> Response {
+    let shared = live.shared();
+    if shared.find(request.uri().path()).is_some() {
+        return proxy(live, &shared, request).await;
+    }
+    match pages {
+        Some(pages) => match tower::ServiceExt::oneshot(pages, request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        },
+        None => Problem::not_found("this path").into_response(),
     }
 }
 
@@ -469,8 +710,12 @@ async fn authorize(
     }
 }
 
-async fn proxy(shared: &Shared, index: usize, request: Request) -> Response {
-    let Some(route) = shared.routes.get(index) else {
+/// The largest primary answer buffered to compare with a shadow's; a larger one is still
+/// sent to the user, just not compared.
+const MIRROR_BODY_LIMIT: usize = 1024 * 1024;
+
+async fn proxy(live: &live::Live, shared: &Shared, request: Request) -> Response {
+    let Some(route) = shared.find(request.uri().path()) else {
         return Problem::internal().into_response();
     };
     let peer = admission::peer(&request);
@@ -491,13 +736,18 @@ async fn proxy(shared: &Shared, index: usize, request: Request) -> Response {
     {
         return refused;
     }
-    let access = if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
-        &route.read
-    } else {
-        &route.write
-    };
+    let safe = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
+    let access = if safe { &route.read } else { &route.write };
     let identify = limits.wants_user(method, path);
-    let claims = match authorize(shared, access, request.headers(), identify).await {
+    // A split keeps a signed-in user on one version by their id, so it reads the token.
+    let claims = match authorize(
+        shared,
+        access,
+        request.headers(),
+        identify || route.split.is_some(),
+    )
+    .await
+    {
         Ok(claims) => claims,
         Err(err) => return err.into_response(),
     };
@@ -518,6 +768,25 @@ async fn proxy(shared: &Shared, index: usize, request: Request) -> Response {
         }
     }
 
+    let mut set_cookie = None;
+    let (upstream, version) = match &route.split {
+        None => (&route.upstream, None),
+        Some(split) => {
+            let (index, _, cookie) =
+                split
+                    .split
+                    .choose(&route.prefix, request.headers(), claims.as_ref());
+            set_cookie = cookie;
+            split.requests[index].increment(1);
+            (&split.transports[index], Some((split, index)))
+        }
+    };
+    let mirror = route.mirror.as_ref().filter(|mirror| {
+        (safe || mirror.writes)
+            && live.mirrors()
+            && (mirror.percent >= 100 || rand::random::<u32>() % 100 < mirror.percent)
+    });
+
     let (mut parts, body) = request.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     parts.headers.remove(header::HOST);
@@ -526,29 +795,64 @@ async fn proxy(shared: &Shared, index: usize, request: Request) -> Response {
     parts
         .headers
         .insert("x-forwarded-proto", HeaderValue::from_static("http"));
-    let upstream_request = Request::from_parts(parts, body);
+    // A mirrored request is read whole first, so the shadow gets the same body.
+    let (upstream_request, shadow) = match mirror {
+        None => (Request::from_parts(parts, body), None),
+        Some(mirror) => {
+            let bytes = match axum::body::to_bytes(body, shared.body_limit).await {
+                Ok(bytes) => bytes,
+                Err(_) => {
+                    return Problem::new(StatusCode::PAYLOAD_TOO_LARGE)
+                        .with_detail(format!(
+                            "the request body is larger than {} bytes",
+                            shared.body_limit
+                        ))
+                        .into_response();
+                }
+            };
+            let mut copy = Request::new(Body::from(bytes.clone()));
+            *copy.method_mut() = parts.method.clone();
+            *copy.uri_mut() = parts.uri.clone();
+            *copy.headers_mut() = parts.headers.clone();
+            copy.headers_mut()
+                .insert("x-tideway-shadow", HeaderValue::from_static("1"));
+            (
+                Request::from_parts(parts, Body::from(bytes)),
+                Some((mirror, copy)),
+            )
+        }
+    };
 
-    match route
-        .upstream
+    let started = std::time::Instant::now();
+    let outcome = upstream
         .send_with_timeout(upstream_request, route.timeout)
-        .await
-    {
+        .await;
+    if let Some((split, index)) = version {
+        let failed = outcome
+            .as_ref()
+            .map_or(true, |response| traffic::failed(response.status()));
+        split.outcomes[index].record(started.elapsed(), failed);
+    }
+    let mut response = match outcome {
         Ok(mut response) => {
             strip_hop_by_hop(response.headers_mut());
-            tightest.stamp(&mut response);
             response
         }
-        Err(err) => {
-            let mut response = upstream_failure(route, &err);
-            tightest.stamp(&mut response);
-            response
-        }
+        Err(err) => upstream_failure(&route.prefix, upstream, &err),
+    };
+    if let Some((mirror, copy)) = shadow {
+        response = live.mirror(route, mirror, copy, response).await;
     }
+    tightest.stamp(&mut response);
+    if let Some(cookie) = set_cookie {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
 }
 
 /// The one table from upstream failures to answers.
-fn upstream_failure(route: &Route, err: &ClientError) -> Response {
-    let service = route.upstream.service();
+fn upstream_failure(prefix: &str, upstream: &Transport, err: &ClientError) -> Response {
+    let service = upstream.service();
     let (status, detail) = match err {
         ClientError::Timeout { timeout, .. } => (
             StatusCode::GATEWAY_TIMEOUT,
@@ -569,7 +873,7 @@ fn upstream_failure(route: &Route, err: &ClientError) -> Response {
             format!("{service} gave an invalid answer"),
         ),
     };
-    tracing::warn!(upstream = service, prefix = %route.prefix, error = %err, "upstream call failed");
+    tracing::warn!(upstream = service, prefix, error = %err, "upstream call failed");
     Problem::new(status)
         .with_type("/problems/upstream-unavailable")
         .with_detail(detail)
@@ -578,3 +882,5 @@ fn upstream_failure(route: &Route, err: &ClientError) -> Response {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod traffic_tests;

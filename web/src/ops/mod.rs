@@ -95,6 +95,7 @@ pub(crate) fn routes() -> Router<AppState> {
             "/ops/dead-letters/redrive",
             axum::routing::post(dead_letters::redrive),
         )
+        .route("/ops/edge", get(edge_panel))
         .route("/ops/order", get(find_order))
         .route("/ops/orders/{id}", get(order))
 }
@@ -112,11 +113,12 @@ fn admin(visitor: &Visitor, here: &str) -> Result<User, PageError> {
 /// `GET /ops`.
 async fn console(State(state): State<AppState>, visitor: Visitor) -> Result<Markup, PageError> {
     let user = admin(&visitor, "/ops")?;
-    let (services, traffic, sagas, notifications) = tokio::join!(
+    let (services, traffic, sagas, notifications, edge) = tokio::join!(
         services(&state, &user),
         traffic(&state),
         sagas(&state, &user),
         notifications(&state, &user),
+        edge(&state, &user),
     );
     let body = html! {
         div.ops-head {
@@ -133,6 +135,7 @@ async fn console(State(state): State<AppState>, visitor: Visitor) -> Result<Mark
             (traffic)
         }
         (routes_panel(&state))
+        (edge)
         (sagas)
         (notifications)
         (events_section(&state.ops.events.recent(), None))
@@ -518,6 +521,104 @@ async fn sagas(state: &AppState, user: &User) -> Markup {
                                     }
                                     td { @if let Some(trace) = &saga.trace_id { code.trace { (trace) } } }
                                     td { (when(&saga.updated_at)) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn edge_panel(State(state): State<AppState>, visitor: Visitor) -> Result<Markup, PageError> {
+    let user = admin(&visitor, "/ops")?;
+    Ok(edge(&state, &user).await)
+}
+
+/// The gateway's versions, weights, mirror differences and changes, from
+/// `GET /api/admin/traffic`.
+async fn edge(state: &AppState, user: &User) -> Markup {
+    let report: Result<serde_json::Value, _> =
+        state.api.get(&user.token, "/api/admin/traffic").await;
+    let text = |value: &serde_json::Value| match value {
+        serde_json::Value::String(text) => text.clone(),
+        other => other.to_string(),
+    };
+    let list = |value: &serde_json::Value| value.as_array().cloned().unwrap_or_default();
+    html! {
+        section.panel #panel-edge aria-labelledby="edge-heading"
+            hx-get="/ops/edge" hx-trigger="every 3s" hx-swap="outerHTML" {
+            h2 #edge-heading { "Versions and mirrors" }
+            @match report {
+                Err(err) => p.alert role="alert" { "The gateway did not answer: " (err) }
+                Ok(report) => {
+                    p { "Configuration version " strong { (text(&report["version"])) } }
+                    @if list(&report["routes"]).is_empty() {
+                        p.empty { "No route splits or mirrors traffic." }
+                    } @else {
+                        table.edge-versions {
+                            thead { tr {
+                                th scope="col" { "Route" } th scope="col" { "Version" } th scope="col" { "Weight" }
+                                th scope="col" { "Requests" } th scope="col" { "Errors" } th scope="col" { "p99 ms" }
+                            } }
+                            tbody {
+                                @for route in list(&report["routes"]) {
+                                    @for (name, weight) in route["versions"].as_object().cloned().unwrap_or_default() {
+                                        @let figures = &route["figures"][&name];
+                                        tr data-route=(text(&route["prefix"])) data-version=(name) {
+                                            td { code { (text(&route["prefix"])) } }
+                                            td { (name) }
+                                            td { (text(&weight)) }
+                                            td { (text(&figures["requests"])) }
+                                            td { (text(&figures["errors"])) }
+                                            td { (format!("{:.1}", figures["p99_ms"].as_f64().unwrap_or(0.0))) }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    @if let Some(mirror) = report["mirror"].as_object().filter(|m| !m.is_empty()) {
+                        h3 { "Mirrored traffic" }
+                        table.edge-mirror {
+                            thead { tr {
+                                th scope="col" { "Route" } th scope="col" { "Mirrored" } th scope="col" { "Same" }
+                                th scope="col" { "Different" } th scope="col" { "Failed" } th scope="col" { "Dropped" }
+                            } }
+                            tbody {
+                                @for (route, counts) in mirror {
+                                    tr data-mirror=(route) {
+                                        td { code { (route) } }
+                                        td { (text(&counts["mirrored"])) }
+                                        td { (text(&counts["same"])) }
+                                        td { (text(&counts["different"])) }
+                                        td { (text(&counts["failed"])) }
+                                        td { (text(&counts["dropped"])) }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    @if !list(&report["differences"]).is_empty() {
+                        h3 { "Latest differences" }
+                        ul.edge-diffs {
+                            @for diff in list(&report["differences"]).iter().rev().take(10) {
+                                li {
+                                    code { (text(&diff["request"])) } " → " (text(&diff["shadow"]))
+                                    ": " (text(&diff["at_field"])) " (" (text(&diff["primary_status"]))
+                                    " vs " (text(&diff["shadow_status"])) ")"
+                                }
+                            }
+                        }
+                    }
+                    @if !list(&report["events"]).is_empty() {
+                        h3 { "Changes" }
+                        ul.edge-events {
+                            @for event in list(&report["events"]).iter().rev().take(10) {
+                                li data-kind=(text(&event["kind"])) {
+                                    (badge(&text(&event["kind"]))) " v" (text(&event["version"])) " by "
+                                    (text(&event["by"])) ": " (text(&event["detail"]))
                                 }
                             }
                         }

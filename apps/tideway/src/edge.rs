@@ -1,0 +1,361 @@
+//! The gateway's configuration followed at run time: the configuration file, watched
+//! with `notify`, applied through the gateway's [`GatewayControl`] whenever it changes.
+//!
+//! The file is read as at start (defaults → file → `TIDEWAY_*` environment) and only its
+//! `gateway` section is applied; the gateway validates and builds it in full before it
+//! swaps it in, so a bad edit is logged with the key it names and the running version
+//! stays. An edit that changes nothing in the gateway section makes no new version.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use notify::{RecursiveMode, Watcher};
+use tideway_gateway::GatewayControl;
+
+use crate::Config;
+
+/// How long a file must be quiet after a change before it is read.
+const SETTLE: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Follows one configuration file for as long as it is kept.
+pub struct ConfigWatcher {
+    _watcher: notify::RecommendedWatcher,
+}
+
+impl std::fmt::Debug for ConfigWatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfigWatcher").finish_non_exhaustive()
+    }
+}
+
+impl ConfigWatcher {
+    /// Watches `file` (through its folder, since editors replace files by renaming) and
+    /// applies its gateway section on every change.
+    pub fn start(file: &Path, control: GatewayControl) -> anyhow::Result<Self> {
+        let file =
+            std::path::absolute(file).with_context(|| format!("resolving {}", file.display()))?;
+        let folder = file
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let watched = file.clone();
+        let (changed, changes) = std::sync::mpsc::channel::<()>();
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
+                Ok(event)
+                    if (event.kind.is_modify() || event.kind.is_create())
+                        && event.paths.iter().any(|path| path == &watched) =>
+                {
+                    let _ = changed.send(());
+                }
+                Ok(_) => {}
+                Err(err) => tracing::warn!(error = %err, "cannot watch the configuration file"),
+            })
+            .context("watching the configuration file")?;
+        watcher
+            .watch(&folder, RecursiveMode::NonRecursive)
+            .with_context(|| format!("watching {}", folder.display()))?;
+        // A save is often several events (truncate, write, rename): read the file once
+        // they have settled, not half-written. The thread ends with the watcher (the
+        // channel's sender).
+        let reloaded = file.clone();
+        std::thread::Builder::new()
+            .name("config-watch".to_owned())
+            .spawn(move || {
+                while changes.recv().is_ok() {
+                    while changes.recv_timeout(SETTLE).is_ok() {}
+                    reload(&reloaded, &control);
+                }
+            })
+            .context("starting the configuration watch")?;
+        tracing::info!(file = %file.display(), "Following the configuration file.");
+        Ok(Self { _watcher: watcher })
+    }
+}
+
+/// Reads `file` and applies its gateway section if it changed; answers the new version.
+pub fn reload(file: &Path, control: &GatewayControl) -> Option<u64> {
+    let config = match Config::load(Some(file)) {
+        Ok(config) => config,
+        Err(err) => {
+            tracing::warn!(file = %file.display(), error = %err, "The configuration file was not applied; the running one stays.");
+            return None;
+        }
+    };
+    let (_, running) = control.current();
+    if running == config.gateway.gateway {
+        return None;
+    }
+    match control.apply(&config.gateway.gateway, "file") {
+        Ok(version) => {
+            tracing::info!(file = %file.display(), version, "The configuration file was applied.");
+            Some(version)
+        }
+        Err(err) => {
+            let detail = match &err {
+                tideway_gateway::GatewayError::Invalid(inner) => inner.to_string(),
+                other => other.to_string(),
+            };
+            tracing::warn!(file = %file.display(), error = %detail, "The configuration file was not applied; the running one stays.");
+            None
+        }
+    }
+}
+
+/// The key of the shared configuration in its bucket.
+const SHARED_KEY: &str = "gateway";
+
+/// What a replica puts in the bucket: the configuration and who made it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Shared {
+    by: String,
+    config: tideway_gateway::GatewayConfig,
+}
+
+/// Shares the gateway's configuration changes with every gateway replica through a NATS
+/// KV key, and applies theirs: a change made on one replica (admin API, switch, rollback,
+/// file) is put in the bucket; every replica watches the key and applies what arrives
+/// (validated in full, like any change), so all of them run it within moments. Stops
+/// when dropped.
+pub struct SharedConfig {
+    cancel: tokio_util::sync::CancellationToken,
+}
+
+impl std::fmt::Debug for SharedConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedConfig").finish_non_exhaustive()
+    }
+}
+
+impl Drop for SharedConfig {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+impl SharedConfig {
+    /// Connects to `url`, opens (or creates) `bucket` and starts sharing `control`'s
+    /// changes. Only changes made after this replica started are applied: a replica
+    /// (re)started later runs its file's configuration until the next change.
+    pub async fn start(url: &str, bucket: &str, control: GatewayControl) -> anyhow::Result<Self> {
+        use async_nats::jetstream;
+        let connecting = async_nats::connect(url);
+        let client = tokio::time::timeout(std::time::Duration::from_secs(5), connecting)
+            .await
+            .with_context(|| format!("connecting to NATS at {url}"))?
+            .with_context(|| format!("connecting to NATS at {url}"))?;
+        let js = jetstream::new(client);
+        let store = match js.get_key_value(bucket).await {
+            Ok(store) => store,
+            Err(_) => {
+                // Created as a stream, as the discovery registry's bucket is (async-nats'
+                // `create_key_value` cannot parse NATS 2.9's account answer).
+                js.get_or_create_stream(jetstream::stream::Config {
+                    name: format!("KV_{bucket}"),
+                    description: Some("Tideway gateway configuration shared by replicas".into()),
+                    subjects: vec![format!("$KV.{bucket}.>")],
+                    max_messages_per_subject: 1,
+                    storage: jetstream::stream::StorageType::Memory,
+                    allow_rollup: true,
+                    deny_delete: true,
+                    allow_direct: true,
+                    discard: jetstream::stream::DiscardPolicy::New,
+                    ..jetstream::stream::Config::default()
+                })
+                .await
+                .context("creating the shared configuration bucket")?;
+                js.get_key_value(bucket)
+                    .await
+                    .context("opening the shared configuration bucket")?
+            }
+        };
+        let mut updates = store
+            .watch(SHARED_KEY)
+            .await
+            .context("watching the shared configuration")?;
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let mut changes = control.changes();
+        let (publish, follow) = (store.clone(), control.clone());
+        let stop = cancel.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    changed = changes.changed() => if changed.is_err() { return },
+                }
+                let event = changes.borrow_and_update().clone();
+                let Some(event) = event.filter(|event| event.kind != "shared") else {
+                    continue;
+                };
+                let shared = Shared {
+                    by: event.by.clone(),
+                    config: control.current().1,
+                };
+                match serde_json::to_vec(&shared) {
+                    Ok(bytes) => {
+                        if let Err(err) = publish.put(SHARED_KEY, bytes.into()).await {
+                            tracing::warn!(error = %err, "The configuration change was not shared with the other gateways.");
+                        }
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err, "The configuration cannot be encoded.")
+                    }
+                }
+            }
+        });
+        let stop = cancel.clone();
+        tokio::spawn(async move {
+            use futures_util::StreamExt;
+            loop {
+                let entry = tokio::select! {
+                    () = stop.cancelled() => return,
+                    entry = updates.next() => entry,
+                };
+                let Some(entry) = entry else {
+                    tracing::warn!("The shared configuration watch ended.");
+                    return;
+                };
+                let entry = match entry {
+                    Ok(entry) if entry.operation == jetstream::kv::Operation::Put => entry,
+                    Ok(_) => continue,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "Reading the shared configuration failed.");
+                        continue;
+                    }
+                };
+                let shared: Shared = match serde_json::from_slice(&entry.value) {
+                    Ok(shared) => shared,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "The shared configuration cannot be read; the running one stays.");
+                        continue;
+                    }
+                };
+                if follow.current().1 == shared.config {
+                    continue;
+                }
+                match follow.apply_shared(&shared.config, &shared.by) {
+                    Ok(version) => tracing::info!(
+                        version,
+                        by = shared.by,
+                        revision = entry.revision,
+                        "Applied the configuration another gateway applied."
+                    ),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "The shared configuration was refused; the running one stays.")
+                    }
+                }
+            }
+        });
+        Ok(Self { cancel })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{collections::HashMap, sync::Arc, time::Duration};
+
+    use tideway_runtime::{
+        auth::{JwtVerifier, TokenSigner},
+        client::Transport,
+    };
+
+    use super::*;
+    use crate::ServiceName;
+
+    /// A gateway over the shop's default routes (upstreams that answer nothing useful).
+    fn control() -> GatewayControl {
+        let signer = TokenSigner::generate().expect("signer");
+        let verifier = Arc::new(JwtVerifier::from_keys(signer.jwks(), "tideway", "tideway"));
+        let upstreams: HashMap<String, Transport> = ServiceName::ALL
+            .into_iter()
+            .map(|name| {
+                let router = axum::Router::new();
+                (
+                    name.as_str().to_owned(),
+                    Transport::in_process(name.as_str(), router, Duration::from_secs(1)),
+                )
+            })
+            .collect();
+        let gateway =
+            tideway_gateway::Gateway::new(&Config::default().gateway.gateway, upstreams, verifier)
+                .expect("gateway");
+        gateway.control()
+    }
+
+    #[tokio::test]
+    async fn the_file_is_applied_when_it_changes_and_a_bad_one_is_refused() {
+        let folder = tempfile::tempdir().expect("folder");
+        let file = folder.path().join("tideway.toml");
+        std::fs::write(&file, "[gateway]\nbody_limit_bytes = 65536\n").expect("write");
+        let control = control();
+        // Nothing changed in the gateway section: no new version.
+        assert_eq!(reload(&file, &control), None);
+        assert_eq!(control.current().0, 1);
+
+        let _watcher = ConfigWatcher::start(&file, control.clone()).expect("watcher");
+        std::fs::write(&file, "[gateway]\nbody_limit_bytes = 1000\n").expect("write");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while control.current().1.body_limit_bytes != 1000 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the file was not applied"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let applied = control.current().0;
+        assert!(applied >= 2);
+        assert!(control.events().iter().any(|e| e.by == "file"));
+
+        // A bad value: refused, the running version stays.
+        std::fs::write(&file, "[gateway]\nbody_limit_bytes = 0\n").expect("write");
+        assert_eq!(reload(&file, &control), None);
+        assert_eq!(control.current().1.body_limit_bytes, 1000);
+        // A rule to a version the route does not have: refused too.
+        std::fs::write(
+            &file,
+            "[gateway]\nbody_limit_bytes = 1000\n[[gateway.routes]]\nprefix = \"/api/catalog\"\n\
+             upstream = \"catalog\"\nread = \"public\"\nwrite = \"public\"\n\
+             rules = [{ header = \"x-canary\", to = \"catalog@v2\" }]\n",
+        )
+        .expect("write");
+        assert_eq!(reload(&file, &control), None);
+        assert_eq!(
+            control.current().1.routes.len(),
+            Config::default().gateway.gateway.routes.len()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_change_on_one_gateway_reaches_the_others_through_nats() {
+        let bucket = format!("test_gateway_{}", uuid::Uuid::new_v4().simple());
+        let (a, b) = (control(), control());
+        let url = "nats://127.0.0.1:4222";
+        let _share_a = SharedConfig::start(url, &bucket, a.clone())
+            .await
+            .expect("a");
+        let _share_b = SharedConfig::start(url, &bucket, b.clone())
+            .await
+            .expect("b");
+        let (_, mut config) = a.current();
+        config.body_limit_bytes = 4321;
+        a.apply(&config, "ops").expect("apply on a");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while b.current().1.body_limit_bytes != 4321 {
+            assert!(std::time::Instant::now() < deadline, "b did not follow a");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let event = b.events().last().cloned().expect("an event on b");
+        assert_eq!((event.kind.as_str(), event.by.as_str()), ("shared", "ops"));
+        // And back: b's own change reaches a; neither echoes the other's for ever.
+        let (_, mut config) = b.current();
+        config.body_limit_bytes = 1234;
+        b.apply(&config, "ops2").expect("apply on b");
+        while a.current().1.body_limit_bytes != 1234 {
+            assert!(std::time::Instant::now() < deadline, "a did not follow b");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let versions = (a.current().0, b.current().0);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!((a.current().0, b.current().0), versions, "no echo");
+    }
+}
