@@ -78,6 +78,29 @@ ensure_postgres() {
   wait_for PostgreSQL postgres_answers
 }
 
+# Two replicas of every service, each with its pools, plus tests running in parallel need
+# more than PostgreSQL's default 100 connections: raise the limit once and restart.
+POSTGRES_MAX_CONNECTIONS=${POSTGRES_MAX_CONNECTIONS:-400}
+ensure_postgres_connections() {
+  local have cluster
+  have=$(psql "postgresql://postgres@127.0.0.1:5432/postgres" -Atqc 'show max_connections' 2>/dev/null || echo 0)
+  if [ "${have:-0}" -ge "$POSTGRES_MAX_CONNECTIONS" ]; then
+    log "PostgreSQL allows $have connections"
+    return
+  fi
+  cluster=$(pg_lsclusters -h 2>/dev/null | awk '$3 == 5432 { print $1, $2; exit }')
+  if [ -z "$cluster" ]; then
+    log "warning: PostgreSQL allows $have connections and is not a local cluster this script can restart"
+    return
+  fi
+  log "raising PostgreSQL's max_connections from $have to $POSTGRES_MAX_CONNECTIONS (restart)"
+  psql "postgresql://postgres@127.0.0.1:5432/postgres" -Atqc \
+    "ALTER SYSTEM SET max_connections = $POSTGRES_MAX_CONNECTIONS" >/dev/null
+  # shellcheck disable=SC2086
+  as_root pg_ctlcluster --skip-systemctl-redirect $cluster restart
+  wait_for PostgreSQL postgres_answers
+}
+
 # NATS announces its features in the INFO line it sends on connect: `"jetstream":true`.
 nats_jetstream_answers() {
   local info
@@ -134,6 +157,7 @@ ensure_redis() {
 }
 
 ensure_postgres
+ensure_postgres_connections
 ensure_nats
 ensure_redis
 
