@@ -15,6 +15,7 @@ mod processes;
 mod replicas;
 mod scenario;
 mod supervisor;
+mod traces;
 mod web;
 mod web_security;
 
