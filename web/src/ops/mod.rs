@@ -6,6 +6,7 @@
 
 pub mod events;
 pub mod metrics;
+mod traces;
 
 use std::{sync::Mutex, time::Instant};
 
@@ -88,6 +89,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/ops/sagas", get(sagas_panel))
         .route("/ops/order", get(find_order))
         .route("/ops/orders/{id}", get(order))
+        .route("/ops/traces/{trace_id}", get(traces::trace))
 }
 
 fn admin(visitor: &Visitor, here: &str) -> Result<User, PageError> {
@@ -509,6 +511,7 @@ async fn order(
             dt { "Placed" } dd { (when(&order.created_at)) }
         }
         p.hint { "Search the services' logs for this trace id to follow the checkout across processes." }
+        (traces::section(&order.trace_id))
         section.panel aria-labelledby="saga-heading" {
             h2 #saga-heading { "Saga steps" }
             (timeline(&order.timeline))
