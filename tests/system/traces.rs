@@ -211,7 +211,8 @@ async fn a_checkout_is_one_trace_in_one_process() {
     let (endpoint, spans) = receiver().await;
     let telemetry = telemetry::init_with(
         telemetry::LogFormat::Pretty,
-        "warn",
+        // Spans follow the log filter: the hops' spans are at info.
+        "info,sqlx=warn",
         &TelemetryConfig {
             otlp_endpoint: Some(endpoint),
             sample_ratio: 1.0,
@@ -229,6 +230,19 @@ async fn a_checkout_is_one_trace_in_one_process() {
     let kept = telemetry::recent().unwrap().trace(&trace_id);
     assert!(kept.len() >= trace.len() / 2, "{} kept", kept.len());
     assert!(kept.iter().any(|s| s.service == "payment"), "{kept:#?}");
+    // The platform's metrics saw the same checkout.
+    let metrics = tideway_runtime::metrics::render();
+    for series in [
+        "tideway_bus_published_total{system=\"embedded\",event_type=\"tideway.inventory.reserve-stock\"}",
+        "tideway_bus_consumed_total{consumer=\"inventory\",event_type=\"tideway.inventory.reserve-stock\",outcome=\"ok\"}",
+        "tideway_saga_started_total{saga=\"checkout\"}",
+        "tideway_saga_completed_total{saga=\"checkout\"}",
+        "tideway_saga_step_duration_seconds_count{saga=\"checkout\"",
+        "tideway_outbox_pending_rows{service=\"ordering\"}",
+        "tideway_db_pool_connections{service=\"ordering\",state=\"idle\"}",
+    ] {
+        assert!(metrics.contains(series), "no {series} in:\n{metrics}");
+    }
     server.stop(crate::STOP_DEADLINE).await;
     telemetry.shutdown();
 }

@@ -994,6 +994,26 @@ mod tests {
     }
 
     #[test]
+    fn bad_log_and_span_settings_are_refused_naming_the_key() {
+        assert_eq!(
+            refused_key(|c| c.log.filter = "info,[[[".into()),
+            "log.filter"
+        );
+        assert_eq!(
+            refused_key(|c| c.telemetry.sample_ratio = -0.1),
+            "telemetry.sample_ratio"
+        );
+        assert_eq!(
+            refused_key(|c| c.telemetry.otlp_endpoint = Some("collector:4318".into())),
+            "telemetry.otlp_endpoint"
+        );
+        assert_eq!(
+            refused_key(|c| c.telemetry.recent_spans = usize::MAX),
+            "telemetry.recent_spans"
+        );
+    }
+
+    #[test]
     fn bad_routes_are_refused_naming_the_route() {
         Config::default().validate().unwrap();
         fn routes(config: &mut Config) -> &mut Vec<RouteConfig> {
