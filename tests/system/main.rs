@@ -12,6 +12,7 @@ mod degraded;
 mod deploy;
 mod flood;
 mod processes;
+mod prometheus;
 mod replicas;
 mod scenario;
 mod supervisor;
