@@ -4,6 +4,7 @@
 //! checkout sagas with their steps, and from an order to its trace. The panels refresh
 //! themselves with htmx.
 
+mod charts;
 pub mod events;
 pub mod metrics;
 mod traces;
@@ -60,6 +61,7 @@ pub struct OpsSources {
 pub(crate) struct Console {
     sources: OpsSources,
     traffic: Mutex<Traffic>,
+    history: Mutex<charts::History>,
     events: EventTap,
 }
 
@@ -71,6 +73,7 @@ impl Console {
         Self {
             sources,
             traffic: Mutex::new(Traffic::default()),
+            history: Mutex::new(charts::History::default()),
             events: EventTap::new(EVENTS_KEPT),
         }
     }
@@ -327,12 +330,22 @@ async fn traffic(state: &AppState) -> Markup {
         Ok(mut window) => window.observe(snapshot, Instant::now()),
         Err(poisoned) => poisoned.into_inner().observe(snapshot, Instant::now()),
     };
+    let now = Instant::now();
+    let charts = {
+        let mut history = state
+            .ops
+            .history
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        history.record(&rows, now);
+        history.render(now)
+    };
     let ms = |v: Option<f64>| v.map_or_else(|| "–".to_owned(), |v| format!("{v:.1} ms"));
     html! {
         section.panel #panel-traffic aria-labelledby="traffic-heading"
             hx-get="/ops/traffic" hx-trigger="every 2s" hx-swap="outerHTML" {
             h2 #traffic-heading { "Traffic" }
-            table {
+            div.table-scroll { table {
                 thead { tr {
                     th scope="col" { "Service" }
                     th.num scope="col" { "Requests/s" }
@@ -355,8 +368,10 @@ async fn traffic(state: &AppState) -> Markup {
                         }
                     }
                 }
-            }
+            } }
             p.hint { "Rates over the last seconds, from each service's /metrics." }
+            div.charts { (charts) }
+            p.hint { "The last 15 minutes, one reading every 10 s while the console is open." }
         }
     }
 }
