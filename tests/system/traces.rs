@@ -230,8 +230,18 @@ async fn a_checkout_is_one_trace_in_one_process() {
     let kept = telemetry::recent().unwrap().trace(&trace_id);
     assert!(kept.len() >= trace.len() / 2, "{} kept", kept.len());
     assert!(kept.iter().any(|s| s.service == "payment"), "{kept:#?}");
-    // The platform's metrics saw the same checkout.
-    let metrics = tideway_runtime::metrics::render();
+    // The platform's metrics saw the same checkout (the saga completes after the order is
+    // confirmed: its capture step comes last).
+    let metrics = tideway_testkit::eventually(
+        Duration::from_secs(60),
+        "the checkout saga counted as completed",
+        || {
+            let text = tideway_runtime::metrics::render();
+            text.contains("tideway_saga_completed_total{saga=\"checkout\"}")
+                .then_some(text)
+        },
+    )
+    .await;
     for series in [
         "tideway_bus_published_total{system=\"embedded\",event_type=\"tideway.inventory.reserve-stock\"}",
         "tideway_bus_consumed_total{consumer=\"inventory\",event_type=\"tideway.inventory.reserve-stock\",outcome=\"ok\"}",
