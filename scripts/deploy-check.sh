@@ -10,6 +10,7 @@
 #      (each skip is written beside what it skips, with its reason);
 #   5. deploy/tests (pytest): the NetworkPolicies allow exactly the flows of
 #      docs/architecture.md, and every pod is hardened, probed, bounded and scaled.
+#   6. deploy/prometheus: `promtool check config`, `check rules` and `test rules` pass.
 #
 # The tools (deploy/requirements.txt) go into a virtual environment outside the clone,
 # reinstalled only when that file changes: TIDEWAY_DEPLOY_VENV (default
@@ -80,3 +81,9 @@ grep -E 'scan results|Passed checks' "$work/checkov.txt" | paste -sd' ' - | sed 
 
 # --- 5. tests -----------------------------------------------------------------------------
 TIDEWAY_RENDERED_DIR="$rendered" "$bin/python" -m pytest -q -p no:cacheprovider deploy/tests
+
+# --- 6. Prometheus: the scrape configuration, the rules and their unit tests -------------
+command -v promtool >/dev/null || fail "promtool is needed (Debian package prometheus; scripts/deps.sh installs it)"
+(cd deploy/prometheus && promtool check config prometheus.yml && promtool check rules rules.yml &&
+  promtool test rules tests.yml) || fail "deploy/prometheus does not pass promtool"
+log "promtool: deploy/prometheus config, rules and rule tests pass"

@@ -163,3 +163,14 @@ ensure_redis
 
 # Python servers the tests start themselves (aiosmtpd), in a venv under ~/.cache.
 bash "$(dirname "$0")/test-tools.sh"
+# Prometheus (Debian's package): promtool checks and unit-tests deploy/prometheus/, and a
+# system test runs the server against a running shop. Only installed; each test starts its
+# own server.
+ensure_prometheus() {
+  if command -v prometheus >/dev/null && command -v promtool >/dev/null; then
+    log "prometheus and promtool installed"
+    return
+  fi
+  apt_install prometheus
+}
+ensure_prometheus

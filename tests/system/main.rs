@@ -14,9 +14,11 @@ mod degraded;
 mod deploy;
 mod flood;
 mod processes;
+mod prometheus;
 mod replicas;
 mod scenario;
 mod supervisor;
+mod traces;
 mod web;
 mod web_security;
 

@@ -38,6 +38,11 @@ impl Proc {
             .args(args)
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("TIDEWAY_LOG__FORMAT", "json")
+            // The access log is at debug: the tests read it.
+            .env(
+                "TIDEWAY_LOG__FILTER",
+                "info,sqlx=warn,tideway_runtime::http=debug",
+            )
             .current_dir(dir)
             .stdout(Stdio::from(out.try_clone().unwrap()))
             .stderr(Stdio::from(out))
@@ -131,15 +136,21 @@ impl Drop for Distributed {
 
 impl Distributed {
     pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// [`Self::start`] with `extra` in every process's environment.
+    pub async fn start_with(extra: &[(String, String)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         // Every process binds port 0 and prints where it listens.
-        let mut env: Vec<(String, String)> = vec![
+        let mut env: Vec<(String, String)> = extra.to_vec();
+        env.extend([
             ("TIDEWAY_DATA_DIR".into(), dir.path().display().to_string()),
             ("TIDEWAY_GATEWAY__LISTEN".into(), "127.0.0.1:0".into()),
             // Separate processes seed no demo accounts unless told to; the tests sign in
             // as the demo admin.
             ("TIDEWAY_DEMO_USERS".into(), "true".into()),
-        ];
+        ]);
         for service in SERVICES {
             env.push((
                 format!("TIDEWAY_{}__LISTEN", service.to_uppercase()),
@@ -286,6 +297,12 @@ impl Distributed {
                 access["span"]["trace_id"]
                     .as_str()
                     .is_some_and(|id| id.len() == 32),
+                "{access}"
+            );
+            assert!(
+                access["span"]["span_id"]
+                    .as_str()
+                    .is_some_and(|id| id.len() == 16),
                 "{access}"
             );
             lines.extend(parsed);

@@ -250,6 +250,19 @@ async fn distributed_shop_serves_restarts_a_killed_process_and_stops_cleanly() {
         table.iter().all(|row| row.ready && row.pid.is_some()),
         "{table:?}"
     );
+    // Prometheus's file-based targets: one per address (the gateways share theirs).
+    let targets: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(shop.dir.path().join("prometheus/targets.json")).unwrap(),
+    )
+    .unwrap();
+    let targets = targets.as_array().unwrap();
+    assert_eq!(targets.len(), 13, "{targets:?}");
+    assert!(
+        targets
+            .iter()
+            .any(|t| t["labels"]["role"] == "payment" && t["targets"][0].is_string()),
+        "{targets:?}"
+    );
     let gateways: Vec<&ProcessRow> = table.iter().filter(|r| r.role == "gateway").collect();
     assert_eq!(gateways.len(), 2);
     assert_eq!(

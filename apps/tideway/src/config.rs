@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use tideway_gateway::{Access, LimitKey, RateRule, RouteConfig};
 use tideway_runtime::{
     config::{ConfigError, Validate},
-    telemetry::LogFormat,
+    telemetry::{LogFormat, TelemetryConfig},
 };
 use tideway_store::DatabaseUrl;
 
@@ -31,6 +31,8 @@ pub struct Config {
     pub version: Option<String>,
     /// Logging.
     pub log: LogConfig,
+    /// Spans: the OTLP exporter, sampling, the in-memory store of recent spans.
+    pub telemetry: TelemetryConfig,
     /// Where each service answers when run as its own process; the gateway and the services
     /// that call one another use these in the distributed shape.
     pub urls: Urls,
@@ -426,6 +428,7 @@ impl Default for Config {
                 service: notification,
             },
             server: ServerConfig::default(),
+            telemetry: TelemetryConfig::default(),
             distributed: DistributedConfig {
                 postgres_url: DatabaseUrl::parse("postgres://postgres@127.0.0.1:5432/postgres")
                     .expect("the default PostgreSQL URL parses"),
@@ -810,6 +813,12 @@ fn check_url(key: &str, value: &str) -> Result<(), ConfigError> {
 
 impl Validate for Config {
     fn validate(&self) -> Result<(), ConfigError> {
+        if let Err(reason) = tideway_runtime::telemetry::check_filter(&self.log.filter) {
+            return Err(ConfigError::invalid("log.filter", reason));
+        }
+        if let Some((key, reason)) = self.telemetry.problem() {
+            return Err(ConfigError::invalid(key, reason));
+        }
         if let Some(id) = &self.instance_id
             && (!is_id_token(id) || id.len() > 64)
         {
@@ -1071,6 +1080,26 @@ mod tests {
             Err(ConfigError::Invalid { key, .. }) => key,
             other => panic!("expected a refusal, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn bad_log_and_span_settings_are_refused_naming_the_key() {
+        assert_eq!(
+            refused_key(|c| c.log.filter = "info,[[[".into()),
+            "log.filter"
+        );
+        assert_eq!(
+            refused_key(|c| c.telemetry.sample_ratio = -0.1),
+            "telemetry.sample_ratio"
+        );
+        assert_eq!(
+            refused_key(|c| c.telemetry.otlp_endpoint = Some("collector:4318".into())),
+            "telemetry.otlp_endpoint"
+        );
+        assert_eq!(
+            refused_key(|c| c.telemetry.recent_spans = usize::MAX),
+            "telemetry.recent_spans"
+        );
     }
 
     #[test]

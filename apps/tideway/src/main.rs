@@ -105,11 +105,6 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init(config.log.format, &config.log.filter);
-    let command = match command {
-        Command::Chaos(args) => return tideway::chaos::main(&config, *args),
-        command => command,
-    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -120,20 +115,38 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Spans name the process's role; the exporter's calls run on the runtime.
+    let mut spans = config.telemetry.clone();
+    spans.service_name = match &command {
+        Command::Serve { service } => service.as_str().to_owned(),
+        Command::Gateway => "gateway".to_owned(),
+        _ => spans.service_name,
+    };
+    let telemetry = {
+        let _runtime = runtime.enter();
+        telemetry::init_with(config.log.format, &config.log.filter, &spans)
+    };
+    let command = match command {
+        Command::Chaos(args) => return tideway::chaos::main(&config, *args),
+        command => command,
+    };
     let supervised = Supervised {
         config_file,
         exit_with_parent,
         replicas,
         versions,
     };
-    match runtime.block_on(run(command, config, supervised)) {
+    let code = match runtime.block_on(run(command, config, supervised)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!(error = format!("{err:#}"), "tideway stopped on an error");
             eprintln!("error: {err:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // The queued spans go out while the runtime still runs.
+    telemetry.shutdown();
+    code
 }
 
 /// What the supervisor of `up --distributed` passes on, and what its children need.

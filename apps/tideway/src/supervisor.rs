@@ -658,6 +658,44 @@ impl Supervisor {
         if let Err(err) = write() {
             tracing::warn!(error = %err, file = %self.state_file.display(), "cannot write the process table");
         }
+        self.write_scrape_targets();
+    }
+
+    /// Prometheus's file-based targets (`<data_dir>/prometheus/targets.json`): every
+    /// process that listens, labelled with its role and name; the gateways share one
+    /// address, so it is listed once (each scrape reaches one of them).
+    fn write_scrape_targets(&self) {
+        let file = self
+            .state_file
+            .with_file_name("prometheus")
+            .join("targets.json");
+        let mut seen = std::collections::HashSet::new();
+        let groups: Vec<serde_json::Value> = self
+            .slots
+            .iter()
+            .filter_map(|slot| slot.address.map(|address| (slot, address)))
+            .filter(|(_, address)| seen.insert(*address))
+            .map(|(slot, address)| {
+                serde_json::json!({
+                    "targets": [address.to_string()],
+                    "labels": { "role": slot.role.as_str(), "process": slot.name, "shape": "distributed" },
+                })
+            })
+            .collect();
+        let write = || -> std::io::Result<()> {
+            if let Some(dir) = file.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let temp = file.with_extension("json.tmp");
+            std::fs::write(
+                &temp,
+                serde_json::to_vec_pretty(&groups).map_err(std::io::Error::other)?,
+            )?;
+            std::fs::rename(&temp, &file)
+        };
+        if let Err(err) = write() {
+            tracing::warn!(error = %err, file = %file.display(), "cannot write the Prometheus targets");
+        }
     }
 
     /// Starts slot `index` and waits until it listens and is ready.

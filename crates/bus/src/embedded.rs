@@ -43,6 +43,7 @@ use futures_util::future::join_all;
 use tideway_store::{Db, Row};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::Instrument;
 
 use crate::{
     BoxFuture, BusError, DeadLetter, Event, Handler, Publisher, SubscribeOptions, Subscriber,
@@ -348,6 +349,9 @@ impl EmbeddedBus {
         let mut attempt = 0_u32;
         let delivering = (move || {
             attempt += 1;
+            if attempt > 1 {
+                crate::meter::redelivered(&options.consumer, &event.event_type);
+            }
             self.deliver_once(group, event, attempt)
         })
         .retry(options.redelivery())
@@ -400,6 +404,7 @@ impl EmbeddedBus {
     }
 
     async fn dead_letter(&self, letter: DeadLetter) -> Result<(), BusError> {
+        crate::meter::dead_lettered(&letter.consumer, &letter.event.event_type);
         tracing::error!(
             consumer = %letter.consumer, event_id = %letter.event.id,
             event_type = %letter.event.event_type, deliveries = letter.deliveries,
@@ -491,7 +496,12 @@ async fn member(
 
 impl Publisher for EmbeddedBus {
     fn publish<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, Result<(), BusError>> {
-        self.deliver(event.clone())
+        crate::meter::published("embedded", &event.event_type);
+        let span = crate::publish_span("embedded", event);
+        if span.is_none() {
+            return self.deliver(event.clone());
+        }
+        Box::pin(self.deliver(event.clone()).instrument(span))
     }
 }
 
@@ -509,6 +519,7 @@ impl Subscriber for EmbeddedBus {
             // In one process a member cannot die alone: only the handler's own time limit
             // applies, and the ack wait has nothing to wait for.
             let handler_timeout = options.handler_timeout;
+            let handler = crate::Traced::wrap("embedded", &options.consumer, handler);
             let group = self.group(options);
             let token = self.inner.token.child_token();
             self.inner.tracker.spawn(member(

@@ -58,6 +58,7 @@ pub mod subject;
 use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
+use tracing::Instrument;
 
 pub use dead_letters::{DeadLetters, StoredLetter};
 pub use embedded::{EmbeddedBus, EmbeddedOptions};
@@ -143,6 +144,134 @@ where
         let fut = self(event);
         Box::pin(async move { fut.await.map_err(Into::into) })
     }
+}
+
+/// A handler whose every delivery is a consumer span (OpenTelemetry messaging conventions)
+/// continuing the event's `traceparent`, when spans are recorded; otherwise the handler
+/// itself, with nothing added per delivery. Both backends wrap every subscription in it.
+pub(crate) struct Traced {
+    consumer: Arc<str>,
+    system: &'static str,
+    inner: Arc<dyn Handler>,
+}
+
+impl Traced {
+    pub(crate) fn wrap(
+        system: &'static str,
+        consumer: &str,
+        inner: Arc<dyn Handler>,
+    ) -> Arc<dyn Handler> {
+        Arc::new(Self {
+            consumer: consumer.into(),
+            system,
+            inner,
+        })
+    }
+}
+
+impl Handler for Traced {
+    fn handle(&self, event: Event) -> BoxFuture<'_, Result<(), HandlerError>> {
+        if !tideway_client::trace::spans_recorded() {
+            let event_type = event.event_type.clone();
+            let handling = self.inner.handle(event);
+            return Box::pin(async move {
+                let result = handling.await;
+                meter::consumed(&self.consumer, &event_type, result.is_ok());
+                result
+            });
+        }
+        let event_type = event.event_type.clone();
+        let span = tracing::info_span!(
+            "consume",
+            otel.name = %format_args!("process {}", event.event_type),
+            otel.kind = "consumer",
+            otel.status_code = tracing::field::Empty,
+            service = &*self.consumer,
+            messaging.system = self.system,
+            messaging.operation.type = "process",
+            messaging.destination.name = %event.event_type,
+            messaging.consumer.group.name = &*self.consumer,
+            messaging.message.id = %event.id,
+            error.type = tracing::field::Empty,
+        );
+        let span = tideway_client::trace::child_span(span, event.traceparent.as_deref());
+        let handling = self.inner.handle(event).instrument(span.clone());
+        Box::pin(async move {
+            let result = handling.await;
+            meter::consumed(&self.consumer, &event_type, result.is_ok());
+            if let Err(err) = &result {
+                span.record("otel.status_code", "ERROR");
+                span.record("error.type", tracing::field::display(err));
+            }
+            result
+        })
+    }
+}
+
+/// The bus's metrics (STYLE rule 18): counters per event type and consumer, both bounded
+/// (event types are the contracts' subjects, consumers the services).
+pub(crate) mod meter {
+    /// One event accepted by the backend.
+    pub(crate) fn published(system: &'static str, event_type: &str) {
+        metrics::counter!("tideway_bus_published_total", "system" => system, "event_type" => event_type.to_owned())
+            .increment(1);
+    }
+
+    /// One delivery handled, `ok` or not.
+    pub(crate) fn consumed(consumer: &str, event_type: &str, ok: bool) {
+        metrics::counter!(
+            "tideway_bus_consumed_total",
+            "consumer" => consumer.to_owned(),
+            "event_type" => event_type.to_owned(),
+            "outcome" => if ok { "ok" } else { "error" }
+        )
+        .increment(1);
+    }
+
+    /// One delivery after the first.
+    pub(crate) fn redelivered(consumer: &str, event_type: &str) {
+        metrics::counter!(
+            "tideway_bus_redelivered_total",
+            "consumer" => consumer.to_owned(),
+            "event_type" => event_type.to_owned()
+        )
+        .increment(1);
+    }
+
+    /// One event given up on and kept as a dead letter.
+    pub(crate) fn dead_lettered(consumer: &str, event_type: &str) {
+        metrics::counter!(
+            "tideway_bus_dead_lettered_total",
+            "consumer" => consumer.to_owned(),
+            "event_type" => event_type.to_owned()
+        )
+        .increment(1);
+    }
+
+    /// Events the consumer has yet to receive (JetStream's pending count).
+    pub(crate) fn lag(consumer: &str, pending: u64) {
+        #[expect(clippy::cast_precision_loss, reason = "a gauge; exact below 2^53")]
+        metrics::gauge!("tideway_bus_consumer_lag_messages", "consumer" => consumer.to_owned())
+            .set(pending as f64);
+    }
+}
+
+/// The producer span of publishing `event` (a child of its `traceparent`), when spans are
+/// recorded; `Span::none()` otherwise.
+pub(crate) fn publish_span(system: &'static str, event: &Event) -> tracing::Span {
+    if !tideway_client::trace::spans_recorded() {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        "publish",
+        otel.name = %format_args!("publish {}", event.event_type),
+        otel.kind = "producer",
+        messaging.system = system,
+        messaging.operation.type = "send",
+        messaging.destination.name = %event.event_type,
+        messaging.message.id = %event.id,
+    );
+    tideway_client::trace::child_span(span, event.traceparent.as_deref())
 }
 
 /// Publishes events.

@@ -172,6 +172,19 @@ impl NatsBus {
     }
 
     async fn send(&self, event: &Event, message_id: &str) -> Result<PublishAckFuture, BusError> {
+        crate::meter::published("nats", &event.event_type);
+        let span = crate::publish_span("nats", event);
+        if span.is_none() {
+            return self.send_untraced(event, message_id).await;
+        }
+        tracing::Instrument::instrument(self.send_untraced(event, message_id), span).await
+    }
+
+    async fn send_untraced(
+        &self,
+        event: &Event,
+        message_id: &str,
+    ) -> Result<PublishAckFuture, BusError> {
         event.validate()?;
         let mut headers = HeaderMap::new();
         headers.insert(NATS_MESSAGE_ID, message_id);
@@ -337,6 +350,12 @@ impl Member {
                 return;
             }
         };
+        if let Ok(info) = message.info() {
+            crate::meter::lag(&options.consumer, info.pending);
+        }
+        if delivered > 1 {
+            crate::meter::redelivered(&options.consumer, &event.event_type);
+        }
         if delivered > options.max_deliveries {
             // The last attempt was never answered (its member died, or stopped reporting
             // progress) and the server delivered once more.
@@ -404,6 +423,7 @@ impl Member {
         error: String,
     ) {
         let consumer = self.options.consumer.clone();
+        crate::meter::dead_lettered(&consumer, &event.event_type);
         tracing::error!(
             consumer = %consumer, event_id = %event.id, event_type = %event.event_type,
             deliveries, error = %error, "event dead-lettered"
@@ -596,6 +616,7 @@ impl Subscriber for NatsBus {
                 })?;
             let consumer = self.keep_current(consumer, config, &durable).await;
             let token = self.inner.token.child_token();
+            let handler = crate::Traced::wrap("nats", &options.consumer, handler);
             let member = Member {
                 bus: self.clone(),
                 options,

@@ -73,7 +73,7 @@ pub async fn install(db: &Db) -> Result<(), BusError> {
 
 /// Writes `event` to the outbox in the caller's transaction. It is published once the
 /// transaction commits (call [`RelayWaker::wake`] after the commit to publish at once).
-#[tracing::instrument(skip_all, fields(event_id = %event.id, event_type = %event.event_type), err)]
+#[tracing::instrument(skip_all, fields(event_id = %event.id, event_type = %event.event_type, db.operation.name = "INSERT", db.collection.name = "outbox"), err)]
 pub async fn enqueue(tx: &mut Transaction<'_, Any>, event: &Event) -> Result<(), BusError> {
     event.validate()?;
     let json = serde_json::to_string(event)?;
@@ -125,7 +125,7 @@ impl Lease {
 
     /// Takes the lease if it is free or expired, or renews it if held: `true` when this
     /// holder has it for another `ttl`.
-    #[tracing::instrument(skip_all, fields(lease = %self.name, holder = %self.holder), err)]
+    #[tracing::instrument(level = "debug", skip_all, fields(lease = %self.name, holder = %self.holder), err)]
     pub async fn try_acquire(&self) -> Result<bool, BusError> {
         let now = now_ms();
         let until = now.saturating_add(i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX));
@@ -157,7 +157,7 @@ impl Lease {
     }
 
     /// Gives the lease up if this holder has it, so another can take it at once.
-    #[tracing::instrument(skip_all, fields(lease = %self.name, holder = %self.holder), err)]
+    #[tracing::instrument(level = "debug", skip_all, fields(lease = %self.name, holder = %self.holder), err)]
     pub async fn release(&self) -> Result<(), BusError> {
         sqlx::query("UPDATE leases SET expires_at_ms = 0 WHERE name = $1 AND holder = $2")
             .bind(&self.name)
@@ -187,6 +187,9 @@ pub const DEFAULT_LEASE_TTL: Duration = Duration::from_millis(1500);
 /// How often a relay looks for pending rows (and renews its lease) without a wake-up, by
 /// default.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(250);
+
+/// How often the relay sets the outbox and pool gauges.
+const GAUGE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Relay settings.
 #[derive(Debug, Clone)]
@@ -306,6 +309,7 @@ impl Relay {
     /// wake-up or the poll interval; on cancellation release the lease and return.
     pub async fn run(self, token: CancellationToken) {
         let mut last_prune = tokio::time::Instant::now();
+        let mut last_gauges = tokio::time::Instant::now() - GAUGE_INTERVAL;
         let mut held = false;
         // Failed passes are retried for as long as the relay runs: it is the only way this
         // service's events leave, so giving up would strand every later one. The delays
@@ -337,6 +341,10 @@ impl Relay {
                     tracing::warn!(error = %err, retry_in = ?delay, "outbox relay pass failed; retrying");
                 }
             }
+            if last_gauges.elapsed() >= GAUGE_INTERVAL {
+                last_gauges = tokio::time::Instant::now();
+                self.gauges(held).await;
+            }
             if held && last_prune.elapsed() >= Duration::from_secs(60) {
                 last_prune = tokio::time::Instant::now();
                 if let Err(err) = self.prune().await {
@@ -357,7 +365,7 @@ impl Relay {
     /// One pass: when this relay holds (or takes) the lease, publishes pending rows batch by
     /// batch until none is left and returns how many it published; `None` when another
     /// replica holds the lease.
-    #[tracing::instrument(skip_all, fields(holder = %self.options.holder), err)]
+    #[tracing::instrument(level = "debug", skip_all, fields(holder = %self.options.holder), err)]
     pub async fn pass(&self) -> Result<Option<usize>, BusError> {
         let mut published = 0;
         loop {
@@ -431,6 +439,42 @@ impl Relay {
         }
         query.execute(self.db.pool()).await?;
         Ok(())
+    }
+
+    /// Sets the outbox and pool gauges of this service: pending rows and the age of the
+    /// oldest (by the lease holder only, the one that drains them), connections in use and
+    /// idle.
+    async fn gauges(&self, held: bool) {
+        let service = self.options.lease_name.clone();
+        let pool = self.db.pool();
+        let (size, idle) = (
+            pool.size(),
+            u32::try_from(pool.num_idle()).unwrap_or(u32::MAX),
+        );
+        metrics::gauge!("tideway_db_pool_connections", "service" => service.clone(), "state" => "in_use")
+            .set(f64::from(size.saturating_sub(idle)));
+        metrics::gauge!("tideway_db_pool_connections", "service" => service.clone(), "state" => "idle")
+            .set(f64::from(idle));
+        if !held {
+            return;
+        }
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS pending, MIN(created_at_ms) AS oldest FROM outbox \
+             WHERE sent_at_ms IS NULL",
+        )
+        .fetch_one(pool)
+        .await;
+        let Ok(row) = row else { return };
+        let pending: i64 = row.try_get("pending").unwrap_or(0);
+        let oldest: Option<i64> = row.try_get("oldest").ok().flatten();
+        let age_ms = oldest.map_or(0, |oldest| now_ms().saturating_sub(oldest).max(0));
+        #[expect(clippy::cast_precision_loss, reason = "gauges; exact below 2^53")]
+        {
+            metrics::gauge!("tideway_outbox_pending_rows", "service" => service.clone())
+                .set(pending as f64);
+            metrics::gauge!("tideway_outbox_oldest_age_seconds", "service" => service)
+                .set(age_ms as f64 / 1000.0);
+        }
     }
 
     async fn prune(&self) -> Result<(), BusError> {

@@ -6,10 +6,17 @@
 //! event's `traceparent`; a consumer continues the event's trace with [`scope`]. One
 //! checkout thus has one trace id in the logs of every service it touches, through HTTP
 //! and events alike.
+//!
+//! When spans are recorded (tideway-runtime's telemetry with an exporter or the in-memory
+//! span store), the runtime installs a [`SpanBridge`]: then the current trace is the
+//! current `tracing` span's, outgoing calls carry that span's id, and [`continue_from`]
+//! opens a span whose parent is the event's. Without a bridge nothing here opens a span or
+//! allocates for one: tracing off costs what it did before.
 
-use std::{fmt, future::Future};
+use std::{fmt, future::Future, sync::OnceLock};
 
 use http::HeaderName;
+use tracing::{Instrument, Span};
 
 /// The W3C header.
 pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
@@ -28,7 +35,62 @@ pub struct TraceContext {
     sampled: bool,
 }
 
+/// What connects the W3C context to recorded spans; installed once by the runtime's
+/// telemetry when spans are recorded.
+pub trait SpanBridge: Send + Sync + 'static {
+    /// The context of `span`, if it has a valid one.
+    fn context_of(&self, span: &Span) -> Option<TraceContext>;
+    /// Makes `parent` (a remote caller's or an event's span) the parent of `span`.
+    fn set_parent(&self, span: &Span, parent: TraceContext);
+}
+
+static BRIDGE: OnceLock<Box<dyn SpanBridge>> = OnceLock::new();
+
+/// Installs `bridge`; the first call wins. Answers whether this one was installed.
+pub fn install_bridge(bridge: Box<dyn SpanBridge>) -> bool {
+    BRIDGE.set(bridge).is_ok()
+}
+
+/// The installed bridge: `Some` when spans are recorded.
+pub fn bridge() -> Option<&'static dyn SpanBridge> {
+    BRIDGE.get().map(|b| &**b)
+}
+
+/// Whether spans are recorded (a bridge is installed): open hop spans only then.
+pub fn spans_recorded() -> bool {
+    BRIDGE.get().is_some()
+}
+
 impl TraceContext {
+    /// A context from its parts (a recorded span's ids); `None` when either id is zero.
+    pub fn from_parts(trace_id: u128, span_id: u64, sampled: bool) -> Option<Self> {
+        (trace_id != 0 && span_id != 0).then_some(Self {
+            trace_id,
+            span_id,
+            sampled,
+        })
+    }
+
+    /// The trace id as a number.
+    pub fn trace_id_u128(&self) -> u128 {
+        self.trace_id
+    }
+
+    /// The span id as a number.
+    pub fn span_id_u64(&self) -> u64 {
+        self.span_id
+    }
+
+    /// The span id as 16 lower-case hex digits.
+    pub fn span_id(&self) -> String {
+        format!("{:016x}", self.span_id)
+    }
+
+    /// Whether the trace is sampled (recorded).
+    pub fn sampled(&self) -> bool {
+        self.sampled
+    }
+
     /// A new trace.
     pub fn new_root() -> Self {
         Self {
@@ -127,14 +189,29 @@ fn nonzero_u64() -> u64 {
     }
 }
 
-/// The trace of the task this runs in, if any.
+/// The trace of the task this runs in, if any: the current span's when spans are recorded.
 pub fn current() -> Option<TraceContext> {
+    if let Some(bridge) = bridge()
+        && let Some(ctx) = bridge.context_of(&Span::current())
+    {
+        return Some(ctx);
+    }
     CURRENT.try_with(|ctx| *ctx).ok()
 }
 
-/// The current trace's `traceparent` for an outgoing event or call (a child span), if any.
+/// The current trace's `traceparent` for an outgoing event or call, if any: the current
+/// span's own id when spans are recorded (the callee's span becomes its child), a fresh
+/// child id otherwise.
 pub fn current_traceparent() -> Option<String> {
-    current().map(|ctx| ctx.child().header_value())
+    if let Some(bridge) = bridge()
+        && let Some(ctx) = bridge.context_of(&Span::current())
+    {
+        return Some(ctx.header_value());
+    }
+    CURRENT
+        .try_with(|ctx| *ctx)
+        .ok()
+        .map(|ctx| ctx.child().header_value())
 }
 
 /// Runs `future` with `ctx` as the current trace (a consumer continuing an event's trace).
@@ -142,12 +219,49 @@ pub async fn scope<F: Future>(ctx: TraceContext, future: F) -> F::Output {
     CURRENT.scope(ctx, future).await
 }
 
-/// Continues `traceparent` (from an event) or starts a new trace, for `future`.
+/// Continues `traceparent` (from an event) or starts a new trace, for `future`. When spans
+/// are recorded, `future` runs in a span `name` whose parent is the event's span.
 pub async fn continue_from<F: Future>(traceparent: Option<&str>, future: F) -> F::Output {
-    let ctx = traceparent
-        .and_then(TraceContext::parse)
-        .map_or_else(TraceContext::new_root, |ctx| ctx.child());
+    continue_as("continue", traceparent, future).await
+}
+
+/// [`continue_from`] with the span's name (`otel.name`), such as `saga confirm`.
+pub async fn continue_as<F: Future>(
+    name: &'static str,
+    traceparent: Option<&str>,
+    future: F,
+) -> F::Output {
+    let parent = traceparent.and_then(TraceContext::parse);
+    if let Some(bridge) = bridge() {
+        let span = tracing::info_span!("continue", otel.name = name);
+        adopt(bridge, &span, parent);
+        let ctx = bridge
+            .context_of(&span)
+            .or_else(|| parent.map(|p| p.child()))
+            .unwrap_or_else(TraceContext::new_root);
+        return scope(ctx, future.instrument(span)).await;
+    }
+    let ctx = parent.map_or_else(TraceContext::new_root, |ctx| ctx.child());
     scope(ctx, future).await
+}
+
+/// Opens `span` as a child of `parent` (when spans are recorded; `Span::none()` otherwise).
+pub fn child_span(span: Span, parent: Option<&str>) -> Span {
+    if let Some(bridge) = bridge() {
+        adopt(bridge, &span, parent.and_then(TraceContext::parse));
+    }
+    span
+}
+
+/// Makes `parent` the parent of the new `span`, unless the current span is in that trace
+/// already (a handler continuing the event its consumer span continues): then `span` nests
+/// under the current one.
+fn adopt(bridge: &dyn SpanBridge, span: &Span, parent: Option<TraceContext>) {
+    let Some(parent) = parent else { return };
+    let current = bridge.context_of(&Span::current());
+    if current.map(|c| c.trace_id) != Some(parent.trace_id) {
+        bridge.set_parent(span, parent);
+    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use hyper_util::{
     rt::TokioExecutor,
 };
 use tower::{Service, ServiceExt, util::BoxCloneSyncService};
+use tracing::Instrument;
 
 pub use axum_core::body::Body;
 
@@ -27,6 +28,10 @@ type Local = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
 pub type Stack = BoxCloneSyncService<Request<Body>, Response<Body>, ClientError>;
 
 #[derive(Clone)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one per transport, cloned rarely; the pooled client grows with hyper-util's features"
+)]
 enum Kind {
     InProcess(Local),
     Http {
@@ -199,11 +204,45 @@ impl Transport {
         }
     }
 
-    /// Sends `request` with no deadline of its own: the caller bounds it.
+    /// Sends `request` with no deadline of its own: the caller bounds it. When spans are
+    /// recorded the call is a client span (OpenTelemetry HTTP conventions) and the callee
+    /// continues it; otherwise no span is opened.
     pub(crate) async fn send_unbounded(
         &self,
-        mut request: Request<Body>,
+        request: Request<Body>,
     ) -> Result<Response<Body>, ClientError> {
+        if !crate::trace::spans_recorded() {
+            return self.dispatch(request).await;
+        }
+        let span = tracing::info_span!(
+            "http client",
+            otel.name = request.method().as_str(),
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            http.request.method = request.method().as_str(),
+            server.address = &*self.service,
+            url.path = request.uri().path(),
+            http.response.status_code = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+        );
+        let result = self.dispatch(request).instrument(span.clone()).await;
+        match &result {
+            Ok(response) => {
+                span.record("http.response.status_code", response.status().as_u16());
+                if response.status().is_server_error() {
+                    span.record("otel.status_code", "ERROR");
+                    span.record("error.type", response.status().as_str());
+                }
+            }
+            Err(err) => {
+                span.record("otel.status_code", "ERROR");
+                span.record("error.type", err.to_string());
+            }
+        }
+        result
+    }
+
+    async fn dispatch(&self, mut request: Request<Body>) -> Result<Response<Body>, ClientError> {
         // Carry the caller's trace to the callee.
         if !request.headers().contains_key(&crate::trace::TRACEPARENT)
             && let Some(traceparent) = crate::trace::current_traceparent()

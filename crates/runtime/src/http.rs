@@ -135,6 +135,11 @@ pub fn service_router(
 
 /// Adds the request-id, tracing (access log) and metrics layers to `router`, naming the
 /// service `name`. The gateway uses this around its proxy too.
+///
+/// The request's span carries the service, request id, trace id and span id, so every log
+/// line of the request has them. When spans are recorded it is also the hop's server span
+/// (OpenTelemetry HTTP conventions), child of the caller's `traceparent`; otherwise it has
+/// only those fields, as before. The access log line is at `debug`.
 pub fn observe(name: &'static str, router: Router) -> Router {
     // Install the recorder before the first request records anything.
     crate::metrics::prometheus();
@@ -143,40 +148,81 @@ pub fn observe(name: &'static str, router: Router) -> Router {
             crate::metrics::track(name, req, next)
         }))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
+        // Inside the span: the trace context is the span's when spans are recorded.
+        .layer(middleware::from_fn(crate::trace::middleware))
         .layer(
             TraceLayer::new_for_http()
-                .make_span_with(move |request: &Request| {
-                    let request_id = request
-                        .extensions()
-                        .get::<RequestId>()
-                        .and_then(|id| id.header_value().to_str().ok())
-                        .unwrap_or_default();
-                    let trace_id = request
-                        .extensions()
-                        .get::<crate::trace::TraceContext>()
-                        .map(crate::trace::TraceContext::trace_id)
-                        .unwrap_or_default();
-                    tracing::info_span!(
-                        "request",
-                        service = name,
-                        request_id = %request_id,
-                        trace_id = %trace_id,
-                        method = %request.method(),
-                        path = %request.uri().path(),
-                    )
-                })
+                .make_span_with(move |request: &Request| request_span(name, request))
                 .on_request(())
-                .on_response(|response: &Response, latency: Duration, _span: &Span| {
-                    tracing::info!(
-                        status = response.status().as_u16(),
+                .on_response(|response: &Response, latency: Duration, span: &Span| {
+                    let status = response.status();
+                    if crate::trace::spans_recorded() {
+                        span.record("http.response.status_code", status.as_u16());
+                        if status.is_server_error() {
+                            span.record("otel.status_code", "ERROR");
+                            span.record("error.type", status.as_str());
+                        }
+                    }
+                    tracing::debug!(
+                        status = status.as_u16(),
                         latency_ms = latency.as_secs_f64() * 1000.0,
                         "request finished"
                     );
                 })
                 .on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
         )
-        .layer(middleware::from_fn(crate::trace::middleware))
         .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
+}
+
+/// The request's span; [`crate::trace::middleware`] fills in its trace and span ids.
+fn request_span(name: &'static str, request: &Request) -> Span {
+    let request_id = request
+        .extensions()
+        .get::<RequestId>()
+        .and_then(|id| id.header_value().to_str().ok())
+        .unwrap_or_default();
+    let Some(bridge) = crate::trace::bridge() else {
+        return tracing::info_span!(
+            "request",
+            service = name,
+            request_id = %request_id,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+            method = %request.method(),
+            path = %request.uri().path(),
+        );
+    };
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(axum::extract::MatchedPath::as_str);
+    let method = request.method().as_str();
+    let span = tracing::info_span!(
+        "request",
+        otel.name = %format_args!("{method} {}", route.unwrap_or("unmatched")),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        service = name,
+        request_id = %request_id,
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+        method = %method,
+        path = %request.uri().path(),
+        http.request.method = method,
+        http.route = route,
+        url.path = request.uri().path(),
+        http.response.status_code = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+    );
+    if let Some(parent) = request
+        .headers()
+        .get(&crate::trace::TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(crate::trace::TraceContext::parse)
+    {
+        bridge.set_parent(&span, parent);
+    }
+    span
 }
 
 async fn ready(name: &'static str, readiness: &Readiness) -> Response {

@@ -398,7 +398,7 @@ impl SagaEngine {
     /// deadline; one without fails (and is compensated with the steps before it, since its
     /// effect is unknown); a compensation is called again. Returns how many instances it
     /// moved.
-    #[instrument(skip_all, err)]
+    #[instrument(level = "debug", skip_all, err)]
     pub async fn sweep_once(&self) -> Result<usize, SagaError> {
         let now = self.now();
         let mut moved = 0;
@@ -655,6 +655,8 @@ impl SagaEngine {
                         next.waiting = false;
                         if self.write(&record, &next, &[]).await? {
                             tracing::info!(saga.instance = %id, "saga completed");
+                            metrics::counter!("tideway_saga_completed_total", "saga" => record.saga.clone())
+                                .increment(1);
                         }
                         return Ok(());
                     }
@@ -678,6 +680,8 @@ impl SagaEngine {
                         next.waiting = false;
                         if self.write(&record, &next, &[]).await? {
                             tracing::info!(saga.instance = %id, reason = ?record.reason, "saga compensated");
+                            metrics::counter!("tideway_saga_compensated_total", "saga" => record.saga.clone())
+                                .increment(1);
                         }
                         return Ok(());
                     }
@@ -731,7 +735,21 @@ impl SagaEngine {
                 StepKind::Compensation => 1,
             },
         };
+        let (saga_name, step_name) = (record.saga.clone(), ctx.step.clone());
+        if kind == StepKind::Action && index == 0 && record.resends == 0 {
+            // Counted when its first step first runs, so it covers both ways to start.
+            metrics::counter!("tideway_saga_started_total", "saga" => saga_name.clone())
+                .increment(1);
+        }
+        let began = std::time::Instant::now();
         let outcome = saga.run(ctx, &claimed.state).await;
+        metrics::histogram!(
+            "tideway_saga_step_duration_seconds",
+            "saga" => saga_name,
+            "step" => step_name,
+            "kind" => kind.to_string()
+        )
+        .record(began.elapsed().as_secs_f64());
         let now = self.now();
         let (next, log) = self.after_call(&claimed, saga, index, kind, outcome, now);
         self.write(&claimed, &next, &log).await

@@ -180,7 +180,7 @@ async fn send<T: EventType>(
     limit: Duration,
 ) -> bool {
     let order_id = state.order_id.as_str();
-    trace::continue_from(state.traceparent.as_deref(), async {
+    trace::continue_as("saga step", state.traceparent.as_deref(), async {
         let sent = retrying(what, order_id, within(limit), || async {
             let event = event(payload, order_id)?;
             deps.emit(std::slice::from_ref(&event)).await
@@ -301,7 +301,12 @@ pub fn definition(deps: &Deps, config: &Config) -> SagaDefinition<CheckoutState>
                     let deps = deps.clone();
                     async move {
                         let traceparent = state.traceparent.clone();
-                        trace::continue_from(traceparent.as_deref(), confirm(deps, state)).await
+                        trace::continue_as(
+                            "saga confirm",
+                            traceparent.as_deref(),
+                            confirm(deps, state),
+                        )
+                        .await
                     }
                 }
             })

@@ -5,8 +5,10 @@
 //! themselves with htmx.
 
 mod dead_letters;
+mod charts;
 pub mod events;
 pub mod metrics;
+mod traces;
 
 use std::{sync::Mutex, time::Instant};
 
@@ -60,6 +62,7 @@ pub struct OpsSources {
 pub(crate) struct Console {
     sources: OpsSources,
     traffic: Mutex<Traffic>,
+    history: Mutex<charts::History>,
     events: EventTap,
     dead_letters: Mutex<Option<std::sync::Arc<dyn tideway_bus::DeadLetters>>>,
 }
@@ -72,6 +75,7 @@ impl Console {
         Self {
             sources,
             traffic: Mutex::new(Traffic::default()),
+            history: Mutex::new(charts::History::default()),
             events: EventTap::new(EVENTS_KEPT),
             dead_letters: Mutex::new(None),
         }
@@ -98,6 +102,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/ops/edge", get(edge_panel))
         .route("/ops/order", get(find_order))
         .route("/ops/orders/{id}", get(order))
+        .route("/ops/traces/{trace_id}", get(traces::trace))
 }
 
 fn admin(visitor: &Visitor, here: &str) -> Result<User, PageError> {
@@ -392,12 +397,22 @@ async fn traffic(state: &AppState) -> Markup {
         Ok(mut window) => window.observe(snapshot, Instant::now()),
         Err(poisoned) => poisoned.into_inner().observe(snapshot, Instant::now()),
     };
+    let now = Instant::now();
+    let charts = {
+        let mut history = state
+            .ops
+            .history
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        history.record(&rows, now);
+        history.render(now)
+    };
     let ms = |v: Option<f64>| v.map_or_else(|| "–".to_owned(), |v| format!("{v:.1} ms"));
     html! {
         section.panel #panel-traffic aria-labelledby="traffic-heading"
             hx-get="/ops/traffic" hx-trigger="every 2s" hx-swap="outerHTML" {
             h2 #traffic-heading { "Traffic" }
-            table {
+            div.table-scroll { table {
                 thead { tr {
                     th scope="col" { "Service" }
                     th.num scope="col" { "Requests/s" }
@@ -420,8 +435,10 @@ async fn traffic(state: &AppState) -> Markup {
                         }
                     }
                 }
-            }
+            } }
             p.hint { "Rates over the last seconds, from each service's /metrics." }
+            div.charts { (charts) }
+            p.hint { "The last 15 minutes, one reading every 10 s while the console is open." }
         }
     }
 }
@@ -674,6 +691,7 @@ async fn order(
             dt { "Placed" } dd { (when(&order.created_at)) }
         }
         p.hint { "Search the services' logs for this trace id to follow the checkout across processes." }
+        (traces::section(&order.trace_id))
         section.panel aria-labelledby="saga-heading" {
             h2 #saga-heading { "Saga steps" }
             (timeline(&order.timeline))
