@@ -25,6 +25,7 @@ use tideway_basket_api::BasketClient;
 use tideway_bus::{Bus, EmbeddedBus, EmbeddedOptions, NatsBus, NatsOptions};
 use tideway_catalog_api::CatalogClient;
 use tideway_discovery::{Instance, Registry};
+use tideway_payment_api::PaymentClient;
 use tideway_runtime::{auth::JwtVerifier, client::Transport, serve};
 use tideway_store::Db;
 use tokio::net::TcpListener;
@@ -334,6 +335,7 @@ async fn build(
                 &config.replica_of(name.as_str()),
                 peers.verifier()?,
                 BasketClient::new(peers.transport(config, ServiceName::Basket)?),
+                PaymentClient::new(peers.transport(config, ServiceName::Payment)?),
             )
             .await
             .with_context(context)?,

@@ -34,6 +34,7 @@ use tideway_bus::{
     outbox::{self, Lease, Relay, RelayOptions, RelayWaker},
 };
 use tideway_ordering_api::{OrderView, SERVICE};
+use tideway_payment_api::PaymentClient;
 use tideway_runtime::{
     auth::JwtVerifier,
     config::Validate,
@@ -145,7 +146,7 @@ impl Ordering {
     /// Connects to the database and migrates it (orders, outbox, inbox, saga tables), starts
     /// the outbox relay, subscribes to inventory's and payment's replies, resumes every
     /// unfinished saga, starts the timeout sweeper and the task that cancels the orders of
-    /// compensated sagas, and builds the router. Baskets are read through `basket`; tokens
+    /// compensated sagas, and builds the router. Baskets are read through `basket`, cards are vaulted through `payment`; tokens
     /// are checked with `verifier`; `replica` names this process's relay lease holder and
     /// times its relay and subscriptions.
     pub async fn build(
@@ -154,6 +155,7 @@ impl Ordering {
         replica: &Replica,
         verifier: Arc<JwtVerifier>,
         basket: BasketClient,
+        payment: PaymentClient,
     ) -> anyhow::Result<Self> {
         config
             .validate()
@@ -230,6 +232,7 @@ impl Ordering {
             engine: engine.clone(),
             saga: Arc::new(definition),
             basket,
+            payment,
             waker,
         };
         let orders = orders::State {

@@ -11,8 +11,13 @@
 //! * HTTP (admins only): `GET /api/payment/payments/{order_id}` and
 //!   `GET /api/payment/payments?limit=` (newest first).
 //!
-//! Card numbers are validated (12–19 digits, Luhn) and never stored or logged: only their
-//! last four digits are kept. The contract is `tideway-payment-api`.
+//! * The card vault ([`vault`], `POST /api/payment/cards`, any signed-in user; the gateway
+//!   lets only admins reach it, checkout calls it directly): a card number is parsed (12–19
+//!   digits, Luhn) and kept under a token for one order until its authorization or void
+//!   takes it, or `payment.card_token_ttl_secs` pass. Commands carry the token only.
+//!
+//! Card numbers are never logged, and kept only in the vault for that short while: a
+//! payment keeps the last four digits. The contract is `tideway-payment-api`.
 
 pub mod card;
 pub mod commands;
@@ -20,6 +25,7 @@ pub mod error;
 pub mod payments;
 pub mod provider;
 pub mod time;
+pub mod vault;
 
 use std::{sync::Arc, time::Duration};
 
@@ -50,6 +56,9 @@ static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
 /// The longest simulated provider latency accepted.
 pub const MAX_LATENCY_MS: u64 = 60_000;
+/// How long the vault keeps a card by default: ten minutes, far past a checkout's
+/// authorization deadline and its re-sends.
+pub const DEFAULT_CARD_TOKEN_TTL_SECS: u64 = 600;
 /// Handlers per command subject in this process (they compete for the commands).
 pub const WORKERS_PER_COMMAND: usize = 4;
 
@@ -64,6 +73,9 @@ pub struct Config {
     pub decline_rate: f64,
     /// How long every simulated provider call takes, in milliseconds (at most 60000).
     pub latency_ms: u64,
+    /// How long the vault keeps a card that no authorization or void took, in seconds
+    /// (1 to 86400).
+    pub card_token_ttl_secs: u64,
 }
 
 impl Default for Config {
@@ -72,6 +84,7 @@ impl Default for Config {
             database_url: DatabaseUrl::sqlite("data/payment.db"),
             decline_rate: 0.0,
             latency_ms: 0,
+            card_token_ttl_secs: DEFAULT_CARD_TOKEN_TTL_SECS,
         }
     }
 }
@@ -90,6 +103,12 @@ impl Validate for Config {
                 format!("at most {MAX_LATENCY_MS} milliseconds"),
             ));
         }
+        if !(1..=86_400).contains(&self.card_token_ttl_secs) {
+            return Err(ConfigError::invalid(
+                "payment.card_token_ttl_secs",
+                "1 to 86400 seconds",
+            ));
+        }
         Ok(())
     }
 }
@@ -99,6 +118,8 @@ impl Validate for Config {
 pub struct AppState {
     /// The payment database.
     pub db: Db,
+    /// How long a vaulted card is kept, in milliseconds.
+    pub card_ttl_ms: i64,
 }
 
 /// Every payment with its state, oldest first: what an invariant checker reads.
@@ -124,6 +145,7 @@ impl Snapshot {
 pub struct Payment {
     db: Db,
     verifier: Arc<JwtVerifier>,
+    card_ttl_ms: i64,
     provider: SimulatedProvider,
     subscriptions: Arc<Vec<SubscriptionHandle>>,
     tracker: TaskTracker,
@@ -139,6 +161,22 @@ impl Payment {
         bus: Arc<dyn Bus>,
         replica: &Replica,
         verifier: Arc<JwtVerifier>,
+    ) -> anyhow::Result<Self> {
+        Self::build_with(config, bus, replica, verifier, |simulated| {
+            Arc::new(simulated.clone())
+        })
+        .await
+    }
+
+    /// [`Payment::build`], with the command handlers calling the provider `wrap` makes of
+    /// the simulated one (a test puts a hook around it; the ledger stays the simulated
+    /// provider's).
+    pub async fn build_with(
+        config: &Config,
+        bus: Arc<dyn Bus>,
+        replica: &Replica,
+        verifier: Arc<JwtVerifier>,
+        wrap: impl FnOnce(&SimulatedProvider) -> Arc<dyn Provider>,
     ) -> anyhow::Result<Self> {
         config.validate().context("invalid payment configuration")?;
         let db = Db::open_service(SERVICE, &config.database_url, &MIGRATOR).await?;
@@ -160,7 +198,7 @@ impl Payment {
         let token = CancellationToken::new();
         let relay = Relay::new(db.clone(), bus.clone(), replica.relay(SERVICE));
         let waker = relay.spawn(&tracker, token.clone());
-        let handlers = Arc::new(Handlers::new(db.clone(), Arc::new(provider.clone()), waker));
+        let handlers = Arc::new(Handlers::new(db.clone(), wrap(&provider), waker));
 
         // A handler may wait for the provider twice (void then nothing else, or one call):
         // give it the latency twice over on top of the usual handler timeout. The ack wait
@@ -200,6 +238,8 @@ impl Payment {
         Ok(Self {
             db,
             verifier,
+            card_ttl_ms: i64::try_from(config.card_token_ttl_secs.saturating_mul(1000))
+                .unwrap_or(i64::MAX),
             provider,
             subscriptions: Arc::new(subscriptions),
             tracker,
@@ -210,9 +250,10 @@ impl Payment {
     /// The service's router: the API under `/api/payment` wrapped in the standard stack.
     pub fn router(&self) -> Router {
         let api = Router::new()
-            .nest(PREFIX, payments::routes())
+            .nest(PREFIX, payments::routes().merge(vault::routes()))
             .with_state(AppState {
                 db: self.db.clone(),
+                card_ttl_ms: self.card_ttl_ms,
             })
             .layer(Extension(self.verifier.clone()));
         let readiness = Readiness::default().with("database", self.db.readiness());

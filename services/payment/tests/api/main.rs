@@ -12,4 +12,5 @@ mod http;
 mod idempotency;
 mod latency;
 mod nats;
+mod race;
 mod void;
