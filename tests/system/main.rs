@@ -6,6 +6,7 @@
     reason = "test helpers fail the test loudly on any unexpected error"
 )]
 
+mod card_data;
 mod checkout;
 mod crash;
 mod degraded;

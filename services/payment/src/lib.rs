@@ -36,6 +36,7 @@ use tideway_bus::{
     Bus, Event, EventType, Replica, SubscriptionHandle, inbox,
     outbox::{self, Relay},
 };
+use tideway_ordering_api::OrderCancelled;
 use tideway_payment_api::{
     AuthorizePayment, CapturePayment, PREFIX, PaymentView, SERVICE, VoidPayment,
 };
@@ -230,6 +231,28 @@ impl Payment {
                 subscriptions.push(subscription);
             }
         }
+        // A cancelled order's card goes, whether or not its saga reached the payment (an
+        // order out of stock never sends an authorization or a void). Deleting is idempotent,
+        // so no inbox is needed.
+        let forget = {
+            let db = db.clone();
+            move |event: Event| {
+                let db = db.clone();
+                async move {
+                    let cancelled: OrderCancelled = event.decode()?;
+                    vault::forget_order(&db, &cancelled.order_id).await?;
+                    Ok::<_, anyhow::Error>(())
+                }
+            }
+        };
+        subscriptions.push(
+            bus.subscribe(
+                replica.subscribe(SERVICE, OrderCancelled::SUBJECT),
+                Arc::new(forget),
+            )
+            .await
+            .with_context(|| format!("cannot subscribe to {}", OrderCancelled::SUBJECT))?,
+        );
         tracing::info!(
             decline_rate = config.decline_rate,
             latency_ms = config.latency_ms,

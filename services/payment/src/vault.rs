@@ -95,6 +95,16 @@ pub async fn forget(tx: &mut Transaction<'_, Any>, order_id: &str) -> Result<(),
     Ok(())
 }
 
+/// Forgets every card vaulted for `order_id`, outside any transaction (its order was
+/// cancelled).
+pub async fn forget_order(db: &Db, order_id: &str) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query("DELETE FROM card_vault WHERE order_id = $1")
+        .bind(order_id)
+        .execute(db.pool())
+        .await?
+        .rows_affected())
+}
+
 /// Forgets the cards that expired before `now_ms`; how many.
 pub async fn forget_expired(db: &Db, now_ms: i64) -> Result<u64, sqlx::Error> {
     Ok(
