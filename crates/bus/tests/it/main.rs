@@ -9,4 +9,5 @@ mod bus;
 mod helpers;
 mod inbox;
 mod nats;
+mod nats_loss;
 mod outbox;
