@@ -246,7 +246,12 @@ mod tests {
         let err = parse_ids(Some(&flood)).unwrap_err();
         assert!(err.to_string().contains("at most"), "{err}");
         let huge = format!("{},a/b", "x,".repeat(1_000_000));
-        assert!(parse_ids(Some(&huge)).unwrap_err().to_string().contains("at most"));
+        assert!(
+            parse_ids(Some(&huge))
+                .unwrap_err()
+                .to_string()
+                .contains("at most")
+        );
     }
 
     #[test]

@@ -45,7 +45,7 @@ use tideway_runtime::{
     config::{ConfigError, Validate},
     http::{HttpOptions, Readiness, service_router},
 };
-use tideway_store::{DatabaseUrl, Db, Migrator};
+use tideway_store::{DatabaseUrl, Db, Migrator, prune::PruneRule};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub use error::ApiError;
@@ -60,6 +60,35 @@ pub const MAX_LATENCY_MS: u64 = 60_000;
 /// How long the vault keeps a card by default: ten minutes, far past a checkout's
 /// authorization deadline and its re-sends.
 pub const DEFAULT_CARD_TOKEN_TTL_SECS: u64 = 600;
+/// How long kept records live by default, in days.
+pub const DEFAULT_RETENTION_DAYS: u64 = 30;
+
+/// What the pruner deletes, and when: expired vaulted cards, then what is older than
+/// `payment.retention_days`. The payments themselves are kept.
+pub const PRUNE_RULES: [PruneRule; 6] = [
+    PruneRule::expired(
+        "card_vault",
+        "DELETE FROM card_vault WHERE expires_at_ms <= $1",
+    ),
+    PruneRule::older_than("inbox", "DELETE FROM inbox WHERE received_at_ms < $1"),
+    PruneRule::older_than(
+        "idempotency",
+        "DELETE FROM idempotency WHERE created_at_ms < $1",
+    ),
+    PruneRule::older_than(
+        "provider_charges",
+        "DELETE FROM provider_charges WHERE created_at_ms < $1",
+    ),
+    PruneRule::older_than(
+        "voided_orders",
+        "DELETE FROM voided_orders WHERE created_at_ms < $1",
+    ),
+    PruneRule::older_than(
+        "authorizations_in_flight",
+        "DELETE FROM authorizations_in_flight WHERE started_at_ms < $1",
+    ),
+];
+
 /// Handlers per command subject in this process (they compete for the commands).
 pub const WORKERS_PER_COMMAND: usize = 4;
 
@@ -77,6 +106,10 @@ pub struct Config {
     /// How long the vault keeps a card that no authorization or void took, in seconds
     /// (1 to 86400).
     pub card_token_ttl_secs: u64,
+    /// How long inbox entries, idempotency records, provider records, void tombstones and
+    /// unfinished authorization records are kept, in days (1 to 3650). Expired vaulted
+    /// cards go within a minute of their expiry whatever this says.
+    pub retention_days: u64,
 }
 
 impl Default for Config {
@@ -86,6 +119,7 @@ impl Default for Config {
             decline_rate: 0.0,
             latency_ms: 0,
             card_token_ttl_secs: DEFAULT_CARD_TOKEN_TTL_SECS,
+            retention_days: DEFAULT_RETENTION_DAYS,
         }
     }
 }
@@ -102,6 +136,12 @@ impl Validate for Config {
             return Err(ConfigError::invalid(
                 "payment.latency_ms",
                 format!("at most {MAX_LATENCY_MS} milliseconds"),
+            ));
+        }
+        if !(1..=3650).contains(&self.retention_days) {
+            return Err(ConfigError::invalid(
+                "payment.retention_days",
+                "1 to 3650 days",
             ));
         }
         if !(1..=86_400).contains(&self.card_token_ttl_secs) {
@@ -197,6 +237,14 @@ impl Payment {
         );
         let tracker = TaskTracker::new();
         let token = CancellationToken::new();
+        tideway_store::prune::spawn(
+            db.clone(),
+            PRUNE_RULES.to_vec(),
+            Duration::from_secs(config.retention_days.saturating_mul(86_400)),
+            tideway_store::prune::DEFAULT_INTERVAL,
+            &tracker,
+            token.child_token(),
+        );
         let relay = Relay::new(db.clone(), bus.clone(), replica.relay(SERVICE));
         let waker = relay.spawn(&tracker, token.clone());
         let handlers = Arc::new(Handlers::new(db.clone(), wrap(&provider), waker));
@@ -348,6 +396,20 @@ mod tests {
                     ..Config::default()
                 },
                 "payment.latency_ms",
+            ),
+            (
+                Config {
+                    retention_days: 0,
+                    ..Config::default()
+                },
+                "payment.retention_days",
+            ),
+            (
+                Config {
+                    card_token_ttl_secs: 0,
+                    ..Config::default()
+                },
+                "payment.card_token_ttl_secs",
             ),
         ] {
             let err = bad.validate().unwrap_err();

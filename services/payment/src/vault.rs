@@ -104,14 +104,3 @@ pub async fn forget_order(db: &Db, order_id: &str) -> Result<u64, sqlx::Error> {
         .await?
         .rows_affected())
 }
-
-/// Forgets the cards that expired before `now_ms`; how many.
-pub async fn forget_expired(db: &Db, now_ms: i64) -> Result<u64, sqlx::Error> {
-    Ok(
-        sqlx::query("DELETE FROM card_vault WHERE expires_at_ms <= $1")
-            .bind(now_ms)
-            .execute(db.pool())
-            .await?
-            .rows_affected(),
-    )
-}

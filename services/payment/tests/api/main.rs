@@ -13,4 +13,5 @@ mod idempotency;
 mod latency;
 mod nats;
 mod race;
+mod retention;
 mod void;
