@@ -54,7 +54,7 @@ pub use definition::{
 pub use engine::{Delivery, EngineOptions, Reply, SagaEngine, SagaInstance, Started};
 pub use store::{
     DbSagaStore, InstanceRecord, SagaStatus, SagaStore, StepLogWrite, StepRecord, StepStatus,
-    insert_in, install,
+    PRUNE_RULES, insert_in, install,
 };
 
 /// A failed saga operation.

@@ -142,6 +142,17 @@ impl fmt::Debug for Ordering {
     }
 }
 
+/// What ordering's pruner deletes once older than `ordering.retention_days`: inbox entries
+/// and finished sagas with their step logs.
+pub fn prune_rules() -> Vec<tideway_store::prune::PruneRule> {
+    let mut rules = vec![tideway_store::prune::PruneRule::older_than(
+        "inbox",
+        "DELETE FROM inbox WHERE received_at_ms < $1",
+    )];
+    rules.extend(tideway_saga::PRUNE_RULES);
+    rules
+}
+
 impl Ordering {
     /// Connects to the database and migrates it (orders, outbox, inbox, saga tables), starts
     /// the outbox relay, subscribes to inventory's and payment's replies, resumes every
@@ -173,6 +184,14 @@ impl Ordering {
 
         let tracker = TaskTracker::new();
         let token = CancellationToken::new();
+        tideway_store::prune::spawn(
+            db.clone(),
+            prune_rules(),
+            Duration::from_secs(config.retention_days.saturating_mul(86_400)),
+            tideway_store::prune::DEFAULT_INTERVAL,
+            &tracker,
+            token.child_token(),
+        );
         let publisher: Arc<dyn Publisher> = bus.clone();
         let waker = spawn_relay(
             &db,
