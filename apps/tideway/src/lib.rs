@@ -92,6 +92,7 @@ impl ServiceName {
 
 /// Something with background work to stop after the server stops.
 enum Stoppable {
+    Identity(tideway_identity::Identity),
     Basket(tideway_basket::Basket),
     Inventory(tideway_inventory::Inventory),
     Payment(tideway_payment::Payment),
@@ -140,7 +141,8 @@ impl Built {
             Self::Payment(service) => Some(Stoppable::Payment(service.clone())),
             Self::Ordering(service) => Some(Stoppable::Ordering(service.clone())),
             Self::Basket(service) => Some(Stoppable::Basket(service.clone())),
-            Self::Identity(_) | Self::Catalog(_) => None,
+            Self::Identity(service) => Some(Stoppable::Identity(service.clone())),
+            Self::Catalog(_) => None,
         }
     }
 }
@@ -709,6 +711,7 @@ impl App {
         };
         for stoppable in &self.stoppables {
             match stoppable {
+                Stoppable::Identity(service) => service.shutdown().await,
                 Stoppable::Basket(service) => service.shutdown().await,
                 Stoppable::Inventory(service) => service.shutdown().await,
                 Stoppable::Payment(service) => service.shutdown().await,
