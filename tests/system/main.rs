@@ -16,6 +16,7 @@ mod processes;
 mod replicas;
 mod scenario;
 mod supervisor;
+mod tls;
 mod web;
 mod web_security;
 

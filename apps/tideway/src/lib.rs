@@ -458,6 +458,8 @@ pub struct App {
     stoppables: Vec<Stoppable>,
     services: Option<Services>,
     serve_options: serve::ServeOptions,
+    /// TLS termination (the gateway's, when `gateway.tls` is set).
+    tls: Option<tideway_runtime::tls::TlsAcceptor>,
     /// The registry and balancers of a separate-process role.
     remote: Option<Remote>,
     /// The replica `tideway serve` announces once serving, and withdraws before draining.
@@ -543,6 +545,7 @@ impl App {
             stoppables,
             services: Some(Services::from_built(built)?),
             serve_options: config.server.options(serve::DEFAULT_GRACE),
+            tls: config.gateway.tls.acceptor()?,
             remote: None,
             announce: None,
         })
@@ -596,6 +599,7 @@ impl App {
             stoppables,
             services: None,
             serve_options: config.server.options(serve::DEFAULT_GRACE),
+            tls: None,
             remote: Some(remote),
             announce: Some(announce),
         })
@@ -654,6 +658,7 @@ impl App {
             stoppables,
             services: None,
             serve_options: config.server.options(serve::DEFAULT_GRACE),
+            tls: config.gateway.tls.acceptor()?,
             remote: Some(remote),
             announce: None,
         })
@@ -705,9 +710,15 @@ impl App {
                         .map_err(|err| anyhow::Error::new(err).context("registering in discovery"))
                 })
             }
-            _ => serve::serve_with(self.listener, self.router, shutdown, self.serve_options)
-                .await
-                .context("serving HTTP"),
+            _ => serve::serve_tls_with(
+                self.listener,
+                self.router,
+                shutdown,
+                self.serve_options,
+                self.tls,
+            )
+            .await
+            .context("serving HTTP"),
         };
         for stoppable in &self.stoppables {
             match stoppable {
