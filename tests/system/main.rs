@@ -7,6 +7,7 @@
 )]
 
 mod bff;
+mod card_data;
 mod checkout;
 mod crash;
 mod dead_letters;
@@ -19,6 +20,7 @@ mod replicas;
 mod scenario;
 mod supervisor;
 mod traces;
+mod tls;
 mod web;
 mod web_security;
 

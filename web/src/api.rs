@@ -51,7 +51,9 @@ impl Api {
         if let Ok(key) = HeaderValue::from_str(idempotency_key) {
             headers.insert("idempotency-key", key);
         }
-        let body = CheckoutRequest { card: Some(card) };
+        let body = CheckoutRequest {
+            card: Some(secrecy::SecretString::from(card)),
+        };
         self.json
             .call(Method::POST, CHECKOUT_PATH, Some(&body), &headers)
             .await

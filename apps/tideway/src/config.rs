@@ -307,6 +307,9 @@ pub struct GatewaySection {
     /// Bind with `SO_REUSEPORT`, so several gateway processes share `listen` (the kernel
     /// spreads connections among them). `tideway up --distributed` sets it for its gateways.
     pub reuse_port: bool,
+    /// TLS termination: the gateway serves HTTPS when both files are set.
+    #[serde(default)]
+    pub tls: TlsFiles,
     /// Routes and limits.
     #[serde(flatten)]
     pub gateway: tideway_gateway::GatewayConfig,
@@ -320,6 +323,42 @@ pub struct GatewaySection {
     /// `discovery.nats.url`). `up --distributed` sets it for its gateways.
     #[serde(default)]
     pub share_config: bool,
+}
+
+/// `gateway.tls`: a PEM certificate chain and its private key, both or neither.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first (PEM).
+    pub cert_file: Option<std::path::PathBuf>,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1 PEM); never logged.
+    pub key_file: Option<std::path::PathBuf>,
+}
+
+impl TlsFiles {
+    /// The acceptor of these files; `None` when neither is set. A missing partner, an
+    /// unreadable file or a pair that does not fit is an error naming its key.
+    pub fn acceptor(&self) -> Result<Option<tideway_runtime::tls::TlsAcceptor>, ConfigError> {
+        use tideway_runtime::tls::{TlsError, acceptor};
+        match (&self.cert_file, &self.key_file) {
+            (None, None) => Ok(None),
+            (Some(_), None) => Err(ConfigError::invalid(
+                "gateway.tls.key_file",
+                "set it with gateway.tls.cert_file",
+            )),
+            (None, Some(_)) => Err(ConfigError::invalid(
+                "gateway.tls.cert_file",
+                "set it with gateway.tls.key_file",
+            )),
+            (Some(cert), Some(key)) => acceptor(cert, key).map(Some).map_err(|err| {
+                let key_name = match &err {
+                    TlsError::Certificate { .. } => "gateway.tls.cert_file",
+                    TlsError::Key { .. } | TlsError::Config(_) => "gateway.tls.key_file",
+                };
+                ConfigError::invalid(key_name, err.to_string())
+            }),
+        }
+    }
 }
 
 /// A service's section: where it listens when run alone, and its own settings.
@@ -388,6 +427,7 @@ impl Default for Config {
             gateway: GatewaySection {
                 listen: "127.0.0.1:8080".to_owned(),
                 reuse_port: false,
+                tls: TlsFiles::default(),
                 gateway: tideway_gateway::GatewayConfig {
                     routes: shop_routes(),
                     rate_limit: tideway_gateway::RateLimitConfig {
@@ -819,6 +859,7 @@ impl Validate for Config {
         if let Some((key, reason)) = self.telemetry.problem() {
             return Err(ConfigError::invalid(key, reason));
         }
+        self.gateway.tls.acceptor()?;
         if let Some(id) = &self.instance_id
             && (!is_id_token(id) || id.len() > 64)
         {

@@ -28,6 +28,7 @@ use tideway_basket_api::BasketClient;
 use tideway_bus::{Bus, DeadLetters, EmbeddedBus, EmbeddedOptions, NatsBus, NatsOptions};
 use tideway_catalog_api::CatalogClient;
 use tideway_discovery::{Instance, Registry};
+use tideway_payment_api::PaymentClient;
 use tideway_runtime::{auth::JwtVerifier, client::Transport, serve};
 use tideway_store::Db;
 use tokio::net::TcpListener;
@@ -98,6 +99,7 @@ impl ServiceName {
 
 /// Something with background work to stop after the server stops.
 enum Stoppable {
+    Identity(tideway_identity::Identity),
     Basket(tideway_basket::Basket),
     Inventory(tideway_inventory::Inventory),
     Payment(tideway_payment::Payment),
@@ -151,7 +153,8 @@ impl Built {
             Self::Ordering(service) => Some(Stoppable::Ordering(service.clone())),
             Self::Basket(service) => Some(Stoppable::Basket(service.clone())),
             Self::Notification(service) => Some(Stoppable::Notification(service.clone())),
-            Self::Identity(_) | Self::Catalog(_) => None,
+            Self::Identity(service) => Some(Stoppable::Identity(service.clone())),
+            Self::Catalog(_) => None,
         }
     }
 }
@@ -346,6 +349,7 @@ async fn build(
                 &config.replica_of(name.as_str()),
                 peers.verifier()?,
                 BasketClient::new(peers.transport(config, ServiceName::Basket)?),
+                PaymentClient::new(peers.transport(config, ServiceName::Payment)?),
             )
             .await
             .with_context(context)?,
@@ -481,6 +485,8 @@ pub struct App {
     stoppables: Vec<Stoppable>,
     services: Option<Services>,
     serve_options: serve::ServeOptions,
+    /// TLS termination (the gateway's, when `gateway.tls` is set).
+    tls: Option<tideway_runtime::tls::TlsAcceptor>,
     /// The registry and balancers of a separate-process role.
     remote: Option<Remote>,
     /// The replica `tideway serve` announces once serving, and withdraws before draining,
@@ -592,6 +598,7 @@ impl App {
             stoppables,
             services: Some(Services::from_built(built)?),
             serve_options: config.server.options(serve::DEFAULT_GRACE),
+            tls: config.gateway.tls.acceptor()?,
             remote: None,
             announce: None,
             control: Some(gateway.control()),
@@ -653,6 +660,7 @@ impl App {
             stoppables,
             services: None,
             serve_options: config.server.options(serve::DEFAULT_GRACE),
+            tls: None,
             remote: Some(remote),
             announce: Some((announce, config.discovery.drain_delay())),
             control: None,
@@ -768,6 +776,7 @@ impl App {
             stoppables,
             services: None,
             serve_options: config.server.options(serve::DEFAULT_GRACE),
+            tls: config.gateway.tls.acceptor()?,
             remote: Some(remote),
             announce: None,
             control: Some(gateway.control()),
@@ -840,12 +849,19 @@ impl App {
                         .map_err(|err| anyhow::Error::new(err).context("registering in discovery"))
                 })
             }
-            _ => serve::serve_with(self.listener, self.router, shutdown, self.serve_options)
-                .await
-                .context("serving HTTP"),
+            _ => serve::serve_tls_with(
+                self.listener,
+                self.router,
+                shutdown,
+                self.serve_options,
+                self.tls,
+            )
+            .await
+            .context("serving HTTP"),
         };
         for stoppable in &self.stoppables {
             match stoppable {
+                Stoppable::Identity(service) => service.shutdown().await,
                 Stoppable::Basket(service) => service.shutdown().await,
                 Stoppable::Inventory(service) => service.shutdown().await,
                 Stoppable::Payment(service) => service.shutdown().await,

@@ -290,6 +290,14 @@ pub trait Publisher: Send + Sync {
             Ok(())
         })
     }
+
+    /// How many times this publisher found that the backend had lost the events it had
+    /// accepted (a NATS server back without its stream). A relay that sees the count grow
+    /// publishes its retained sent rows again, so events stored only by the lost stream
+    /// reach their consumers; their inboxes drop the ones already handled.
+    fn losses(&self) -> u64 {
+        0
+    }
 }
 
 /// How long the backend waits for a member's acknowledgement, by default, before it hands

@@ -22,11 +22,27 @@
 //!   `tideway.dlq.<consumer>` as a [`DeadLetter`] (`Nats-Msg-Id` `dlq:<consumer>:<event id>`)
 //!   and the original is terminated.
 //!
+//! # Losing the server's state
+//!
+//! A server may come back without its stream or consumers (a new node, a wiped store). The
+//! bus then recreates them: a failed publish or pull checks the stream, creating it when it
+//! is missing, and a member whose pull failed gets its durable consumer again (created
+//! when missing). When the stream found differs from the one known (its creation time
+//! changed), the bus counts a loss ([`Publisher::losses`]) and the outbox relays publish
+//! their retained sent rows again ([`crate::outbox`]), so the events the lost stream held
+//! are delivered after all.
+//!
 //! The subject root on the wire is configurable ([`NatsOptions::root`]) so tests can share a
 //! server: events keep their `tideway.…` type, and `tideway.` is replaced by `<root>.` in
 //! NATS subjects and filters.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use async_nats::{
     HeaderMap,
@@ -89,6 +105,12 @@ pub struct NatsBus {
 struct Inner {
     js: jetstream::Context,
     stream: stream::Stream,
+    /// What the stream is created with, again after a loss.
+    stream_config: stream::Config,
+    /// When the stream this bus knows was created: another time means another stream.
+    created: Mutex<time::OffsetDateTime>,
+    /// How many times the stream was found lost and recreated.
+    losses: AtomicU64,
     options: NatsOptions,
     tracker: TaskTracker,
     token: CancellationToken,
@@ -119,23 +141,28 @@ impl NatsBus {
             ));
         }
         let js = jetstream::new(client);
+        let stream_config = stream::Config {
+            name: options.stream.clone(),
+            subjects: vec![format!("{}.>", options.root)],
+            duplicate_window: options.duplicate_window,
+            max_age: options.max_age,
+            storage: stream::StorageType::File,
+            ..Default::default()
+        };
         let stream = js
-            .get_or_create_stream(stream::Config {
-                name: options.stream.clone(),
-                subjects: vec![format!("{}.>", options.root)],
-                duplicate_window: options.duplicate_window,
-                max_age: options.max_age,
-                storage: stream::StorageType::File,
-                ..Default::default()
-            })
+            .get_or_create_stream(stream_config.clone())
             .await
             .map_err(|err| {
                 BusError::backend(format!("creating the stream {}", options.stream), err)
             })?;
+        let created = stream.cached_info().created;
         Ok(Self {
             inner: Arc::new(Inner {
                 js,
                 stream,
+                stream_config,
+                created: Mutex::new(created),
+                losses: AtomicU64::new(0),
                 options,
                 tracker: TaskTracker::new(),
                 token: CancellationToken::new(),
@@ -161,6 +188,61 @@ impl NatsBus {
             .await
             .map_err(|err| BusError::backend("deleting the stream", err))?;
         Ok(())
+    }
+
+    /// Makes sure the stream exists, creating it when the server lost it; counts a loss when
+    /// the stream found is not the one known.
+    pub async fn recover_stream(&self) -> Result<(), BusError> {
+        let stream = self
+            .inner
+            .js
+            .get_or_create_stream(self.inner.stream_config.clone())
+            .await
+            .map_err(|err| {
+                BusError::backend(
+                    format!("creating the stream {}", self.inner.options.stream),
+                    err,
+                )
+            })?;
+        let created = stream.cached_info().created;
+        let mut known = self
+            .inner
+            .created
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if *known != created {
+            *known = created;
+            let losses = self.inner.losses.fetch_add(1, Ordering::SeqCst) + 1;
+            tracing::warn!(
+                stream = %self.inner.options.stream,
+                losses,
+                "the NATS server had lost the stream; it is recreated and the outboxes publish their sent events again"
+            );
+        }
+        Ok(())
+    }
+
+    /// The durable consumer `durable`, recreated (with the stream) when the server lost it.
+    async fn recover_consumer(
+        &self,
+        durable: &str,
+        config: &pull::Config,
+    ) -> Result<jetstream::consumer::Consumer<pull::Config>, BusError> {
+        self.recover_stream().await?;
+        self.inner
+            .stream
+            .get_or_create_consumer(durable, config.clone())
+            .await
+            .map_err(|err| BusError::backend(format!("creating the consumer {durable}"), err))
+    }
+
+    /// After a failed publish: recreates the stream if the server lost it (the relay
+    /// publishes again on its next pass).
+    async fn after_failed_publish(&self, err: &BusError) {
+        tracing::debug!(error = %err, "a publish failed; checking the stream");
+        if let Err(err) = self.recover_stream().await {
+            tracing::debug!(error = %err, "the stream cannot be checked yet");
+        }
     }
 
     /// `subject` (`tideway.…`) as it is on the wire (`<root>.…`).
@@ -256,20 +338,37 @@ pub fn durable_name(consumer: &str, filter: &str) -> String {
 
 impl Publisher for NatsBus {
     fn publish<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, Result<(), BusError>> {
-        Box::pin(async move { confirm(self.send(event, &event.id).await?).await })
+        Box::pin(async move {
+            let result = async { confirm(self.send(event, &event.id).await?).await }.await;
+            if let Err(err) = &result {
+                self.after_failed_publish(err).await;
+            }
+            result
+        })
+    }
+
+    fn losses(&self) -> u64 {
+        self.inner.losses.load(Ordering::SeqCst)
     }
 
     fn publish_batch<'a>(&'a self, events: &'a [Event]) -> BoxFuture<'a, Result<(), BusError>> {
         Box::pin(async move {
             // Send everything (in order, on one connection), then await the acks together.
-            let mut acks = Vec::with_capacity(events.len());
-            for event in events {
-                acks.push(self.send(event, &event.id).await?);
+            let result = async {
+                let mut acks = Vec::with_capacity(events.len());
+                for event in events {
+                    acks.push(self.send(event, &event.id).await?);
+                }
+                join_all(acks.into_iter().map(confirm))
+                    .await
+                    .into_iter()
+                    .collect::<Result<(), BusError>>()
             }
-            join_all(acks.into_iter().map(confirm))
-                .await
-                .into_iter()
-                .collect()
+            .await;
+            if let Err(err) = &result {
+                self.after_failed_publish(err).await;
+            }
+            result
         })
     }
 }
@@ -278,12 +377,15 @@ struct Member {
     bus: NatsBus,
     options: SubscribeOptions,
     handler: Arc<dyn Handler>,
+    /// The durable consumer's name and configuration, to recreate it after a loss.
+    durable: String,
+    config: pull::Config,
 }
 
 impl Member {
     async fn run(
         self,
-        consumer: jetstream::consumer::Consumer<pull::Config>,
+        mut consumer: jetstream::consumer::Consumer<pull::Config>,
         token: CancellationToken,
     ) {
         // Pulling again after a failure never gives up: this task is the subscription, and
@@ -297,37 +399,48 @@ impl Member {
                 // ack wait run out unreported and come back to another member.
                 messages = consumer.stream().max_messages_per_batch(1).messages() => messages,
             };
-            let mut messages = match messages {
-                Ok(messages) => {
+            let failed = match messages {
+                Ok(mut messages) => {
                     delays = repull_backoff().build();
-                    messages
-                }
-                Err(err) => {
-                    let delay = delays.next().unwrap_or(MAX_REPULL_DELAY);
-                    tracing::warn!(consumer = %self.options.consumer, error = %err, retry_in = ?delay, "pulling from JetStream failed; retrying");
-                    tokio::select! {
-                        () = token.cancelled() => return,
-                        () = tokio::time::sleep(delay) => continue,
-                    }
-                }
-            };
-            loop {
-                let next = tokio::select! {
-                    () = token.cancelled() => return,
-                    next = messages.next() => next,
-                };
-                match next {
-                    Some(Ok(message)) => {
-                        tokio::select! {
-                            // Abandoned: the server redelivers after the ack wait.
+                    loop {
+                        let next = tokio::select! {
                             () = token.cancelled() => return,
-                            () = self.handle(message) => {}
+                            next = messages.next() => next,
+                        };
+                        match next {
+                            Some(Ok(message)) => {
+                                tokio::select! {
+                                    // Abandoned: the server redelivers after the ack wait.
+                                    () = token.cancelled() => return,
+                                    () = self.handle(message) => {}
+                                }
+                            }
+                            Some(Err(err)) => {
+                                tracing::warn!(consumer = %self.options.consumer, error = %err, "JetStream pull error");
+                                break true;
+                            }
+                            None => break false,
                         }
                     }
-                    Some(Err(err)) => {
-                        tracing::warn!(consumer = %self.options.consumer, error = %err, "JetStream pull error");
+                }
+                Err(err) => {
+                    tracing::warn!(consumer = %self.options.consumer, error = %err, "pulling from JetStream failed");
+                    true
+                }
+            };
+            if failed {
+                // The server may have come back without the stream or this consumer: after
+                // a pause, get both again (created when missing) and pull from the new one.
+                let delay = delays.next().unwrap_or(MAX_REPULL_DELAY);
+                tokio::select! {
+                    () = token.cancelled() => return,
+                    () = tokio::time::sleep(delay) => {}
+                }
+                match self.bus.recover_consumer(&self.durable, &self.config).await {
+                    Ok(recovered) => consumer = recovered,
+                    Err(err) => {
+                        tracing::warn!(consumer = %self.durable, error = %err, "cannot get the durable consumer yet; retrying");
                     }
-                    None => break,
                 }
             }
         }
@@ -614,13 +727,15 @@ impl Subscriber for NatsBus {
                 .map_err(|err| {
                     BusError::backend(format!("creating the consumer {durable}"), err)
                 })?;
-            let consumer = self.keep_current(consumer, config, &durable).await;
+            let consumer = self.keep_current(consumer, config.clone(), &durable).await;
             let token = self.inner.token.child_token();
             let handler = crate::Traced::wrap("nats", &options.consumer, handler);
             let member = Member {
                 bus: self.clone(),
                 options,
                 handler,
+                durable,
+                config,
             };
             self.inner
                 .tracker

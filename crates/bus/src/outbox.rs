@@ -29,6 +29,14 @@
 //! "its own" lease at once instead of waiting for it to expire. A graceful stop releases the
 //! lease at once.
 //!
+//! # After the bus lost its events
+//!
+//! Sent rows are kept for [`RelayOptions::retention`] (an hour by default). When the
+//! publisher reports a loss ([`Publisher::losses`]: a NATS server back without its stream),
+//! the lease holder marks them pending again before its next batch, so the events the lost
+//! stream held reach their consumers after all. Events sent before the retention window are
+//! not sent again.
+//!
 //! # Waking
 //!
 //! The relay polls every [`RelayOptions::poll_interval`] and is woken sooner by
@@ -265,6 +273,8 @@ pub struct Relay {
     options: RelayOptions,
     lease: Lease,
     waker: RelayWaker,
+    /// The publisher's [`Publisher::losses`] when this relay last looked.
+    losses_seen: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Relay {
@@ -284,12 +294,14 @@ impl Relay {
             options.holder.clone(),
             options.lease_ttl,
         );
+        let losses_seen = std::sync::atomic::AtomicU64::new(publisher.losses());
         Self {
             db,
             publisher,
             options,
             lease,
             waker: RelayWaker::default(),
+            losses_seen,
         }
     }
 
@@ -377,12 +389,34 @@ impl Relay {
                     Some(published)
                 });
             }
+            self.after_losses().await?;
             let batch = self.publish_batch().await?;
             published += batch;
             if batch < self.options.batch_size as usize {
                 return Ok(Some(published));
             }
         }
+    }
+
+    /// When the bus lost the events it had accepted since this relay last looked, marks the
+    /// retained sent rows pending again: they are published anew (in their order), and the
+    /// consumers' inboxes drop those they had already handled.
+    async fn after_losses(&self) -> Result<(), BusError> {
+        use std::sync::atomic::Ordering;
+        let losses = self.publisher.losses();
+        if losses == self.losses_seen.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let again = sqlx::query("UPDATE outbox SET sent_at_ms = NULL WHERE sent_at_ms > 0")
+            .execute(self.db.pool())
+            .await?
+            .rows_affected();
+        self.losses_seen.store(losses, Ordering::SeqCst);
+        tracing::warn!(
+            rows = again,
+            "the bus lost the events it had stored; publishing the retained sent rows again"
+        );
+        Ok(())
     }
 
     async fn publish_batch(&self) -> Result<usize, BusError> {

@@ -18,6 +18,7 @@ pub mod http;
 pub mod metrics;
 pub mod serve;
 pub mod telemetry;
+pub mod tls;
 pub mod trace;
 
 /// Transports and the JSON client, from [`tideway_client`] (what contract crates use).

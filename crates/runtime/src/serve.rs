@@ -151,6 +151,19 @@ pub async fn serve_with(
     shutdown: CancellationToken,
     options: ServeOptions,
 ) -> std::io::Result<()> {
+    serve_tls_with(listener, router, shutdown, options, None).await
+}
+
+/// [`serve_with`], over TLS when `tls` is given: each connection's handshake runs in its own
+/// task, within the header-read timeout, so a slow or failed handshake holds up nothing else
+/// (a failed one is logged at debug and closed).
+pub async fn serve_tls_with(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+    options: ServeOptions,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> std::io::Result<()> {
     let tasks = TaskTracker::new();
     // Not `shutdown`: requests finishing in the grace period still record.
     let stop_upkeep = CancellationToken::new();
@@ -159,7 +172,7 @@ pub async fn serve_with(
         stop_upkeep.clone(),
     ));
     tasks.close();
-    let result = serve_until(listener, router, shutdown, options).await;
+    let result = serve_until(listener, router, shutdown, options, tls).await;
     stop_upkeep.cancel();
     tasks.wait().await;
     result
@@ -224,6 +237,7 @@ async fn serve_until(
     router: Router,
     shutdown: CancellationToken,
     options: ServeOptions,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) -> std::io::Result<()> {
     let router = admission(router, &options)?;
     let mut http1 = hyper::server::conn::http1::Builder::new();
@@ -260,12 +274,30 @@ async fn serve_until(
             .clone()
             .layer(axum::Extension(ConnectInfo(peer)))
             .into_service::<hyper::body::Incoming>();
-        let connection =
-            http1.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
-        let connection = graceful.watch(connection);
+        let service = TowerToHyperService::new(service);
+        let Some(tls) = &tls else {
+            let connection = graceful.watch(http1.serve_connection(TokioIo::new(stream), service));
+            tokio::spawn(async move {
+                if let Err(err) = connection.await {
+                    tracing::debug!(error = %err, %peer, "connection ended with an error");
+                }
+                drop(permit);
+            });
+            continue;
+        };
+        let (tls, http1, watcher) = (tls.clone(), http1.clone(), graceful.watcher());
+        let handshake_timeout = options.header_read_timeout;
         tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                tracing::debug!(error = %err, %peer, "connection ended with an error");
+            match tokio::time::timeout(handshake_timeout, tls.accept(stream)).await {
+                Ok(Ok(stream)) => {
+                    let connection =
+                        watcher.watch(http1.serve_connection(TokioIo::new(stream), service));
+                    if let Err(err) = connection.await {
+                        tracing::debug!(error = %err, %peer, "connection ended with an error");
+                    }
+                }
+                Ok(Err(err)) => tracing::debug!(error = %err, %peer, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
             drop(permit);
         });

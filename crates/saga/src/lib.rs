@@ -53,8 +53,8 @@ pub use definition::{
 };
 pub use engine::{Delivery, EngineOptions, Reply, SagaEngine, SagaInstance, Started};
 pub use store::{
-    DbSagaStore, InstanceRecord, SagaStatus, SagaStore, StepLogWrite, StepRecord, StepStatus,
-    insert_in, install,
+    DbSagaStore, InstanceRecord, PRUNE_RULES, SagaStatus, SagaStore, StepLogWrite, StepRecord,
+    StepStatus, insert_in, install,
 };
 
 /// A failed saga operation.

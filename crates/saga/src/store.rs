@@ -44,6 +44,22 @@ const SCHEMA: [&str; 4] = [
     )",
 ];
 
+/// Pruning finished instances (completed, compensated, failed) last updated before the
+/// cutoff, their step log first: for [`tideway_store::prune`]. Running and compensating
+/// instances are never pruned, however old.
+pub const PRUNE_RULES: [tideway_store::prune::PruneRule; 2] = [
+    tideway_store::prune::PruneRule::older_than(
+        "saga_steps",
+        "DELETE FROM saga_steps WHERE instance_id IN (SELECT id FROM saga_instances \
+         WHERE status IN ('completed', 'compensated', 'failed') AND updated_ms < $1)",
+    ),
+    tideway_store::prune::PruneRule::older_than(
+        "saga_instances",
+        "DELETE FROM saga_instances \
+         WHERE status IN ('completed', 'compensated', 'failed') AND updated_ms < $1",
+    ),
+];
+
 /// Creates the saga tables in `db` if they are absent. Run it at the owning service's
 /// start-up, next to its migrations; concurrent runs are safe.
 #[instrument(skip_all, err)]

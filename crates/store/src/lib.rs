@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 mod error;
+pub mod prune;
 mod url;
 
 use std::{future::Future, str::FromStr, sync::Once, time::Duration};

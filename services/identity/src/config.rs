@@ -51,6 +51,9 @@ pub struct Config {
     pub hash_queue: usize,
     /// How long a request waits for a hashing slot before a 503, in milliseconds.
     pub hash_queue_timeout_ms: u64,
+    /// How long expired refresh tokens and ended sessions are kept before they are deleted,
+    /// in days (1 to 3650): long enough that a replayed old token is still recognised.
+    pub retention_days: u64,
 }
 
 /// A user created (or brought up to date) at every start.
@@ -85,6 +88,7 @@ impl Default for Config {
             max_concurrent_hashes: 0,
             hash_queue: 16,
             hash_queue_timeout_ms: 1_000,
+            retention_days: 30,
         }
     }
 }
@@ -94,6 +98,12 @@ const MAX_TTL_SECS: u64 = 10 * 365 * 24 * 3600;
 
 impl Validate for Config {
     fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=3650).contains(&self.retention_days) {
+            return Err(ConfigError::invalid(
+                "identity.retention_days",
+                "1 to 3650 days",
+            ));
+        }
         if self.max_concurrent_hashes > 1024 {
             return Err(ConfigError::invalid(
                 "identity.max_concurrent_hashes",

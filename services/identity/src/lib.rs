@@ -17,6 +17,8 @@ mod tokens;
 mod users;
 
 use std::{sync::Arc, time::Duration};
+use tideway_store::prune::PruneRule;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use anyhow::Context;
 use axum::{
@@ -59,6 +61,9 @@ struct Inner {
     dummy_hash: String,
     /// Password hashing for requests, bounded in concurrency and queue.
     hasher: password::Hasher,
+    /// The pruner of spent tokens and ended sessions.
+    tracker: TaskTracker,
+    token: CancellationToken,
 }
 
 impl std::fmt::Debug for Identity {
@@ -69,6 +74,20 @@ impl std::fmt::Debug for Identity {
             .finish_non_exhaustive()
     }
 }
+
+/// What the pruner deletes once older than `identity.retention_days`: refresh tokens past
+/// their expiry, then sessions past their end that have no token left.
+pub const PRUNE_RULES: [PruneRule; 2] = [
+    PruneRule::older_than(
+        "refresh_tokens",
+        "DELETE FROM refresh_tokens WHERE expires_at < $1",
+    ),
+    PruneRule::older_than(
+        "refresh_families",
+        "DELETE FROM refresh_families WHERE expires_at < $1 AND NOT EXISTS \
+         (SELECT 1 FROM refresh_tokens t WHERE t.family_id = refresh_families.id)",
+    ),
+];
 
 impl Identity {
     /// Validates `config`, connects, migrates, loads (or generates) the signing key and
@@ -96,6 +115,16 @@ impl Identity {
             &config.issuer,
             &config.audience,
         ));
+        let tracker = TaskTracker::new();
+        let token = CancellationToken::new();
+        tideway_store::prune::spawn(
+            db.clone(),
+            PRUNE_RULES.to_vec(),
+            Duration::from_secs(config.retention_days.saturating_mul(86_400)),
+            tideway_store::prune::DEFAULT_INTERVAL,
+            &tracker,
+            token.clone(),
+        );
         Ok(Self {
             inner: Arc::new(Inner {
                 db,
@@ -110,8 +139,17 @@ impl Identity {
                 },
                 dummy_hash,
                 hasher,
+                tracker,
+                token,
             }),
         })
+    }
+
+    /// Stops the pruner and waits for it.
+    pub async fn shutdown(&self) {
+        self.inner.token.cancel();
+        self.inner.tracker.close();
+        self.inner.tracker.wait().await;
     }
 
     /// The API with the standard stack (request ids, access log, metrics, health).

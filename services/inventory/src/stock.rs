@@ -119,11 +119,19 @@ async fn put_one(
     Ok(Json(level).into_response())
 }
 
-/// The ids of `ids=a,b`: each valid, at least one, at most [`MAX_IDS`], duplicates dropped.
+/// The ids of `ids=a,b`: at most [`MAX_IDS`] entries (counted before anything else, so a
+/// long list costs nothing more), each valid, duplicates dropped in one pass with a set.
 fn parse_ids(ids: Option<&str>) -> Result<Vec<String>, ApiError> {
     let Some(ids) = ids else {
         return Err(ApiError::query("ids", "required: comma-separated item ids"));
     };
+    if ids.split(',').nth(MAX_IDS).is_some() {
+        return Err(ApiError::query(
+            "ids",
+            format!("at most {MAX_IDS} ids per request"),
+        ));
+    }
+    let mut seen = std::collections::HashSet::with_capacity(MAX_IDS);
     let mut parsed: Vec<String> = Vec::new();
     for id in ids.split(',').map(str::trim) {
         if !is_item_id(id) {
@@ -132,15 +140,9 @@ fn parse_ids(ids: Option<&str>) -> Result<Vec<String>, ApiError> {
                 format!("{id:?} is not an item id (1–64 letters, digits, '-' or '_')"),
             ));
         }
-        if !parsed.iter().any(|p| p == id) {
+        if seen.insert(id) {
             parsed.push(id.to_owned());
         }
-    }
-    if parsed.len() > MAX_IDS {
-        return Err(ApiError::query(
-            "ids",
-            format!("at most {MAX_IDS} ids per request"),
-        ));
     }
     Ok(parsed)
 }
@@ -235,6 +237,20 @@ mod tests {
         assert_eq!(
             parse_ids(Some(&many[..MAX_IDS].join(","))).unwrap().len(),
             MAX_IDS
+        );
+        // The count is of entries, duplicates included, and checked first: a huge list is
+        // refused for its length before any id is looked at.
+        let repeated = vec!["a"; MAX_IDS].join(",");
+        assert_eq!(parse_ids(Some(&repeated)).unwrap(), ["a"]);
+        let flood = format!("{repeated},a");
+        let err = parse_ids(Some(&flood)).unwrap_err();
+        assert!(err.to_string().contains("at most"), "{err}");
+        let huge = format!("{},a/b", "x,".repeat(1_000_000));
+        assert!(
+            parse_ids(Some(&huge))
+                .unwrap_err()
+                .to_string()
+                .contains("at most")
         );
     }
 

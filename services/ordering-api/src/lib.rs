@@ -3,6 +3,7 @@
 //! payment → confirm the order → capture payment, compensating on failure.
 #![warn(missing_docs)]
 
+use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use tideway_bus::EventType;
 
@@ -27,11 +28,12 @@ pub enum OrderStatus {
 }
 
 /// The body of `POST /api/basket/checkout` (optional: `{}` pays with the approved test card).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct CheckoutRequest {
-    /// The card number: 12–19 digits (spaces allowed). Defaults to the approved test card.
-    #[serde(default)]
-    pub card: Option<String>,
+    /// The card number: 12–19 digits (spaces allowed) with a valid check digit. Defaults to
+    /// the approved test card. `Debug` shows `[REDACTED]`.
+    #[serde(default, serialize_with = "tideway_payment_api::expose_option")]
+    pub card: Option<SecretString>,
 }
 
 /// The answer to a checkout: 202 Accepted with the order to watch.

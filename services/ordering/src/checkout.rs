@@ -16,13 +16,14 @@ use axum::{
     response::{IntoResponse, Response},
     routing::post,
 };
+use secrecy::SecretString;
 use tideway_basket_api::{BasketClient, BasketView};
 use tideway_bus::{outbox, outbox::RelayWaker};
 use tideway_ordering_api::{
     CHECKOUT_PATH, CheckoutAccepted, CheckoutRequest, OrderLine, OrderPlaced, OrderStatus,
     OrderView, PREFIX,
 };
-use tideway_payment_api::APPROVED_CARD;
+use tideway_payment_api::{APPROVED_CARD, PaymentClient, VaultCard};
 use tideway_runtime::{
     auth::{AuthError, AuthUser, bearer},
     client::ClientError,
@@ -52,6 +53,7 @@ pub struct State {
     pub engine: SagaEngine,
     pub saga: Arc<SagaDefinition<CheckoutState>>,
     pub basket: BasketClient,
+    pub payment: PaymentClient,
     pub waker: RelayWaker,
 }
 
@@ -71,12 +73,14 @@ pub async fn checkout(
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(&headers)?;
     let request = parse_body(&headers, &body)?;
-    let card = card_number(request.card.as_deref())?;
+    let card = request
+        .card
+        .unwrap_or_else(|| SecretString::from(APPROVED_CARD));
     let token = bearer(&headers)?;
     if let Some(key) = &key
         && let Some(id) = store::find_by_key(&state.db, &user.sub, key).await?
     {
-        return replay(&state, &id, card).await;
+        return replay(&state, &id).await;
     }
     let basket = state.basket.get(token).await.map_err(basket_error)?;
     let (lines, total_minor) = snapshot(&basket)?;
@@ -89,6 +93,9 @@ pub async fn checkout(
         trace_id: trace_id(),
         idempotency_key: key.clone(),
     };
+    // The payment service parses the number with its rules and keeps it for this order;
+    // from here on only the token travels.
+    let card_token = vault_card(&state, token, &order.id, card).await?;
     let placed = OrderPlaced {
         order_id: order.id.clone(),
         user_id: order.user_id.clone(),
@@ -104,7 +111,7 @@ pub async fn checkout(
             && let Some(key) = &key
             && let Some(id) = store::find_by_key(&state.db, &user.sub, key).await?
         {
-            return replay(&state, &id, card).await;
+            return replay(&state, &id).await;
         }
         return Err(err.into());
     }
@@ -115,7 +122,7 @@ pub async fn checkout(
         lines: order.lines.clone(),
         total_minor,
         currency: order.currency.clone(),
-        card,
+        card_token,
         traceparent: trace::current_traceparent(),
     };
     // The saga commits with its order: a crash can leave neither without the other.
@@ -134,8 +141,10 @@ pub async fn checkout(
 }
 
 /// The answer for an order placed before with the same key: its saga is started if an
-/// earlier attempt failed to, and the same 202 is sent.
-async fn replay(state: &State, id: &str, card: String) -> Result<Response, ApiError> {
+/// earlier attempt failed to (it commits with its order, so only an order stored before that
+/// lacks one; such a saga has no card token and its payment is declined), and the same 202 is
+/// sent.
+async fn replay(state: &State, id: &str) -> Result<Response, ApiError> {
     let order: OrderView = store::load(&state.db, id)
         .await?
         .ok_or_else(|| ApiError::Internal(format!("order {id} vanished")))?;
@@ -146,7 +155,7 @@ async fn replay(state: &State, id: &str, card: String) -> Result<Response, ApiEr
             lines: order.lines,
             total_minor: order.total_minor,
             currency: order.currency,
-            card,
+            card_token: String::new(),
             traceparent: trace::current_traceparent(),
         };
         // Idempotent: an existing instance is left as it is.
@@ -220,19 +229,30 @@ fn is_json(headers: &HeaderMap) -> bool {
     mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
 }
 
-/// The card without spaces: 12 to 19 digits; the approved test card when none is given.
-fn card_number(card: Option<&str>) -> Result<String, ApiError> {
-    let Some(card) = card else {
-        return Ok(APPROVED_CARD.to_owned());
+/// Vaults `card` for `order_id` at the payment service: its token, or a 422 naming `card`.
+async fn vault_card(
+    state: &State,
+    bearer: &str,
+    order_id: &str,
+    card: SecretString,
+) -> Result<String, ApiError> {
+    let request = VaultCard {
+        order_id: order_id.to_owned(),
+        card,
     };
-    let digits: String = card.chars().filter(|c| *c != ' ').collect();
-    if !(12..=19).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(ApiError::invalid(
-            "card",
-            "must be 12 to 19 digits (spaces allowed)",
-        ));
+    match state.payment.vault_card(bearer, &request).await {
+        Ok(token) => Ok(token.token),
+        Err(err) if err.status() == Some(StatusCode::UNPROCESSABLE_ENTITY) => {
+            Err(ApiError::invalid(
+                "card",
+                "must be 12 to 19 digits (spaces allowed) with a valid check digit",
+            ))
+        }
+        Err(err) if err.status() == Some(StatusCode::UNAUTHORIZED) => Err(ApiError::Unauthorized(
+            AuthError::Invalid("the payment service refused the token".into()),
+        )),
+        Err(err) => Err(ApiError::PaymentUnavailable(err)),
     }
-    Ok(digits)
 }
 
 /// The basket's lines and total, checked: not empty, every line available.
@@ -284,25 +304,6 @@ mod tests {
     use axum::http::HeaderValue;
 
     use super::*;
-
-    #[test]
-    fn cards_are_12_to_19_digits_with_spaces_allowed() {
-        assert_eq!(card_number(None).unwrap(), APPROVED_CARD);
-        assert_eq!(
-            card_number(Some("4242 4242 4242 4242")).unwrap(),
-            "4242424242424242"
-        );
-        assert_eq!(card_number(Some("123456789012")).unwrap(), "123456789012");
-        for bad in [
-            "",
-            "12345678901",
-            "12345678901234567890",
-            "4242-4242-4242-4242",
-            "abcdabcdabcd",
-        ] {
-            assert!(card_number(Some(bad)).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn idempotency_keys_are_short_visible_text() {

@@ -33,6 +33,9 @@ pub struct Config {
     /// their step's timeout passes without a reply, before the order is cancelled: an
     /// order is cancelled for a timeout only after `(step_resends + 1) × timeout`.
     pub step_resends: u32,
+    /// How long inbox entries and finished sagas (the timelines of ended orders) are kept,
+    /// in days (1 to 3650). Orders themselves are kept.
+    pub retention_days: u64,
 }
 
 impl Default for Config {
@@ -43,6 +46,7 @@ impl Default for Config {
             payment_timeout_ms: 15_000,
             capture_timeout_ms: 15_000,
             step_resends: DEFAULT_STEP_RESENDS,
+            retention_days: 30,
         }
     }
 }
@@ -93,6 +97,12 @@ impl Validate for Config {
                     format!("milliseconds between 1 and {MAX_TIMEOUT_MS}"),
                 ));
             }
+        }
+        if !(1..=3650).contains(&self.retention_days) {
+            return Err(ConfigError::invalid(
+                "ordering.retention_days",
+                "1 to 3650 days",
+            ));
         }
         if self.step_resends > MAX_STEP_RESENDS {
             return Err(ConfigError::invalid(

@@ -49,6 +49,9 @@ pub enum ApiError {
     /// The basket did not answer (503).
     #[error("the basket is unavailable")]
     BasketUnavailable(#[source] ClientError),
+    /// The payment service did not vault the card (503).
+    #[error("the payment service is unavailable")]
+    PaymentUnavailable(#[source] ClientError),
     /// The basket could not be priced now (the catalog does not answer): 503.
     #[error("the basket's prices are not current")]
     PricesNotCurrent,
@@ -119,6 +122,12 @@ impl IntoResponse for ApiError {
                 Problem::new(StatusCode::SERVICE_UNAVAILABLE)
                     .with_type("/problems/dependency-unavailable")
                     .with_detail("the basket is unavailable; try again shortly")
+            }
+            Self::PaymentUnavailable(err) => {
+                tracing::warn!(error = %err, "the payment service is unavailable; refusing the checkout");
+                Problem::new(StatusCode::SERVICE_UNAVAILABLE)
+                    .with_type("/problems/dependency-unavailable")
+                    .with_detail("payments are unavailable; try again shortly")
             }
             Self::PricesNotCurrent => {
                 let mut response = Problem::new(StatusCode::SERVICE_UNAVAILABLE)

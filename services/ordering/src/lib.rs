@@ -34,6 +34,7 @@ use tideway_bus::{
     outbox::{self, Lease, Relay, RelayOptions, RelayWaker},
 };
 use tideway_ordering_api::{OrderView, SERVICE};
+use tideway_payment_api::PaymentClient;
 use tideway_runtime::{
     auth::JwtVerifier,
     config::Validate,
@@ -141,11 +142,22 @@ impl fmt::Debug for Ordering {
     }
 }
 
+/// What ordering's pruner deletes once older than `ordering.retention_days`: inbox entries
+/// and finished sagas with their step logs.
+pub fn prune_rules() -> Vec<tideway_store::prune::PruneRule> {
+    let mut rules = vec![tideway_store::prune::PruneRule::older_than(
+        "inbox",
+        "DELETE FROM inbox WHERE received_at_ms < $1",
+    )];
+    rules.extend(tideway_saga::PRUNE_RULES);
+    rules
+}
+
 impl Ordering {
     /// Connects to the database and migrates it (orders, outbox, inbox, saga tables), starts
     /// the outbox relay, subscribes to inventory's and payment's replies, resumes every
     /// unfinished saga, starts the timeout sweeper and the task that cancels the orders of
-    /// compensated sagas, and builds the router. Baskets are read through `basket`; tokens
+    /// compensated sagas, and builds the router. Baskets are read through `basket`, cards are vaulted through `payment`; tokens
     /// are checked with `verifier`; `replica` names this process's relay lease holder and
     /// times its relay and subscriptions.
     pub async fn build(
@@ -154,6 +166,7 @@ impl Ordering {
         replica: &Replica,
         verifier: Arc<JwtVerifier>,
         basket: BasketClient,
+        payment: PaymentClient,
     ) -> anyhow::Result<Self> {
         config
             .validate()
@@ -171,6 +184,14 @@ impl Ordering {
 
         let tracker = TaskTracker::new();
         let token = CancellationToken::new();
+        tideway_store::prune::spawn(
+            db.clone(),
+            prune_rules(),
+            Duration::from_secs(config.retention_days.saturating_mul(86_400)),
+            tideway_store::prune::DEFAULT_INTERVAL,
+            &tracker,
+            token.child_token(),
+        );
         let publisher: Arc<dyn Publisher> = bus.clone();
         let waker = spawn_relay(
             &db,
@@ -230,6 +251,7 @@ impl Ordering {
             engine: engine.clone(),
             saga: Arc::new(definition),
             basket,
+            payment,
             waker,
         };
         let orders = orders::State {

@@ -64,8 +64,10 @@ pub struct CheckoutState {
     pub total_minor: i64,
     /// ISO 4217 code.
     pub currency: String,
-    /// The card to authorize (only ever sent in `AuthorizePayment`; never logged).
-    pub card: String,
+    /// The token of the card vaulted at checkout (the number itself stays in the payment
+    /// service's vault; an instance stored before vaulting has none and is declined).
+    #[serde(default)]
+    pub card_token: String,
     /// The checkout request's trace context, continued by every step.
     pub traceparent: Option<String>,
 }
@@ -78,7 +80,7 @@ impl fmt::Debug for CheckoutState {
             .field("lines", &self.lines)
             .field("total_minor", &self.total_minor)
             .field("currency", &self.currency)
-            .field("card", &"<redacted>")
+            .field("card_token", &"<redacted>")
             .field("traceparent", &self.traceparent)
             .finish()
     }
@@ -269,7 +271,7 @@ pub fn definition(deps: &Deps, config: &Config) -> SagaDefinition<CheckoutState>
                             idempotency_key: ctx.idempotency_key(),
                             amount_minor: state.total_minor,
                             currency: state.currency.clone(),
-                            card: state.card.clone(),
+                            card_token: state.card_token.clone(),
                         };
                         send(&deps, &state, "AuthorizePayment", &command, payment).await;
                         StepOutcome::Waiting

@@ -5,13 +5,19 @@
 //! gets the same reply.
 #![warn(missing_docs)]
 
-use serde::{Deserialize, Serialize};
+use http::{HeaderMap, HeaderValue, Method, header};
+use secrecy::{ExposeSecret as _, SecretString};
+use serde::{Deserialize, Serialize, Serializer};
 use tideway_bus::EventType;
+use tideway_client::{ClientError, JsonClient, Transport};
 
 /// The service's name.
 pub const SERVICE: &str = "payment";
 /// The path prefix of its HTTP API.
 pub const PREFIX: &str = "/api/payment";
+
+/// Where card numbers are vaulted: `POST` a [`VaultCard`], get a [`CardToken`].
+pub const CARDS_PATH: &str = "/api/payment/cards";
 
 /// A test card that is always approved (the default when a checkout names no card).
 pub const APPROVED_CARD: &str = "4242424242424242";
@@ -67,8 +73,10 @@ pub struct AuthorizePayment {
     pub amount_minor: i64,
     /// ISO 4217 code.
     pub currency: String,
-    /// The card number (a test card; only the last four digits are stored).
-    pub card: String,
+    /// The token of the card vaulted for this order at checkout ([`CardToken::token`]);
+    /// the number itself never travels in a command.
+    #[serde(default)]
+    pub card_token: String,
 }
 impl EventType for AuthorizePayment {
     const SUBJECT: &'static str = "tideway.payment.authorize-payment";
@@ -148,4 +156,90 @@ pub struct PaymentVoided {
 }
 impl EventType for PaymentVoided {
     const SUBJECT: &'static str = "tideway.payment.payment-voided";
+}
+
+/// The body of `POST /api/payment/cards`: vault `card` for `order_id` until its
+/// authorization (or void), at most the vault's time to live.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VaultCard {
+    /// The order the card will pay; the token authorizes this order only.
+    pub order_id: String,
+    /// The card number: 12–19 digits (spaces allowed) with a valid check digit. `Debug`
+    /// shows `[REDACTED]`.
+    #[serde(serialize_with = "expose")]
+    pub card: SecretString,
+}
+
+/// The answer to [`VaultCard`]: a short-lived token standing for the card.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CardToken {
+    /// The token, carried by the saga and `AuthorizePayment` instead of the number.
+    pub token: String,
+    /// The card's last four digits.
+    pub last4: String,
+    /// When the vault forgets the card (unix milliseconds) if no authorization took it.
+    pub expires_at_ms: i64,
+}
+
+/// Serializes a secret string as itself: for request bodies only, which are never logged.
+pub fn expose<S: Serializer>(secret: &SecretString, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(secret.expose_secret())
+}
+
+/// Serializes an optional secret string as itself (see [`expose`]).
+pub fn expose_option<S: Serializer>(
+    secret: &Option<SecretString>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match secret {
+        Some(secret) => serializer.serialize_some(secret.expose_secret()),
+        None => serializer.serialize_none(),
+    }
+}
+
+/// The typed client of the payment service, as ordering uses it at checkout.
+#[derive(Debug, Clone)]
+pub struct PaymentClient {
+    inner: JsonClient,
+}
+
+impl PaymentClient {
+    /// A client over `transport`.
+    pub fn new(transport: Transport) -> Self {
+        Self {
+            inner: JsonClient::new(transport),
+        }
+    }
+
+    /// Vaults a card for an order, on behalf of the user of `bearer`. An invalid number is a
+    /// 422 problem naming `card`.
+    pub async fn vault_card(
+        &self,
+        bearer: &str,
+        request: &VaultCard,
+    ) -> Result<CardToken, ClientError> {
+        let value = HeaderValue::try_from(format!("Bearer {bearer}"))
+            .map_err(|_| ClientError::InvalidRequest("the token is not a header value".into()))?;
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, value);
+        self.inner
+            .call(Method::POST, CARDS_PATH, Some(request), &headers)
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_vault_request_shows_no_card_in_debug_but_sends_it() {
+        let request = VaultCard {
+            order_id: "o-1".into(),
+            card: SecretString::from(APPROVED_CARD),
+        };
+        assert!(!format!("{request:?}").contains("4242"));
+        let json = serde_json::to_value(&request).unwrap();
+        assert_eq!(json["card"], APPROVED_CARD);
+    }
 }

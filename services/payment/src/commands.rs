@@ -29,10 +29,10 @@ use tideway_store::{Any, Db, Row, Transaction};
 use tracing::Instrument as _;
 
 use crate::{
-    card::{self, CardNumber},
     payments::{self, PaymentRecord},
     provider::{Authorization, AuthorizeRequest, Provider, ProviderError},
     time::now_ms,
+    vault,
 };
 
 /// How often a handler starts over when the payment changed under it before it gives up
@@ -326,6 +326,21 @@ impl Handlers {
             tx.rollback().await?;
             return Ok(Applied::Stale);
         }
+        match command {
+            "authorize" if decision.reply.is_some() => {
+                vault::forget(&mut tx, order_id).await?;
+                sqlx::query(
+                    "DELETE FROM authorizations_in_flight \
+                     WHERE order_id = $1 AND idempotency_key = $2",
+                )
+                .bind(order_id)
+                .bind(key)
+                .execute(&mut *tx)
+                .await?;
+            }
+            "void" => vault::forget(&mut tx, order_id).await?,
+            _ => {}
+        }
         if let Some(reply) = &decision.reply {
             if !store_reply(&mut tx, key, command, order_id, reply, now).await? {
                 // The same key committed meanwhile: replay its reply instead.
@@ -352,8 +367,20 @@ impl Handlers {
     /// command is checked, the card validated, the provider asked.
     async fn decide_authorize(&self, command: &AuthorizePayment) -> Result<Decision, CommandError> {
         let order_id = command.order_id.as_str();
+        let key = command.idempotency_key.as_str();
         let existing = payments::find(&self.db, order_id).await?;
         let seen_tombstone = tombstoned(&self.db, order_id).await?;
+        // This key's authorization went to the provider and was not recorded: if the order
+        // is settled otherwise (voided, or paid under another key), that hold must go.
+        if (existing.is_some() || seen_tombstone)
+            && in_flight(&self.db, order_id)
+                .await?
+                .iter()
+                .any(|k| k == key)
+        {
+            self.provider.cancel(order_id, key).await?;
+            tracing::info!("an authorization overtaken by a void was cancelled at the provider");
+        }
         let declined = |reason: &str| {
             Reply::of(&PaymentDeclined {
                 order_id: order_id.to_owned(),
@@ -408,25 +435,27 @@ impl Handlers {
             card_last4: last4.to_owned(),
             decline_reason: reason.map(str::to_owned),
         };
-        let card = match CardNumber::parse(&command.card) {
-            Ok(card) => card,
-            Err(invalid) => {
-                let reason = invalid.to_string();
-                return Ok(Decision {
-                    seen: None,
-                    seen_tombstone,
-                    change: Change::Insert {
-                        view: payment(
-                            PaymentStatus::Declined,
-                            &card::last4_of_invalid(&command.card),
-                            Some(&reason),
-                        ),
-                        charge_id: None,
-                    },
-                    reply: Some(declined(&reason)?),
-                });
-            }
+        let Some(card) = vault::take(&self.db, &command.card_token, order_id).await? else {
+            let reason = "the card token is unknown or has expired";
+            return Ok(Decision {
+                seen: None,
+                seen_tombstone,
+                change: Change::Insert {
+                    view: payment(PaymentStatus::Declined, "", Some(reason)),
+                    charge_id: None,
+                },
+                reply: Some(declined(reason)?),
+            });
         };
+        if !self.begin_in_flight(order_id, key).await? {
+            // Paid or voided meanwhile: `apply` sees it and the command starts over.
+            return Ok(Decision {
+                seen: None,
+                seen_tombstone,
+                change: Change::None,
+                reply: None,
+            });
+        }
         let authorization = self
             .provider
             .authorize(AuthorizeRequest {
@@ -466,6 +495,30 @@ impl Handlers {
             change,
             reply: Some(reply),
         })
+    }
+
+    /// Records that the authorization of `order_id` under `key` goes to the provider, if
+    /// the order has neither a payment nor a tombstone; `false` if it has one.
+    async fn begin_in_flight(&self, order_id: &str, key: &str) -> Result<bool, CommandError> {
+        let mut tx = self.db.begin().await?;
+        lock_order(&mut tx, order_id).await?;
+        if payments::find_in(&mut tx, order_id).await?.is_some()
+            || tombstoned_in(&mut tx, order_id).await?
+        {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO authorizations_in_flight (order_id, idempotency_key, started_at_ms) \
+             VALUES ($1, $2, $3) ON CONFLICT (order_id, idempotency_key) DO NOTHING",
+        )
+        .bind(order_id)
+        .bind(key)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// `CapturePayment`: only an authorized payment is captured; a captured one answers
@@ -532,6 +585,13 @@ impl Handlers {
             })
         };
         let Some(record) = payments::find(&self.db, order_id).await? else {
+            // An authorization may be at the provider right now (or have got there and its
+            // handler died): cancel it by its key, so no hold outlives the void whichever
+            // commits first. The authorization, finding the tombstone, cancels it too.
+            for key in in_flight(&self.db, order_id).await? {
+                self.provider.cancel(order_id, &key).await?;
+                tracing::info!("an authorization in flight was cancelled at the provider");
+            }
             return Ok(Decision {
                 seen: None,
                 seen_tombstone,
@@ -619,6 +679,18 @@ async fn lock_order(tx: &mut Transaction<'_, Any>, order_id: &str) -> Result<(),
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// The idempotency keys of the authorizations of `order_id` sent to the provider and not
+/// recorded yet.
+async fn in_flight(db: &Db, order_id: &str) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT idempotency_key FROM authorizations_in_flight WHERE order_id = $1 \
+         ORDER BY idempotency_key",
+    )
+    .bind(order_id)
+    .fetch_all(db.pool())
+    .await
 }
 
 async fn tombstoned(db: &Db, order_id: &str) -> Result<bool, sqlx::Error> {

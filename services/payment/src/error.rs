@@ -15,6 +15,14 @@ pub enum ApiError {
         /// Why it was refused.
         reason: String,
     },
+    /// A body field has a wrong value (422 naming it).
+    #[error("{field}: {reason}")]
+    InvalidField {
+        /// The field's name.
+        field: String,
+        /// Why it was refused.
+        reason: String,
+    },
     /// No such payment (404).
     #[error("{0}")]
     NotFound(String),
@@ -32,10 +40,19 @@ impl ApiError {
         }
     }
 
+    /// A wrong body field.
+    pub fn field(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::InvalidField {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
     /// The problem document answered for this error.
     pub fn problem(&self) -> Problem {
         match self {
             Self::InvalidQuery { param, reason } => Problem::invalid_query(param, reason),
+            Self::InvalidField { field, reason } => Problem::invalid_field(field, reason),
             Self::NotFound(what) => Problem::not_found(what),
             Self::Database(err) => err.problem(),
         }

@@ -11,8 +11,13 @@
 //! * HTTP (admins only): `GET /api/payment/payments/{order_id}` and
 //!   `GET /api/payment/payments?limit=` (newest first).
 //!
-//! Card numbers are validated (12–19 digits, Luhn) and never stored or logged: only their
-//! last four digits are kept. The contract is `tideway-payment-api`.
+//! * The card vault ([`vault`], `POST /api/payment/cards`, any signed-in user; the gateway
+//!   lets only admins reach it, checkout calls it directly): a card number is parsed (12–19
+//!   digits, Luhn) and kept under a token for one order until its authorization or void
+//!   takes it, or `payment.card_token_ttl_secs` pass. Commands carry the token only.
+//!
+//! Card numbers are never logged, and kept only in the vault for that short while: a
+//! payment keeps the last four digits. The contract is `tideway-payment-api`.
 
 pub mod card;
 pub mod commands;
@@ -20,6 +25,7 @@ pub mod error;
 pub mod payments;
 pub mod provider;
 pub mod time;
+pub mod vault;
 
 use std::{sync::Arc, time::Duration};
 
@@ -30,6 +36,7 @@ use tideway_bus::{
     Bus, Event, EventType, Replica, SubscriptionHandle, inbox,
     outbox::{self, Relay},
 };
+use tideway_ordering_api::OrderCancelled;
 use tideway_payment_api::{
     AuthorizePayment, CapturePayment, PREFIX, PaymentView, SERVICE, VoidPayment,
 };
@@ -38,7 +45,7 @@ use tideway_runtime::{
     config::{ConfigError, Validate},
     http::{HttpOptions, Readiness, service_router},
 };
-use tideway_store::{DatabaseUrl, Db, Migrator};
+use tideway_store::{DatabaseUrl, Db, Migrator, prune::PruneRule};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub use error::ApiError;
@@ -50,6 +57,38 @@ static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
 /// The longest simulated provider latency accepted.
 pub const MAX_LATENCY_MS: u64 = 60_000;
+/// How long the vault keeps a card by default: ten minutes, far past a checkout's
+/// authorization deadline and its re-sends.
+pub const DEFAULT_CARD_TOKEN_TTL_SECS: u64 = 600;
+/// How long kept records live by default, in days.
+pub const DEFAULT_RETENTION_DAYS: u64 = 30;
+
+/// What the pruner deletes, and when: expired vaulted cards, then what is older than
+/// `payment.retention_days`. The payments themselves are kept.
+pub const PRUNE_RULES: [PruneRule; 6] = [
+    PruneRule::expired(
+        "card_vault",
+        "DELETE FROM card_vault WHERE expires_at_ms <= $1",
+    ),
+    PruneRule::older_than("inbox", "DELETE FROM inbox WHERE received_at_ms < $1"),
+    PruneRule::older_than(
+        "idempotency",
+        "DELETE FROM idempotency WHERE created_at_ms < $1",
+    ),
+    PruneRule::older_than(
+        "provider_charges",
+        "DELETE FROM provider_charges WHERE created_at_ms < $1",
+    ),
+    PruneRule::older_than(
+        "voided_orders",
+        "DELETE FROM voided_orders WHERE created_at_ms < $1",
+    ),
+    PruneRule::older_than(
+        "authorizations_in_flight",
+        "DELETE FROM authorizations_in_flight WHERE started_at_ms < $1",
+    ),
+];
+
 /// Handlers per command subject in this process (they compete for the commands).
 pub const WORKERS_PER_COMMAND: usize = 4;
 
@@ -64,6 +103,13 @@ pub struct Config {
     pub decline_rate: f64,
     /// How long every simulated provider call takes, in milliseconds (at most 60000).
     pub latency_ms: u64,
+    /// How long the vault keeps a card that no authorization or void took, in seconds
+    /// (1 to 86400).
+    pub card_token_ttl_secs: u64,
+    /// How long inbox entries, idempotency records, provider records, void tombstones and
+    /// unfinished authorization records are kept, in days (1 to 3650). Expired vaulted
+    /// cards go within a minute of their expiry whatever this says.
+    pub retention_days: u64,
 }
 
 impl Default for Config {
@@ -72,6 +118,8 @@ impl Default for Config {
             database_url: DatabaseUrl::sqlite("data/payment.db"),
             decline_rate: 0.0,
             latency_ms: 0,
+            card_token_ttl_secs: DEFAULT_CARD_TOKEN_TTL_SECS,
+            retention_days: DEFAULT_RETENTION_DAYS,
         }
     }
 }
@@ -90,6 +138,18 @@ impl Validate for Config {
                 format!("at most {MAX_LATENCY_MS} milliseconds"),
             ));
         }
+        if !(1..=3650).contains(&self.retention_days) {
+            return Err(ConfigError::invalid(
+                "payment.retention_days",
+                "1 to 3650 days",
+            ));
+        }
+        if !(1..=86_400).contains(&self.card_token_ttl_secs) {
+            return Err(ConfigError::invalid(
+                "payment.card_token_ttl_secs",
+                "1 to 86400 seconds",
+            ));
+        }
         Ok(())
     }
 }
@@ -99,6 +159,8 @@ impl Validate for Config {
 pub struct AppState {
     /// The payment database.
     pub db: Db,
+    /// How long a vaulted card is kept, in milliseconds.
+    pub card_ttl_ms: i64,
 }
 
 /// Every payment with its state, oldest first: what an invariant checker reads.
@@ -124,6 +186,7 @@ impl Snapshot {
 pub struct Payment {
     db: Db,
     verifier: Arc<JwtVerifier>,
+    card_ttl_ms: i64,
     provider: SimulatedProvider,
     subscriptions: Arc<Vec<SubscriptionHandle>>,
     tracker: TaskTracker,
@@ -139,6 +202,22 @@ impl Payment {
         bus: Arc<dyn Bus>,
         replica: &Replica,
         verifier: Arc<JwtVerifier>,
+    ) -> anyhow::Result<Self> {
+        Self::build_with(config, bus, replica, verifier, |simulated| {
+            Arc::new(simulated.clone())
+        })
+        .await
+    }
+
+    /// [`Payment::build`], with the command handlers calling the provider `wrap` makes of
+    /// the simulated one (a test puts a hook around it; the ledger stays the simulated
+    /// provider's).
+    pub async fn build_with(
+        config: &Config,
+        bus: Arc<dyn Bus>,
+        replica: &Replica,
+        verifier: Arc<JwtVerifier>,
+        wrap: impl FnOnce(&SimulatedProvider) -> Arc<dyn Provider>,
     ) -> anyhow::Result<Self> {
         config.validate().context("invalid payment configuration")?;
         let db = Db::open_service(SERVICE, &config.database_url, &MIGRATOR).await?;
@@ -158,9 +237,17 @@ impl Payment {
         );
         let tracker = TaskTracker::new();
         let token = CancellationToken::new();
+        tideway_store::prune::spawn(
+            db.clone(),
+            PRUNE_RULES.to_vec(),
+            Duration::from_secs(config.retention_days.saturating_mul(86_400)),
+            tideway_store::prune::DEFAULT_INTERVAL,
+            &tracker,
+            token.child_token(),
+        );
         let relay = Relay::new(db.clone(), bus.clone(), replica.relay(SERVICE));
         let waker = relay.spawn(&tracker, token.clone());
-        let handlers = Arc::new(Handlers::new(db.clone(), Arc::new(provider.clone()), waker));
+        let handlers = Arc::new(Handlers::new(db.clone(), wrap(&provider), waker));
 
         // A handler may wait for the provider twice (void then nothing else, or one call):
         // give it the latency twice over on top of the usual handler timeout. The ack wait
@@ -192,6 +279,28 @@ impl Payment {
                 subscriptions.push(subscription);
             }
         }
+        // A cancelled order's card goes, whether or not its saga reached the payment (an
+        // order out of stock never sends an authorization or a void). Deleting is idempotent,
+        // so no inbox is needed.
+        let forget = {
+            let db = db.clone();
+            move |event: Event| {
+                let db = db.clone();
+                async move {
+                    let cancelled: OrderCancelled = event.decode()?;
+                    vault::forget_order(&db, &cancelled.order_id).await?;
+                    Ok::<_, anyhow::Error>(())
+                }
+            }
+        };
+        subscriptions.push(
+            bus.subscribe(
+                replica.subscribe(SERVICE, OrderCancelled::SUBJECT),
+                Arc::new(forget),
+            )
+            .await
+            .with_context(|| format!("cannot subscribe to {}", OrderCancelled::SUBJECT))?,
+        );
         tracing::info!(
             decline_rate = config.decline_rate,
             latency_ms = config.latency_ms,
@@ -200,6 +309,8 @@ impl Payment {
         Ok(Self {
             db,
             verifier,
+            card_ttl_ms: i64::try_from(config.card_token_ttl_secs.saturating_mul(1000))
+                .unwrap_or(i64::MAX),
             provider,
             subscriptions: Arc::new(subscriptions),
             tracker,
@@ -210,9 +321,10 @@ impl Payment {
     /// The service's router: the API under `/api/payment` wrapped in the standard stack.
     pub fn router(&self) -> Router {
         let api = Router::new()
-            .nest(PREFIX, payments::routes())
+            .nest(PREFIX, payments::routes().merge(vault::routes()))
             .with_state(AppState {
                 db: self.db.clone(),
+                card_ttl_ms: self.card_ttl_ms,
             })
             .layer(Extension(self.verifier.clone()));
         let readiness = Readiness::default().with("database", self.db.readiness());
@@ -284,6 +396,20 @@ mod tests {
                     ..Config::default()
                 },
                 "payment.latency_ms",
+            ),
+            (
+                Config {
+                    retention_days: 0,
+                    ..Config::default()
+                },
+                "payment.retention_days",
+            ),
+            (
+                Config {
+                    card_token_ttl_secs: 0,
+                    ..Config::default()
+                },
+                "payment.card_token_ttl_secs",
             ),
         ] {
             let err = bad.validate().unwrap_err();

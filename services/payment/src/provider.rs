@@ -16,6 +16,9 @@
 //!   probability [`SimulatedOptions::decline_rate`]. The draw is a hash of the idempotency
 //!   key, so it looks random across orders but a retried call gets the same answer.
 //! * Every call first waits [`SimulatedOptions::latency`].
+//! * A cancellation by idempotency key takes the key's ledger row first when no
+//!   authorization has: the authorization then finds it and is declined. Both write the same
+//!   primary key, so whichever commits first decides, on SQLite and PostgreSQL alike.
 
 use std::time::Duration;
 
@@ -104,7 +107,21 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
         idempotency_key: &'a str,
         charge_id: &'a str,
     ) -> BoxFuture<'a, Result<(), ProviderError>>;
+
+    /// Cancels the authorization made (or still to come) under `idempotency_key`, without
+    /// knowing its charge: an approved hold is released, and an authorization arriving
+    /// after the cancellation is declined. (Acquirers call this a technical cancel by
+    /// merchant reference: what a caller does when it cannot know whether its request
+    /// reached the provider.)
+    fn cancel<'a>(
+        &'a self,
+        order_id: &'a str,
+        idempotency_key: &'a str,
+    ) -> BoxFuture<'a, Result<(), ProviderError>>;
 }
+
+/// The decline reason of an authorization that arrived after its cancellation.
+pub const CANCELLED: &str = "cancelled before authorization";
 
 /// How the simulated provider behaves.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -156,6 +173,46 @@ impl SimulatedProvider {
         .bind(operation)
         .fetch_one(self.db.pool())
         .await?)
+    }
+
+    /// How many approved authorizations of `order_id` still hold funds: neither captured,
+    /// voided nor refunded.
+    pub async fn held(&self, order_id: &str) -> Result<i64, ProviderError> {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM provider_charges a WHERE a.order_id = $1 \
+             AND a.operation = 'authorize' AND a.outcome = 'approved' AND NOT EXISTS \
+             (SELECT 1 FROM provider_charges f WHERE f.charge_id = a.charge_id \
+              AND f.operation IN ('capture', 'void', 'refund'))",
+        )
+        .bind(order_id)
+        .fetch_one(self.db.pool())
+        .await?)
+    }
+
+    #[tracing::instrument(skip_all, fields(order_id), err)]
+    async fn do_cancel(&self, order_id: &str, key: &str) -> Result<(), ProviderError> {
+        self.wait().await;
+        sqlx::query(
+            "INSERT INTO provider_charges (idempotency_key, operation, charge_id, order_id, \
+             amount_minor, currency, card_last4, outcome, decline_reason, created_at_ms) \
+             VALUES ($1, 'authorize', $2, $3, 0, '', '', 'cancelled', $4, $5) \
+             ON CONFLICT (idempotency_key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(format!("ch_{}", uuid::Uuid::now_v7().simple()))
+        .bind(order_id)
+        .bind(CANCELLED)
+        .bind(now_ms())
+        .execute(self.db.pool())
+        .await?;
+        let row = self.entry(key, "authorize").await?;
+        let outcome: String = row.try_get("outcome")?;
+        if outcome == "approved" {
+            let charge_id: String = row.try_get("charge_id")?;
+            self.follow_up("void", &format!("{key}:cancel"), &charge_id)
+                .await?;
+        }
+        Ok(())
     }
 
     /// The issuer's answer for `card` under `idempotency_key`.
@@ -323,6 +380,14 @@ impl Provider for SimulatedProvider {
         charge_id: &'a str,
     ) -> BoxFuture<'a, Result<(), ProviderError>> {
         Box::pin(self.follow_up("refund", idempotency_key, charge_id))
+    }
+
+    fn cancel<'a>(
+        &'a self,
+        order_id: &'a str,
+        idempotency_key: &'a str,
+    ) -> BoxFuture<'a, Result<(), ProviderError>> {
+        Box::pin(self.do_cancel(order_id, idempotency_key))
     }
 }
 

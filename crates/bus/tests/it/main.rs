@@ -10,4 +10,5 @@ mod dead_letters;
 mod helpers;
 mod inbox;
 mod nats;
+mod nats_loss;
 mod outbox;

@@ -5,5 +5,6 @@ mod bad_input;
 mod flow;
 mod helpers;
 mod keys_and_seeds;
+mod retention;
 mod sessions;
 mod tokens;

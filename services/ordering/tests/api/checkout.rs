@@ -78,6 +78,7 @@ async fn bad_checkouts_name_the_field_and_make_no_order() {
             "42424242424242424242",
             "4242-4242-4242-4242",
             "4242x42424242424",
+            "4242424242424241", // the check digit is wrong
         ] {
             let body = json!({ "card": card }).to_string();
             refused(&app, t, &[JSON], Some(&body), (422, "card")).await;

@@ -24,8 +24,8 @@ use tideway_inventory_api::{
 use tideway_ordering::{Config, Ordering};
 use tideway_ordering_api::{OrderCancelled, OrderConfirmed, OrderView};
 use tideway_payment_api::{
-    AuthorizePayment, CapturePayment, DECLINED_CARD, PaymentAuthorized, PaymentCaptured,
-    PaymentDeclined, PaymentVoided, VoidPayment,
+    AuthorizePayment, CARDS_PATH, CapturePayment, CardToken, DECLINED_CARD, PaymentAuthorized,
+    PaymentCaptured, PaymentClient, PaymentDeclined, PaymentVoided, VoidPayment,
 };
 use tideway_runtime::client::Transport;
 use tideway_testkit::{DEADLINE, TestServer, TestTokens, within};
@@ -298,7 +298,7 @@ impl Responders {
                 Answer::Silent => {}
             }
         } else if let Ok(command) = event.decode::<AuthorizePayment>() {
-            let answer = if command.card == DECLINED_CARD {
+            let answer = if vaulted_card(&command.card_token).as_deref() == Some(DECLINED_CARD) {
                 Answer::Refuse("card declined".to_owned())
             } else {
                 script.authorize
@@ -476,9 +476,49 @@ async fn build(
         &tideway_bus::Replica::new("ordering-1"),
         tokens.verifier(),
         basket.client(),
+        fake_vault(),
     )
     .await
     .unwrap()
+}
+
+/// The cards the fake vault holds, by token (every test's, in this process).
+static VAULT: std::sync::LazyLock<Mutex<std::collections::HashMap<String, String>>> =
+    std::sync::LazyLock::new(Mutex::default);
+
+/// The card the fake vault keeps under `token`.
+pub fn vaulted_card(token: &str) -> Option<String> {
+    VAULT.lock().unwrap().get(token).cloned()
+}
+
+/// The payment service's vault as checkout sees it: the payment rules parse the number, a
+/// bad one is a 422 naming `card`.
+fn fake_vault() -> PaymentClient {
+    async fn vault(axum::Json(body): axum::Json<Value>) -> Response {
+        let card = body["card"].as_str().unwrap_or_default();
+        match tideway_payment::card::CardNumber::parse(card) {
+            Ok(card) => {
+                let token = format!("ct_{}", uuid::Uuid::new_v4().simple());
+                VAULT
+                    .lock()
+                    .unwrap()
+                    .insert(token.clone(), card.digits().to_owned());
+                let body = CardToken {
+                    token,
+                    last4: card.last4().to_owned(),
+                    expires_at_ms: i64::MAX,
+                };
+                (StatusCode::CREATED, axum::Json(body)).into_response()
+            }
+            Err(_) => tideway_runtime::Problem::invalid_field("card", "invalid").into_response(),
+        }
+    }
+    let router = Router::new().route(CARDS_PATH, axum::routing::post(vault));
+    PaymentClient::new(Transport::in_process(
+        "payment",
+        router,
+        Duration::from_secs(5),
+    ))
 }
 
 impl TestApp {

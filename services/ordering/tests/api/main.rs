@@ -11,5 +11,6 @@ mod helpers;
 mod nats;
 mod orders;
 mod recovery;
+mod retention;
 mod saga;
 mod sagas;

@@ -1,12 +1,13 @@
 //! Authorize and capture: the test cards, card validation, the decline rate, bad commands.
 
+use reqwest::StatusCode;
 use tideway_bus::Event;
 use tideway_payment::Config;
 use tideway_payment_api::{APPROVED_CARD, DECLINED_CARD, INSUFFICIENT_FUNDS_CARD, PaymentStatus};
 use tideway_runtime::trace::TraceContext;
 use tideway_testkit::backends;
 
-use crate::helpers::{Reply, TestBus, authorize, capture, order, spawn_app, spawn_with};
+use crate::helpers::{Reply, TestBus, capture, order, spawn_app, spawn_with};
 
 #[tokio::test]
 async fn an_approved_card_is_authorized_then_captured() {
@@ -14,7 +15,7 @@ async fn an_approved_card_is_authorized_then_captured() {
         let app = spawn_app(db.url()).await;
         let order_id = order();
         let trace = TraceContext::new_root();
-        let command = Event::new(&authorize(&order_id, "4242 4242 4242 4242", 2599))
+        let command = Event::new(&app.authorize(&order_id, "4242 4242 4242 4242", 2599).await)
             .unwrap()
             .with_traceparent(trace.to_string());
         app.publish(&command).await;
@@ -42,6 +43,7 @@ async fn an_approved_card_is_authorized_then_captured() {
             ("provider_charges", "card_last4"),
             ("idempotency", "reply"),
             ("outbox", "event"),
+            ("card_vault", "card_number"),
         ] {
             let sql = format!("SELECT COUNT(*) FROM {table} WHERE {column} LIKE $1");
             assert_eq!(
@@ -86,7 +88,7 @@ async fn declining_test_cards_are_declined_and_nothing_is_held() {
             (INSUFFICIENT_FUNDS_CARD, "insufficient funds"),
         ] {
             let order_id = order();
-            app.send(&authorize(&order_id, card, 1000)).await;
+            app.send(&app.authorize(&order_id, card, 1000).await).await;
             assert_eq!(app.reply(&order_id, 1).await.declined_reason(), reason);
             let stored = app.stored(&order_id).await.unwrap();
             assert_eq!(stored.status, PaymentStatus::Declined);
@@ -114,7 +116,7 @@ async fn declining_test_cards_are_declined_and_nothing_is_held() {
 }
 
 #[tokio::test]
-async fn invalid_card_numbers_are_declined_without_calling_the_provider() {
+async fn invalid_card_numbers_are_refused_by_the_vault_and_unknown_tokens_declined() {
     for db in backends().await {
         let app = spawn_app(db.url()).await;
         for card in [
@@ -125,16 +127,57 @@ async fn invalid_card_numbers_are_declined_without_calling_the_provider() {
             "4242-4242-4242-4242",
             "card",
         ] {
-            let order_id = order();
-            app.send(&authorize(&order_id, card, 1000)).await;
+            let response = app.vault_response(&order(), card).await;
             assert_eq!(
-                app.reply(&order_id, 1).await.declined_reason(),
-                "invalid card number",
+                response.status(),
+                StatusCode::UNPROCESSABLE_ENTITY,
                 "{card:?}"
             );
-            let stored = app.stored(&order_id).await.unwrap();
-            assert_eq!(stored.status, PaymentStatus::Declined);
+            let problem: serde_json::Value = response.json().await.unwrap();
+            assert_eq!(problem["invalid-params"][0]["name"], "card", "{problem}");
+        }
+        let vaulted = app
+            .count("SELECT COUNT(*) FROM card_vault WHERE order_id <> $1", "")
+            .await;
+        assert_eq!(vaulted, 0, "nothing was vaulted");
+        // A signed-out caller vaults nothing.
+        let response = app
+            .client
+            .post(app.url("/cards"))
+            .json(&serde_json::json!({ "order_id": order(), "card": APPROVED_CARD }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+
+        // A token that is unknown, or vaulted for another order, is declined without a
+        // provider call.
+        let other = order();
+        let foreign = app.vault(&other, APPROVED_CARD).await;
+        for token in ["", "ct_unknown", foreign.as_str()] {
+            let order_id = order();
+            let mut command = app.authorize(&order_id, APPROVED_CARD, 1000).await;
+            command.card_token = token.to_owned();
+            app.send(&command).await;
+            assert_eq!(
+                app.reply(&order_id, 1).await.declined_reason(),
+                "the card token is unknown or has expired",
+                "{token:?}"
+            );
+            assert_eq!(
+                app.stored(&order_id).await.unwrap().status,
+                PaymentStatus::Declined
+            );
             assert_eq!(app.ledger(&order_id, "authorize").await, 0);
+            // Its own vaulted card is forgotten with the decline.
+            assert_eq!(
+                app.count(
+                    "SELECT COUNT(*) FROM card_vault WHERE order_id = $1",
+                    &order_id
+                )
+                .await,
+                0
+            );
         }
         app.stop().await;
     }
@@ -152,7 +195,7 @@ async fn bad_amounts_and_currencies_are_declined_and_store_no_payment() {
             (100, "", "invalid currency"),
         ] {
             let order_id = order();
-            let mut command = authorize(&order_id, APPROVED_CARD, amount);
+            let mut command = app.authorize(&order_id, APPROVED_CARD, amount).await;
             command.currency = currency.to_owned();
             app.send(&command).await;
             assert_eq!(app.reply(&order_id, 1).await.declined_reason(), reason);
@@ -178,7 +221,8 @@ async fn the_decline_rate_declines_all_or_none() {
             .await;
             for _ in 0..10 {
                 let order_id = order();
-                app.send(&authorize(&order_id, APPROVED_CARD, 500)).await;
+                app.send(&app.authorize(&order_id, APPROVED_CARD, 500).await)
+                    .await;
                 match app.reply(&order_id, 1).await {
                     Reply::Declined(d) if declined => assert_eq!(d.reason, "card declined"),
                     Reply::Authorized(_) if !declined => {}

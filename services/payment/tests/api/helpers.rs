@@ -7,10 +7,10 @@ use std::sync::Arc;
 use reqwest::{Response, StatusCode};
 use serde_json::Value;
 use tideway_bus::{Bus, EmbeddedBus, EmbeddedOptions, Event, EventType, SubscribeOptions, outbox};
-use tideway_payment::{Config, Payment};
+use tideway_payment::{Config, Payment, Provider, SimulatedProvider};
 use tideway_payment_api::{
-    APPROVED_CARD, AuthorizePayment, CapturePayment, PREFIX, PaymentAuthorized, PaymentCaptured,
-    PaymentDeclined, PaymentView, PaymentVoided, VoidPayment,
+    APPROVED_CARD, AuthorizePayment, CapturePayment, CardToken, PREFIX, PaymentAuthorized,
+    PaymentCaptured, PaymentDeclined, PaymentView, PaymentVoided, VoidPayment,
 };
 use tideway_runtime::auth::ADMIN_ROLE;
 use tideway_testkit::{DEADLINE, TestNats, TestServer, TestTokens, eventually_async, within};
@@ -46,6 +46,28 @@ pub async fn spawn_app(db_url: &str) -> TestApp {
 
 /// The payment service with `config` on `bus`.
 pub async fn spawn_with(config: Config, bus: TestBus) -> TestApp {
+    spawn_with_provider(config, bus, |simulated| Arc::new(simulated.clone())).await
+}
+
+/// The payment service over `db_url` whose handlers call the provider `wrap` makes of the
+/// simulated one.
+pub async fn spawn_hooked(
+    db_url: &str,
+    wrap: impl FnOnce(&SimulatedProvider) -> Arc<dyn Provider>,
+) -> TestApp {
+    let config = Config {
+        database_url: db_url.parse().expect("a test database URL"),
+        ..Config::default()
+    };
+    spawn_with_provider(config, TestBus::Embedded, wrap).await
+}
+
+/// The payment service with `config` on `bus`, its provider made by `wrap`.
+pub async fn spawn_with_provider(
+    config: Config,
+    bus: TestBus,
+    wrap: impl FnOnce(&SimulatedProvider) -> Arc<dyn Provider>,
+) -> TestApp {
     let (dyn_bus, embedded, nats): (Arc<dyn Bus>, Option<EmbeddedBus>, Option<TestNats>) = match bus
     {
         TestBus::Embedded => {
@@ -69,11 +91,12 @@ pub async fn spawn_with(config: Config, bus: TestBus) -> TestApp {
         .unwrap();
 
     let tokens = TestTokens::new();
-    let payment = Payment::build(
+    let payment = Payment::build_with(
         &config,
         dyn_bus.clone(),
         &tideway_bus::Replica::new("payment-1"),
         tokens.verifier(),
+        wrap,
     )
     .await
     .expect("build the payment service");
@@ -94,17 +117,6 @@ pub async fn spawn_with(config: Config, bus: TestBus) -> TestApp {
 /// A fresh order id.
 pub fn order() -> String {
     format!("order-{}", uuid::Uuid::now_v7())
-}
-
-/// The saga's authorize command for `order_id` (its step key).
-pub fn authorize(order_id: &str, card: &str, amount_minor: i64) -> AuthorizePayment {
-    AuthorizePayment {
-        order_id: order_id.to_owned(),
-        idempotency_key: format!("{order_id}:authorize_payment:action"),
-        amount_minor,
-        currency: "EUR".to_owned(),
-        card: card.to_owned(),
-    }
 }
 
 pub fn capture(order_id: &str) -> CapturePayment {
@@ -159,6 +171,41 @@ fn order_of(event: &Event) -> Option<String> {
 }
 
 impl TestApp {
+    /// `POST /cards`: vaults `card` for `order_id` as a customer.
+    pub async fn vault_response(&self, order_id: &str, card: &str) -> Response {
+        self.client
+            .post(self.url("/cards"))
+            .bearer_auth(self.token(&["customer"]))
+            .json(&serde_json::json!({ "order_id": order_id, "card": card }))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Vaults `card` for `order_id`; its token.
+    pub async fn vault(&self, order_id: &str, card: &str) -> String {
+        let response = self.vault_response(order_id, card).await;
+        assert_eq!(response.status(), StatusCode::CREATED, "vault {card:?}");
+        let token: CardToken = response.json().await.unwrap();
+        token.token
+    }
+
+    /// The saga's authorize command for `order_id` (its step key), with `card` vaulted.
+    pub async fn authorize(
+        &self,
+        order_id: &str,
+        card: &str,
+        amount_minor: i64,
+    ) -> AuthorizePayment {
+        AuthorizePayment {
+            order_id: order_id.to_owned(),
+            idempotency_key: format!("{order_id}:authorize_payment:action"),
+            amount_minor,
+            currency: "EUR".to_owned(),
+            card_token: self.vault(order_id, card).await,
+        }
+    }
+
     /// Publishes `command` as a new event and returns the event.
     pub async fn send<T: EventType>(&self, command: &T) -> Event {
         let event = Event::new(command).unwrap();
@@ -269,7 +316,7 @@ impl TestApp {
     /// Authorizes a fresh order with the approved card and waits for the reply.
     pub async fn authorized_order(&self, amount_minor: i64) -> (String, PaymentAuthorized) {
         let order_id = order();
-        self.send(&authorize(&order_id, APPROVED_CARD, amount_minor))
+        self.send(&self.authorize(&order_id, APPROVED_CARD, amount_minor).await)
             .await;
         match self.reply(&order_id, 1).await {
             Reply::Authorized(authorized) => (order_id, authorized),

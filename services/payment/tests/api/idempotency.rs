@@ -12,14 +12,14 @@ use tideway_payment::{
 use tideway_payment_api::{APPROVED_CARD, DECLINED_CARD, PaymentStatus};
 use tideway_testkit::backends;
 
-use crate::helpers::{Reply, authorize, capture, order, spawn_app, void};
+use crate::helpers::{Reply, capture, order, spawn_app, void};
 
 #[tokio::test]
 async fn every_event_delivered_three_times_has_one_effect() {
     for db in backends().await {
         let app = spawn_app(db.url()).await;
         let order_id = order();
-        let event = Event::new(&authorize(&order_id, APPROVED_CARD, 1200)).unwrap();
+        let event = Event::new(&app.authorize(&order_id, APPROVED_CARD, 1200).await).unwrap();
         for _ in 0..3 {
             app.publish(&event).await;
         }
@@ -62,7 +62,7 @@ async fn the_same_authorize_three_times_charges_once_and_answers_the_same() {
         let app = spawn_app(db.url()).await;
         for card in [APPROVED_CARD, DECLINED_CARD] {
             let order_id = order();
-            let command = authorize(&order_id, card, 990);
+            let command = app.authorize(&order_id, card, 990).await;
             for _ in 0..3 {
                 app.send(&command).await; // a new event each time, the same key
             }
@@ -94,9 +94,9 @@ async fn a_crash_between_the_provider_call_and_the_commit_does_not_charge_twice(
     for db in backends().await {
         let app = spawn_app(db.url()).await;
         let order_id = order();
-        let command = authorize(&order_id, APPROVED_CARD, 4200);
+        let command = app.authorize(&order_id, APPROVED_CARD, 4200).await;
         // A first run reached the provider, then the process died before committing.
-        let card = CardNumber::parse(&command.card).unwrap();
+        let card = CardNumber::parse(APPROVED_CARD).unwrap();
         let first = app
             .payment
             .provider()
@@ -137,7 +137,7 @@ async fn concurrent_deliveries_of_one_authorize_charge_once() {
     for db in backends().await {
         let app = spawn_app(db.url()).await;
         let order_id = order();
-        let command = authorize(&order_id, APPROVED_CARD, 700);
+        let command = app.authorize(&order_id, APPROVED_CARD, 700).await;
         let events: Vec<Event> = (0..6).map(|_| Event::new(&command).unwrap()).collect();
         let sends: Vec<_> = events
             .into_iter()
@@ -169,7 +169,7 @@ async fn a_key_reused_for_another_order_or_command_is_refused_not_answered() {
             Arc::new(app.payment.provider().clone()),
             RelayWaker::default(),
         );
-        let mut other_order = authorize(&order(), APPROVED_CARD, 300);
+        let mut other_order = app.authorize(&order(), APPROVED_CARD, 300).await;
         other_order.idempotency_key = key.clone();
         let mut as_capture = capture(&order_id);
         as_capture.idempotency_key = key.clone();
@@ -181,7 +181,7 @@ async fn a_key_reused_for_another_order_or_command_is_refused_not_answered() {
             assert!(matches!(err, CommandError::Unusable(_)), "{err:?}");
         }
         // Undecodable data is refused without quoting it (it may hold a card number).
-        let mut garbled = Event::new(&authorize(&order(), APPROVED_CARD, 1)).unwrap();
+        let mut garbled = Event::new(&app.authorize(&order(), APPROVED_CARD, 1).await).unwrap();
         garbled.data["amount_minor"] = serde_json::json!(APPROVED_CARD);
         let err = handlers.handle(garbled).await.unwrap_err();
         assert!(!format!("{err:?}").contains(APPROVED_CARD), "{err:?}");

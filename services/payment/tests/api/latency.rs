@@ -6,7 +6,7 @@ use tideway_payment::Config;
 use tideway_payment_api::APPROVED_CARD;
 use tideway_testkit::backends;
 
-use crate::helpers::{Reply, TestBus, authorize, capture, order, spawn_with};
+use crate::helpers::{Reply, TestBus, capture, order, spawn_with};
 
 #[tokio::test]
 async fn replies_do_not_arrive_before_the_provider_latency() {
@@ -23,7 +23,8 @@ async fn replies_do_not_arrive_before_the_provider_latency() {
         .await;
         let order_id = order();
         let started = Instant::now();
-        app.send(&authorize(&order_id, APPROVED_CARD, 100)).await;
+        app.send(&app.authorize(&order_id, APPROVED_CARD, 100).await)
+            .await;
         assert!(matches!(
             app.reply(&order_id, 1).await,
             Reply::Authorized(_)

@@ -12,4 +12,6 @@ mod http;
 mod idempotency;
 mod latency;
 mod nats;
+mod race;
+mod retention;
 mod void;

@@ -1,11 +1,11 @@
-//! The whole course on NATS JetStream: authorize, capture, refund, a redelivered command.
+//! The whole course on NATS JetStream: capture, refund, a redelivered command.
 
 use tideway_bus::Event;
 use tideway_payment::Config;
 use tideway_payment_api::{APPROVED_CARD, DECLINED_CARD, PaymentStatus, PaymentVoided};
 use tideway_testkit::backends;
 
-use crate::helpers::{Reply, TestBus, authorize, capture, order, spawn_with, void};
+use crate::helpers::{Reply, TestBus, capture, order, spawn_with, void};
 
 #[tokio::test]
 async fn a_payment_runs_its_course_over_nats() {
@@ -22,7 +22,7 @@ async fn a_payment_runs_its_course_over_nats() {
         )
         .await;
         let order_id = order();
-        let command = Event::new(&authorize(&order_id, APPROVED_CARD, 3100)).unwrap();
+        let command = Event::new(&app.authorize(&order_id, APPROVED_CARD, 3100).await).unwrap();
         app.publish(&command).await;
         let Reply::Authorized(authorized) = app.reply(&order_id, 1).await else {
             panic!("expected an authorization");
@@ -38,12 +38,14 @@ async fn a_payment_runs_its_course_over_nats() {
             })
         );
         // The same command again: the same answer, one charge.
-        app.send(&authorize(&order_id, APPROVED_CARD, 3100)).await;
+        app.send(&app.authorize(&order_id, APPROVED_CARD, 3100).await)
+            .await;
         assert_eq!(app.reply(&order_id, 4).await, Reply::Authorized(authorized));
         assert_eq!(app.ledger(&order_id, "authorize").await, 1);
 
         let declined = order();
-        app.send(&authorize(&declined, DECLINED_CARD, 3100)).await;
+        app.send(&app.authorize(&declined, DECLINED_CARD, 3100).await)
+            .await;
         assert_eq!(
             app.reply(&declined, 1).await.declined_reason(),
             "card declined"

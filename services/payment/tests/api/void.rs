@@ -4,7 +4,7 @@
 use tideway_payment_api::{APPROVED_CARD, PaymentStatus, PaymentVoided};
 use tideway_testkit::backends;
 
-use crate::helpers::{Reply, authorize, capture, order, spawn_app, void};
+use crate::helpers::{Reply, capture, order, spawn_app, void};
 
 #[tokio::test]
 async fn void_after_authorize_voids_the_hold() {
@@ -77,7 +77,8 @@ async fn void_without_a_payment_answers_none_and_declines_a_late_authorization()
         );
         assert!(app.stored(&order_id).await.is_none());
         // The authorization it compensated arrives late: it must not hold funds.
-        app.send(&authorize(&order_id, APPROVED_CARD, 800)).await;
+        app.send(&app.authorize(&order_id, APPROVED_CARD, 800).await)
+            .await;
         assert_eq!(
             app.reply(&order_id, 2).await.declined_reason(),
             "the payment was voided before authorization"
