@@ -73,7 +73,7 @@ impl ServiceName {
 
     /// Whether the service publishes or consumes events.
     fn needs_bus(self) -> bool {
-        !matches!(self, Self::Identity | Self::Catalog)
+        !matches!(self, Self::Identity)
     }
 
     /// The service's name.
@@ -91,6 +91,7 @@ impl ServiceName {
 
 /// Something with background work to stop after the server stops.
 enum Stoppable {
+    Catalog(tideway_catalog::Catalog),
     Basket(tideway_basket::Basket),
     Inventory(tideway_inventory::Inventory),
     Payment(tideway_payment::Payment),
@@ -139,7 +140,8 @@ impl Built {
             Self::Payment(service) => Some(Stoppable::Payment(service.clone())),
             Self::Ordering(service) => Some(Stoppable::Ordering(service.clone())),
             Self::Basket(service) => Some(Stoppable::Basket(service.clone())),
-            Self::Identity(_) | Self::Catalog(_) => None,
+            Self::Catalog(service) => Some(Stoppable::Catalog(service.clone())),
+            Self::Identity(_) => None,
         }
     }
 }
@@ -291,9 +293,14 @@ async fn build(
             .with_context(context)?,
         ),
         ServiceName::Catalog => Built::Catalog(
-            tideway_catalog::Catalog::build(&config.catalog.service, peers.verifier()?)
-                .await
-                .with_context(context)?,
+            tideway_catalog::Catalog::build(
+                &config.catalog.service,
+                bus()?,
+                &config.replica_of(name.as_str()),
+                peers.verifier()?,
+            )
+            .await
+            .with_context(context)?,
         ),
         ServiceName::Basket => {
             let basket = tideway_basket::Basket::build(
@@ -707,6 +714,7 @@ impl App {
         };
         for stoppable in &self.stoppables {
             match stoppable {
+                Stoppable::Catalog(service) => service.shutdown().await,
                 Stoppable::Basket(service) => service.shutdown().await,
                 Stoppable::Inventory(service) => service.shutdown().await,
                 Stoppable::Payment(service) => service.shutdown().await,

@@ -88,6 +88,12 @@ async fn add(
             format!("the item is priced in {}", item.currency),
         ));
     }
+    if item.sold_out || item.stock <= 0 {
+        return Err(ApiError::SoldOut {
+            item_id: item.id,
+            name: item.name,
+        });
+    }
     if held + quantity > item.stock {
         return Err(ApiError::InsufficientStock {
             requested: held + quantity,
@@ -124,6 +130,12 @@ async fn set(
     }
     let mut items = pricing::fetch(&state.catalog, &ids(&lines)).await?;
     let item = known_item(&items, &item_id)?;
+    if item.sold_out || item.stock <= 0 {
+        return Err(ApiError::SoldOut {
+            item_id: item.id,
+            name: item.name,
+        });
+    }
     if quantity > item.stock {
         return Err(ApiError::InsufficientStock {
             requested: quantity,

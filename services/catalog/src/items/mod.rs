@@ -85,6 +85,7 @@ async fn create_item(
     let new = validate::new_item(new)?;
     let id = uuid::Uuid::now_v7().to_string();
     let item = repo::insert(&state.db, &id, &new).await?;
+    state.waker.wake();
     tracing::info!(id = %item.id, sku = %item.sku, admin = %admin.sub, "item created");
     let location = HeaderValue::from_str(&format!("{PREFIX}/items/{}", item.id))
         .map_err(|_| ApiError::Serialize)?;
@@ -107,6 +108,7 @@ async fn update_item(
     let item = repo::update(&state.db, id, &update)
         .await?
         .ok_or_else(|| not_found(id))?;
+    state.waker.wake();
     tracing::info!(id = %item.id, version = item.version, admin = %admin.sub, "item updated");
     Ok(Json(item))
 }
@@ -122,6 +124,7 @@ async fn change_price(
     let item = repo::set_price(&state.db, id, price)
         .await?
         .ok_or_else(|| not_found(id))?;
+    state.waker.wake();
     tracing::info!(id = %item.id, price_minor = price, admin = %admin.sub, "price changed");
     Ok(Json(item))
 }
@@ -135,6 +138,7 @@ async fn delete_item(
     if !repo::delete(&state.db, id).await? {
         return Err(not_found(id));
     }
+    state.waker.wake();
     tracing::info!(id, admin = %admin.sub, "item deleted");
     Ok(StatusCode::NO_CONTENT)
 }
