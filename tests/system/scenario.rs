@@ -209,20 +209,28 @@ pub async fn shop(base: &str) {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    let basket: Value = client
-        .get(format!("{base}/api/basket"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(
-        basket["total_minor"].as_i64().unwrap(),
-        3 * (price + 100),
-        "the basket shows the catalog's current price"
-    );
+    // The catalog's answer changes at once; the basket's cached price goes when the
+    // catalog's PriceChanged reaches it (the cache's invalidation, visible well within
+    // the deadline).
+    let item: Value = get_json(&client, &format!("{base}/api/catalog/items/{id}")).await;
+    assert_eq!(item["price_minor"].as_i64().unwrap(), price + 100);
+    eventually_async(
+        Duration::from_secs(30),
+        "the basket to show the catalog's current price",
+        || async {
+            let basket: Value = client
+                .get(format!("{base}/api/basket"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            basket["total_minor"].as_i64() == Some(3 * (price + 100))
+        },
+    )
+    .await;
 
     // Every answer carried a request id and the gateway counts requests.
     let metrics = metrics(&client, base).await;

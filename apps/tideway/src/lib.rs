@@ -311,6 +311,10 @@ async fn build(
             .await
             .with_context(context)?;
             basket.subscribe(bus()?).await.with_context(context)?;
+            basket
+                .follow_catalog(bus()?, &config.instance_id_of(name.as_str()))
+                .await
+                .with_context(context)?;
             Built::Basket(basket)
         }
         ServiceName::Inventory => Built::Inventory(

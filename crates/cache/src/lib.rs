@@ -115,7 +115,7 @@ impl UseConfig {
 
 /// What every use of a service shares: the switch and the Redis of `redis` uses.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct Shared {
     /// `false`: nothing is cached, every read loads (for comparisons and benchmarks).
     pub enabled: bool,

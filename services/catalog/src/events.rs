@@ -14,11 +14,47 @@
 use std::sync::Arc;
 
 use tideway_bus::{BusError, Event, EventType, inbox, outbox, outbox::RelayWaker};
-use tideway_catalog_api::{ItemChanged, SERVICE};
+use tideway_catalog_api::{ItemChanged, ItemCreated, ItemDeleted, PriceChanged, SERVICE};
 use tideway_inventory_api::StockLevelChanged;
 use tideway_runtime::trace;
 use tideway_store::{Any, Db, Transaction};
 use tracing::Instrument as _;
+
+use crate::cache::Caches;
+
+/// The consumer name under which replica `instance_id` hears the catalog's events to
+/// invalidate its caches: its own, so every replica gets every event.
+pub fn cache_consumer(instance_id: &str) -> String {
+    let clean: String = format!("{SERVICE}-cache-{instance_id}")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(64)
+        .collect();
+    clean
+}
+
+/// Invalidates what `event` (a catalog event) makes stale; other events change nothing.
+pub async fn invalidate(caches: &Caches, event: &Event) {
+    if event.is::<ItemChanged>() {
+        // A stock change that did not flip sold out touches only the item's own answer;
+        // which it was is not in the event, so lists go too (rare next to reads).
+        if let Ok(changed) = event.decode::<ItemChanged>() {
+            caches.item_changed(&changed.item_id).await;
+        }
+    } else if let Ok(created) = event.decode::<ItemCreated>() {
+        caches.item_changed(&created.item.id).await;
+    } else if let Ok(changed) = event.decode::<PriceChanged>() {
+        caches.item_changed(&changed.item_id).await;
+    } else if let Ok(deleted) = event.decode::<ItemDeleted>() {
+        caches.item_changed(&deleted.item_id).await;
+    }
+}
 
 /// Enqueues `payload` about `item_id` in `tx` (the write's transaction).
 pub async fn enqueue<T: EventType>(
@@ -36,13 +72,14 @@ pub async fn enqueue<T: EventType>(
 pub struct StockCopy {
     db: Db,
     waker: RelayWaker,
+    caches: Caches,
 }
 
 impl StockCopy {
-    /// The consumer of stock levels on `db`, waking the relay through `waker` after each
-    /// applied change.
-    pub fn new(db: Db, waker: RelayWaker) -> Arc<Self> {
-        Arc::new(Self { db, waker })
+    /// The consumer of stock levels on `db`, waking the relay through `waker` and
+    /// invalidating `caches` after each applied change.
+    pub fn new(db: Db, waker: RelayWaker, caches: Caches) -> Arc<Self> {
+        Arc::new(Self { db, waker, caches })
     }
 
     /// Handles one delivery: other event types and unreadable events are acknowledged
@@ -84,6 +121,10 @@ impl StockCopy {
             return Ok(false);
         }
         let stock = level.available.max(0);
+        let before: Option<i64> = sqlx::query_scalar("SELECT stock FROM items WHERE id = $1")
+            .bind(&level.item_id)
+            .fetch_optional(&mut *tx)
+            .await?;
         let changed = sqlx::query(
             "UPDATE items SET stock = $2, stock_version = $3 \
              WHERE id = $1 AND stock_version < $3 RETURNING version",
@@ -112,6 +153,12 @@ impl StockCopy {
         )
         .await?;
         tx.commit().await?;
+        if before.is_some_and(|before| (before <= 0) != (stock <= 0)) {
+            // Sold out, or back: lists show it.
+            self.caches.item_changed(&level.item_id).await;
+        } else {
+            self.caches.stock_changed(&level.item_id).await;
+        }
         self.waker.wake();
         tracing::debug!(stock, "stock copy updated");
         Ok(true)

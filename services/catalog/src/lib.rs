@@ -50,6 +50,8 @@ pub struct Config {
     pub database_url: DatabaseUrl,
     /// Whether an empty catalog is filled with the demo catalog at start.
     pub seed: bool,
+    /// The caches of reads (`catalog.cache.*`).
+    pub cache: cache::CacheConfig,
 }
 
 impl Default for Config {
@@ -57,14 +59,18 @@ impl Default for Config {
         Self {
             database_url: DatabaseUrl::sqlite("data/catalog.db"),
             seed: true,
+            cache: cache::CacheConfig::default(),
         }
     }
 }
 
 impl Validate for Config {
     fn validate(&self) -> Result<(), ConfigError> {
-        // The database URL is checked as it is read (`DatabaseUrl`); nothing else to check.
-        Ok(())
+        // The database URL is checked as it is read (`DatabaseUrl`).
+        match self.cache.problem() {
+            Some((key, expected)) => Err(ConfigError::invalid(key, expected)),
+            None => Ok(()),
+        }
     }
 }
 
@@ -75,6 +81,8 @@ pub struct AppState {
     pub db: Db,
     /// Wakes the outbox relay after a write that enqueued an event.
     pub waker: RelayWaker,
+    /// The caches of rendered reads.
+    pub caches: cache::Caches,
 }
 
 /// The catalog service: a cheap-to-clone handle.
@@ -87,6 +95,7 @@ struct Inner {
     db: Db,
     verifier: Arc<JwtVerifier>,
     waker: RelayWaker,
+    caches: cache::Caches,
     subscriptions: Vec<SubscriptionHandle>,
     tracker: TaskTracker,
     token: CancellationToken,
@@ -131,34 +140,61 @@ impl Catalog {
         let publisher: Arc<dyn Publisher> = bus.clone();
         let relay = Relay::new(db.clone(), publisher, replica.relay(SERVICE));
         let waker = relay.spawn(&tracker, token.child_token());
-        let copy = events::StockCopy::new(db.clone(), waker.clone());
+        // The caches resolve their metric handles as they are built: the recorder first.
+        tideway_runtime::metrics::prometheus();
+        let caches = cache::Caches::new(&config.cache).context("configuring catalog.cache")?;
+        let copy = events::StockCopy::new(db.clone(), waker.clone(), caches.clone());
         let handler: Arc<dyn Handler> = Arc::new(move |event: Event| {
             let copy = copy.clone();
             async move { copy.handle(event).await }
         });
-        let subscription = bus
-            .subscribe(
+        // Each replica hears every catalog event on a consumer of its own (fan-out), so
+        // each invalidates its own memory caches.
+        let invalidations = caches.clone();
+        let invalidate: Arc<dyn Handler> = Arc::new(move |event: Event| {
+            let caches = invalidations.clone();
+            async move {
+                events::invalidate(&caches, &event).await;
+                Ok::<_, std::convert::Infallible>(())
+            }
+        });
+        let mut subscriptions = Vec::new();
+        for (options, handler) in [
+            (
                 replica.subscribe(SERVICE, StockLevelChanged::SUBJECT),
                 handler,
-            )
-            .await
-            .context("cannot subscribe the catalog to stock levels");
-        let subscription = match subscription {
-            Ok(subscription) => subscription,
-            Err(err) => {
-                token.cancel();
-                tracker.close();
-                tracker.wait().await;
-                return Err(err);
+            ),
+            (
+                replica.subscribe(
+                    events::cache_consumer(&replica.instance_id),
+                    tideway_catalog_api::EVENTS,
+                ),
+                invalidate,
+            ),
+        ] {
+            match bus
+                .subscribe(options, handler)
+                .await
+                .context("cannot subscribe the catalog to its events")
+            {
+                Ok(subscription) => subscriptions.push(subscription),
+                Err(err) => {
+                    subscriptions.iter().for_each(SubscriptionHandle::stop);
+                    token.cancel();
+                    tracker.close();
+                    tracker.wait().await;
+                    return Err(err);
+                }
             }
-        };
+        }
         tracker.close();
         Ok(Self {
             inner: Arc::new(Inner {
                 db,
                 verifier,
                 waker,
-                subscriptions: vec![subscription],
+                caches,
+                subscriptions,
                 tracker,
                 token,
             }),
@@ -176,6 +212,7 @@ impl Catalog {
             .with_state(AppState {
                 db: self.inner.db.clone(),
                 waker: self.inner.waker.clone(),
+                caches: self.inner.caches.clone(),
             })
             .layer(Extension(self.inner.verifier.clone()));
         let readiness = Readiness::default().with("database", self.inner.db.readiness());
@@ -185,6 +222,11 @@ impl Catalog {
     /// The catalog's database.
     pub fn db(&self) -> &Db {
         &self.inner.db
+    }
+
+    /// The caches of rendered reads.
+    pub fn caches(&self) -> &cache::Caches {
+        &self.inner.caches
     }
 
     /// Stops the subscription and the relay (releasing its lease) and waits for them.

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 use futures_util::future::try_join_all;
 use tideway_basket_api::{BasketLine, BasketView};
+use tideway_cache::Cache;
 use tideway_catalog_api::{CatalogClient, Item, default_currency};
 
 use crate::error::ApiError;
@@ -12,13 +13,19 @@ use crate::store::StoredLine;
 /// What the catalog said about each item asked for: `None` when it has no such item.
 pub type Items = HashMap<String, Option<Item>>;
 
-/// Asks the catalog for every item in `ids`, concurrently.
+/// Asks the catalog for every item in `ids`, concurrently, through the price cache.
 #[tracing::instrument(skip_all, fields(items = ids.len()), err)]
-pub async fn fetch(catalog: &CatalogClient, ids: &[&str]) -> Result<Items, ApiError> {
-    let answers = try_join_all(
-        ids.iter()
-            .map(|id| async move { catalog.item(id).await.map(|item| ((*id).to_owned(), item)) }),
-    )
+pub async fn fetch(
+    catalog: &CatalogClient,
+    prices: &Cache<Item>,
+    ids: &[&str],
+) -> Result<Items, ApiError> {
+    let answers = try_join_all(ids.iter().map(|id| async move {
+        prices
+            .get_or_load(id, || catalog.item(id))
+            .await
+            .map(|item| ((*id).to_owned(), item))
+    }))
     .await
     .map_err(ApiError::CatalogUnavailable)?;
     Ok(answers.into_iter().collect())
@@ -27,7 +34,12 @@ pub async fn fetch(catalog: &CatalogClient, ids: &[&str]) -> Result<Items, ApiEr
 /// Asks the catalog for the items of `lines` that `known` lacks, adding the answers to it.
 /// Used after a write, whose effect stands: an item the catalog cannot describe now (a line
 /// added concurrently while it went down) is priced from the stored line instead.
-pub async fn complete(catalog: &CatalogClient, lines: &[StoredLine], known: &mut Items) {
+pub async fn complete(
+    catalog: &CatalogClient,
+    prices: &Cache<Item>,
+    lines: &[StoredLine],
+    known: &mut Items,
+) {
     let missing: Vec<&str> = lines
         .iter()
         .map(|line| line.item_id.as_str())
@@ -36,7 +48,7 @@ pub async fn complete(catalog: &CatalogClient, lines: &[StoredLine], known: &mut
     if missing.is_empty() {
         return;
     }
-    match fetch(catalog, &missing).await {
+    match fetch(catalog, prices, &missing).await {
         Ok(items) => known.extend(items),
         Err(err) => {
             tracing::warn!(error = %err, "pricing new lines from the stored prices");

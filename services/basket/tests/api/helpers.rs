@@ -230,16 +230,25 @@ impl TestStore {
             Self::Sql(db) => Config {
                 store: StoreKind::Sql,
                 database_url: db.url().parse().expect("a test database URL"),
+                cache: uncached(),
                 ..Config::default()
             },
             Self::Redis(redis) => Config {
                 store: StoreKind::Redis,
                 redis_url: RedisUrl::parse(&redis.url).unwrap(),
                 redis_key_prefix: redis.prefix.clone(),
+                cache: uncached(),
                 ..Config::default()
             },
         }
     }
+}
+
+/// The fake catalog changes without announcing it: most tests read it uncached.
+pub fn uncached() -> tideway_basket::PriceCacheConfig {
+    let mut cache = tideway_basket::PriceCacheConfig::default();
+    cache.shared.enabled = false;
+    cache
 }
 
 /// Whether this run is CI, where a missing server fails the test.

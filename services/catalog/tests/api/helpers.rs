@@ -26,6 +26,7 @@ pub async fn spawn_app(db_url: &str) -> TestApp {
     spawn_with(&Config {
         database_url: db_url.parse().expect("a test database URL"),
         seed: true,
+        ..Config::default()
     })
     .await
 }
