@@ -19,6 +19,7 @@
 #![warn(missing_docs)]
 
 pub mod admission;
+pub mod httpcache;
 
 use std::{collections::HashMap, net::IpAddr, sync::Arc, time::Duration};
 
@@ -95,6 +96,10 @@ pub struct RouteConfig {
     /// The deadline of an upstream call, in milliseconds.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
+    /// The most memory this route's HTTP cache may use, in bytes (0: no cache); see
+    /// [`httpcache`].
+    #[serde(default)]
+    pub cache_bytes: u64,
 }
 
 fn default_timeout_ms() -> u64 {
@@ -115,6 +120,7 @@ impl RouteConfig {
             read,
             write,
             timeout_ms: default_timeout_ms(),
+            cache_bytes: 0,
         }
     }
 }
@@ -226,6 +232,36 @@ struct Route {
     read: Access,
     write: Access,
     timeout: Duration,
+    cache: Option<httpcache::RouteCache>,
+}
+
+/// Empties the HTTP caches of the routes to one upstream: call it on that upstream's
+/// change events. Cheap to clone.
+#[derive(Clone)]
+pub struct Purger {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Purger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Purger").finish_non_exhaustive()
+    }
+}
+
+impl Purger {
+    /// Purges every cached answer of the routes to `upstream`; how many routes had a cache.
+    pub fn purge(&self, upstream: &str) -> usize {
+        let mut purged = 0;
+        for route in &self.shared.routes {
+            if let Some(cache) = &route.cache
+                && route.upstream.service() == upstream
+            {
+                cache.purge();
+                purged += 1;
+            }
+        }
+        purged
+    }
 }
 
 struct Shared {
@@ -276,6 +312,8 @@ impl Gateway {
                 read: route.read.clone(),
                 write: route.write.clone(),
                 timeout: Duration::from_millis(route.timeout_ms),
+                cache: (route.cache_bytes > 0)
+                    .then(|| httpcache::RouteCache::new(&route.prefix, route.cache_bytes)),
             });
         }
         let admission = admission::Admission::new(&config.rate_limit)?;
@@ -334,6 +372,13 @@ impl Gateway {
             request
         });
         Transport::in_process(SERVICE, router, timeout)
+    }
+
+    /// What purges the routes' HTTP caches.
+    pub fn purger(&self) -> Purger {
+        Purger {
+            shared: self.shared.clone(),
+        }
     }
 
     /// The gateway's router: every route, plus health and metrics.
@@ -469,7 +514,7 @@ async fn authorize(
     }
 }
 
-async fn proxy(shared: &Shared, index: usize, request: Request) -> Response {
+async fn proxy(shared: &Shared, index: usize, mut request: Request) -> Response {
     let Some(route) = shared.routes.get(index) else {
         return Problem::internal().into_response();
     };
@@ -518,6 +563,22 @@ async fn proxy(shared: &Shared, index: usize, request: Request) -> Response {
         }
     }
 
+    let pending = match &route.cache {
+        Some(cache) if matches!(*request.method(), Method::GET | Method::HEAD) => {
+            match cache
+                .plan(&mut request, &route.upstream, route.timeout)
+                .await
+            {
+                httpcache::Plan::Answer(mut response) => {
+                    tightest.stamp(&mut response);
+                    return response;
+                }
+                httpcache::Plan::Forward(pending) => Some((cache, pending)),
+            }
+        }
+        _ => None,
+    };
+
     let (mut parts, body) = request.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     parts.headers.remove(header::HOST);
@@ -535,11 +596,28 @@ async fn proxy(shared: &Shared, index: usize, request: Request) -> Response {
     {
         Ok(mut response) => {
             strip_hop_by_hop(response.headers_mut());
+            let mut response = match pending {
+                Some((cache, pending)) => cache
+                    .complete(pending, Ok(response))
+                    .await
+                    .unwrap_or_else(|_| Problem::internal().into_response()),
+                None => response,
+            };
             tightest.stamp(&mut response);
             response
         }
         Err(err) => {
-            let mut response = upstream_failure(route, &err);
+            let stale = match pending {
+                Some((cache, pending)) => cache.complete(pending, Err(())).await.err().flatten(),
+                None => None,
+            };
+            let mut response = match stale {
+                Some(stale) => {
+                    tracing::warn!(upstream = route.upstream.service(), prefix = %route.prefix, error = %err, "upstream call failed; answering the stored answer");
+                    stale
+                }
+                None => upstream_failure(route, &err),
+            };
             tightest.stamp(&mut response);
             response
         }
