@@ -209,11 +209,17 @@ pub async fn shop(base: &str) {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    // The catalog's answer changes at once; the basket's cached price goes when the
-    // catalog's PriceChanged reaches it (the cache's invalidation, visible well within
-    // the deadline).
-    let item: Value = get_json(&client, &format!("{base}/api/catalog/items/{id}")).await;
-    assert_eq!(item["price_minor"].as_i64().unwrap(), price + 100);
+    // The caches in front (the gateway's, the basket's prices) drop the old price when
+    // the catalog's PriceChanged reaches them: visible well within the deadline.
+    eventually_async(
+        Duration::from_secs(30),
+        "the catalog's answer to show the new price",
+        || async {
+            let item: Value = get_json(&client, &format!("{base}/api/catalog/items/{id}")).await;
+            item["price_minor"].as_i64() == Some(price + 100)
+        },
+    )
+    .await;
     eventually_async(
         Duration::from_secs(30),
         "the basket to show the catalog's current price",

@@ -471,6 +471,38 @@ pub struct App {
     announce: Option<Instance>,
 }
 
+/// Purges the gateway's cached catalog answers on every catalog event, on a consumer of
+/// this gateway process's own (so every gateway replica hears every event).
+async fn purge_on_catalog_events(
+    config: &Config,
+    gateway: &tideway_gateway::Gateway,
+    bus: &Arc<dyn Bus>,
+) -> anyhow::Result<()> {
+    let purger = gateway.purger();
+    let consumer: String = format!("gateway-cache-{}", config.instance_id_of("gateway"))
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(64)
+        .collect();
+    let handler = move |_event: tideway_bus::Event| {
+        purger.purge(ServiceName::Catalog.as_str());
+        async { Ok::<_, std::convert::Infallible>(()) }
+    };
+    bus.subscribe(
+        tideway_bus::SubscribeOptions::new(consumer, tideway_catalog_api::EVENTS),
+        Arc::new(handler),
+    )
+    .await
+    .context("subscribing the gateway's cache to the catalog's events")?;
+    Ok(())
+}
+
 async fn nats_bus(config: &Config) -> anyhow::Result<Arc<dyn Bus>> {
     let bus = NatsBus::connect(NatsOptions {
         url: config.bus.nats_url.clone(),
@@ -530,6 +562,7 @@ impl App {
             .map(|name| Ok((name.as_str().to_owned(), peers.transport(config, name)?)))
             .collect::<anyhow::Result<_>>()?;
         let (gateway, web) = gateway_with_web(config, upstreams, verifier, None, true)?;
+        purge_on_catalog_events(config, &gateway, &bus).await?;
         web.tap_events(&bus)
             .await
             .context("subscribing the console to the bus")?;
@@ -644,10 +677,15 @@ impl App {
         // The console shows the bus's events when NATS answers; the shop works without it.
         let mut stoppables = Vec::new();
         match nats_bus(config).await {
-            Ok(bus) => match web.tap_events(&bus).await {
-                Ok(_) => stoppables.push(Stoppable::Bus(bus)),
-                Err(err) => tracing::warn!(error = %err, "the console cannot follow the bus"),
-            },
+            Ok(bus) => {
+                if let Err(err) = purge_on_catalog_events(config, &gateway, &bus).await {
+                    tracing::warn!(error = %err, "the gateway's cache cannot follow the catalog's events; its entries live out their lifetime");
+                }
+                match web.tap_events(&bus).await {
+                    Ok(_) => stoppables.push(Stoppable::Bus(bus)),
+                    Err(err) => tracing::warn!(error = %err, "the console cannot follow the bus"),
+                }
+            }
             Err(err) => tracing::warn!(error = %err, "the console cannot follow the bus"),
         }
         let bind = serve::BindOptions {

@@ -51,14 +51,39 @@ const REDIS_PAUSE: Duration = Duration::from_secs(1);
 const WARN_EVERY: Duration = Duration::from_secs(5);
 
 /// Where a use keeps its entries.
+///
+/// Read from text with an error that says what the value is (a cache's kind):
+/// configuration loaders that flatten sections lose the path below the section.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(try_from = "String", into = "String")]
 pub enum Kind {
     /// In this process (moka): fastest, each replica its own copy.
     #[default]
     Memory,
     /// In Redis: one copy shared by every replica.
     Redis,
+}
+
+impl TryFrom<String> for Kind {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        match value.as_str() {
+            "memory" => Ok(Self::Memory),
+            "redis" => Ok(Self::Redis),
+            other => Err(format!(
+                "a cache's kind is `memory` or `redis`, found {other:?}"
+            )),
+        }
+    }
+}
+
+impl From<Kind> for String {
+    fn from(kind: Kind) -> Self {
+        match kind {
+            Kind::Memory => "memory".to_owned(),
+            Kind::Redis => "redis".to_owned(),
+        }
+    }
 }
 
 /// The settings of one use of a cache (`catalog.cache.item`, `basket.cache.price`, …).

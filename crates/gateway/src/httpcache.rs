@@ -9,7 +9,8 @@
 //! * **Keyed** by path and query, and matched on the request headers the answer's `Vary`
 //!   names (a different value is a miss that replaces the entry).
 //! * **Fresh** (age under the lifetime): answered from memory, `X-Cache: HIT`, with `Age`;
-//!   a client's matching `If-None-Match` gets `304`.
+//!   a client's matching `If-None-Match` gets `304`. A request's `Cache-Control: no-cache`
+//!   (or `max-age=0`) makes the gateway revalidate first.
 //! * **Stale within `stale-while-revalidate`**: answered at once, `X-Cache: STALE`, while
 //!   one background request revalidates it.
 //! * **Stale past that**: revalidated with `If-None-Match` (the stored `ETag`): `304`
@@ -291,11 +292,14 @@ impl RouteCache {
             });
         };
         let age = stored.age();
-        if age < stored.fresh_for {
+        // The client asks for a revalidated answer (`no-cache` or `max-age=0`).
+        let asked = Directives::parse(&request_headers);
+        let revalidate = asked.no_cache || asked.max_age == Some(0);
+        if !revalidate && age < stored.fresh_for {
             self.hit.increment(1);
             return Plan::Answer(stored.respond(&method, &request_headers, "HIT"));
         }
-        if age < stored.fresh_for + stored.while_revalidate {
+        if !revalidate && age < stored.fresh_for + stored.while_revalidate {
             self.stale.increment(1);
             self.revalidate_in_background(key, stored.clone(), upstream.clone(), timeout);
             return Plan::Answer(stored.respond(&method, &request_headers, "STALE"));

@@ -144,6 +144,13 @@ pub struct GatewayConfig {
     /// Rate limits by client address, user or route.
     #[serde(default)]
     pub rate_limit: RateLimitConfig,
+    /// `false`: no route caches, whatever their `cache_bytes` (for comparisons).
+    #[serde(default = "enabled")]
+    pub cache_enabled: bool,
+}
+
+fn enabled() -> bool {
+    true
 }
 
 impl Default for GatewayConfig {
@@ -153,6 +160,7 @@ impl Default for GatewayConfig {
             body_limit_bytes: 64 * 1024,
             trusted_proxies: Vec::new(),
             rate_limit: RateLimitConfig::default(),
+            cache_enabled: true,
         }
     }
 }
@@ -312,7 +320,7 @@ impl Gateway {
                 read: route.read.clone(),
                 write: route.write.clone(),
                 timeout: Duration::from_millis(route.timeout_ms),
-                cache: (route.cache_bytes > 0)
+                cache: (config.cache_enabled && route.cache_bytes > 0)
                     .then(|| httpcache::RouteCache::new(&route.prefix, route.cache_bytes)),
             });
         }

@@ -23,8 +23,11 @@ use tideway_cache::{Cache, CacheError, Shared, UseConfig};
 
 use crate::error::ApiError;
 
-/// How long shared caches and browsers may reuse a catalog answer.
-pub const CATALOG_CACHE_CONTROL: &str = "public, max-age=30";
+/// How long shared caches and browsers may reuse a catalog answer: 30 s fresh, then
+/// answered stale for up to 30 s more while revalidated behind, and for up to 5 min when
+/// the catalog fails (the gateway purges on the catalog's events well before that).
+pub const CATALOG_CACHE_CONTROL: &str =
+    "public, max-age=30, stale-while-revalidate=30, stale-if-error=300";
 
 /// The cache settings of the catalog (`[catalog.cache]`): the switch and Redis settings
 /// shared by every use, and one use per kind of read.

@@ -10,7 +10,7 @@ async fn etag_of(app: &TestApp, path: &str) -> String {
     assert_eq!(response.status(), StatusCode::OK, "{path}");
     assert_eq!(
         response.headers()[header::CACHE_CONTROL],
-        "public, max-age=30",
+        "public, max-age=30, stale-while-revalidate=30, stale-if-error=300",
         "{path}"
     );
     let etag = response.headers()[header::ETAG]
@@ -53,7 +53,7 @@ async fn every_read_answers_an_etag_and_304_when_it_matches() {
             assert_eq!(response.headers()[header::ETAG], etag.as_str());
             assert_eq!(
                 response.headers()[header::CACHE_CONTROL],
-                "public, max-age=30"
+                "public, max-age=30, stale-while-revalidate=30, stale-if-error=300"
             );
             assert!(
                 response.bytes().await.unwrap().is_empty(),
