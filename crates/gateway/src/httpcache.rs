@@ -1,7 +1,7 @@
 //! The gateway as a shared HTTP cache, per route (`cache_bytes` in the route's config): a
 //! subset of RFC 9111.
 //!
-//! * **Stored**: `200` answers to `GET`/`HEAD` whose `Cache-Control` gives a freshness
+//! * **Stored**: `200` answers to `GET` (and served to `GET` and `HEAD`) whose `Cache-Control` gives a freshness
 //!   lifetime (`s-maxage`, else `max-age`) and says neither `no-store` nor `private`, with
 //!   no `Set-Cookie`, `Vary` not `*`, and a known length within [`MAX_ENTRY_BYTES`]. An
 //!   answer to a request with credentials (`Authorization`, `Cookie`) is stored, and a
@@ -430,7 +430,9 @@ impl RouteCache {
             v.to_str()
                 .is_ok_and(|v| v.split(',').any(|n| n.trim() == "*"))
         });
-        let storable = response.status() == StatusCode::OK
+        // A HEAD answer has no body to store: only GETs fill the cache (HEADs read it).
+        let storable = pending.method == Method::GET
+            && response.status() == StatusCode::OK
             && !response.headers().contains_key(header::SET_COOKIE)
             && !vary_star
             && (!pending.credentials || directives.public)

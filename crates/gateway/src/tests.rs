@@ -582,10 +582,40 @@ async fn fresh_answers_come_from_the_cache_with_their_age_and_a_304_when_they_ma
         (status, x_cache(&headers)),
         (StatusCode::NOT_MODIFIED, "HIT")
     );
+    // A HEAD is answered from the entry, without a body, and never stores an empty one.
+    let head = router
+        .clone()
+        .oneshot(
+            Request::head("/api/catalog/items/2")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(x_cache(head.headers()), "MISS");
+    let mut request = Request::get("/api/catalog/items/2");
+    request = request.header("accept-language", "de");
+    let (_, _, body) = {
+        let response = router
+            .clone()
+            .oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let headers = response.headers().clone();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (
+            headers.clone(),
+            x_cache(&headers).to_owned(),
+            String::from_utf8_lossy(&body).into_owned(),
+        )
+    };
+    assert_eq!(body, "v1", "the GET after a HEAD has its body");
     // Vary: another language is another entry.
     let (_, headers, _) = fetch(&router, &[("accept-language", "fr")]).await;
     assert_eq!(x_cache(&headers), "MISS");
-    assert_eq!(origin.calls(), 2);
+    assert_eq!(origin.calls(), 4);
 
     // Purged by the upstream's change event: the next read goes to the origin.
     origin.version.store(2, std::sync::atomic::Ordering::SeqCst);
