@@ -1,6 +1,7 @@
 // The storefront and the console, end to end in a real browser: browse → search → open an
 // item → register → sign in → add two items → change a quantity → check out → the order
-// page follows the saga to Confirmed; the declining card ends Cancelled with its reason;
+// page follows the saga to Confirmed; the declining card ends Cancelled with its reason; an
+// item that sells out says so, refuses the add and is marked in the basket;
 // /ops shows that order's saga and trace. Every page is photographed under SCREENSHOT_DIR.
 
 import assert from 'node:assert/strict';
@@ -238,6 +239,84 @@ test('the declining test card ends the order Cancelled with its reason', async (
   await page.getByRole('heading', { name: 'Not for you' }).waitFor();
   await shot(page, '13-ops-forbidden');
   noErrors(page);
+  await page.context().close();
+});
+
+/** An admin's access token, through the API (the demo admin of `tideway up`). */
+async function adminToken() {
+  const response = await fetch(`${BASE_URL}/api/identity/login`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ email: 'admin@tideway.local', password: 'tideway-admin-1' }),
+  });
+  assert.equal(response.status, 200);
+  return (await response.json()).access_token;
+}
+
+/** Waits until `check` answers true, reloading nothing itself; fails after the deadline. */
+async function eventually(what, check) {
+  const deadline = Date.now() + SAGA_DEADLINE_MS;
+  for (;;) {
+    if (await check()) return;
+    assert.ok(Date.now() < deadline, `${what} did not happen within ${SAGA_DEADLINE_MS} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+test('an item that sells out says so, refuses the add and is marked in the basket', async () => {
+  const page = await newPage();
+  await signIn(page, email, password);
+  const listed = await (await fetch(`${BASE_URL}/api/catalog/items?page_size=100&sort=price_desc`)).json();
+  const item = listed.items.find((i) => i.stock >= 2);
+  assert.ok(item, 'an item in stock');
+
+  // In the basket, and its page open, while it is still in stock.
+  await page.goto(`${BASE_URL}/items/${item.id}`);
+  await page.locator('#stock', { hasText: 'In stock' }).waitFor();
+  await page.getByLabel('Quantity').fill('1');
+  await page.getByRole('button', { name: 'Add to basket' }).click();
+  await page.waitForURL(`${BASE_URL}/basket`);
+  const stale = await page.context().newPage();
+  await stale.goto(`${BASE_URL}/items/${item.id}`);
+
+  // The last units go (as an admin sets them; a reservation announces the same event).
+  const token = await adminToken();
+  const set = await fetch(`${BASE_URL}/api/inventory/stock/${item.id}`, {
+    method: 'PUT',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+    body: JSON.stringify({ available: 0 }),
+  });
+  assert.equal(set.status, 200);
+
+  // The basket marks the line, once the stock level has reached it.
+  await eventually('the basket to mark the line sold out', async () => {
+    await page.goto(`${BASE_URL}/basket`);
+    return (await page.locator('.line-state', { hasText: 'Sold out' }).count()) === 1;
+  });
+  await shot(page, '14-basket-sold-out');
+
+  // The page opened before: its add is refused, saying why.
+  await stale.getByRole('button', { name: 'Add to basket' }).click();
+  await stale.getByRole('alert').filter({ hasText: /sold out/i }).waitFor();
+  await shot(stale, '15-add-refused-sold-out');
+
+  // The item's page now says so and offers no add.
+  await page.goto(`${BASE_URL}/items/${item.id}`);
+  await page.locator('#stock', { hasText: 'Sold out' }).waitFor();
+  assert.equal(await page.getByRole('button', { name: 'Add to basket' }).isDisabled(), true);
+  await shot(page, '16-item-sold-out');
+
+  // Put it back for the tests after this one, and empty the basket of it.
+  await fetch(`${BASE_URL}/api/inventory/stock/${item.id}`, {
+    method: 'PUT',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+    body: JSON.stringify({ available: item.stock }),
+  });
+  await page.goto(`${BASE_URL}/basket`);
+  await page.getByRole('button', { name: `Remove ${item.name}` }).click();
+  await page.getByRole('button', { name: `Remove ${item.name}` }).waitFor({ state: 'detached' });
+  noErrors(page);
+  noErrors(stale);
   await page.context().close();
 });
 

@@ -95,7 +95,12 @@ async fn with_the_catalog_down_browsing_degrades_and_the_rest_of_the_shop_works(
     use crate::checkout::{Shopper, item_with_stock};
 
     let data = tempfile::tempdir().unwrap();
-    let app = App::embedded(&embedded_config(data.path())).await.unwrap();
+    // Without the caches of catalog answers: with them, a catalog whose database is gone
+    // still answers what it has cached, and this is about a catalog that cannot answer.
+    let mut config = embedded_config(data.path());
+    config.catalog.service.cache.shared.enabled = false;
+    config.basket.service.cache.shared.enabled = false;
+    let app = App::embedded(&config).await.unwrap();
     let services = app.services().unwrap().clone();
     let server = serve_ready(app).await;
     let base = server.base_url().to_owned();
@@ -230,5 +235,54 @@ async fn with_ordering_down_checkout_is_refused_with_a_503_and_the_basket_kept()
     assert_eq!(basket["items"][0]["quantity"], 1, "{basket}");
     assert_eq!(basket["items"][0]["price_current"], true, "{basket}");
 
+    server.stop(STOP_DEADLINE).await;
+}
+
+/// The gateway's HTTP cache keeps the last good catalog answers while the catalog fails:
+/// an answer read before is served with `X-Cache: STALE` and its `Age` (stale-if-error),
+/// one never read gets the failure.
+#[tokio::test]
+async fn with_the_catalog_down_the_gateway_answers_its_last_good_answers() {
+    let data = tempfile::tempdir().unwrap();
+    let mut config = embedded_config(data.path());
+    // The catalog's own cache would keep answering: this is about the gateway's.
+    config.catalog.service.cache.shared.enabled = false;
+    let app = App::embedded(&config).await.unwrap();
+    let services = app.services().unwrap().clone();
+    let server = serve_ready(app).await;
+    let base = server.base_url().to_owned();
+    let http = reqwest::Client::new();
+    let item = |id: String| http.get(format!("{base}/api/catalog/items/{id}")).send();
+
+    let page: Value =
+        scenario::get_json(&http, &format!("{base}/api/catalog/items?page_size=2")).await;
+    let id = page["items"][0]["id"].as_str().unwrap().to_owned();
+    let other = page["items"][1]["id"].as_str().unwrap().to_owned();
+    let first = item(id.clone()).await.unwrap();
+    assert_eq!(first.headers()["x-cache"], "MISS");
+    let body: Value = first.json().await.unwrap();
+    let again = item(id.clone()).await.unwrap();
+    assert_eq!(again.headers()["x-cache"], "HIT");
+    assert!(again.headers().contains_key("age"));
+
+    services.catalog.db().close().await;
+
+    // Asked to revalidate, the gateway finds the catalog failing and answers the last
+    // good answer, stale (within the catalog's stale-if-error).
+    let stale = http
+        .get(format!("{base}/api/catalog/items/{id}"))
+        .header("cache-control", "no-cache")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stale.status(), 200);
+    assert_eq!(stale.headers()["x-cache"], "STALE");
+    assert!(stale.headers().contains_key("age"));
+    let stale: Value = stale.json().await.unwrap();
+    assert_eq!(stale, body, "the last good answer");
+
+    // Never read before: nothing to fall back on.
+    let never = item(other).await.unwrap();
+    assert_eq!(never.status(), 503, "{:?}", never.headers());
     server.stop(STOP_DEADLINE).await;
 }

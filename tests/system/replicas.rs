@@ -63,6 +63,9 @@ impl Replicas {
             ("TIDEWAY_BALANCE__HEALTH_INTERVAL_MS".into(), "200".into()),
             // The test signs in as the demo admin, which `tideway serve` seeds only when asked.
             ("TIDEWAY_DEMO_USERS".into(), "true".into()),
+            // These tests count the calls that reach each replica: the gateway's HTTP cache
+            // would answer them itself.
+            ("TIDEWAY_GATEWAY__CACHE_ENABLED".into(), "false".into()),
         ];
         if let Some(bucket) = bucket {
             env.push(("TIDEWAY_DISCOVERY__KIND".into(), "nats".into()));

@@ -209,20 +209,34 @@ pub async fn shop(base: &str) {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    let basket: Value = client
-        .get(format!("{base}/api/basket"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(
-        basket["total_minor"].as_i64().unwrap(),
-        3 * (price + 100),
-        "the basket shows the catalog's current price"
-    );
+    // The caches in front (the gateway's, the basket's prices) drop the old price when
+    // the catalog's PriceChanged reaches them: visible well within the deadline.
+    eventually_async(
+        Duration::from_secs(30),
+        "the catalog's answer to show the new price",
+        || async {
+            let item: Value = get_json(&client, &format!("{base}/api/catalog/items/{id}")).await;
+            item["price_minor"].as_i64() == Some(price + 100)
+        },
+    )
+    .await;
+    eventually_async(
+        Duration::from_secs(30),
+        "the basket to show the catalog's current price",
+        || async {
+            let basket: Value = client
+                .get(format!("{base}/api/basket"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            basket["total_minor"].as_i64() == Some(3 * (price + 100))
+        },
+    )
+    .await;
 
     // Every answer carried a request id and the gateway counts requests.
     let metrics = metrics(&client, base).await;

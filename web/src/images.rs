@@ -142,6 +142,7 @@ mod tests {
             price_minor: 100,
             currency: "EUR".into(),
             stock: 1,
+            sold_out: false,
             version: 1,
             created_at: String::new(),
             updated_at: String::new(),

@@ -499,7 +499,11 @@ pub fn shop_routes() -> Vec<RouteConfig> {
     let admin = || Access::Role("admin".to_owned());
     vec![
         RouteConfig::new("/api/identity", "identity", Access::Public, Access::Public),
-        RouteConfig::new("/api/catalog", "catalog", Access::Public, admin()),
+        // Public reads, cached at the edge (purged by the catalog's events).
+        RouteConfig {
+            cache_bytes: 16 * 1024 * 1024,
+            ..RouteConfig::new("/api/catalog", "catalog", Access::Public, admin())
+        },
         RouteConfig::new("/api/basket", "basket", Access::User, Access::User),
         // Checkout reads the basket but is the ordering service's.
         RouteConfig::new(
@@ -1176,6 +1180,47 @@ mod tests {
         let path = dir.path().join("tideway.toml");
         std::fs::write(&path, toml).unwrap();
         Config::load(Some(&path))
+    }
+
+    #[test]
+    fn the_cache_keys_load_and_a_bad_one_is_named() {
+        let config = from_file(
+            "[catalog.cache]\nenabled = false\nredis_timeout_ms = 50\n\
+             [catalog.cache.item]\nkind = \"redis\"\nttl_ms = 5000\ncapacity = 7\n\
+             [basket.cache.price]\nttl_ms = 2000\n\
+             [gateway]\ncache_enabled = false\n",
+        )
+        .unwrap();
+        let catalog = &config.catalog.service.cache;
+        assert!(!catalog.shared.enabled);
+        assert_eq!(catalog.shared.redis_timeout_ms, 50);
+        assert_eq!(catalog.item.kind, tideway_cache::Kind::Redis);
+        assert_eq!((catalog.item.ttl_ms, catalog.item.capacity), (5000, 7));
+        assert_eq!(config.basket.service.cache.price.ttl_ms, 2000);
+        assert!(!config.gateway.gateway.cache_enabled);
+        let catalog_route = config
+            .gateway
+            .gateway
+            .routes
+            .iter()
+            .find(|r| r.prefix == "/api/catalog")
+            .unwrap();
+        assert!(catalog_route.cache_bytes > 0);
+        assert_eq!(
+            refused_key(|c| c.catalog.service.cache.list.ttl_ms = 0),
+            "catalog.cache.list.ttl_ms"
+        );
+        assert_eq!(
+            refused_key(|c| c.catalog.service.cache.shared.redis_url = "x".into()),
+            "catalog.cache.redis_url"
+        );
+        assert_eq!(
+            refused_key(|c| c.basket.service.cache.price.capacity = 0),
+            "basket.cache.price.capacity"
+        );
+        let err = from_file("[catalog.cache.item]\nkind = \"disk\"\n").unwrap_err();
+        assert!(err.to_string().contains("cache's kind"), "{err}");
+        assert!(err.to_string().contains("memory"), "{err}");
     }
 
     #[test]

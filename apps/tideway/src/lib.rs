@@ -80,7 +80,7 @@ impl ServiceName {
 
     /// Whether the service publishes or consumes events.
     fn needs_bus(self) -> bool {
-        !matches!(self, Self::Identity | Self::Catalog)
+        !matches!(self, Self::Identity)
     }
 
     /// The service's name.
@@ -100,6 +100,7 @@ impl ServiceName {
 /// Something with background work to stop after the server stops.
 enum Stoppable {
     Identity(tideway_identity::Identity),
+    Catalog(tideway_catalog::Catalog),
     Basket(tideway_basket::Basket),
     Inventory(tideway_inventory::Inventory),
     Payment(tideway_payment::Payment),
@@ -154,7 +155,7 @@ impl Built {
             Self::Basket(service) => Some(Stoppable::Basket(service.clone())),
             Self::Notification(service) => Some(Stoppable::Notification(service.clone())),
             Self::Identity(service) => Some(Stoppable::Identity(service.clone())),
-            Self::Catalog(_) => None,
+            Self::Catalog(service) => Some(Stoppable::Catalog(service.clone())),
         }
     }
 }
@@ -306,9 +307,14 @@ async fn build(
             .with_context(context)?,
         ),
         ServiceName::Catalog => Built::Catalog(
-            tideway_catalog::Catalog::build(&config.catalog.service, peers.verifier()?)
-                .await
-                .with_context(context)?,
+            tideway_catalog::Catalog::build(
+                &config.catalog.service,
+                bus()?,
+                &config.replica_of(name.as_str()),
+                peers.verifier()?,
+            )
+            .await
+            .with_context(context)?,
         ),
         ServiceName::Basket => {
             let basket = tideway_basket::Basket::build(
@@ -319,6 +325,10 @@ async fn build(
             .await
             .with_context(context)?;
             basket.subscribe(bus()?).await.with_context(context)?;
+            basket
+                .follow_catalog(bus()?, &config.instance_id_of(name.as_str()))
+                .await
+                .with_context(context)?;
             Built::Basket(basket)
         }
         ServiceName::Inventory => Built::Inventory(
@@ -500,6 +510,38 @@ pub struct App {
     _shared_config: Option<edge::SharedConfig>,
 }
 
+/// Purges the gateway's cached catalog answers on every catalog event, on a consumer of
+/// this gateway process's own (so every gateway replica hears every event).
+async fn purge_on_catalog_events(
+    config: &Config,
+    gateway: &tideway_gateway::Gateway,
+    bus: &Arc<dyn Bus>,
+) -> anyhow::Result<()> {
+    let purger = gateway.purger();
+    let consumer: String = format!("gateway-cache-{}", config.instance_id_of("gateway"))
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(64)
+        .collect();
+    let handler = move |_event: tideway_bus::Event| {
+        purger.purge(ServiceName::Catalog.as_str());
+        async { Ok::<_, std::convert::Infallible>(()) }
+    };
+    bus.subscribe(
+        tideway_bus::SubscribeOptions::new(consumer, tideway_catalog_api::EVENTS),
+        Arc::new(handler),
+    )
+    .await
+    .context("subscribing the gateway's cache to the catalog's events")?;
+    Ok(())
+}
+
 async fn nats_bus(config: &Config) -> anyhow::Result<Arc<dyn Bus>> {
     Ok(Arc::new(nats_bus_of(config).await?))
 }
@@ -576,6 +618,7 @@ impl App {
             .map(|name| Ok((name.as_str().to_owned(), peers.transport(config, name)?)))
             .collect::<anyhow::Result<_>>()?;
         let (gateway, web) = gateway_with_web(config, upstreams, verifier, None, true)?;
+        purge_on_catalog_events(config, &gateway, &bus).await?;
         web.tap_events(&bus)
             .await
             .context("subscribing the console to the bus")?;
@@ -742,16 +785,19 @@ impl App {
         // The console shows the bus's events when NATS answers; the shop works without it.
         let mut stoppables = Vec::new();
         match nats_bus_of(config).await {
-            Ok(nats) => match web
-                .tap_events(&(Arc::new(nats.clone()) as Arc<dyn Bus>))
-                .await
-            {
-                Ok(_) => {
-                    web.show_dead_letters(Arc::new(nats.clone()));
-                    stoppables.push(Stoppable::Bus(Arc::new(nats)));
+            Ok(nats) => {
+                let bus: Arc<dyn Bus> = Arc::new(nats.clone());
+                if let Err(err) = purge_on_catalog_events(config, &gateway, &bus).await {
+                    tracing::warn!(error = %err, "the gateway's cache cannot follow the catalog's events; its entries live out their lifetime");
                 }
-                Err(err) => tracing::warn!(error = %err, "the console cannot follow the bus"),
-            },
+                match web.tap_events(&bus).await {
+                    Ok(_) => {
+                        web.show_dead_letters(Arc::new(nats));
+                        stoppables.push(Stoppable::Bus(bus));
+                    }
+                    Err(err) => tracing::warn!(error = %err, "the console cannot follow the bus"),
+                }
+            }
             Err(err) => tracing::warn!(error = %err, "the console cannot follow the bus"),
         }
         let bind = serve::BindOptions {
@@ -862,6 +908,7 @@ impl App {
         for stoppable in &self.stoppables {
             match stoppable {
                 Stoppable::Identity(service) => service.shutdown().await,
+                Stoppable::Catalog(service) => service.shutdown().await,
                 Stoppable::Basket(service) => service.shutdown().await,
                 Stoppable::Inventory(service) => service.shutdown().await,
                 Stoppable::Payment(service) => service.shutdown().await,

@@ -21,6 +21,7 @@
 pub mod admission;
 mod live;
 mod traffic;
+pub mod httpcache;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -120,6 +121,10 @@ pub struct RouteConfig {
     /// When a canary doing worse than the primary is set to 0%.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback: Option<RollbackConfig>,
+    /// The most memory this route's HTTP cache may use, in bytes (0: no cache); see
+    /// [`httpcache`].
+    #[serde(default)]
+    pub cache_bytes: u64,
 }
 
 fn default_timeout_ms() -> u64 {
@@ -145,6 +150,7 @@ impl RouteConfig {
             sticky_cookie: None,
             mirror: None,
             rollback: None,
+            cache_bytes: 0,
         }
     }
 
@@ -183,10 +189,17 @@ pub struct GatewayConfig {
     /// shadows never hold the users' requests back. Read at start.
     #[serde(default = "default_mirror_queue")]
     pub mirror_queue: usize,
+    /// `false`: no route caches, whatever their `cache_bytes` (for comparisons).
+    #[serde(default = "enabled")]
+    pub cache_enabled: bool,
 }
 
 fn default_mirror_queue() -> usize {
     256
+}
+
+fn enabled() -> bool {
+    true
 }
 
 impl Default for GatewayConfig {
@@ -197,6 +210,7 @@ impl Default for GatewayConfig {
             trusted_proxies: Vec::new(),
             rate_limit: RateLimitConfig::default(),
             mirror_queue: default_mirror_queue(),
+            cache_enabled: true,
         }
     }
 }
@@ -286,6 +300,38 @@ struct Route {
     timeout: Duration,
     split: Option<RouteSplit>,
     mirror: Option<RouteMirror>,
+    /// The route's HTTP cache (none for a route split between versions, whose answers
+    /// may differ by version).
+    cache: Option<httpcache::RouteCache>,
+}
+
+/// Empties the HTTP caches of the routes to one upstream: call it on that upstream's
+/// change events. Cheap to clone.
+#[derive(Clone)]
+pub struct Purger {
+    live: Arc<live::Live>,
+}
+
+impl std::fmt::Debug for Purger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Purger").finish_non_exhaustive()
+    }
+}
+
+impl Purger {
+    /// Purges every cached answer of the routes to `upstream`; how many routes had a cache.
+    pub fn purge(&self, upstream: &str) -> usize {
+        let mut purged = 0;
+        for route in &self.live.shared().routes {
+            if let Some(cache) = &route.cache
+                && route.upstream.service() == upstream
+            {
+                cache.purge();
+                purged += 1;
+            }
+        }
+        purged
+    }
 }
 
 /// A route's versions: the split and, in the same order, each version's transport, its
@@ -374,6 +420,8 @@ impl Shared {
                 read: route.read.clone(),
                 write: route.write.clone(),
                 timeout: Duration::from_millis(route.timeout_ms),
+                cache: (config.cache_enabled && route.cache_bytes > 0 && split.is_none())
+                    .then(|| httpcache::RouteCache::new(&route.prefix, route.cache_bytes)),
                 split,
                 mirror,
             });
@@ -494,6 +542,13 @@ impl Gateway {
             request
         });
         Transport::in_process(SERVICE, router, timeout)
+    }
+
+    /// What purges the routes' HTTP caches.
+    pub fn purger(&self) -> Purger {
+        Purger {
+            live: Arc::clone(&self.live),
+        }
     }
 
     /// The gateway's router: every route, the admin endpoints, plus health and metrics.
@@ -714,7 +769,7 @@ async fn authorize(
 /// sent to the user, just not compared.
 const MIRROR_BODY_LIMIT: usize = 1024 * 1024;
 
-async fn proxy(live: &live::Live, shared: &Shared, request: Request) -> Response {
+async fn proxy(live: &live::Live, shared: &Shared, mut request: Request) -> Response {
     let Some(route) = shared.find(request.uri().path()) else {
         return Problem::internal().into_response();
     };
@@ -786,6 +841,24 @@ async fn proxy(live: &live::Live, shared: &Shared, request: Request) -> Response
             && live.mirrors()
             && (mirror.percent >= 100 || rand::random::<u32>() % 100 < mirror.percent)
     });
+    // A cached answer is the route's own: no version split, no mirror copy.
+    let pending = match &route.cache {
+        Some(cache)
+            if version.is_none() && matches!(*request.method(), Method::GET | Method::HEAD) =>
+        {
+            match cache
+                .plan(&mut request, &route.upstream, route.timeout)
+                .await
+            {
+                httpcache::Plan::Answer(mut response) => {
+                    tightest.stamp(&mut response);
+                    return response;
+                }
+                httpcache::Plan::Forward(pending) => Some((cache, pending)),
+            }
+        }
+        _ => None,
+    };
 
     let (mut parts, body) = request.into_parts();
     strip_hop_by_hop(&mut parts.headers);
@@ -836,9 +909,27 @@ async fn proxy(live: &live::Live, shared: &Shared, request: Request) -> Response
     let mut response = match outcome {
         Ok(mut response) => {
             strip_hop_by_hop(response.headers_mut());
-            response
+            match pending {
+                Some((cache, pending)) => cache
+                    .complete(pending, Ok(response))
+                    .await
+                    .unwrap_or_else(|_| Problem::internal().into_response()),
+                None => response,
+            }
         }
-        Err(err) => upstream_failure(&route.prefix, upstream, &err),
+        Err(err) => {
+            let stale = match pending {
+                Some((cache, pending)) => cache.complete(pending, Err(())).await.err().flatten(),
+                None => None,
+            };
+            match stale {
+                Some(stale) => {
+                    tracing::warn!(upstream = upstream.service(), prefix = %route.prefix, error = %err, "upstream call failed; answering the stored answer");
+                    stale
+                }
+                None => upstream_failure(&route.prefix, upstream, &err),
+            }
+        }
     };
     if let Some((mirror, copy)) = shadow {
         response = live.mirror(route, mirror, copy, response).await;

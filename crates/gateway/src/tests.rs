@@ -466,3 +466,289 @@ async fn refuses_every_forged_token_before_the_upstream() {
     }
     assert_eq!(reached.load(Ordering::SeqCst), targets.len());
 }
+
+/// An origin for the HTTP cache: counts its calls, answers `v<version>` with an `ETag`,
+/// `304` to a matching `If-None-Match`, and `503` while failing.
+#[derive(Clone)]
+struct Origin {
+    calls: Arc<std::sync::atomic::AtomicUsize>,
+    failing: Arc<std::sync::atomic::AtomicBool>,
+    version: Arc<std::sync::atomic::AtomicUsize>,
+    cache_control: &'static str,
+}
+
+impl Origin {
+    fn new(cache_control: &'static str) -> Self {
+        Self {
+            calls: Arc::default(),
+            failing: Arc::default(),
+            version: Arc::new(std::sync::atomic::AtomicUsize::new(1)),
+            cache_control,
+        }
+    }
+
+    fn calls(&self) -> usize {
+        self.calls.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn router(&self) -> Router {
+        let origin = self.clone();
+        let handler = move |headers: HeaderMap| {
+            let origin = origin.clone();
+            async move {
+                use std::sync::atomic::Ordering::SeqCst;
+                origin.calls.fetch_add(1, SeqCst);
+                if origin.failing.load(SeqCst) {
+                    return StatusCode::SERVICE_UNAVAILABLE.into_response();
+                }
+                let version = origin.version.load(SeqCst);
+                let etag = format!("\"v{version}\"");
+                let common = [
+                    (header::CACHE_CONTROL, origin.cache_control.to_owned()),
+                    (header::ETAG, etag.clone()),
+                    (header::VARY, "accept-language".to_owned()),
+                ];
+                if headers
+                    .get(header::IF_NONE_MATCH)
+                    .is_some_and(|v| v.to_str().unwrap_or_default() == etag)
+                {
+                    return (StatusCode::NOT_MODIFIED, common).into_response();
+                }
+                (StatusCode::OK, common, format!("v{version}")).into_response()
+            }
+        };
+        Router::new().route("/api/catalog/{*rest}", get(handler))
+    }
+}
+
+fn cached_gateway(origin: &Origin) -> (Router, Purger, TokenSigner) {
+    let signer = TokenSigner::generate().unwrap();
+    let verifier = Arc::new(JwtVerifier::from_keys(signer.jwks(), "tideway", "tideway"));
+    let config = GatewayConfig {
+        routes: vec![RouteConfig {
+            cache_bytes: 1 << 20,
+            ..RouteConfig::new("/api/catalog", "catalog", Access::Public, Access::Public)
+        }],
+        ..GatewayConfig::default()
+    };
+    let upstreams = HashMap::from([(
+        "catalog".to_owned(),
+        Transport::in_process("catalog", origin.router(), Duration::from_secs(2)),
+    )]);
+    let gateway = Gateway::new(&config, upstreams, verifier).unwrap();
+    (gateway.router(), gateway.purger(), signer)
+}
+
+async fn fetch(router: &Router, headers: &[(&str, &str)]) -> (StatusCode, HeaderMap, String) {
+    let mut request = Request::get("/api/catalog/items/1");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = router
+        .clone()
+        .oneshot(request.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (status, headers, String::from_utf8_lossy(&body).into_owned())
+}
+
+fn x_cache(headers: &HeaderMap) -> &str {
+    headers[httpcache::X_CACHE].to_str().unwrap()
+}
+
+#[tokio::test]
+async fn fresh_answers_come_from_the_cache_with_their_age_and_a_304_when_they_match() {
+    let origin = Origin::new("public, max-age=60");
+    let (router, purger, _) = cached_gateway(&origin);
+    let (status, headers, body) = fetch(&router, &[]).await;
+    assert_eq!(
+        (status, x_cache(&headers), body.as_str()),
+        (StatusCode::OK, "MISS", "v1")
+    );
+    let (status, headers, body) = fetch(&router, &[]).await;
+    assert_eq!(
+        (status, x_cache(&headers), body.as_str()),
+        (StatusCode::OK, "HIT", "v1")
+    );
+    assert!(headers.contains_key(header::AGE));
+    assert_eq!(origin.calls(), 1);
+    let (status, headers, _) = fetch(&router, &[("if-none-match", "\"v1\"")]).await;
+    assert_eq!(
+        (status, x_cache(&headers)),
+        (StatusCode::NOT_MODIFIED, "HIT")
+    );
+    // A HEAD is answered from the entry, without a body, and never stores an empty one.
+    let head = router
+        .clone()
+        .oneshot(
+            Request::head("/api/catalog/items/2")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(x_cache(head.headers()), "MISS");
+    let mut request = Request::get("/api/catalog/items/2");
+    request = request.header("accept-language", "de");
+    let (_, _, body) = {
+        let response = router
+            .clone()
+            .oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let headers = response.headers().clone();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (
+            headers.clone(),
+            x_cache(&headers).to_owned(),
+            String::from_utf8_lossy(&body).into_owned(),
+        )
+    };
+    assert_eq!(body, "v1", "the GET after a HEAD has its body");
+    // Vary: another language is another entry.
+    let (_, headers, _) = fetch(&router, &[("accept-language", "fr")]).await;
+    assert_eq!(x_cache(&headers), "MISS");
+    assert_eq!(origin.calls(), 4);
+
+    // Purged by the upstream's change event: the next read goes to the origin.
+    origin.version.store(2, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(purger.purge("catalog"), 1);
+    let (_, headers, body) = fetch(&router, &[("accept-language", "fr")]).await;
+    assert_eq!((x_cache(&headers), body.as_str()), ("MISS", "v2"));
+}
+
+#[tokio::test]
+async fn answers_to_requests_with_credentials_are_stored_only_when_public() {
+    let private = Origin::new("max-age=60");
+    let (router, _, signer) = cached_gateway(&private);
+    let claims = TokenSigner::claims(
+        "u1",
+        "u@x.io",
+        &[],
+        "tideway",
+        "tideway",
+        Duration::from_secs(60),
+    );
+    let bearer = format!("Bearer {}", signer.sign(&claims).unwrap());
+    for _ in 0..2 {
+        let (_, headers, _) = fetch(&router, &[("authorization", &bearer)]).await;
+        assert_eq!(x_cache(&headers), "MISS");
+    }
+    assert_eq!(
+        private.calls(),
+        2,
+        "never stored for a request with credentials"
+    );
+    // Stored for an anonymous request, but never served to one with credentials.
+    fetch(&router, &[]).await;
+    let (_, headers, _) = fetch(&router, &[("cookie", "tw_access=x")]).await;
+    assert_eq!(x_cache(&headers), "MISS");
+
+    let public = Origin::new("public, max-age=60");
+    let (router, _, _) = cached_gateway(&public);
+    fetch(&router, &[("authorization", &bearer)]).await;
+    let (_, headers, _) = fetch(&router, &[("authorization", &bearer)]).await;
+    assert_eq!(x_cache(&headers), "HIT");
+    assert_eq!(public.calls(), 1);
+}
+
+#[tokio::test]
+async fn a_stale_answer_is_revalidated_with_its_etag() {
+    let origin = Origin::new("public, max-age=0");
+    let (router, _, _) = cached_gateway(&origin);
+    fetch(&router, &[]).await;
+    let (status, headers, body) = fetch(&router, &[]).await;
+    // The origin answered 304 to the gateway's If-None-Match; the client gets the body.
+    assert_eq!(
+        (status, x_cache(&headers), body.as_str()),
+        (StatusCode::OK, "HIT", "v1")
+    );
+    assert_eq!(origin.calls(), 2);
+    origin.version.store(2, std::sync::atomic::Ordering::SeqCst);
+    let (_, headers, body) = fetch(&router, &[]).await;
+    assert_eq!((x_cache(&headers), body.as_str()), ("MISS", "v2"));
+}
+
+#[tokio::test]
+async fn stale_while_revalidate_answers_at_once_and_refreshes_behind() {
+    let origin = Origin::new("public, max-age=0, stale-while-revalidate=60");
+    let (router, _, _) = cached_gateway(&origin);
+    fetch(&router, &[]).await;
+    origin.version.store(2, std::sync::atomic::Ordering::SeqCst);
+    let (_, headers, body) = fetch(&router, &[]).await;
+    assert_eq!((x_cache(&headers), body.as_str()), ("STALE", "v1"));
+    tideway_testkit::eventually_async(
+        tideway_testkit::DEADLINE,
+        "the background revalidation",
+        || async {
+            let (_, _, body) = fetch(&router, &[]).await;
+            body == "v2"
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn stale_if_error_answers_the_last_good_answer_while_the_origin_fails() {
+    let origin = Origin::new("public, max-age=0, stale-if-error=300");
+    let (router, _, _) = cached_gateway(&origin);
+    fetch(&router, &[]).await;
+    origin
+        .failing
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let (status, headers, body) = fetch(&router, &[]).await;
+    assert_eq!(
+        (status, x_cache(&headers), body.as_str()),
+        (StatusCode::OK, "STALE", "v1")
+    );
+    assert!(headers.contains_key(header::AGE));
+
+    // Without stale-if-error the failure is answered as it is.
+    let strict = Origin::new("public, max-age=0");
+    let (router, _, _) = cached_gateway(&strict);
+    fetch(&router, &[]).await;
+    strict
+        .failing
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let (status, _, _) = fetch(&router, &[]).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test]
+async fn stale_if_error_covers_an_origin_that_is_stopped() {
+    let origin = Origin::new("public, max-age=0, stale-if-error=300");
+    let server = tideway_testkit::TestServer::start(origin.router()).await;
+    let signer = TokenSigner::generate().unwrap();
+    let verifier = Arc::new(JwtVerifier::from_keys(signer.jwks(), "tideway", "tideway"));
+    let config = GatewayConfig {
+        routes: vec![RouteConfig {
+            cache_bytes: 1 << 20,
+            timeout_ms: 1000,
+            ..RouteConfig::new("/api/catalog", "catalog", Access::Public, Access::Public)
+        }],
+        ..GatewayConfig::default()
+    };
+    let upstream = Transport::http("catalog", server.base_url(), Duration::from_secs(2)).unwrap();
+    let gateway = Gateway::new(
+        &config,
+        HashMap::from([("catalog".to_owned(), upstream)]),
+        verifier,
+    )
+    .unwrap();
+    let router = gateway.router();
+    let (_, headers, _) = fetch(&router, &[]).await;
+    assert_eq!(x_cache(&headers), "MISS");
+    server.stop(Duration::from_secs(10)).await;
+    let (status, headers, body) = fetch(&router, &[]).await;
+    assert_eq!(
+        (status, x_cache(&headers), body.as_str()),
+        (StatusCode::OK, "STALE", "v1")
+    );
+}

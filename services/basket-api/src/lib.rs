@@ -50,6 +50,14 @@ pub struct BasketLine {
     /// not answer, when it is the price last seen (and the line is not `available`).
     #[serde(default = "current")]
     pub price_current: bool,
+    /// Whether the item is sold out (no unit left): the line cannot be checked out until it
+    /// is removed or the item is back in stock.
+    #[serde(default)]
+    pub sold_out: bool,
+    /// Whether the catalog no longer has the item: the line is not priced (its total is 0
+    /// and it adds nothing to the basket's) and cannot be checked out; remove it.
+    #[serde(default)]
+    pub deleted: bool,
 }
 
 fn current() -> bool {
@@ -186,6 +194,8 @@ mod tests {
                 line_total_minor: 2500,
                 available: true,
                 price_current: true,
+                sold_out: false,
+                deleted: false,
             }],
             total_minor: 2500,
             currency: "EUR".into(),

@@ -39,6 +39,28 @@ pub struct Config {
     /// A basket untouched (no line added or changed) for this many days is deleted.
     #[serde(deserialize_with = "ttl_days")]
     pub ttl_days: u64,
+    /// The cache of the catalog's answers used to price lines (`basket.cache.*`).
+    pub cache: PriceCacheConfig,
+}
+
+/// The cache of the catalog's items that prices basket lines (`[basket.cache]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PriceCacheConfig {
+    /// `enabled`, `redis_url`, `redis_timeout_ms`, `key_prefix`.
+    #[serde(flatten)]
+    pub shared: tideway_cache::Shared,
+    /// Items by id, invalidated by the catalog's events.
+    pub price: tideway_cache::UseConfig,
+}
+
+impl Default for PriceCacheConfig {
+    fn default() -> Self {
+        Self {
+            shared: tideway_cache::Shared::default(),
+            price: tideway_cache::UseConfig::memory(10_000, 10_000),
+        }
+    }
 }
 
 /// Where baskets live.
@@ -97,6 +119,7 @@ impl Default for Config {
             redis_key_prefix: "tideway:basket".to_owned(),
             redis_timeout_ms: 500,
             ttl_days: 30,
+            cache: PriceCacheConfig::default(),
         }
     }
 }
@@ -129,6 +152,18 @@ impl Validate for Config {
         }
         if let Err(reason) = check_prefix(&self.redis_key_prefix) {
             return Err(ConfigError::invalid("basket.redis_key_prefix", reason));
+        }
+        if let Some((key, expected)) = self.cache.shared.problem() {
+            return Err(ConfigError::invalid(
+                format!("basket.cache.{key}"),
+                expected,
+            ));
+        }
+        if let Some((key, expected)) = self.cache.price.problem() {
+            return Err(ConfigError::invalid(
+                format!("basket.cache.price.{key}"),
+                expected,
+            ));
         }
         Ok(())
     }

@@ -23,6 +23,14 @@ pub enum ApiError {
     /// The item is not in the basket (404).
     #[error("{0}")]
     NotFound(String),
+    /// The item is sold out: no unit can be added (409).
+    #[error("{name:?} is sold out")]
+    SoldOut {
+        /// The item's id.
+        item_id: String,
+        /// The item's name.
+        name: String,
+    },
     /// The catalog has fewer units than the line would hold (409).
     #[error("only {stock} in stock, {requested} requested")]
     InsufficientStock {
@@ -60,6 +68,11 @@ impl IntoResponse for ApiError {
         let problem = match &self {
             Self::Invalid { field, reason } => Problem::invalid_field(*field, reason.clone()),
             Self::NotFound(what) => Problem::not_found(what.clone()),
+            Self::SoldOut { item_id, .. } => Problem::new(StatusCode::CONFLICT)
+                .with_type("/problems/sold-out")
+                .with_title("Sold out")
+                .with_detail(self.to_string())
+                .with_param("item_id", format!("item {item_id} is sold out")),
             Self::InsufficientStock { requested, stock } => Problem::new(StatusCode::CONFLICT)
                 .with_type("/problems/insufficient-stock")
                 .with_title("Insufficient stock")

@@ -36,7 +36,7 @@ use tideway_runtime::{
 use tideway_store::{Db, Migrator};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-pub use config::{Config, RedisUrl, StoreKind};
+pub use config::{Config, PriceCacheConfig, RedisUrl, StoreKind};
 pub use error::ApiError;
 
 use crate::store::{Sql, Store, redis::RedisStore};
@@ -51,6 +51,7 @@ const MAX_SWEEP_INTERVAL: Duration = Duration::from_secs(3600);
 #[derive(Debug, Clone)]
 pub struct Basket {
     store: Store,
+    prices: tideway_cache::Cache<tideway_catalog_api::Item>,
     router: Router,
     tasks: TaskTracker,
     stop: CancellationToken,
@@ -99,14 +100,21 @@ impl Basket {
             }
         };
         tasks.close();
+        // The price cache resolves its metric handles as it is built: the recorder first.
+        tideway_runtime::metrics::prometheus();
+        let prices =
+            tideway_cache::Cache::new("basket_price", &config.cache.price, &config.cache.shared)
+                .context("configuring basket.cache")?;
         let state = lines::State {
             store: store.clone(),
             catalog,
+            prices: prices.clone(),
         };
         let api = lines::routes(state).layer(Extension(verifier));
         let router = service_router(SERVICE, api, readiness, HttpOptions::default());
         Ok(Self {
             store,
+            prices,
             router,
             tasks,
             stop,
@@ -121,6 +129,43 @@ impl Basket {
         orders::subscribe(self.store.clone(), bus)
             .await
             .context("cannot subscribe the basket to confirmed orders")
+    }
+
+    /// Follows the catalog's events on `bus` as replica `instance_id` (a consumer of its
+    /// own, so every replica hears every event): a changed, repriced, restocked or deleted
+    /// item leaves the price cache, so the next read asks the catalog.
+    pub async fn follow_catalog(
+        &self,
+        bus: Arc<dyn tideway_bus::Bus>,
+        instance_id: &str,
+    ) -> anyhow::Result<tideway_bus::SubscriptionHandle> {
+        let prices = self.prices.clone();
+        let handler = move |event: tideway_bus::Event| {
+            let prices = prices.clone();
+            async move {
+                if let Some(item_id) = tideway_catalog_api::changed_item(&event) {
+                    prices.invalidate(&item_id).await;
+                }
+                Ok::<_, std::convert::Infallible>(())
+            }
+        };
+        let consumer: String = format!("{SERVICE}-prices-{instance_id}")
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .take(64)
+            .collect();
+        bus.subscribe(
+            tideway_bus::SubscribeOptions::new(consumer, tideway_catalog_api::EVENTS),
+            Arc::new(handler),
+        )
+        .await
+        .context("cannot subscribe the basket to the catalog's events")
     }
 
     /// The HTTP router, wrapped with the standard stack (health, metrics, problems).

@@ -6,6 +6,7 @@
 
 use http::{HeaderMap, Method, StatusCode};
 use serde::{Deserialize, Serialize};
+use tideway_bus::EventType;
 use tideway_client::{ClientError, JsonClient, Transport};
 
 /// The service's name (metrics, logs, routes).
@@ -32,8 +33,14 @@ pub struct Item {
     pub price_minor: i64,
     /// The ISO 4217 currency code.
     pub currency: String,
-    /// Units in stock.
+    /// Units that can still be ordered: the catalog's copy of the inventory's `available`,
+    /// following its `tideway.inventory.level-changed` events (so within moments of a
+    /// reservation).
     pub stock: i64,
+    /// Whether no unit can be ordered (`stock` is 0): the item is shown "sold out" and
+    /// cannot be added to a basket.
+    #[serde(default)]
+    pub sold_out: bool,
     /// A monotonically increasing version, bumped by every change.
     pub version: i64,
     /// Creation time, RFC 3339.
@@ -115,6 +122,75 @@ pub struct ItemUpdate {
 pub struct PriceChange {
     /// The new unit price in minor units.
     pub price_minor: i64,
+}
+
+/// Event: an item was created (admin), with all it has at creation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemCreated {
+    /// The new item.
+    pub item: Item,
+}
+impl EventType for ItemCreated {
+    const SUBJECT: &'static str = "tideway.catalog.item-created";
+}
+
+/// Event: an item's description changed (name, description, brand, category), or its
+/// read copy of the stock did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemChanged {
+    /// The item id.
+    pub item_id: String,
+    /// The item's version after the change.
+    pub version: i64,
+    /// The units that can still be ordered after the change.
+    pub stock: i64,
+}
+impl EventType for ItemChanged {
+    const SUBJECT: &'static str = "tideway.catalog.item-changed";
+}
+
+/// Event: an item's price changed (admin).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PriceChanged {
+    /// The item id.
+    pub item_id: String,
+    /// The new unit price in minor units.
+    pub price_minor: i64,
+    /// The item's version after the change.
+    pub version: i64,
+}
+impl EventType for PriceChanged {
+    const SUBJECT: &'static str = "tideway.catalog.price-changed";
+}
+
+/// Event: an item was deleted (admin); it can no longer be priced or ordered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemDeleted {
+    /// The item id.
+    pub item_id: String,
+}
+impl EventType for ItemDeleted {
+    const SUBJECT: &'static str = "tideway.catalog.item-deleted";
+}
+
+/// The filter matching every catalog event: what caches of catalog answers invalidate on.
+pub const EVENTS: &str = "tideway.catalog.*";
+
+/// The item id an event of the catalog concerns, if `event` is one.
+pub fn changed_item(event: &tideway_bus::Event) -> Option<String> {
+    if let Ok(created) = event.decode::<ItemCreated>() {
+        return Some(created.item.id);
+    }
+    if let Ok(changed) = event.decode::<ItemChanged>() {
+        return Some(changed.item_id);
+    }
+    if let Ok(changed) = event.decode::<PriceChanged>() {
+        return Some(changed.item_id);
+    }
+    event
+        .decode::<ItemDeleted>()
+        .ok()
+        .map(|deleted| deleted.item_id)
 }
 
 /// The shop's currency.

@@ -4,7 +4,7 @@ use axum::{Router, extract::State, http::HeaderMap, response::Response, routing:
 
 use crate::{
     AppState,
-    cache::{CATALOG_CACHE_CONTROL, cached_json},
+    cache::{CATALOG_CACHE_CONTROL, render, respond},
     error::ApiError,
     items::repo,
 };
@@ -20,14 +20,28 @@ async fn list_categories(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let categories = repo::categories(&state.db).await?;
-    cached_json(&headers, &categories, CATALOG_CACHE_CONTROL)
+    let rendered = state
+        .caches
+        .categories
+        .get_or_load("all", || async {
+            render(&repo::categories(&state.db).await?).map(Some)
+        })
+        .await?
+        .ok_or(ApiError::Serialize)?;
+    respond(&headers, rendered, CATALOG_CACHE_CONTROL)
 }
 
 async fn list_brands(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let brands = repo::brands(&state.db).await?;
-    cached_json(&headers, &brands, CATALOG_CACHE_CONTROL)
+    let rendered = state
+        .caches
+        .brands
+        .get_or_load("all", || async {
+            render(&repo::brands(&state.db).await?).map(Some)
+        })
+        .await?
+        .ok_or(ApiError::Serialize)?;
+    respond(&headers, rendered, CATALOG_CACHE_CONTROL)
 }

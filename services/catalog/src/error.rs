@@ -73,6 +73,18 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
+impl From<tideway_bus::BusError> for ApiError {
+    fn from(err: tideway_bus::BusError) -> Self {
+        match err {
+            tideway_bus::BusError::Db(err) => err.into(),
+            other => {
+                tracing::error!(error = %other, "cannot enqueue a catalog event");
+                Self::Serialize
+            }
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match &self {

@@ -112,3 +112,20 @@ pub struct StockCommitted {
 impl EventType for StockCommitted {
     const SUBJECT: &'static str = "tideway.inventory.stock-committed";
 }
+
+/// Event: the stock of an item changed (a reservation took units, a release returned them,
+/// an admin set them, or the item was first stocked). Consumers keep a read copy of
+/// `available` and apply an event only when its `version` is newer than the one they hold:
+/// events may arrive late, twice or out of order, and the copy still ends at the latest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StockLevelChanged {
+    /// The catalog item id.
+    pub item_id: String,
+    /// Units that can still be reserved, after the change.
+    pub available: i64,
+    /// The stock row's version after the change: strictly increasing per item.
+    pub version: i64,
+}
+impl EventType for StockLevelChanged {
+    const SUBJECT: &'static str = "tideway.inventory.level-changed";
+}

@@ -29,6 +29,9 @@ pub enum ApiError {
     /// The database failed: 503, 409 or an opaque 500 by its class, logged once.
     #[error(transparent)]
     Database(#[from] DbError),
+    /// Something that should not happen (an event that cannot be encoded): an opaque 500.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl ApiError {
@@ -55,6 +58,7 @@ impl ApiError {
             Self::InvalidQuery { param, reason } => Problem::invalid_query(param, reason),
             Self::NotFound(what) => Problem::not_found(what),
             Self::Database(err) => err.problem(),
+            Self::Internal(_) => Problem::internal(),
         }
     }
 }
@@ -65,10 +69,23 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
+impl From<tideway_bus::BusError> for ApiError {
+    fn from(err: tideway_bus::BusError) -> Self {
+        match err {
+            tideway_bus::BusError::Db(err) => err.into(),
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match &self {
             Self::Database(err) => err.respond(),
+            Self::Internal(message) => {
+                tracing::error!(error = %message, "an inventory request failed");
+                self.problem().into_response()
+            }
             _ => self.problem().into_response(),
         }
     }

@@ -78,6 +78,8 @@ impl Validate for Config {
 pub struct AppState {
     /// The inventory's database.
     pub db: Db,
+    /// Wakes the outbox relay after a change that announced a stock level.
+    pub waker: RelayWaker,
 }
 
 /// Every stock row and every reservation: what an invariant checker reads.
@@ -194,6 +196,7 @@ impl Inventory {
         if config.seed_from_catalog {
             tracker.spawn(seed::run(
                 db.clone(),
+                waker.clone(),
                 catalog,
                 token.child_token(),
                 seeded_tx,
@@ -221,6 +224,7 @@ impl Inventory {
             .nest(PREFIX, stock::routes())
             .with_state(AppState {
                 db: self.inner.db.clone(),
+                waker: self.inner.waker.clone(),
             })
             .layer(Extension(self.inner.verifier.clone()));
         let readiness = Readiness::default().with("database", self.inner.db.readiness());
@@ -253,7 +257,9 @@ impl Inventory {
             ));
         }
         let available = stock::validate_available(available)?;
-        Ok(stock::set_available(&self.inner.db, item_id, available).await?)
+        let level = stock::set_available(&self.inner.db, item_id, available).await?;
+        self.inner.waker.wake();
+        Ok(level)
     }
 
     /// The stock of `item_id`, if it has a row.

@@ -39,7 +39,10 @@ use tideway_runtime::trace;
 use tideway_store::{Any, AnyRow, Db, Row, Transaction};
 use tracing::Instrument as _;
 
-use crate::{stock::is_item_id, time::now_ms};
+use crate::{
+    stock::{announce, is_item_id},
+    time::now_ms,
+};
 
 /// The most units of one item a single order may reserve.
 pub const MAX_QUANTITY: i64 = 1_000_000;
@@ -285,6 +288,9 @@ impl Commands {
                     insert_lines(&mut tx, order_id, &lines).await?;
                     match take(&mut tx, &lines, now).await? {
                         None => {
+                            let ids: Vec<&str> =
+                                lines.iter().map(|line| line.item_id.as_str()).collect();
+                            announce(&mut tx, &ids).await?;
                             tracing::info!(lines = lines.len(), "stock reserved");
                             Reply::Reserved
                         }
@@ -341,6 +347,8 @@ impl Commands {
                         ));
                     }
                 }
+                let ids: Vec<&str> = lines.iter().map(|line| line.item_id.as_str()).collect();
+                announce(&mut tx, &ids).await?;
                 tracing::info!(lines = lines.len(), reason = %command.reason, "stock released");
                 return self.finish(tx, order_id, Reply::Released).await;
             }

@@ -10,12 +10,13 @@
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
+use tideway_bus::{BusError, outbox::RelayWaker};
 use tideway_catalog_api::{CatalogClient, Item};
 use tideway_store::Db;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::time::now_ms;
+use crate::{stock::announce, time::now_ms};
 
 /// Items asked for per catalog page.
 pub const PAGE_SIZE: u32 = 100;
@@ -40,6 +41,7 @@ fn backoff() -> ExponentialBuilder {
 /// `done` once every page is in.
 pub async fn run(
     db: Db,
+    waker: RelayWaker,
     catalog: CatalogClient,
     token: CancellationToken,
     done: watch::Sender<bool>,
@@ -48,7 +50,7 @@ pub async fn run(
     let mut inserted: u64 = 0;
     loop {
         let mut attempt: u32 = 0;
-        let seeding = (|| seed_page(&db, &catalog, page))
+        let seeding = (|| seed_page(&db, &waker, &catalog, page))
             .retry(backoff())
             .notify(|err: &String, delay: Duration| {
                 attempt += 1;
@@ -78,7 +80,12 @@ pub async fn run(
 
 /// Reads catalog page `page` and inserts its missing rows: how many, and whether it was
 /// the last page.
-async fn seed_page(db: &Db, catalog: &CatalogClient, page: u32) -> Result<(u64, bool), String> {
+async fn seed_page(
+    db: &Db,
+    waker: &RelayWaker,
+    catalog: &CatalogClient,
+    page: u32,
+) -> Result<(u64, bool), String> {
     let items = catalog
         .items(&format!("page={page}&page_size={PAGE_SIZE}"))
         .await
@@ -86,19 +93,23 @@ async fn seed_page(db: &Db, catalog: &CatalogClient, page: u32) -> Result<(u64, 
     let count = insert_page(db, &items.items)
         .await
         .map_err(|err| err.to_string())?;
+    if count > 0 {
+        waker.wake();
+    }
     let last = items.items.len() < PAGE_SIZE as usize
         || u64::from(page) * u64::from(PAGE_SIZE) >= items.total;
     Ok((count, last))
 }
 
-/// Inserts a row for each item without one, in one transaction; answers how many.
+/// Inserts a row for each item without one, in one transaction, announcing each new level;
+/// answers how many.
 #[tracing::instrument(skip_all, fields(items = items.len()), err)]
-async fn insert_page(db: &Db, items: &[Item]) -> Result<u64, sqlx::Error> {
+async fn insert_page(db: &Db, items: &[Item]) -> Result<u64, BusError> {
     let now = now_ms();
     let mut tx = db.begin().await?;
     let mut inserted = 0;
     for item in items {
-        inserted += sqlx::query(
+        let added = sqlx::query(
             "INSERT INTO stock (item_id, available, reserved, committed, version, updated_at_ms) \
              VALUES ($1, $2, 0, 0, 1, $3) ON CONFLICT (item_id) DO NOTHING",
         )
@@ -108,6 +119,10 @@ async fn insert_page(db: &Db, items: &[Item]) -> Result<u64, sqlx::Error> {
         .execute(&mut *tx)
         .await?
         .rows_affected();
+        if added > 0 {
+            announce(&mut tx, &[item.id.as_str()]).await?;
+        }
+        inserted += added;
     }
     tx.commit().await?;
     Ok(inserted)

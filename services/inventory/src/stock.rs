@@ -11,12 +11,14 @@ use axum::{
     routing::get,
 };
 use serde::{Deserialize, Serialize};
-use tideway_inventory_api::StockLevel;
+use tideway_bus::{BusError, Event, outbox};
+use tideway_inventory_api::{StockLevel, StockLevelChanged};
+use tideway_runtime::trace;
 use tideway_runtime::{
     auth::AdminUser,
     extract::{Json, Path, Query, parse_json},
 };
-use tideway_store::{AnyRow, Db, Row};
+use tideway_store::{Any, AnyRow, Db, Row, Transaction};
 
 use crate::{AppState, error::ApiError, time::now_ms};
 
@@ -115,6 +117,7 @@ async fn put_one(
     };
     let available = validate_available(update.available)?;
     let level = set_available(&state.db, &item_id, available).await?;
+    state.waker.wake();
     tracing::info!(item_id = %item_id, available, admin = %admin.sub, "stock set");
     Ok(Json(level).into_response())
 }
@@ -199,13 +202,11 @@ pub async fn all(db: &Db) -> Result<Vec<StockLevel>, sqlx::Error> {
     rows.iter().map(level).collect()
 }
 
-/// Sets the available units of `item_id`, creating its row when missing.
+/// Sets the available units of `item_id`, creating its row when missing, and announces the
+/// new level ([`StockLevelChanged`]) through the outbox in the same transaction.
 #[tracing::instrument(skip_all, fields(item_id = %item_id, available), err)]
-pub async fn set_available(
-    db: &Db,
-    item_id: &str,
-    available: i64,
-) -> Result<StockLevel, sqlx::Error> {
+pub async fn set_available(db: &Db, item_id: &str, available: i64) -> Result<StockLevel, BusError> {
+    let mut tx = db.begin().await?;
     let row = sqlx::query(
         "INSERT INTO stock (item_id, available, reserved, committed, version, updated_at_ms) \
          VALUES ($1, $2, 0, 0, 1, $3) \
@@ -216,9 +217,39 @@ pub async fn set_available(
     .bind(item_id)
     .bind(available)
     .bind(now_ms())
-    .fetch_one(db.pool())
+    .fetch_one(&mut *tx)
     .await?;
-    level(&row)
+    let level = level(&row)?;
+    announce(&mut tx, &[item_id]).await?;
+    tx.commit().await?;
+    Ok(level)
+}
+
+/// Enqueues a [`StockLevelChanged`] for each of `item_ids` that has a row, with its level
+/// and version as `tx` sees them: call it after the change, in the change's transaction, so
+/// the event and the change commit together and carry the version the change wrote.
+pub async fn announce(
+    tx: &mut Transaction<'static, Any>,
+    item_ids: &[&str],
+) -> Result<usize, BusError> {
+    let mut announced = 0;
+    for item_id in item_ids {
+        let row = sqlx::query("SELECT available, version FROM stock WHERE item_id = $1")
+            .bind(*item_id)
+            .fetch_optional(&mut **tx)
+            .await?;
+        let Some(row) = row else { continue };
+        let change = StockLevelChanged {
+            item_id: (*item_id).to_owned(),
+            available: row.try_get("available")?,
+            version: row.try_get("version")?,
+        };
+        let mut event = Event::new(&change)?.with_subject(*item_id);
+        event.traceparent = trace::current_traceparent();
+        outbox::enqueue(tx, &event).await?;
+        announced += 1;
+    }
+    Ok(announced)
 }
 
 #[cfg(test)]

@@ -266,6 +266,22 @@ fn snapshot(basket: &BasketView) -> Result<(Vec<OrderLine>, i64), ApiError> {
         return Err(ApiError::PricesNotCurrent);
     }
     for (i, line) in basket.items.iter().enumerate() {
+        // Refused before any order exists: a line that cannot be had at all.
+        if line.deleted {
+            return Err(ApiError::invalid(
+                format!("items[{i}]"),
+                format!(
+                    "{:?} is no longer in the catalog; remove it from the basket",
+                    line.name
+                ),
+            ));
+        }
+        if line.sold_out {
+            return Err(ApiError::invalid(
+                format!("items[{i}]"),
+                format!("{:?} is sold out; remove it from the basket", line.name),
+            ));
+        }
         if !line.available {
             return Err(ApiError::Conflict {
                 field: format!("items[{i}]"),

@@ -93,7 +93,13 @@ fn basket_page(visitor: &Visitor, basket: &BasketView, refused: Option<&Refusal<
                             tr {
                                 td data-label="Item" {
                                     a href=(format!("/items/{id}")) { (line.name) }
-                                    @if !line.available && line.price_current { " " span.badge data-status="cancelled" { "Unavailable" } }
+                                    @if line.deleted {
+                                        " " span.badge.line-state data-status="cancelled" { "No longer sold" }
+                                    } @else if line.sold_out {
+                                        " " span.badge.line-state data-status="cancelled" { "Sold out" }
+                                    } @else if !line.available && line.price_current {
+                                        " " span.badge.line-state data-status="cancelled" { "Unavailable" }
+                                    }
                                 }
                                 td data-label="Price" {
                                     (money(line.unit_price_minor, &basket.currency))

@@ -247,6 +247,7 @@ pub(crate) fn grid(items: &[Item]) -> Markup {
                     }
                     span.brand { (item.brand) }
                     span.price { (money(item.price_minor, &item.currency)) }
+                    @if item.sold_out { span.badge data-status="cancelled" { "Sold out" } }
                 }
             }
         }
@@ -295,12 +296,15 @@ pub(crate) fn item_page(
                 p.brand { "by " (item.brand) }
                 p.price { (money(item.price_minor, &item.currency)) }
                 p { (item.description) }
-                @if item.stock > 0 {
-                    p.stock.ok { "In stock" }
+                @if item.sold_out || item.stock <= 0 {
+                    p.stock.out #stock { "Sold out" }
                 } @else {
-                    p.stock.out { "Out of stock" }
+                    p.stock.ok #stock { "In stock" }
                 }
                 (form_error(errors))
+                @if let Some(refusal) = errors.field("item_id") {
+                    p.alert role="alert" { (refusal) }
+                }
                 form.add method="post" action="/basket/items" {
                     (csrf_field(visitor))
                     input type="hidden" name="item_id" value=(item.id);
@@ -313,7 +317,7 @@ pub(crate) fn item_page(
                             small.error #quantity-error { (error) }
                         }
                     }
-                    button type="submit" disabled[item.stock <= 0] { "Add to basket" }
+                    button type="submit" disabled[item.sold_out || item.stock <= 0] { "Add to basket" }
                 }
                 @if visitor.user.is_none() {
                     p.hint { "You will be asked to sign in first." }

@@ -29,6 +29,8 @@ use tideway_runtime::{
 pub struct State {
     pub store: Store,
     pub catalog: CatalogClient,
+    /// The catalog's items, cached (invalidated by the catalog's events).
+    pub prices: tideway_cache::Cache<Item>,
 }
 
 /// The basket's endpoints (without the standard stack).
@@ -51,7 +53,7 @@ async fn show(
     AuthUser(user): AuthUser,
 ) -> Result<Json<BasketView>, ApiError> {
     let lines = state.store.lines(&user.sub).await?;
-    let items = match pricing::fetch(&state.catalog, &ids(&lines)).await {
+    let items = match pricing::fetch(&state.catalog, &state.prices, &ids(&lines)).await {
         Ok(items) => items,
         Err(ApiError::CatalogUnavailable(err)) => {
             tracing::warn!(error = %err, "the catalog is unavailable; showing the last prices seen");
@@ -80,13 +82,19 @@ async fn add(
     if held == 0 {
         wanted.push(item_id.as_str());
     }
-    let mut items = pricing::fetch(&state.catalog, &wanted).await?;
+    let mut items = pricing::fetch(&state.catalog, &state.prices, &wanted).await?;
     let item = known_item(&items, item_id.as_str())?;
     if item.currency != default_currency() {
         return Err(ApiError::invalid(
             "item_id",
             format!("the item is priced in {}", item.currency),
         ));
+    }
+    if item.sold_out || item.stock <= 0 {
+        return Err(ApiError::SoldOut {
+            item_id: item.id,
+            name: item.name,
+        });
     }
     if held + quantity > item.stock {
         return Err(ApiError::InsufficientStock {
@@ -122,8 +130,14 @@ async fn set(
     if held(&lines, &item_id) == 0 {
         return Err(not_in_basket(&item_id));
     }
-    let mut items = pricing::fetch(&state.catalog, &ids(&lines)).await?;
+    let mut items = pricing::fetch(&state.catalog, &state.prices, &ids(&lines)).await?;
     let item = known_item(&items, &item_id)?;
+    if item.sold_out || item.stock <= 0 {
+        return Err(ApiError::SoldOut {
+            item_id: item.id,
+            name: item.name,
+        });
+    }
     if quantity > item.stock {
         return Err(ApiError::InsufficientStock {
             requested: quantity,
@@ -151,7 +165,7 @@ async fn remove(
         .into_iter()
         .filter(|id| *id != item_id)
         .collect();
-    let mut items = pricing::fetch(&state.catalog, &remaining).await?;
+    let mut items = pricing::fetch(&state.catalog, &state.prices, &remaining).await?;
     if !state.store.remove(&user.sub, &item_id).await? {
         return Err(not_in_basket(&item_id));
     }
@@ -174,7 +188,7 @@ async fn updated(
     items: &mut Items,
 ) -> Result<Json<BasketView>, ApiError> {
     let lines = state.store.lines(user).await?;
-    pricing::complete(&state.catalog, &lines, items).await;
+    pricing::complete(&state.catalog, &state.prices, &lines, items).await;
     Ok(Json(pricing::view(&lines, items)?))
 }
 

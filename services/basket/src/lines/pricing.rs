@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 use futures_util::future::try_join_all;
 use tideway_basket_api::{BasketLine, BasketView};
+use tideway_cache::Cache;
 use tideway_catalog_api::{CatalogClient, Item, default_currency};
 
 use crate::error::ApiError;
@@ -12,13 +13,19 @@ use crate::store::StoredLine;
 /// What the catalog said about each item asked for: `None` when it has no such item.
 pub type Items = HashMap<String, Option<Item>>;
 
-/// Asks the catalog for every item in `ids`, concurrently.
+/// Asks the catalog for every item in `ids`, concurrently, through the price cache.
 #[tracing::instrument(skip_all, fields(items = ids.len()), err)]
-pub async fn fetch(catalog: &CatalogClient, ids: &[&str]) -> Result<Items, ApiError> {
-    let answers = try_join_all(
-        ids.iter()
-            .map(|id| async move { catalog.item(id).await.map(|item| ((*id).to_owned(), item)) }),
-    )
+pub async fn fetch(
+    catalog: &CatalogClient,
+    prices: &Cache<Item>,
+    ids: &[&str],
+) -> Result<Items, ApiError> {
+    let answers = try_join_all(ids.iter().map(|id| async move {
+        prices
+            .get_or_load(id, || catalog.item(id))
+            .await
+            .map(|item| ((*id).to_owned(), item))
+    }))
     .await
     .map_err(ApiError::CatalogUnavailable)?;
     Ok(answers.into_iter().collect())
@@ -27,7 +34,12 @@ pub async fn fetch(catalog: &CatalogClient, ids: &[&str]) -> Result<Items, ApiEr
 /// Asks the catalog for the items of `lines` that `known` lacks, adding the answers to it.
 /// Used after a write, whose effect stands: an item the catalog cannot describe now (a line
 /// added concurrently while it went down) is priced from the stored line instead.
-pub async fn complete(catalog: &CatalogClient, lines: &[StoredLine], known: &mut Items) {
+pub async fn complete(
+    catalog: &CatalogClient,
+    prices: &Cache<Item>,
+    lines: &[StoredLine],
+    known: &mut Items,
+) {
     let missing: Vec<&str> = lines
         .iter()
         .map(|line| line.item_id.as_str())
@@ -36,7 +48,7 @@ pub async fn complete(catalog: &CatalogClient, lines: &[StoredLine], known: &mut
     if missing.is_empty() {
         return;
     }
-    match fetch(catalog, &missing).await {
+    match fetch(catalog, prices, &missing).await {
         Ok(items) => known.extend(items),
         Err(err) => {
             tracing::warn!(error = %err, "pricing new lines from the stored prices");
@@ -51,18 +63,32 @@ pub fn view(lines: &[StoredLine], items: &Items) -> Result<BasketView, ApiError>
     let mut count: i64 = 0;
     let mut out = Vec::with_capacity(lines.len());
     for line in lines {
-        let (name, price, available, price_current) = match items.get(&line.item_id) {
-            Some(Some(item)) => (
-                item.name.clone(),
-                item.price_minor,
-                item.stock >= line.quantity,
-                true,
-            ),
-            // The catalog has no such item any more: its last price, and it cannot be had.
-            Some(None) => (line.name.clone(), line.unit_price_minor, false, true),
-            // The catalog did not answer: the last price seen, not current.
-            None => (line.name.clone(), line.unit_price_minor, false, false),
-        };
+        let (name, price, available, price_current, sold_out, deleted) =
+            match items.get(&line.item_id) {
+                Some(Some(item)) => {
+                    let sold_out = item.sold_out || item.stock <= 0;
+                    (
+                        item.name.clone(),
+                        item.price_minor,
+                        !sold_out && item.stock >= line.quantity,
+                        true,
+                        sold_out,
+                        false,
+                    )
+                }
+                // The catalog has no such item any more: it cannot be had, and it is not
+                // priced (never from a missing item); the stored name says what it was.
+                Some(None) => (line.name.clone(), 0, false, true, false, true),
+                // The catalog did not answer: the last price seen, not current.
+                None => (
+                    line.name.clone(),
+                    line.unit_price_minor,
+                    false,
+                    false,
+                    false,
+                    false,
+                ),
+            };
         let line_total = price
             .checked_mul(line.quantity)
             .ok_or_else(|| overflow(&line.item_id))?;
@@ -80,6 +106,8 @@ pub fn view(lines: &[StoredLine], items: &Items) -> Result<BasketView, ApiError>
             line_total_minor: line_total,
             available,
             price_current,
+            sold_out,
+            deleted,
         });
     }
     Ok(BasketView {
@@ -109,6 +137,7 @@ mod tests {
             price_minor: price,
             currency: "EUR".into(),
             stock,
+            sold_out: stock <= 0,
             version: 1,
             created_at: String::new(),
             updated_at: String::new(),
@@ -125,20 +154,25 @@ mod tests {
     }
 
     #[test]
-    fn totals_use_current_prices_and_flag_short_stock() {
+    fn totals_use_current_prices_and_flag_short_stock_sold_out_and_deleted_items() {
         let items: Items = [
             ("a".to_owned(), Some(item("a", 250, 10))),
             ("b".to_owned(), Some(item("b", 1000, 1))),
             ("c".to_owned(), None),
+            ("d".to_owned(), Some(item("d", 500, 0))),
         ]
         .into();
-        let view = view(&[line("a", 3), line("b", 2), line("c", 4)], &items).unwrap();
-        assert_eq!(view.total_minor, 750 + 2000 + 4);
-        assert_eq!(view.item_count, 9);
+        let lines = [line("a", 3), line("b", 2), line("c", 4), line("d", 1)];
+        let view = view(&lines, &items).unwrap();
+        // The deleted item adds nothing: it is not priced from what the catalog lacks.
+        assert_eq!(view.total_minor, 750 + 2000 + 500);
+        assert_eq!(view.item_count, 10);
         assert!(view.items[0].available);
-        assert!(!view.items[1].available);
+        assert!(!view.items[1].available && !view.items[1].sold_out);
         assert_eq!(view.items[2].name, "stored");
-        assert!(!view.items[2].available);
+        assert!(!view.items[2].available && view.items[2].deleted);
+        assert_eq!(view.items[2].line_total_minor, 0);
+        assert!(!view.items[3].available && view.items[3].sold_out);
         assert!(view.items.iter().all(|line| line.price_current));
     }
 

@@ -64,6 +64,7 @@ fn item(id: &str, name: &str, price_minor: i64, stock: i64) -> Item {
         price_minor,
         currency: "EUR".to_owned(),
         stock,
+        sold_out: stock <= 0,
         version: 1,
         created_at: "2025-01-01T00:00:00.000Z".to_owned(),
         updated_at: "2025-01-01T00:00:00.000Z".to_owned(),
@@ -93,7 +94,10 @@ impl FakeCatalog {
     }
 
     pub fn set_stock(&self, id: &str, stock: i64) {
-        self.items.lock().unwrap().get_mut(id).unwrap().stock = stock;
+        let mut items = self.items.lock().unwrap();
+        let item = items.get_mut(id).unwrap();
+        item.stock = stock;
+        item.sold_out = stock <= 0;
     }
 
     pub fn remove(&self, id: &str) {
@@ -226,16 +230,25 @@ impl TestStore {
             Self::Sql(db) => Config {
                 store: StoreKind::Sql,
                 database_url: db.url().parse().expect("a test database URL"),
+                cache: uncached(),
                 ..Config::default()
             },
             Self::Redis(redis) => Config {
                 store: StoreKind::Redis,
                 redis_url: RedisUrl::parse(&redis.url).unwrap(),
                 redis_key_prefix: redis.prefix.clone(),
+                cache: uncached(),
                 ..Config::default()
             },
         }
     }
+}
+
+/// The fake catalog changes without announcing it: most tests read it uncached.
+pub fn uncached() -> tideway_basket::PriceCacheConfig {
+    let mut cache = tideway_basket::PriceCacheConfig::default();
+    cache.shared.enabled = false;
+    cache
 }
 
 /// Whether this run is CI, where a missing server fails the test.

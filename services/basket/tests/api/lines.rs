@@ -110,12 +110,37 @@ async fn prices_and_availability_are_the_catalogs_current_ones() {
         assert!(!view.items[1].available, "3 mugs held, 2 in stock");
         assert_eq!(view.total_minor, 3000 + 3 * 800);
 
-        // An item that left the catalog stays visible, unavailable, at its last price.
+        // A sold-out item's line is marked, and no unit of it can be added.
+        fake.set_stock(MUG, 0);
+        let view = app.view(&token).await;
+        assert!(view.items[1].sold_out && !view.items[1].available);
+        assert!(!view.items[0].sold_out);
+        let refused = app.add(&token, MUG, 1).await;
+        assert_eq!(refused.status, 409, "{refused:?}");
+        assert_eq!(refused.body["type"], "/problems/sold-out");
+        assert!(
+            refused.body["detail"]
+                .as_str()
+                .unwrap()
+                .contains("sold out"),
+            "{refused:?}"
+        );
+        assert_eq!(refused.body["invalid-params"][0]["name"], "item_id");
+        assert_eq!(app.set(&token, MUG, 1).await.status, 409);
+        assert_eq!(
+            app.view(&token).await.items[1].quantity,
+            3,
+            "nothing changed"
+        );
+
+        // An item that left the catalog stays visible under its last name, marked deleted
+        // and not priced: it adds nothing to the total and cannot be had.
         fake.remove(MUG);
         let view = app.view(&token).await;
         assert_eq!(view.items[1].name, "Mug");
-        assert_eq!(view.items[1].unit_price_minor, 800);
-        assert!(!view.items[1].available);
+        assert!(view.items[1].deleted && !view.items[1].available);
+        assert_eq!(view.items[1].line_total_minor, 0);
+        assert_eq!(view.total_minor, 3000);
         // It can still be removed.
         let view = app.remove(&token, MUG).await.view();
         assert_eq!(view.items.len(), 1);

@@ -10,5 +10,6 @@ mod catalog;
 mod helpers;
 mod lines;
 mod orders;
+mod prices;
 mod store;
 mod validation;

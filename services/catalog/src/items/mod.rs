@@ -20,7 +20,7 @@ use tideway_runtime::{
 
 use crate::{
     AppState,
-    cache::{CATALOG_CACHE_CONTROL, cached_json},
+    cache::{CATALOG_CACHE_CONTROL, render, respond},
     error::ApiError,
 };
 use list::{ListParams, ListQuery};
@@ -55,14 +55,23 @@ async fn list_items(
     Query(params): Query<ListParams>,
 ) -> Result<Response, ApiError> {
     let query = ListQuery::try_from(params)?;
-    let (items, total) = repo::list(&state.db, &query).await?;
-    let page = ItemPage {
-        items,
-        page: query.page,
-        page_size: query.page_size,
-        total,
-    };
-    cached_json(&headers, &page, CATALOG_CACHE_CONTROL)
+    let key = format!("{query:?}");
+    let rendered = state
+        .caches
+        .list
+        .get_or_load(&key, || async {
+            let (items, total) = repo::list(&state.db, &query).await?;
+            let page = ItemPage {
+                items,
+                page: query.page,
+                page_size: query.page_size,
+                total,
+            };
+            render(&page).map(Some)
+        })
+        .await?
+        .ok_or(ApiError::Serialize)?;
+    respond(&headers, rendered, CATALOG_CACHE_CONTROL)
 }
 
 async fn get_item(
@@ -71,10 +80,18 @@ async fn get_item(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = item_id(&id)?;
-    let item = repo::get(&state.db, id)
+    let rendered = state
+        .caches
+        .item
+        .get_or_load(id, || async {
+            match repo::get(&state.db, id).await? {
+                Some(item) => render(&item).map(Some),
+                None => Ok(None),
+            }
+        })
         .await?
         .ok_or_else(|| not_found(id))?;
-    cached_json(&headers, &item, CATALOG_CACHE_CONTROL)
+    respond(&headers, rendered, CATALOG_CACHE_CONTROL)
 }
 
 async fn create_item(
@@ -85,6 +102,8 @@ async fn create_item(
     let new = validate::new_item(new)?;
     let id = uuid::Uuid::now_v7().to_string();
     let item = repo::insert(&state.db, &id, &new).await?;
+    state.waker.wake();
+    state.caches.item_changed(&item.id).await;
     tracing::info!(id = %item.id, sku = %item.sku, admin = %admin.sub, "item created");
     let location = HeaderValue::from_str(&format!("{PREFIX}/items/{}", item.id))
         .map_err(|_| ApiError::Serialize)?;
@@ -107,6 +126,8 @@ async fn update_item(
     let item = repo::update(&state.db, id, &update)
         .await?
         .ok_or_else(|| not_found(id))?;
+    state.waker.wake();
+    state.caches.item_changed(&item.id).await;
     tracing::info!(id = %item.id, version = item.version, admin = %admin.sub, "item updated");
     Ok(Json(item))
 }
@@ -122,6 +143,8 @@ async fn change_price(
     let item = repo::set_price(&state.db, id, price)
         .await?
         .ok_or_else(|| not_found(id))?;
+    state.waker.wake();
+    state.caches.item_changed(&item.id).await;
     tracing::info!(id = %item.id, price_minor = price, admin = %admin.sub, "price changed");
     Ok(Json(item))
 }
@@ -135,6 +158,8 @@ async fn delete_item(
     if !repo::delete(&state.db, id).await? {
         return Err(not_found(id));
     }
+    state.waker.wake();
+    state.caches.item_changed(id).await;
     tracing::info!(id, admin = %admin.sub, "item deleted");
     Ok(StatusCode::NO_CONTENT)
 }

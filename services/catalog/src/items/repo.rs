@@ -1,19 +1,20 @@
 //! The SQL of items, categories and brands.
 
 use sqlx::{AnyConnection, Row, any::AnyRow};
-use tideway_catalog_api::{Category, Item};
+use tideway_catalog_api::{Category, Item, ItemChanged, ItemCreated, ItemDeleted, PriceChanged};
 use tideway_store::{Db, is_unique_violation};
 
 use super::{
     list::{ListQuery, Param, order_clause, where_clause},
     validate::{ValidNewItem, ValidUpdate},
 };
-use crate::{error::ApiError, time};
+use crate::{error::ApiError, events::enqueue, time};
 
 const COLUMNS: &str = "id, sku, name, description, brand, category, price_minor, currency, \
                        stock, version, created_at, updated_at";
 
 fn item_from_row(row: &AnyRow) -> Result<Item, sqlx::Error> {
+    let stock: i64 = row.try_get("stock")?;
     Ok(Item {
         id: row.try_get("id")?,
         sku: row.try_get("sku")?,
@@ -23,7 +24,8 @@ fn item_from_row(row: &AnyRow) -> Result<Item, sqlx::Error> {
         category: row.try_get("category")?,
         price_minor: row.try_get("price_minor")?,
         currency: row.try_get("currency")?,
-        stock: row.try_get("stock")?,
+        stock,
+        sold_out: stock <= 0,
         version: row.try_get("version")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
@@ -94,13 +96,15 @@ fn unknown_category() -> ApiError {
     ApiError::field("category", "is not a known category")
 }
 
-/// Inserts `new` as the item `id`: 409 for a SKU already taken, 422 for an unknown category.
+/// Inserts `new` as the item `id` and enqueues [`ItemCreated`]: 409 for a SKU already
+/// taken, 422 for an unknown category.
 ///
 /// One statement that inserts only when the category exists, so no read comes before the
 /// write (on SQLite a read-then-write transaction can fail when another writer commits).
 #[tracing::instrument(skip_all, fields(sku = %new.sku), err(level = "debug"))]
 pub async fn insert(db: &Db, id: &str, new: &ValidNewItem) -> Result<Item, ApiError> {
     let now = time::format(time::now());
+    let mut tx = db.begin().await?;
     let row = sqlx::query(&format!(
         "INSERT INTO items ({COLUMNS}) \
          SELECT $1, $2, $3, $4, $5, id, $6, $7, $8, 1, $9, $9 FROM categories WHERE id = $10 \
@@ -116,7 +120,7 @@ pub async fn insert(db: &Db, id: &str, new: &ValidNewItem) -> Result<Item, ApiEr
     .bind(new.stock)
     .bind(&now)
     .bind(&new.category)
-    .fetch_optional(db.pool())
+    .fetch_optional(&mut *tx)
     .await
     .map_err(|err| {
         if is_unique_violation(&err) {
@@ -125,10 +129,13 @@ pub async fn insert(db: &Db, id: &str, new: &ValidNewItem) -> Result<Item, ApiEr
             err.into()
         }
     })?;
-    match row {
-        Some(row) => Ok(item_from_row(&row)?),
-        None => Err(unknown_category()),
-    }
+    let Some(row) = row else {
+        return Err(unknown_category());
+    };
+    let item = item_from_row(&row)?;
+    enqueue(&mut tx, &item.id, &ItemCreated { item: item.clone() }).await?;
+    tx.commit().await?;
+    Ok(item)
 }
 
 /// Locks the item `id` for the rest of the transaction and returns its `updated_at`, or
@@ -192,6 +199,14 @@ pub async fn update(db: &Db, id: &str, update: &ValidUpdate) -> Result<Option<It
         .fetch_optional(&mut *tx)
         .await?;
     let item = row.as_ref().map(item_from_row).transpose()?;
+    if let Some(item) = &item {
+        let changed = ItemChanged {
+            item_id: item.id.clone(),
+            version: item.version,
+            stock: item.stock,
+        };
+        enqueue(&mut tx, &item.id, &changed).await?;
+    }
     tx.commit().await?;
     Ok(item)
 }
@@ -213,18 +228,35 @@ pub async fn set_price(db: &Db, id: &str, price_minor: i64) -> Result<Option<Ite
     .fetch_optional(&mut *tx)
     .await?;
     let item = row.as_ref().map(item_from_row).transpose()?;
+    if let Some(item) = &item {
+        let changed = PriceChanged {
+            item_id: item.id.clone(),
+            price_minor: item.price_minor,
+            version: item.version,
+        };
+        enqueue(&mut tx, &item.id, &changed).await?;
+    }
     tx.commit().await?;
     Ok(item)
 }
 
-/// Deletes the item `id`; `false` when there was no such item.
+/// Deletes the item `id` and enqueues [`ItemDeleted`]; `false` when there was no such item.
 #[tracing::instrument(skip_all, fields(id = %id), err(level = "debug"))]
 pub async fn delete(db: &Db, id: &str) -> Result<bool, ApiError> {
+    let mut tx = db.begin().await?;
     let result = sqlx::query("DELETE FROM items WHERE id = $1")
         .bind(id)
-        .execute(db.pool())
+        .execute(&mut *tx)
         .await?;
-    Ok(result.rows_affected() > 0)
+    let deleted = result.rows_affected() > 0;
+    if deleted {
+        let event = ItemDeleted {
+            item_id: id.to_owned(),
+        };
+        enqueue(&mut tx, id, &event).await?;
+    }
+    tx.commit().await?;
+    Ok(deleted)
 }
 
 /// Every category with its number of items, in display order.

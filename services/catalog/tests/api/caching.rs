@@ -10,7 +10,7 @@ async fn etag_of(app: &TestApp, path: &str) -> String {
     assert_eq!(response.status(), StatusCode::OK, "{path}");
     assert_eq!(
         response.headers()[header::CACHE_CONTROL],
-        "public, max-age=30",
+        "public, max-age=30, stale-while-revalidate=30, stale-if-error=300",
         "{path}"
     );
     let etag = response.headers()[header::ETAG]
@@ -53,7 +53,7 @@ async fn every_read_answers_an_etag_and_304_when_it_matches() {
             assert_eq!(response.headers()[header::ETAG], etag.as_str());
             assert_eq!(
                 response.headers()[header::CACHE_CONTROL],
-                "public, max-age=30"
+                "public, max-age=30, stale-while-revalidate=30, stale-if-error=300"
             );
             assert!(
                 response.bytes().await.unwrap().is_empty(),
@@ -119,5 +119,98 @@ async fn a_price_change_changes_the_etags_of_the_item_and_its_pages() {
             categories_tag,
             "counts did not change"
         );
+    }
+}
+
+/// The value of the counter `name{cache="…"}` on the service's `/metrics`.
+async fn counter(app: &TestApp, name: &str, cache: &str) -> u64 {
+    let text = app
+        .client
+        .get(app.server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let series = format!("{name}{{cache=\"{cache}\"}} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&series))
+        .map_or(0, |value| value.trim().parse().unwrap())
+}
+
+#[tokio::test]
+async fn a_hundred_concurrent_reads_of_a_cold_item_load_it_once() {
+    for db in tideway_testkit::backends().await {
+        let app = std::sync::Arc::new(spawn_app(db.url()).await);
+        let id = app.page("page_size=1").await.items.remove(0).id;
+        let misses = counter(&app, "tideway_cache_misses_total", "catalog_item").await;
+        let hits = counter(&app, "tideway_cache_hits_total", "catalog_item").await;
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(100));
+        let mut reads = tokio::task::JoinSet::new();
+        for _ in 0..100 {
+            let (app, id, barrier) = (app.clone(), id.clone(), barrier.clone());
+            reads.spawn(async move {
+                barrier.wait().await;
+                app.get(&format!("/items/{id}")).await.status()
+            });
+        }
+        while let Some(status) = reads.join_next().await {
+            assert_eq!(status.unwrap(), StatusCode::OK);
+        }
+        let loads = counter(&app, "tideway_cache_misses_total", "catalog_item").await - misses;
+        let served = counter(&app, "tideway_cache_hits_total", "catalog_item").await - hits;
+        assert_eq!(loads, 1, "one database load for 100 concurrent misses");
+        assert_eq!(served, 99);
+    }
+}
+
+#[tokio::test]
+async fn writes_and_the_catalogs_events_invalidate_cached_reads() {
+    for db in tideway_testkit::backends().await {
+        let app = spawn_app(db.url()).await;
+        let id = app.page("page_size=1").await.items.remove(0).id;
+        let before = app.item(&id).await;
+        let list = app.page("page_size=100").await;
+        assert!(list.items.iter().any(|i| i.id == id));
+
+        // This replica's own write: visible at once.
+        let response = app
+            .change_price(Caller::Admin, &id, &json!({"price_minor": 4242}))
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(app.item(&id).await.price_minor, 4242);
+        let listed = app.page("page_size=100").await;
+        assert_eq!(
+            listed
+                .items
+                .iter()
+                .find(|i| i.id == id)
+                .unwrap()
+                .price_minor,
+            4242
+        );
+
+        // Another replica's write reaches this one as an event: the cached answer goes.
+        sqlx::query("UPDATE items SET name = 'Renamed elsewhere' WHERE id = $1")
+            .bind(&id)
+            .execute(app.catalog.db().pool())
+            .await
+            .unwrap();
+        assert_eq!(app.item(&id).await.name, before.name, "still cached");
+        let event = tideway_bus::Event::new(&tideway_catalog_api::ItemChanged {
+            item_id: id.clone(),
+            version: before.version + 2,
+            stock: before.stock,
+        })
+        .unwrap()
+        .with_subject(&id);
+        app.publish(&event).await;
+        assert_eq!(app.item(&id).await.name, "Renamed elsewhere");
+
+        // A deleted item's 404 is cached too, and a created one is found at once.
+        let missing = "0190a0a0-0000-7000-8000-000000000000";
+        assert_eq!(app.get(&format!("/items/{missing}")).await.status(), 404);
+        assert_eq!(app.get(&format!("/items/{missing}")).await.status(), 404);
     }
 }

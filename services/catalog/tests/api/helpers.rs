@@ -1,18 +1,24 @@
 //! `spawn_app`: the catalog on a random port over a test database, tokens for each kind of
 //! caller, and one helper per endpoint.
 
+use std::sync::Arc;
+
 use reqwest::{Response, StatusCode, header};
 use serde_json::Value;
+use tideway_bus::{Bus, EmbeddedBus, EmbeddedOptions, Event, Handler, Replica, SubscribeOptions};
 use tideway_catalog::{Catalog, Config};
-use tideway_catalog_api::{Item, ItemPage, PREFIX};
+use tideway_catalog_api::{EVENTS, Item, ItemPage, PREFIX};
 use tideway_runtime::auth::ADMIN_ROLE;
 use tideway_testkit::{TestServer, TestTokens};
+use tokio::sync::mpsc;
 
 pub struct TestApp {
     pub server: TestServer,
     pub client: reqwest::Client,
     pub catalog: Catalog,
     pub tokens: TestTokens,
+    pub bus: Arc<dyn Bus>,
+    events: tokio::sync::Mutex<mpsc::UnboundedReceiver<Event>>,
 }
 
 /// The catalog over `db_url`, seeded.
@@ -20,20 +26,43 @@ pub async fn spawn_app(db_url: &str) -> TestApp {
     spawn_with(&Config {
         database_url: db_url.parse().expect("a test database URL"),
         seed: true,
+        ..Config::default()
     })
     .await
 }
 
 pub async fn spawn_with(config: &Config) -> TestApp {
     let tokens = TestTokens::new();
-    let catalog = Catalog::build(config, tokens.verifier())
+    let bus = EmbeddedBus::new(EmbeddedOptions::default())
         .await
-        .expect("build the catalog");
+        .expect("an embedded bus");
+    let dyn_bus: Arc<dyn Bus> = Arc::new(bus.clone());
+    let catalog = Catalog::build(
+        config,
+        dyn_bus.clone(),
+        &Replica::new("catalog-1"),
+        tokens.verifier(),
+    )
+    .await
+    .expect("build the catalog");
+    // Collect what the catalog publishes, as its consumers would.
+    let (tx, rx) = mpsc::unbounded_channel();
+    let handler: Arc<dyn Handler> = Arc::new(move |event: Event| {
+        let _ = tx.send(event);
+        async { Ok::<_, std::io::Error>(()) }
+    });
+    dyn_bus
+        .subscribe(SubscribeOptions::new("observer", EVENTS), handler)
+        .await
+        .expect("subscribe to the catalog's events");
+    bus.open();
     TestApp {
         server: TestServer::start(catalog.router()).await,
         client: reqwest::Client::new(),
         catalog,
         tokens,
+        bus: dyn_bus,
+        events: tokio::sync::Mutex::new(rx),
     }
 }
 
@@ -46,6 +75,19 @@ pub enum Caller {
 }
 
 impl TestApp {
+    /// The next event the catalog published, waiting up to the deadline.
+    pub async fn next_event(&self) -> Event {
+        tokio::time::timeout(tideway_testkit::DEADLINE, self.events.lock().await.recv())
+            .await
+            .expect("an event from the catalog within the deadline")
+            .expect("the event stream is open")
+    }
+
+    /// Publishes `event` on the bus, as the inventory's relay would.
+    pub async fn publish(&self, event: &Event) {
+        self.bus.publish(event).await.expect("publish");
+    }
+
     pub fn url(&self, path: &str) -> String {
         self.server.url(&format!("{PREFIX}{path}"))
     }

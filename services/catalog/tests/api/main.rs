@@ -10,5 +10,6 @@ mod bad_input;
 mod browse;
 mod caching;
 mod client;
+mod events;
 mod helpers;
 mod seeding;

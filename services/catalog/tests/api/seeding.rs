@@ -78,6 +78,7 @@ async fn an_emptied_catalog_is_not_reseeded_and_seed_false_seeds_nothing() {
         let unseeded = spawn_with(&Config {
             database_url: db.url().parse().expect("a test database URL"),
             seed: false,
+            ..Config::default()
         })
         .await;
         assert_eq!(unseeded.page("").await.total, 0);

@@ -349,6 +349,7 @@ impl FakeCatalog {
                 price_minor: 100,
                 currency: "EUR".into(),
                 stock: (i % 7) as i64,
+                sold_out: i % 7 == 0,
                 version: 1,
                 created_at: "2025-01-01T00:00:00.000Z".into(),
                 updated_at: "2025-01-01T00:00:00.000Z".into(),

@@ -10,5 +10,6 @@ mod concurrency;
 mod duplicates;
 mod helpers;
 mod http;
+mod levels;
 mod nats;
 mod seeding;

@@ -104,6 +104,19 @@ async fn bad_checkouts_name_the_field_and_make_no_order() {
         lines[1].available = false;
         app.basket.set(lines);
         refused(&app, t, &[JSON], Some("{}"), (409, "items[1]")).await;
+        // A sold-out line, and a line whose item left the catalog: 422 naming the line,
+        // before any order is placed.
+        let mut lines: Vec<BasketLine> = two_lines();
+        lines[0].available = false;
+        lines[0].sold_out = true;
+        app.basket.set(lines);
+        refused(&app, t, &[JSON], Some("{}"), (422, "items[0]")).await;
+        let mut lines: Vec<BasketLine> = two_lines();
+        lines[1].available = false;
+        lines[1].deleted = true;
+        lines[1].line_total_minor = 0;
+        app.basket.set(lines);
+        refused(&app, t, &[JSON], Some("{}"), (422, "items[1]")).await;
         app.basket.set(two_lines());
         app.basket.set_mode(BasketMode::Failing);
         refused(&app, t, &[JSON], Some("{}"), (503, "")).await;

@@ -60,6 +60,8 @@ pub fn line(item_id: &str, name: &str, unit_price_minor: i64, quantity: i64) -> 
         line_total_minor: unit_price_minor * quantity,
         price_current: true,
         available: true,
+        sold_out: false,
+        deleted: false,
     }
 }
 
