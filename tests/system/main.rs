@@ -19,8 +19,8 @@ mod prometheus;
 mod replicas;
 mod scenario;
 mod supervisor;
-mod traces;
 mod tls;
+mod traces;
 mod web;
 mod web_security;
 

@@ -188,10 +188,7 @@ async fn run(command: Command, config: Config, supervised: Supervised) -> anyhow
             format!("the {} service", service.as_str()),
         ),
         Command::Gateway => (App::gateway(&config).await?, "the gateway".to_owned()),
-        Command::Load(_)
-        | Command::BenchUpstream(_)
-        | Command::Chaos(_)
-        | Command::Dlq { .. } => {
+        Command::Load(_) | Command::BenchUpstream(_) | Command::Chaos(_) | Command::Dlq { .. } => {
             anyhow::bail!("handled before")
         }
     };

@@ -19,9 +19,9 @@
 #![warn(missing_docs)]
 
 pub mod admission;
+pub mod httpcache;
 mod live;
 mod traffic;
-pub mod httpcache;
 
 use std::{
     collections::{BTreeMap, HashMap},

@@ -4,8 +4,8 @@
 //! checkout sagas with their steps, and from an order to its trace. The panels refresh
 //! themselves with htmx.
 
-mod dead_letters;
 mod charts;
+mod dead_letters;
 pub mod events;
 pub mod metrics;
 mod traces;
