@@ -256,7 +256,8 @@ async fn distributed_shop_serves_restarts_a_killed_process_and_stops_cleanly() {
     )
     .unwrap();
     let targets = targets.as_array().unwrap();
-    assert_eq!(targets.len(), 13, "{targets:?}");
+    // Two of each of seven services, and the gateways' one shared address.
+    assert_eq!(targets.len(), 15, "{targets:?}");
     assert!(
         targets
             .iter()

@@ -144,6 +144,16 @@ fn problem(trace: &[Received]) -> Option<String> {
             return Some(format!("no span of {wanted} yet (have {services:?})"));
         }
     }
+    // The consumers' spans come last (the payment service answers the checkout's card
+    // call before its saga step arrives over the bus).
+    for consumer in ["inventory", "payment"] {
+        if !trace
+            .iter()
+            .any(|s| s.service == consumer && s.kind == 5 && s.name.starts_with("process "))
+        {
+            return Some(format!("no consumer span of {consumer} yet"));
+        }
+    }
     let ids: HashSet<&str> = trace.iter().map(|s| s.span_id.as_str()).collect();
     let roots: Vec<&Received> = trace.iter().filter(|s| s.parent.is_empty()).collect();
     if roots.len() != 1 {

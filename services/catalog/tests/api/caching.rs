@@ -192,6 +192,9 @@ async fn writes_and_the_catalogs_events_invalidate_cached_reads() {
         );
 
         // Another replica's write reaches this one as an event: the cached answer goes.
+        // (This replica's own events have been handled first, and the item read again.)
+        app.drained().await;
+        assert_eq!(app.item(&id).await.price_minor, 4242);
         sqlx::query("UPDATE items SET name = 'Renamed elsewhere' WHERE id = $1")
             .bind(&id)
             .execute(app.catalog.db().pool())

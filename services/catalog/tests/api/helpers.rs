@@ -88,6 +88,29 @@ impl TestApp {
         self.bus.publish(event).await.expect("publish");
     }
 
+    /// Waits until the catalog's outbox has sent every event; the embedded bus hands an
+    /// event to every consumer before the relay marks it sent, so the catalog's own
+    /// invalidations of those events have happened by then.
+    pub async fn drained(&self) {
+        let pool = self.catalog.db().pool().clone();
+        tideway_testkit::eventually_async(
+            std::time::Duration::from_secs(10),
+            "the catalog's outbox to drain",
+            || {
+                let pool = pool.clone();
+                async move {
+                    let pending: i64 =
+                        sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE sent_at_ms IS NULL")
+                            .fetch_one(&pool)
+                            .await
+                            .unwrap();
+                    pending == 0
+                }
+            },
+        )
+        .await;
+    }
+
     pub fn url(&self, path: &str) -> String {
         self.server.url(&format!("{PREFIX}{path}"))
     }
