@@ -25,7 +25,11 @@ after(async () => {
 /** A page that fails the test on any uncaught script error or failed asset. */
 async function newPage(options = {}) {
   const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, ...options });
-  const page = await context.newPage();
+  return watched(await context.newPage());
+}
+
+/** `page`, failing the test on any uncaught script error or failed asset. */
+function watched(page) {
   page.errors = [];
   page.on('pageerror', (err) => page.errors.push(`page error: ${err.message}`));
   // The Content-Security-Policy allows no inline script or style: anything it blocks is a bug.
@@ -276,7 +280,7 @@ test('an item that sells out says so, refuses the add and is marked in the baske
   await page.getByLabel('Quantity').fill('1');
   await page.getByRole('button', { name: 'Add to basket' }).click();
   await page.waitForURL(`${BASE_URL}/basket`);
-  const stale = await page.context().newPage();
+  const stale = watched(await page.context().newPage());
   await stale.goto(`${BASE_URL}/items/${item.id}`);
 
   // The last units go (as an admin sets them; a reservation announces the same event).
