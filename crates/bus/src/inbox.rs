@@ -31,7 +31,28 @@ pub const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS inbox (
 /// Creates the inbox table when it is missing.
 #[tracing::instrument(skip_all, err)]
 pub async fn install(db: &Db) -> Result<(), BusError> {
-    sqlx::query(SCHEMA).execute(db.pool()).await?;
+    install_schema(db, &[SCHEMA]).await
+}
+
+/// Runs idempotent `CREATE … IF NOT EXISTS` statements in one transaction. On PostgreSQL
+/// the transaction first takes an advisory lock: two processes (or replicas) starting at
+/// once would otherwise race to create the same table, and the loser fails with
+/// "type … already exists" despite `IF NOT EXISTS`.
+pub(crate) async fn install_schema(db: &Db, statements: &[&str]) -> Result<(), BusError> {
+    /// The advisory lock key of the bus's tables, the same in every service's database.
+    const SCHEMA_LOCK: i64 = 0x7469_6465_7761_7901;
+    let mut tx = db.pool().begin().await?;
+    if db.backend() == tideway_store::Backend::Postgres {
+        sqlx::query(&format!(
+            "SELECT COUNT(*) FROM (SELECT pg_advisory_xact_lock({SCHEMA_LOCK})) AS locked"
+        ))
+        .execute(&mut *tx)
+        .await?;
+    }
+    for statement in statements {
+        sqlx::query(statement).execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
     Ok(())
 }
 

@@ -73,10 +73,7 @@ pub const SCHEMA: &[&str] = &[
 /// start-up, beside its own migrations.
 #[tracing::instrument(skip_all, err)]
 pub async fn install(db: &Db) -> Result<(), BusError> {
-    for statement in SCHEMA {
-        sqlx::query(statement).execute(db.pool()).await?;
-    }
-    Ok(())
+    crate::inbox::install_schema(db, SCHEMA).await
 }
 
 /// Writes `event` to the outbox in the caller's transaction. It is published once the
