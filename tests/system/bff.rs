@@ -47,7 +47,10 @@ async fn catalog_calls(base: &str) -> (u64, u64) {
 #[tokio::test]
 async fn the_mobile_bff_browses_fills_a_basket_checks_out_and_batches_item_loads() {
     let data = tempfile::tempdir().unwrap();
-    let config = embedded_config(data.path());
+    let mut config = embedded_config(data.path());
+    // The basket prices its lines from the catalog on every read without its cache, so its
+    // own catalog calls are the same for each read and the BFF's stand out.
+    config.basket.service.cache.shared.enabled = false;
     let server = serve_ready(App::embedded(&config).await.unwrap()).await;
     let base = server.base_url().to_owned();
 
@@ -124,9 +127,7 @@ async fn the_mobile_bff_browses_fills_a_basket_checks_out_and_batches_item_loads
         "{refused}"
     );
 
-    // The lines' items: one listing call for the three of them, no call per item. The
-    // basket's own price lookups are cached after its first read, so read it once first.
-    graphql(&base, token, "{ basket { lines { itemId } } }", json!({})).await;
+    // The lines' items: one listing call for the three of them, no call per item.
     let before = catalog_calls(&base).await;
     let plain = graphql(
         &base,
@@ -210,6 +211,24 @@ async fn the_mobile_bff_browses_fills_a_basket_checks_out_and_batches_item_loads
     )
     .await;
     assert!(missing["data"]["order"].is_null(), "{missing}");
+    // An id the catalog cannot hold is not found, and spoils none of the other items.
+    let odd = graphql(
+        &base,
+        token,
+        "{ item(id: \"x'; drop\") { id } basket { lines { item { id } } } }",
+        json!({}),
+    )
+    .await;
+    assert!(odd["errors"].is_null(), "{odd}");
+    assert!(odd["data"]["item"].is_null(), "{odd}");
+    assert!(
+        odd["data"]["basket"]["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|line| line["item"]["id"].is_string()),
+        "{odd}"
+    );
 
     // Limits.
     let deep = graphql(

@@ -179,6 +179,16 @@ impl Loader<String> for ItemLoader {
 
     async fn load(&self, keys: &[String]) -> Result<HashMap<String, Item>, Self::Error> {
         let mut found = HashMap::with_capacity(keys.len());
+        // An id the catalog could not hold is simply not found: sent along, it would fail
+        // the whole batch, and with it every other field that asked for an item.
+        let keys: Vec<&String> = keys
+            .iter()
+            .filter(|id| {
+                !id.is_empty()
+                    && id.len() <= 64
+                    && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            })
+            .collect();
         for chunk in keys.chunks(MAX_PAGE_SIZE as usize) {
             let ids = chunk
                 .iter()
