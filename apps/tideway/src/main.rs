@@ -9,6 +9,11 @@ use clap::{Parser, Subcommand};
 use tideway::{App, Config, ServiceName};
 use tideway_runtime::{serve::shutdown_on_signals, telemetry};
 
+/// mimalloc instead of the C library's allocator: every request allocates its headers,
+/// futures and buffers, and glibc's malloc and free were a tenth of the gateway's CPU.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "tideway",

@@ -171,9 +171,11 @@ impl fmt::Display for TraceContext {
     }
 }
 
+// Ids come from the thread's CSPRNG (seeded from the OS once), not from the OS per id:
+// two or three ids per request and hop made `getrandom` a visible cost.
 fn nonzero_u128() -> u128 {
     loop {
-        let value = uuid::Uuid::new_v4().as_u128();
+        let value: u128 = rand::random();
         if value != 0 {
             return value;
         }
@@ -182,7 +184,7 @@ fn nonzero_u128() -> u128 {
 
 fn nonzero_u64() -> u64 {
     loop {
-        let value = uuid::Uuid::new_v4().as_u64_pair().0;
+        let value: u64 = rand::random();
         if value != 0 {
             return value;
         }

@@ -121,6 +121,43 @@ pub struct JwtVerifier {
     validation: Validation,
     source: Option<(JsonClient, String)>,
     last_fetch: Mutex<Option<Instant>>,
+    /// Tokens verified lately, by their exact text: a signed-in page's token crosses the
+    /// web front, the gateway and a service, and an Ed25519 check costs about 40 µs, so
+    /// each token is checked once per [`VERIFIED_TTL`] and per process, not at every hop.
+    /// Only tokens that passed every check are kept; a kept one still expires at its `exp`.
+    verified: moka::sync::Cache<Box<str>, Arc<Claims>>,
+}
+
+/// How long a verified token is taken on trust before it is checked again: the delay with
+/// which a signing key removed from the JWKS stops being accepted.
+pub const VERIFIED_TTL: Duration = Duration::from_secs(30);
+
+/// The most memory the verified tokens may use, in bytes (about 10,000 tokens).
+const VERIFIED_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Seconds of clock skew allowed on `exp` and `nbf`.
+const LEEWAY_SECS: u64 = 5;
+
+fn verified_cache() -> moka::sync::Cache<Box<str>, Arc<Claims>> {
+    moka::sync::Cache::builder()
+        .max_capacity(VERIFIED_BYTES)
+        .weigher(|token: &Box<str>, claims: &Arc<Claims>| {
+            let size = token.len()
+                + claims.sub.len()
+                + claims.email.len()
+                + claims.jti.len()
+                + claims.roles.iter().map(String::len).sum::<usize>()
+                + 128;
+            u32::try_from(size).unwrap_or(u32::MAX)
+        })
+        .time_to_live(VERIFIED_TTL)
+        .build()
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
 }
 
 /// A JWK set with each key decoded once, not per token.
@@ -165,7 +202,7 @@ fn validation(issuer: &str, audience: &str) -> Validation {
     // A token not valid yet is refused like an expired one (jsonwebtoken skips `nbf`
     // unless asked).
     validation.validate_nbf = true;
-    validation.leeway = 5;
+    validation.leeway = LEEWAY_SECS;
     validation
 }
 
@@ -190,6 +227,7 @@ impl JwtVerifier {
             validation: validation(issuer, audience),
             source: None,
             last_fetch: Mutex::new(None),
+            verified: verified_cache(),
         }
     }
 
@@ -205,11 +243,27 @@ impl JwtVerifier {
             validation: validation(issuer, audience),
             source: Some((JsonClient::new(transport), path.to_owned())),
             last_fetch: Mutex::new(None),
+            verified: verified_cache(),
         }
     }
 
-    /// Verifies `token` and returns its claims.
+    /// Verifies `token` and returns its claims. A token verified in the last
+    /// [`VERIFIED_TTL`] is not checked again, only its expiry.
     pub async fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+        if let Some(claims) = self.verified.get(token) {
+            if claims.exp.saturating_add(LEEWAY_SECS) < now_secs() {
+                self.verified.invalidate(token);
+                return Err(AuthError::Expired);
+            }
+            return Ok(Claims::clone(&claims));
+        }
+        let claims = self.verify_signed(token).await?;
+        self.verified.insert(token.into(), Arc::new(claims.clone()));
+        Ok(claims)
+    }
+
+    /// Checks `token` in full: its header, signature and claims.
+    async fn verify_signed(&self, token: &str) -> Result<Claims, AuthError> {
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
         if header.alg != Algorithm::EdDSA {
@@ -515,6 +569,50 @@ mod tests {
             verifier.verify("not-a-token").await,
             Err(AuthError::Invalid(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn a_verified_token_is_taken_on_trust_until_it_expires_and_only_as_written() {
+        let signer = TokenSigner::generate().unwrap();
+        let verifier = verifier_for(&signer);
+        let claims = |sub: &str| {
+            TokenSigner::claims(
+                sub,
+                "a@b.c",
+                &[],
+                "tideway",
+                "tideway",
+                Duration::from_secs(60),
+            )
+        };
+        let token = signer.sign(&claims("u1")).unwrap();
+        assert_eq!(verifier.verify(&token).await.unwrap().sub, "u1");
+
+        // Without its keys the verifier can check no new token, yet the verified one passes.
+        verifier.keys.store(Arc::new(Keys {
+            decoding: Vec::new(),
+        }));
+        assert_eq!(verifier.verify(&token).await.unwrap().sub, "u1");
+        let fresh = signer.sign(&claims("u2")).unwrap();
+        assert!(matches!(
+            verifier.verify(&fresh).await,
+            Err(AuthError::Invalid(_))
+        ));
+
+        // Only the exact text is trusted: a changed signature is checked, and fails.
+        let mut tampered = token.clone();
+        let last = tampered.pop().unwrap();
+        tampered.push(if last == 'A' { 'B' } else { 'A' });
+        assert!(verifier.verify(&tampered).await.is_err());
+
+        // A kept token past its expiry (and the leeway) is refused and forgotten.
+        let mut expired = claims("u1");
+        expired.exp = now_secs() - LEEWAY_SECS - 1;
+        verifier
+            .verified
+            .insert(token.as_str().into(), Arc::new(expired));
+        assert_eq!(verifier.verify(&token).await, Err(AuthError::Expired));
+        assert!(verifier.verified.get(token.as_str()).is_none());
     }
 
     #[test]
