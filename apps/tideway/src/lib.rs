@@ -12,6 +12,8 @@
 
 pub mod chaos;
 pub mod config;
+#[cfg(test)]
+mod contracts;
 pub mod dlq;
 pub mod edge;
 pub mod faults;

@@ -12,11 +12,12 @@ pub const SPEC_VERSION: &str = "1.0";
 pub const JSON: &str = "application/json";
 
 /// A payload type that is an event: it declares its subject, which is also its CloudEvents
-/// `type` (`tideway.<service>.<event>`).
+/// `type` (`tideway.<service>.<event>`), and has a JSON schema, its contract with the
+/// consumers (see [`crate::contract`]: a type only grows).
 ///
 /// ```
 /// # use serde::{Deserialize, Serialize};
-/// #[derive(Serialize, Deserialize)]
+/// #[derive(Serialize, Deserialize, schemars::JsonSchema)]
 /// struct OrderPlaced { order_id: String }
 /// impl tideway_bus::EventType for OrderPlaced {
 ///     const SUBJECT: &'static str = "tideway.ordering.order-placed";
@@ -25,7 +26,7 @@ pub const JSON: &str = "application/json";
 /// assert_eq!(event.source, "tideway/ordering");
 /// assert_eq!(event.decode::<OrderPlaced>().unwrap().order_id, "o1");
 /// ```
-pub trait EventType: Serialize + DeserializeOwned {
+pub trait EventType: Serialize + DeserializeOwned + schemars::JsonSchema {
     /// The subject and CloudEvents type, `tideway.<service>.<event>`.
     const SUBJECT: &'static str;
 }
@@ -198,7 +199,7 @@ mod tests {
 
     use super::*;
 
-    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    #[derive(Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
     struct OrderPlaced {
         order_id: String,
         total_minor: i64,
@@ -208,7 +209,7 @@ mod tests {
         const SUBJECT: &'static str = "tideway.ordering.order-placed";
     }
 
-    #[derive(Debug, Serialize, Deserialize)]
+    #[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
     struct Other {}
 
     impl EventType for Other {

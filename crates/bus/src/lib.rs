@@ -47,6 +47,7 @@
 //! `*` matches one token, `>` one or more trailing tokens ([`subject::matches`]).
 #![warn(missing_docs)]
 
+pub mod contract;
 pub mod dead_letters;
 pub mod embedded;
 pub mod event;

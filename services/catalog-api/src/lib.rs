@@ -5,6 +5,7 @@
 #![warn(missing_docs)]
 
 use http::{HeaderMap, Method, StatusCode};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tideway_bus::EventType;
 use tideway_client::{ClientError, JsonClient, Transport};
@@ -15,7 +16,7 @@ pub const SERVICE: &str = "catalog";
 pub const PREFIX: &str = "/api/catalog";
 
 /// A catalog item.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Item {
     /// The item id (a UUID).
     pub id: String,
@@ -125,7 +126,7 @@ pub struct PriceChange {
 }
 
 /// Event: an item was created (admin), with all it has at creation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ItemCreated {
     /// The new item.
     pub item: Item,
@@ -136,7 +137,7 @@ impl EventType for ItemCreated {
 
 /// Event: an item's description changed (name, description, brand, category), or its
 /// read copy of the stock did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ItemChanged {
     /// The item id.
     pub item_id: String,
@@ -150,7 +151,7 @@ impl EventType for ItemChanged {
 }
 
 /// Event: an item's price changed (admin).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct PriceChanged {
     /// The item id.
     pub item_id: String,
@@ -164,7 +165,7 @@ impl EventType for PriceChanged {
 }
 
 /// Event: an item was deleted (admin); it can no longer be priced or ordered.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ItemDeleted {
     /// The item id.
     pub item_id: String,

@@ -5,6 +5,7 @@
 //! reply is sent again. Reservations are all-or-nothing per order.
 #![warn(missing_docs)]
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tideway_bus::EventType;
 
@@ -14,7 +15,7 @@ pub const SERVICE: &str = "inventory";
 pub const PREFIX: &str = "/api/inventory";
 
 /// One line of an order: an item and a quantity.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct StockLine {
     /// The catalog item id.
     pub item_id: String,
@@ -36,7 +37,7 @@ pub struct StockLevel {
 }
 
 /// Command: reserve every line of `order_id`, or none.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ReserveStock {
     /// The order.
     pub order_id: String,
@@ -48,7 +49,7 @@ impl EventType for ReserveStock {
 }
 
 /// Command: release the reservation of `order_id` (no-op when there is none).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ReleaseStock {
     /// The order.
     pub order_id: String,
@@ -60,7 +61,7 @@ impl EventType for ReleaseStock {
 }
 
 /// Command: turn the reservation of `order_id` into sold stock.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct CommitStock {
     /// The order.
     pub order_id: String,
@@ -70,7 +71,7 @@ impl EventType for CommitStock {
 }
 
 /// Reply: every line of the order is reserved.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct StockReserved {
     /// The order.
     pub order_id: String,
@@ -80,7 +81,7 @@ impl EventType for StockReserved {
 }
 
 /// Reply: the order cannot be reserved; nothing was.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct StockRejected {
     /// The order.
     pub order_id: String,
@@ -94,7 +95,7 @@ impl EventType for StockRejected {
 }
 
 /// Reply: the reservation of the order is released (or there was none).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct StockReleased {
     /// The order.
     pub order_id: String,
@@ -104,7 +105,7 @@ impl EventType for StockReleased {
 }
 
 /// Reply: the reservation of the order is committed (sold).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct StockCommitted {
     /// The order.
     pub order_id: String,
@@ -117,7 +118,7 @@ impl EventType for StockCommitted {
 /// an admin set them, or the item was first stocked). Consumers keep a read copy of
 /// `available` and apply an event only when its `version` is newer than the one they hold:
 /// events may arrive late, twice or out of order, and the copy still ends at the latest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct StockLevelChanged {
     /// The catalog item id.
     pub item_id: String,

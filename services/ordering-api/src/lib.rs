@@ -3,6 +3,7 @@
 //! payment → confirm the order → capture payment, compensating on failure.
 #![warn(missing_docs)]
 
+use schemars::JsonSchema;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use tideway_bus::EventType;
@@ -48,7 +49,7 @@ pub struct CheckoutAccepted {
 }
 
 /// One line of an order, with the price snapshotted at checkout.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct OrderLine {
     /// The catalog item id.
     pub item_id: String,
@@ -109,7 +110,7 @@ pub struct OrderView {
 }
 
 /// Event: an order was placed (the saga starts).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct OrderPlaced {
     /// The order.
     pub order_id: String,
@@ -129,7 +130,7 @@ impl EventType for OrderPlaced {
 }
 
 /// Event: an order is confirmed (the basket clears these lines; reporting counts the sale).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct OrderConfirmed {
     /// The order.
     pub order_id: String,
@@ -145,7 +146,7 @@ impl EventType for OrderConfirmed {
 }
 
 /// Event: an order is cancelled, with the reason.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct OrderCancelled {
     /// The order.
     pub order_id: String,

@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 use http::{HeaderMap, HeaderValue, Method, header};
+use schemars::JsonSchema;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize, Serializer};
 use tideway_bus::EventType;
@@ -27,7 +28,7 @@ pub const DECLINED_CARD: &str = "4000000000000002";
 pub const INSUFFICIENT_FUNDS_CARD: &str = "4000000000009995";
 
 /// A payment's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PaymentStatus {
     /// Funds are held.
@@ -63,7 +64,7 @@ pub struct PaymentView {
 }
 
 /// Command: authorize `amount_minor` on `card` for `order_id`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct AuthorizePayment {
     /// The order.
     pub order_id: String,
@@ -83,7 +84,7 @@ impl EventType for AuthorizePayment {
 }
 
 /// Command: capture the authorized payment of `order_id`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct CapturePayment {
     /// The order.
     pub order_id: String,
@@ -96,7 +97,7 @@ impl EventType for CapturePayment {
 
 /// Command: void the authorization of `order_id` (no-op when there is none, or refund when
 /// it was already captured).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct VoidPayment {
     /// The order.
     pub order_id: String,
@@ -110,7 +111,7 @@ impl EventType for VoidPayment {
 }
 
 /// Reply: authorized.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct PaymentAuthorized {
     /// The order.
     pub order_id: String,
@@ -122,7 +123,7 @@ impl EventType for PaymentAuthorized {
 }
 
 /// Reply: declined; nothing is held.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct PaymentDeclined {
     /// The order.
     pub order_id: String,
@@ -134,7 +135,7 @@ impl EventType for PaymentDeclined {
 }
 
 /// Reply: captured.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct PaymentCaptured {
     /// The order.
     pub order_id: String,
@@ -146,7 +147,7 @@ impl EventType for PaymentCaptured {
 }
 
 /// Reply: voided (or refunded, when it had been captured), or there was nothing to void.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct PaymentVoided {
     /// The order.
     pub order_id: String,

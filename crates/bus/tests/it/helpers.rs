@@ -8,7 +8,7 @@ use tideway_bus::{
 };
 use tideway_testkit::{DEADLINE, TestNats, eventually_async};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct OrderPlaced {
     pub n: u32,
 }
