@@ -308,8 +308,14 @@ fn properties_of(event: &Event, extra: FieldTable) -> BasicProperties {
 /// Awaits one publisher confirm: `Ok` only for an ack (a returned message included: the
 /// caller asked for `mandatory` when it cares).
 async fn confirmed(confirm: PublisherConfirm) -> Result<Confirmation, BusError> {
-    let confirmation = confirm
+    let confirmation = tokio::time::timeout(CONFIRM_TIMEOUT, confirm)
         .await
+        .map_err(|_| {
+            BusError::backend(
+                "awaiting a publisher confirm",
+                format!("no confirm within {CONFIRM_TIMEOUT:?}"),
+            )
+        })?
         .map_err(amqp("awaiting a publisher confirm"))?;
     if confirmation.is_nack() {
         return Err(BusError::backend(
@@ -319,6 +325,15 @@ async fn confirmed(confirm: PublisherConfirm) -> Result<Confirmation, BusError> 
     }
     Ok(confirmation)
 }
+
+/// How long a publish waits for the broker's confirm before it counts as failed (and the
+/// outbox rows stay pending); a lost connection does not always fail the wait by itself.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(15);
+/// How often a member checks that its channel is still open.
+const CHANNEL_CHECK: Duration = Duration::from_secs(1);
+/// How long an ack or nack may take before the member gives up on it (the broker gives the
+/// delivery back when the channel closes).
+const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The first pause before consuming again after a member's consumer ended.
 const FIRST_RECONSUME_DELAY: Duration = Duration::from_millis(250);
@@ -864,12 +879,23 @@ impl Member {
             match consuming {
                 Ok((channel, mut consumer)) => {
                     delays = reconsume_backoff().build();
+                    // A consumer whose connection died does not always end: the channel's
+                    // state is watched too.
+                    let mut watch = tokio::time::interval(CHANNEL_CHECK);
+                    watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                     loop {
                         let next = tokio::select! {
                             () = token.cancelled() => {
                                 // Closing gives the deliveries in hand back to the queue.
                                 let _ = channel.close(200, "stopped".into()).await;
                                 return;
+                            }
+                            _ = watch.tick() => {
+                                if channel.status().connected() {
+                                    continue;
+                                }
+                                tracing::warn!(consumer = %self.options.consumer, "the RabbitMQ channel was lost");
+                                break;
                             }
                             next = consumer.next() => next,
                         };
@@ -1093,8 +1119,10 @@ impl Member {
 }
 
 async fn ack(delivery: &Delivery, consumer: &str) {
-    if let Err(err) = delivery.ack(BasicAckOptions::default()).await {
-        tracing::warn!(consumer, error = %err, "acknowledging a delivery failed");
+    match tokio::time::timeout(ACK_TIMEOUT, delivery.ack(BasicAckOptions::default())).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(err)) => tracing::warn!(consumer, error = %err, "acknowledging a delivery failed"),
+        Err(_) => tracing::warn!(consumer, "acknowledging a delivery timed out"),
     }
 }
 
@@ -1103,8 +1131,10 @@ async fn nack(delivery: &Delivery, consumer: &str) {
         requeue: true,
         ..BasicNackOptions::default()
     };
-    if let Err(err) = delivery.nack(options).await {
-        tracing::warn!(consumer, error = %err, "giving a delivery back failed");
+    match tokio::time::timeout(ACK_TIMEOUT, delivery.nack(options)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(err)) => tracing::warn!(consumer, error = %err, "giving a delivery back failed"),
+        Err(_) => tracing::warn!(consumer, "giving a delivery back timed out"),
     }
 }
 
