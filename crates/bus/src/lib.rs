@@ -1,4 +1,4 @@
-//! Tideway's event bus: a CloudEvents envelope, publisher and subscriber traits, two
+//! Tideway's event bus: a CloudEvents envelope, publisher and subscriber traits, three
 //! backends, the transactional outbox with its relay, and the inbox.
 //!
 //! # How an event travels
@@ -36,8 +36,12 @@
 //!   the ack wait or a nack, a maximum number of deliveries, then the dead-letter subject.
 //!   Publishing sets `Nats-Msg-Id` to the event id, so JetStream drops re-publishes inside
 //!   its duplicate window. See [`nats`].
+//! * [`RabbitBus`] (`bus.kind = "rabbitmq"`): RabbitMQ, events to a topic exchange (which
+//!   feeds a direct and a fanout one, see [`Exchange`]), a durable quorum queue per consumer
+//!   group, manual acks with bounded prefetch, publisher confirms, retries through a TTL
+//!   queue, a dead-letter exchange and queue. See [`rabbitmq`].
 //!
-//! Both are used as `Arc<dyn Bus>`; the traits return boxed futures ([`BoxFuture`]) so they
+//! All are used as `Arc<dyn Bus>`; the traits return boxed futures ([`BoxFuture`]) so they
 //! stay object safe without a macro.
 //!
 //! # Subjects
