@@ -1,15 +1,15 @@
-//! The checkout saga over RabbitMQ: the shop in one process with `bus.kind = "rabbitmq"`
-//! on the broker at 127.0.0.1:5672 (`TIDEWAY_TEST_RABBITMQ_URL`), under a name prefix of
-//! the test's own. Confirmed, declined, out of stock and sold out, then the invariants; the
-//! consumer groups' queues, the dead-letter queue and the exchanges are the broker's, and
-//! every command and reply of the saga crossed them.
+//! The checkout saga over RabbitMQ (`bus.kind = "rabbitmq"`, the broker at 127.0.0.1:5672 or
+//! `TIDEWAY_TEST_RABBITMQ_URL`, under a name prefix of the test's own): the shop in one
+//! process, and as separate processes of the real binary on PostgreSQL. Confirmed,
+//! declined, out of stock and sold out, then the invariants; every command and reply of the
+//! saga crossed the broker.
 
 use std::time::Duration;
 
 use tideway::{App, Config, config::BusKind, invariants};
 use tideway_bus::{SubscribeOptions, Subscriber};
 
-use crate::checkout::checkout_outcomes;
+use crate::{checkout::checkout_outcomes, processes::Distributed};
 
 /// `config` carrying events on RabbitMQ under a fresh prefix (its queues expire once
 /// unused), or `None` with a notice when the broker is unreachable outside CI.
@@ -83,4 +83,61 @@ async fn checkout_on_rabbitmq() {
     }
     bus.delete(&[]).await.unwrap();
     bus.shutdown().await;
+}
+
+#[tokio::test]
+async fn checkout_as_separate_processes_on_rabbitmq() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(config) = on_rabbitmq(dir.path()).await else {
+        return;
+    };
+    let env = [
+        ("TIDEWAY_BUS__KIND", "rabbitmq".to_owned()),
+        ("TIDEWAY_BUS__RABBITMQ_URL", config.bus.rabbitmq_url.clone()),
+        ("TIDEWAY_BUS__ROOT", config.bus.root.clone()),
+        ("TIDEWAY_BUS__RABBITMQ_QUEUE_EXPIRY_MS", "60000".to_owned()),
+    ];
+    let env: Vec<(String, String)> = env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+    let system = Distributed::start_with(&env).await;
+    checkout_outcomes(&system.gateway).await;
+    if let Some(stores) = system.stores() {
+        let pending = invariants::wait_terminal(&stores.ordering, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(pending, 0, "every order is terminal");
+        let report = invariants::settle(&stores, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert!(report.holds(), "{report:#?}");
+    }
+    let lines = system.stop().await;
+    // Every process with a bus connected to the broker (under the prefix in force: the
+    // shape's own subject root, which is also unique to this test).
+    let prefixes: std::collections::BTreeSet<String> = lines
+        .iter()
+        .filter(|l| l["message"] == "Connected to RabbitMQ.")
+        .filter_map(|l| l["prefix"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(prefixes.len(), 1, "{prefixes:?}");
+    let connected = lines
+        .iter()
+        .filter(|l| l["message"] == "Connected to RabbitMQ.")
+        .count();
+    assert!(
+        connected >= 6,
+        "the services and the gateway connected: {connected}"
+    );
+    for prefix in prefixes {
+        let mut config = config.clone();
+        config.bus.root = prefix;
+        let bus = tideway::rabbit_bus_of(&config, false).await.unwrap();
+        let inventory = SubscribeOptions::new("inventory", "tideway.inventory.reserve-stock");
+        assert_eq!(
+            bus.backlog(&inventory).await.unwrap(),
+            0,
+            "inventory drained"
+        );
+        bus.delete(&[]).await.unwrap();
+        bus.shutdown().await;
+    }
 }

@@ -384,6 +384,7 @@ impl RabbitBus {
             }),
         };
         bus.connection().await?;
+        tracing::info!(prefix = %bus.inner.names.prefix, "Connected to RabbitMQ.");
         Ok(bus)
     }
 
