@@ -127,16 +127,22 @@ async fn checkout_as_separate_processes_on_rabbitmq() {
         connected >= 6,
         "the services and the gateway connected: {connected}"
     );
+    let used = prefixes.clone();
+    // The probe declared the exchanges under the test's own prefix too.
+    let mut prefixes = prefixes;
+    prefixes.insert(config.bus.root.clone());
     for prefix in prefixes {
         let mut config = config.clone();
-        config.bus.root = prefix;
+        config.bus.root = prefix.clone();
         let bus = tideway::rabbit_bus_of(&config, false).await.unwrap();
-        let inventory = SubscribeOptions::new("inventory", "tideway.inventory.reserve-stock");
-        assert_eq!(
-            bus.backlog(&inventory).await.unwrap(),
-            0,
-            "inventory drained"
-        );
+        if used.contains(&prefix) {
+            let inventory = SubscribeOptions::new("inventory", "tideway.inventory.reserve-stock");
+            assert_eq!(
+                bus.backlog(&inventory).await.unwrap(),
+                0,
+                "inventory drained"
+            );
+        }
         bus.delete(&[]).await.unwrap();
         bus.shutdown().await;
     }
