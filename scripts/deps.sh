@@ -3,7 +3,7 @@
 # Idempotent: a server that already answers is left alone; one that is missing is installed
 # from Debian's packages and started. Used by .ci/run and by developers on a new machine.
 #
-#   scripts/deps.sh            # PostgreSQL, NATS with JetStream and Redis (what the tests need)
+#   scripts/deps.sh            # PostgreSQL, NATS with JetStream, Redis and RabbitMQ (what the tests need)
 #
 # Environment: TIDEWAY_DEPS_TIMEOUT (seconds to wait for a server, default 60);
 # TIDEWAY_NATS_DIR (JetStream storage and log of a NATS server started here,
@@ -156,10 +156,52 @@ ensure_redis() {
   wait_for "Redis" redis_answers
 }
 
+# RabbitMQ answers the AMQP 0-9-1 protocol header with a method frame (type 1,
+# connection.start); the tests log in as guest/guest, which RabbitMQ allows on loopback.
+rabbitmq_answers() {
+  local first
+  first=$(timeout 3 bash -c 'exec 3<>/dev/tcp/127.0.0.1/5672; printf "AMQP\x00\x00\x09\x01" >&3; head -c 1 <&3 | od -An -tx1' 2>/dev/null) || return 1
+  [[ $first == *01* ]]
+}
+
+ensure_rabbitmq() {
+  if rabbitmq_answers; then
+    log "RabbitMQ answers on 127.0.0.1:5672"
+    return
+  fi
+  if tcp_open 5672; then
+    log "something answers on 127.0.0.1:5672 but it is not RabbitMQ; stop it first"
+    return 1
+  fi
+  # Loopback only: the node, its Erlang distribution and the AMQP listener (kept when a
+  # configuration is already there).
+  as_root mkdir -p /etc/rabbitmq
+  if [ ! -s /etc/rabbitmq/rabbitmq-env.conf ]; then
+    printf '%s\n' 'NODENAME=rabbit@localhost' 'ERL_EPMD_ADDRESS=127.0.0.1' \
+      'export ERL_FLAGS="-kernel inet_dist_use_interface {127,0,0,1}"' \
+      | as_root tee /etc/rabbitmq/rabbitmq-env.conf >/dev/null
+  fi
+  if [ ! -s /etc/rabbitmq/rabbitmq.conf ]; then
+    echo 'listeners.tcp.local = 127.0.0.1:5672' | as_root tee /etc/rabbitmq/rabbitmq.conf >/dev/null
+  fi
+  if ! command -v rabbitmq-server >/dev/null; then
+    apt_install rabbitmq-server
+  fi
+  # The package may have started it (with systemd); otherwise start it detached, as the
+  # rabbitmq user (Debian's wrapper switches to it), so it outlives this script.
+  if ! rabbitmq_answers; then
+    log "starting rabbitmq-server on 127.0.0.1:5672"
+    # Its own log goes to /var/log/rabbitmq.
+    as_root nohup setsid rabbitmq-server </dev/null >/dev/null 2>&1 &
+  fi
+  wait_for "RabbitMQ" rabbitmq_answers
+}
+
 ensure_postgres
 ensure_postgres_connections
 ensure_nats
 ensure_redis
+ensure_rabbitmq
 
 # Python servers the tests start themselves (aiosmtpd), in a venv under ~/.cache.
 bash "$(dirname "$0")/test-tools.sh"

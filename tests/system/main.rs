@@ -16,6 +16,7 @@ mod deploy;
 mod flood;
 mod processes;
 mod prometheus;
+mod rabbitmq;
 mod replicas;
 mod scenario;
 mod supervisor;

@@ -177,21 +177,32 @@ impl ServerConfig {
 pub enum BusKind {
     /// In-process (only for `tideway up`), durable through each service's outbox.
     Embedded,
-    /// NATS JetStream (always used by `tideway serve`).
+    /// NATS JetStream (what `tideway serve` uses unless `rabbitmq` is chosen).
     Nats,
+    /// RabbitMQ (AMQP 0.9.1) at `bus.rabbitmq_url`, for `tideway up`, `up --distributed`
+    /// and `serve`.
+    Rabbitmq,
 }
 
 /// The event bus.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BusConfig {
-    /// `embedded` or `nats` for `tideway up`; separate processes always use NATS.
+    /// `embedded`, `nats` or `rabbitmq` for `tideway up`; separate processes use NATS
+    /// unless it is `rabbitmq`.
     pub kind: BusKind,
     /// The NATS server.
     pub nats_url: String,
+    /// The RabbitMQ broker (`amqp://user:password@host:port/vhost`, the vhost URL-encoded).
+    pub rabbitmq_url: String,
+    /// On RabbitMQ, how long an unused consumer queue lives before the broker deletes it
+    /// (`x-expires`), in milliseconds; 0 (the default): for ever, as production needs.
+    /// For throwaway systems and tests.
+    pub rabbitmq_queue_expiry_ms: u64,
     /// The JetStream stream holding Tideway's events.
     pub stream: String,
-    /// The first token of event subjects on the wire (`tideway`); a different one lets
-    /// several Tideway systems share one NATS server.
+    /// The first token of event subjects on the wire (`tideway`), and on RabbitMQ the
+    /// prefix of every exchange and queue name; a different one lets several Tideway
+    /// systems share one NATS server or RabbitMQ broker.
     pub root: String,
     /// How long NATS waits for a consumer's acknowledgement before it hands the event to
     /// another (or the restarted) replica, in milliseconds: how soon a crashed consumer's
@@ -482,6 +493,8 @@ impl Default for Config {
             bus: BusConfig {
                 kind: BusKind::Embedded,
                 nats_url: "nats://127.0.0.1:4222".to_owned(),
+                rabbitmq_url: tideway_bus::RabbitOptions::default().url,
+                rabbitmq_queue_expiry_ms: 0,
                 stream: "TIDEWAY".to_owned(),
                 root: "tideway".to_owned(),
                 ack_wait_ms: millis(timings.ack_wait),
@@ -949,6 +962,18 @@ impl Validate for Config {
                 ),
             ));
         }
+        if !self.bus.rabbitmq_url.starts_with("amqp://") {
+            return Err(ConfigError::invalid(
+                "bus.rabbitmq_url",
+                "a URL such as amqp://guest:guest@127.0.0.1:5672/%2f (amqps is not supported)",
+            ));
+        }
+        if self.bus.rabbitmq_queue_expiry_ms > i32::MAX as u64 {
+            return Err(ConfigError::invalid(
+                "bus.rabbitmq_queue_expiry_ms",
+                "milliseconds up to 2147483647, or 0 for queues that never expire",
+            ));
+        }
         if self.bus.root.is_empty() || !self.bus.root.chars().all(|c| c.is_ascii_alphanumeric()) {
             return Err(ConfigError::invalid(
                 "bus.root",
@@ -1311,6 +1336,29 @@ mod tests {
         quick.bus.relay_lease_ttl_ms = 600;
         quick.bus.relay_poll_ms = 100;
         quick.validate().unwrap();
+    }
+
+    #[test]
+    fn the_rabbitmq_bus_is_chosen_by_kind_and_a_bad_url_is_refused() {
+        let config = from_file(
+            "[bus]\nkind = \"rabbitmq\"\nrabbitmq_url = \"amqp://shop:secret@mq:5672/shop\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.bus.kind, BusKind::Rabbitmq);
+        assert_eq!(config.bus.rabbitmq_url, "amqp://shop:secret@mq:5672/shop");
+        assert_eq!(config.bus.rabbitmq_queue_expiry_ms, 0);
+        assert_eq!(
+            Config::default().bus.rabbitmq_url,
+            "amqp://guest:guest@127.0.0.1:5672/%2f"
+        );
+        assert_eq!(
+            refused_key(|c| c.bus.rabbitmq_url = "http://mq:5672".into()),
+            "bus.rabbitmq_url"
+        );
+        assert_eq!(
+            refused_key(|c| c.bus.rabbitmq_queue_expiry_ms = u64::MAX),
+            "bus.rabbitmq_queue_expiry_ms"
+        );
     }
 
     #[test]

@@ -6,6 +6,9 @@
 //!   until each dead letter has left the table (handled), or says which are still there.
 //! * `nats`: the dead-letter subjects of the stream; a redrive publishes each event again
 //!   and deletes its dead letter.
+//! * `rabbitmq`: the dead-letter queue `<bus.root>.dead-letters`; a redrive sends each
+//!   event back to the queue of the consumer group that failed it and removes its dead
+//!   letter.
 
 use std::{sync::Arc, time::Duration};
 
@@ -59,16 +62,23 @@ pub async fn run(config: &Config, command: DlqCommand) -> anyhow::Result<()> {
             db.close().await;
             result
         }
-        BusKind::Nats => {
-            let bus = tideway_bus::NatsBus::connect(tideway_bus::NatsOptions {
-                url: config.bus.nats_url.clone(),
-                stream: config.bus.stream.clone(),
-                root: config.bus.root.clone(),
-                ..tideway_bus::NatsOptions::default()
-            })
-            .await
-            .with_context(|| format!("cannot connect to NATS at {}", config.bus.nats_url))?;
-            let store: Arc<dyn DeadLetters> = Arc::new(bus);
+        BusKind::Nats | BusKind::Rabbitmq => {
+            let store: Arc<dyn DeadLetters> = if config.bus.kind == BusKind::Rabbitmq {
+                Arc::new(crate::rabbit_bus_of(config, false).await?)
+            } else {
+                Arc::new(
+                    tideway_bus::NatsBus::connect(tideway_bus::NatsOptions {
+                        url: config.bus.nats_url.clone(),
+                        stream: config.bus.stream.clone(),
+                        root: config.bus.root.clone(),
+                        ..tideway_bus::NatsOptions::default()
+                    })
+                    .await
+                    .with_context(|| {
+                        format!("cannot connect to NATS at {}", config.bus.nats_url)
+                    })?,
+                )
+            };
             let letters = store.list().await?;
             match command {
                 DlqCommand::List => print_list(&letters),

@@ -27,7 +27,9 @@ use anyhow::Context;
 use axum::Router;
 use tideway_balance::Balancers;
 use tideway_basket_api::BasketClient;
-use tideway_bus::{Bus, DeadLetters, EmbeddedBus, EmbeddedOptions, NatsBus, NatsOptions};
+use tideway_bus::{
+    Bus, DeadLetters, EmbeddedBus, EmbeddedOptions, NatsBus, NatsOptions, RabbitBus, RabbitOptions,
+};
 use tideway_catalog_api::CatalogClient;
 use tideway_discovery::{Instance, Registry};
 use tideway_payment_api::PaymentClient;
@@ -544,8 +546,53 @@ async fn purge_on_catalog_events(
     Ok(())
 }
 
-async fn nats_bus(config: &Config) -> anyhow::Result<Arc<dyn Bus>> {
-    Ok(Arc::new(nats_bus_of(config).await?))
+/// The bus of a separate process: RabbitMQ when `bus.kind = "rabbitmq"`, NATS otherwise;
+/// with its dead letters.
+async fn remote_bus(config: &Config) -> anyhow::Result<(Arc<dyn Bus>, Arc<dyn DeadLetters>)> {
+    if config.bus.kind == config::BusKind::Rabbitmq {
+        let rabbit = rabbit_bus_of(config, false).await?;
+        return Ok((Arc::new(rabbit.clone()), Arc::new(rabbit)));
+    }
+    let nats = nats_bus_of(config).await?;
+    Ok((Arc::new(nats.clone()), Arc::new(nats)))
+}
+
+/// The RabbitMQ bus of `config`; `held`: publishing waits for [`RabbitBus::open`].
+pub async fn rabbit_bus_of(config: &Config, held: bool) -> anyhow::Result<RabbitBus> {
+    RabbitBus::connect(rabbit_options(config, held))
+        .await
+        .with_context(|| {
+            format!(
+                "cannot connect to RabbitMQ at {} (bus.rabbitmq_url)",
+                redact_url(&config.bus.rabbitmq_url)
+            )
+        })
+}
+
+/// The RabbitMQ options of `config`.
+pub fn rabbit_options(config: &Config, held: bool) -> RabbitOptions {
+    RabbitOptions {
+        url: config.bus.rabbitmq_url.clone(),
+        prefix: config.bus.root.clone(),
+        held,
+        queue_expiry: (config.bus.rabbitmq_queue_expiry_ms > 0)
+            .then(|| std::time::Duration::from_millis(config.bus.rabbitmq_queue_expiry_ms)),
+        ..RabbitOptions::default()
+    }
+}
+
+/// `url` without its password, for messages.
+fn redact_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((credentials, host)) => {
+                let user = credentials.split(':').next().unwrap_or_default();
+                format!("{scheme}://{user}:…@{host}")
+            }
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
 }
 
 async fn nats_bus_of(config: &Config) -> anyhow::Result<NatsBus> {
@@ -563,9 +610,10 @@ async fn nats_bus_of(config: &Config) -> anyhow::Result<NatsBus> {
 impl App {
     /// Everything in one process: the services call one another in-process and the gateway
     /// forwards to their routers directly. Events go through the embedded bus (or NATS
-    /// when `bus.kind = "nats"`). Binds `config.gateway.listen`.
+    /// when `bus.kind = "nats"`, RabbitMQ when `"rabbitmq"`). Binds `config.gateway.listen`.
     pub async fn embedded(config: &Config) -> anyhow::Result<Self> {
         let mut bus_dbs = Vec::new();
+        let mut rabbit = None;
         let (bus, embedded, letters): (Arc<dyn Bus>, Option<EmbeddedBus>, Arc<dyn DeadLetters>) =
             match config.bus.kind {
                 config::BusKind::Embedded => {
@@ -585,6 +633,13 @@ impl App {
                 config::BusKind::Nats => {
                     let nats = nats_bus_of(config).await?;
                     (Arc::new(nats.clone()), None, Arc::new(nats))
+                }
+                config::BusKind::Rabbitmq => {
+                    // Held until every service has declared its queues: an event published
+                    // before its consumer's queue exists would reach nobody.
+                    let bus = rabbit_bus_of(config, true).await?;
+                    rabbit = Some(bus.clone());
+                    (Arc::new(bus.clone()), None, Arc::new(bus))
                 }
             };
         let mut peers = Peers::InProcess {
@@ -629,6 +684,9 @@ impl App {
         if let Some(embedded) = &embedded {
             embedded.open();
         }
+        if let Some(rabbit) = &rabbit {
+            rabbit.open();
+        }
         let listener = serve::bind(&config.gateway.listen).await?;
         let mut dbs: Vec<Db> = built.iter().filter_map(Built::db).cloned().collect();
         dbs.extend(bus_dbs);
@@ -653,12 +711,13 @@ impl App {
     }
 
     /// One service on `config.<service>.listen`, reaching the others through discovery
-    /// (`discovery.kind`) and a balancer per service, and the bus on NATS. Once serving it
+    /// (`discovery.kind`) and a balancer per service, and the bus on NATS (RabbitMQ when
+    /// `bus.kind = "rabbitmq"`). Once serving it
     /// registers itself as `config.instance_id_of(service)` at its bound address, and it
     /// deregisters before draining.
     pub async fn service(config: &Config, name: ServiceName) -> anyhow::Result<Self> {
         let bus = if name.needs_bus() {
-            Some(nats_bus(config).await?)
+            Some(remote_bus(config).await?.0)
         } else {
             None
         };
@@ -784,17 +843,16 @@ impl App {
             Some(remote.balancers.clone()),
             false,
         )?;
-        // The console shows the bus's events when NATS answers; the shop works without it.
+        // The console shows the bus's events when the bus answers; the shop works without it.
         let mut stoppables = Vec::new();
-        match nats_bus_of(config).await {
-            Ok(nats) => {
-                let bus: Arc<dyn Bus> = Arc::new(nats.clone());
+        match remote_bus(config).await {
+            Ok((bus, letters)) => {
                 if let Err(err) = purge_on_catalog_events(config, &gateway, &bus).await {
                     tracing::warn!(error = %err, "the gateway's cache cannot follow the catalog's events; its entries live out their lifetime");
                 }
                 match web.tap_events(&bus).await {
                     Ok(_) => {
-                        web.show_dead_letters(Arc::new(nats));
+                        web.show_dead_letters(letters);
                         stoppables.push(Stoppable::Bus(bus));
                     }
                     Err(err) => tracing::warn!(error = %err, "the console cannot follow the bus"),

@@ -38,7 +38,8 @@ enum Command {
     /// `--distributed` each as its own processes on PostgreSQL and NATS, supervised.
     Up {
         /// Every service and the gateway as processes of this binary, restarted when they
-        /// exit, on PostgreSQL (a database per service) and NATS JetStream.
+        /// exit, on PostgreSQL (a database per service) and NATS JetStream (the events on
+        /// RabbitMQ with `bus.kind = "rabbitmq"`).
         #[arg(long)]
         distributed: bool,
         /// Processes per role: `N` for every one, or `catalog=3,gateway=2,…` (repeatable).

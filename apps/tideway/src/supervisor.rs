@@ -2,7 +2,8 @@
 //! (`tideway serve <service>`, `tideway gateway`), N replicas each, kept running by a
 //! supervisor.
 //!
-//! * Before anything starts, PostgreSQL and NATS must answer; each service's database
+//! * Before anything starts, PostgreSQL and NATS must answer (and RabbitMQ when
+//!   `bus.kind = "rabbitmq"`, passed on to every child); each service's database
 //!   (`<distributed.database_prefix><service>`) is created when missing.
 //! * Roles start in [`Role::ALL`] order (each after the services it calls). A role's first
 //!   replica starts alone (it migrates and seeds; identity's first replica writes the
@@ -545,6 +546,37 @@ async fn check_nats(config: &Config) -> anyhow::Result<()> {
     }
 }
 
+/// `host:port` of an `amqp://` URL, without credentials or vhost.
+fn amqp_address(url: &str) -> String {
+    let rest = url.strip_prefix("amqp://").unwrap_or(url);
+    let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    let host = host.split(['/', '?']).next().unwrap_or(host);
+    if host.contains(':') {
+        host.to_owned()
+    } else {
+        format!("{host}:5672")
+    }
+}
+
+/// Fails unless RabbitMQ accepts a connection (when it carries the events).
+async fn check_rabbitmq(config: &Config) -> anyhow::Result<()> {
+    let address = amqp_address(&config.bus.rabbitmq_url);
+    match tokio::time::timeout(
+        Duration::from_secs(3),
+        tokio::net::TcpStream::connect(&address),
+    )
+    .await
+    {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(err)) => anyhow::bail!(
+            "RabbitMQ is not reachable at {address} (bus.rabbitmq_url): {err}; scripts/deps.sh starts one"
+        ),
+        Err(_) => anyhow::bail!(
+            "RabbitMQ did not answer at {address} (bus.rabbitmq_url) within 3 s; scripts/deps.sh starts one"
+        ),
+    }
+}
+
 /// Creates every service's database on `distributed.postgres_url` when missing; answers
 /// each service's URL.
 async fn ensure_databases(config: &Config) -> anyhow::Result<Vec<(ServiceName, String)>> {
@@ -1031,7 +1063,13 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
+    // NATS always: discovery's registry lives there, and the events unless RabbitMQ
+    // carries them.
     check_nats(config).await?;
+    let rabbitmq = config.bus.kind == crate::config::BusKind::Rabbitmq;
+    if rabbitmq {
+        check_rabbitmq(config).await?;
+    }
     let database_urls = ensure_databases(config).await?;
     let logs = config.data_dir.join("logs");
     std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
@@ -1042,7 +1080,10 @@ pub async fn run(
             "TIDEWAY_GATEWAY__KNOWN_VERSIONS".to_owned(),
             options.versions.names(),
         ),
-        ("TIDEWAY_BUS__KIND".to_owned(), "nats".to_owned()),
+        (
+            "TIDEWAY_BUS__KIND".to_owned(),
+            if rabbitmq { "rabbitmq" } else { "nats" }.to_owned(),
+        ),
         ("TIDEWAY_DISCOVERY__KIND".to_owned(), "nats".to_owned()),
         // Baskets live outside the services, so any basket replica serves any user.
         ("TIDEWAY_BASKET__STORE".to_owned(), "redis".to_owned()),
@@ -1202,6 +1243,19 @@ mod tests {
         );
         assert!(delays[0] >= Duration::from_millis(200), "{delays:?}");
         assert!(delays[8] >= Duration::from_secs(5), "{delays:?}");
+    }
+
+    #[test]
+    fn the_amqp_address_drops_credentials_and_vhost() {
+        assert_eq!(
+            amqp_address("amqp://guest:guest@127.0.0.1:5672/%2f"),
+            "127.0.0.1:5672"
+        );
+        assert_eq!(amqp_address("amqp://mq.local"), "mq.local:5672");
+        assert_eq!(
+            amqp_address("amqp://u:p@mq:5673/shop?heartbeat=5"),
+            "mq:5673"
+        );
     }
 
     #[test]

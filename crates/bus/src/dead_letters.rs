@@ -1,6 +1,6 @@
 //! Dead letters you can act on: list them, look at one, redrive them.
 //!
-//! Both backends keep every dead letter durably until it is redriven:
+//! Every backend keeps every dead letter durably until it is redriven:
 //!
 //! * [`EmbeddedBus`](crate::EmbeddedBus): the `bus_dead_letters` table of
 //!   [`EmbeddedOptions::dead_letters`](crate::EmbeddedOptions::dead_letters). A dead letter's
@@ -12,8 +12,12 @@
 //!   sequence. A redrive publishes the event again on its own subject (so every consumer
 //!   of that subject sees it, and those that had handled it skip it through their inbox),
 //!   then deletes the dead letter from the stream.
+//! * [`RabbitBus`](crate::RabbitBus): the classic queue `<prefix>.dead-letters`, fed by the
+//!   dead-letter exchange. A dead letter's id is `<consumer>:<event id>`. Listing takes the
+//!   queue's messages and gives them back unacknowledged (in order); a redrive sends the
+//!   event to the queue of the consumer group that failed it, then removes the dead letter.
 //!
-//! Either way the redriven event is handled once (the consumer's inbox), and it leaves the
+//! On every backend the redriven event is handled once (the consumer's inbox), and it leaves the
 //! dead-letter store once it has been delivered; failing again, it is dead-lettered again.
 //! Metrics: `tideway_dead_letters_total{consumer}` (events dead-lettered) and
 //! `tideway_dead_letters_redriven_total{consumer}`.
@@ -25,8 +29,8 @@ use crate::{BoxFuture, BusError, DeadLetter};
 /// A dead letter as a store keeps it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StoredLetter {
-    /// The id the tools name it by (`<consumer>:<event id>` embedded, a stream sequence on
-    /// NATS).
+    /// The id the tools name it by (`<consumer>:<event id>` embedded and on RabbitMQ, a
+    /// stream sequence on NATS).
     pub id: String,
     /// When it was dead-lettered (unix milliseconds).
     pub dead_at_ms: i64,

@@ -1,4 +1,4 @@
-//! Tideway's event bus: a CloudEvents envelope, publisher and subscriber traits, two
+//! Tideway's event bus: a CloudEvents envelope, publisher and subscriber traits, three
 //! backends, the transactional outbox with its relay, and the inbox.
 //!
 //! # How an event travels
@@ -36,8 +36,12 @@
 //!   the ack wait or a nack, a maximum number of deliveries, then the dead-letter subject.
 //!   Publishing sets `Nats-Msg-Id` to the event id, so JetStream drops re-publishes inside
 //!   its duplicate window. See [`nats`].
+//! * [`RabbitBus`] (`bus.kind = "rabbitmq"`): RabbitMQ, events to a topic exchange (which
+//!   feeds a direct and a fanout one, see [`Exchange`]), a durable quorum queue per consumer
+//!   group, manual acks with bounded prefetch, publisher confirms, retries through a TTL
+//!   queue, a dead-letter exchange and queue. See [`rabbitmq`].
 //!
-//! Both are used as `Arc<dyn Bus>`; the traits return boxed futures ([`BoxFuture`]) so they
+//! All are used as `Arc<dyn Bus>`; the traits return boxed futures ([`BoxFuture`]) so they
 //! stay object safe without a macro.
 //!
 //! # Subjects
@@ -54,6 +58,7 @@ pub mod event;
 pub mod inbox;
 pub mod nats;
 pub mod outbox;
+pub mod rabbitmq;
 pub mod subject;
 
 use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
@@ -65,6 +70,7 @@ pub use dead_letters::{DeadLetters, StoredLetter};
 pub use embedded::{EmbeddedBus, EmbeddedOptions};
 pub use event::{DeadLetter, Event, EventType};
 pub use nats::{NatsBus, NatsOptions};
+pub use rabbitmq::{RabbitBus, RabbitOptions};
 
 /// A boxed, sendable future: what the bus traits return, so `dyn Bus` works.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -332,6 +338,36 @@ pub struct SubscribeOptions {
     pub ack_wait: Duration,
     /// How long a handler may run before the delivery counts as failed (and is retried).
     pub handler_timeout: Duration,
+    /// Which RabbitMQ exchange the group's queue is bound to ([`Exchange::Topic`] by
+    /// default). Every backend delivers the same events for a valid combination of filter
+    /// and exchange; RabbitMQ routes them through that exchange.
+    pub exchange: Exchange,
+}
+
+/// The kind of exchange a RabbitMQ consumer group's queue is bound to. Events are always
+/// published to the topic exchange, which feeds the direct and fanout exchanges, so a
+/// subscription chooses how its queue is routed, not what publishers do.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Exchange {
+    /// Bound with the filter as a topic pattern (`*` one token, `>` one or more): any filter.
+    #[default]
+    Topic,
+    /// Bound with the filter as the exact routing key: the filter must be one event type,
+    /// without wildcards.
+    Direct,
+    /// Bound without a key, getting every event: the filter must be `tideway.>`.
+    Fanout,
+}
+
+impl Exchange {
+    /// The kind's name in RabbitMQ (`topic`, `direct`, `fanout`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Topic => "topic",
+            Self::Direct => "direct",
+            Self::Fanout => "fanout",
+        }
+    }
 }
 
 impl SubscribeOptions {
@@ -347,7 +383,14 @@ impl SubscribeOptions {
             max_retry_delay: Duration::from_secs(30),
             ack_wait: DEFAULT_ACK_WAIT,
             handler_timeout: DEFAULT_HANDLER_TIMEOUT,
+            exchange: Exchange::Topic,
         }
+    }
+
+    /// Sets the exchange kind the group's queue is bound to on RabbitMQ.
+    pub fn exchange(mut self, exchange: Exchange) -> Self {
+        self.exchange = exchange;
+        self
     }
 
     /// Sets the number of deliveries before dead-lettering.
@@ -422,6 +465,32 @@ impl SubscribeOptions {
         }
         if self.handler_timeout.is_zero() {
             return Err(BusError::invalid("handler_timeout", "must be positive"));
+        }
+        match self.exchange {
+            Exchange::Topic => {}
+            Exchange::Direct => {
+                if self.filter.split('.').any(|t| t == "*" || t == ">") {
+                    return Err(BusError::invalid(
+                        "subject filter",
+                        format!(
+                            "a direct exchange routes exact event types, found the wildcard filter {:?}",
+                            self.filter
+                        ),
+                    ));
+                }
+            }
+            Exchange::Fanout => {
+                if self.filter != format!("{}.>", subject::ROOT) {
+                    return Err(BusError::invalid(
+                        "subject filter",
+                        format!(
+                            "a fanout exchange delivers every event: the filter must be {}.>, found {:?}",
+                            subject::ROOT,
+                            self.filter
+                        ),
+                    ));
+                }
+            }
         }
         Ok(())
     }

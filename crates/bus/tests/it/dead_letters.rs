@@ -168,3 +168,18 @@ async fn nats_dead_letters_stay_in_the_stream_and_are_redriven_from_it() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn rabbitmq_dead_letters_wait_in_their_queue_and_are_redriven_to_their_group() {
+    let Some(rabbit) = crate::helpers::rabbit().await else {
+        return;
+    };
+    let bus = rabbit.bus().await;
+    let store: Arc<dyn DeadLetters> = Arc::new(bus.clone());
+    let direct = store.clone();
+    kept_listed_and_redriven(Arc::new(bus), store, |id| {
+        let direct = direct.clone();
+        async move { direct.redrive(&id).await.unwrap() }
+    })
+    .await;
+}

@@ -1,10 +1,14 @@
 //! Shared test fixtures: event types, a recording handler, buses on both backends.
 
-use std::sync::{Arc, Mutex};
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use serde::{Deserialize, Serialize};
 use tideway_bus::{
-    Bus, EmbeddedBus, EmbeddedOptions, Event, EventType, Handler, NatsBus, nats::durable_name,
+    Bus, EmbeddedBus, EmbeddedOptions, Event, EventType, Handler, NatsBus, RabbitBus,
+    RabbitOptions, SubscribeOptions, Subscriber, nats::durable_name,
 };
 use tideway_testkit::{DEADLINE, TestNats, eventually_async};
 
@@ -69,10 +73,12 @@ impl Recorder {
     }
 }
 
-/// A bus under test: the embedded one, or a private stream on the NATS test server.
+/// A bus under test: the embedded one, a private stream on the NATS test server, or a
+/// private prefix on the RabbitMQ test broker.
 pub enum TestBus {
     Embedded(EmbeddedBus),
     Nats { nats: TestNats, bus: NatsBus },
+    Rabbit { rabbit: TestRabbit, bus: RabbitBus },
 }
 
 impl TestBus {
@@ -80,6 +86,7 @@ impl TestBus {
         match self {
             Self::Embedded(_) => "embedded",
             Self::Nats { .. } => "nats",
+            Self::Rabbit { .. } => "rabbitmq",
         }
     }
 
@@ -87,6 +94,7 @@ impl TestBus {
         match self {
             Self::Embedded(bus) => Arc::new(bus.clone()),
             Self::Nats { bus, .. } => Arc::new(bus.clone()),
+            Self::Rabbit { bus, .. } => Arc::new(bus.clone()),
         }
     }
 
@@ -95,6 +103,7 @@ impl TestBus {
         match self {
             Self::Embedded(bus) => Arc::new(bus.clone()),
             Self::Nats { nats, .. } => Arc::new(nats.bus().await),
+            Self::Rabbit { rabbit, .. } => Arc::new(rabbit.bus().await),
         }
     }
 
@@ -108,6 +117,13 @@ impl TestBus {
     /// Waits until `consumer` on `filter` has nothing pending or unacknowledged, so no
     /// further delivery can happen (the embedded bus is settled once publish returns).
     pub async fn settled(&self, consumer: &str, filter: &str) {
+        if let Self::Rabbit { bus, .. } = self {
+            let options = SubscribeOptions::new(consumer, filter);
+            eventually_async(DEADLINE, "the queue to settle", || async {
+                bus.backlog(&options).await.unwrap() == 0
+            })
+            .await;
+        }
         if let Self::Nats { bus, .. } = self {
             let stream = bus
                 .jetstream()
@@ -133,5 +149,95 @@ pub async fn buses() -> Vec<TestBus> {
         let bus = nats.bus().await;
         buses.push(TestBus::Nats { nats, bus });
     }
+    if let Some(rabbit) = rabbit().await {
+        let bus = rabbit.bus().await;
+        buses.push(TestBus::Rabbit { rabbit, bus });
+    }
     buses
+}
+
+/// The URL of the RabbitMQ test broker (`TIDEWAY_TEST_RABBITMQ_URL`).
+pub fn rabbit_url() -> String {
+    std::env::var("TIDEWAY_TEST_RABBITMQ_URL").unwrap_or_else(|_| RabbitOptions::default().url)
+}
+
+/// A name prefix of one test's own on the RabbitMQ test broker: every bus made from it
+/// shares the exchanges, and what they declared is deleted when it drops.
+pub struct TestRabbit {
+    options: RabbitOptions,
+    made: Mutex<Vec<RabbitBus>>,
+}
+
+impl TestRabbit {
+    pub fn options(&self) -> RabbitOptions {
+        self.options.clone()
+    }
+
+    /// A new connection under this test's prefix: call twice for two "processes".
+    pub async fn bus(&self) -> RabbitBus {
+        let bus = RabbitBus::connect(self.options()).await.unwrap();
+        self.made.lock().unwrap().push(bus.clone());
+        bus
+    }
+}
+
+impl Drop for TestRabbit {
+    fn drop(&mut self) {
+        let options = self.options.clone();
+        let mut queues: Vec<String> = self
+            .made
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(RabbitBus::queues)
+            .collect();
+        queues.sort();
+        queues.dedup();
+        // A runtime of its own: a drop cannot await inside the test's.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                if let Ok(bus) = RabbitBus::connect(options).await {
+                    let _ = bus.delete(&queues).await;
+                    bus.shutdown().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A fresh prefix on the RabbitMQ test broker, or `None` (with a notice) when it is
+/// unreachable outside CI; with `CI=true` an unreachable broker fails the test.
+pub async fn rabbit() -> Option<TestRabbit> {
+    let options = RabbitOptions {
+        url: rabbit_url(),
+        prefix: format!("t{}", uuid::Uuid::new_v4().simple()),
+        connect_timeout: Duration::from_secs(3),
+        // Whatever a test leaves behind goes away once unused.
+        queue_expiry: Some(Duration::from_secs(60)),
+        ..RabbitOptions::default()
+    };
+    match RabbitBus::connect(options.clone()).await {
+        Ok(probe) => {
+            probe.shutdown().await;
+            Some(TestRabbit {
+                options,
+                made: Mutex::default(),
+            })
+        }
+        Err(err) => {
+            assert!(
+                !tideway_testkit::is_ci(),
+                "RabbitMQ at 127.0.0.1:5672 is unusable and CI=true: {err:?} (run scripts/deps.sh)"
+            );
+            eprintln!(
+                "note: skipping RabbitMQ half: the broker is unusable ({err}); run scripts/deps.sh"
+            );
+            None
+        }
+    }
 }

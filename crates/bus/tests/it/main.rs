@@ -1,4 +1,5 @@
-//! Integration tests of the bus: both backends (embedded, NATS JetStream on 127.0.0.1:4222)
+//! Integration tests of the bus: every backend (embedded, NATS JetStream on 127.0.0.1:4222,
+//! RabbitMQ on 127.0.0.1:5672)
 //! and, where a database is involved, both engines (SQLite, PostgreSQL).
 #![allow(
     clippy::unwrap_used,
@@ -12,3 +13,4 @@ mod inbox;
 mod nats;
 mod nats_loss;
 mod outbox;
+mod rabbitmq;
