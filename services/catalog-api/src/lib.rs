@@ -15,7 +15,7 @@ pub const SERVICE: &str = "catalog";
 pub const PREFIX: &str = "/api/catalog";
 
 /// A catalog item.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Item {
     /// The item id (a UUID).
     pub id: String,
@@ -50,7 +50,7 @@ pub struct Item {
 }
 
 /// A page of items.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ItemPage {
     /// The items on this page.
     pub items: Vec<Item>,
@@ -63,7 +63,7 @@ pub struct ItemPage {
 }
 
 /// A category.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Category {
     /// The slug id.
     pub id: String,
@@ -74,7 +74,7 @@ pub struct Category {
 }
 
 /// The body of `POST /api/catalog/items` (admin).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NewItem {
     /// Unique SKU: 3–32 characters of letters, digits and `-`.
     pub sku: String,
@@ -98,7 +98,7 @@ pub struct NewItem {
 }
 
 /// The body of `PUT /api/catalog/items/{id}` (admin): every field optional.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ItemUpdate {
     /// New name.
     #[serde(default)]
@@ -118,7 +118,7 @@ pub struct ItemUpdate {
 }
 
 /// The body of `PUT /api/catalog/items/{id}/price` (admin).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PriceChange {
     /// The new unit price in minor units.
     pub price_minor: i64,
