@@ -68,8 +68,10 @@ fn current() -> bool {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AddItem {
     /// The catalog item id.
+    #[schema(min_length = 1, max_length = 64)]
     pub item_id: String,
     /// Units to add, 1 to [`MAX_QUANTITY`]; the line's total may not pass it either.
+    #[schema(minimum = 1, maximum = 99)]
     pub quantity: i64,
 }
 
@@ -77,6 +79,7 @@ pub struct AddItem {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SetQuantity {
     /// The new quantity, 1 to [`MAX_QUANTITY`].
+    #[schema(minimum = 1, maximum = 99)]
     pub quantity: i64,
 }
 

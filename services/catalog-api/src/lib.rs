@@ -77,23 +77,30 @@ pub struct Category {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NewItem {
     /// Unique SKU: 3–32 characters of letters, digits and `-`.
+    #[schema(min_length = 3, max_length = 32, pattern = "^[A-Za-z0-9-]+$")]
     pub sku: String,
     /// 1–120 characters.
+    #[schema(min_length = 1, max_length = 120)]
     pub name: String,
     /// Up to 2000 characters.
     #[serde(default)]
+    #[schema(max_length = 2000)]
     pub description: String,
     /// 1–60 characters.
+    #[schema(min_length = 1, max_length = 60)]
     pub brand: String,
     /// An existing category id.
     pub category: String,
     /// 1 to 100,000,000 minor units.
+    #[schema(minimum = 1, maximum = 100_000_000)]
     pub price_minor: i64,
     /// A three-letter uppercase code; only the shop's currency is accepted.
     #[serde(default = "default_currency")]
+    #[schema(pattern = "^[A-Z]{3}$")]
     pub currency: String,
     /// 0 to 1,000,000.
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 1_000_000)]
     pub stock: i64,
 }
 
@@ -102,18 +109,22 @@ pub struct NewItem {
 pub struct ItemUpdate {
     /// New name.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 120)]
     pub name: Option<String>,
     /// New description.
     #[serde(default)]
+    #[schema(max_length = 2000)]
     pub description: Option<String>,
     /// New brand.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 60)]
     pub brand: Option<String>,
     /// New category.
     #[serde(default)]
     pub category: Option<String>,
     /// New stock level.
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 1_000_000)]
     pub stock: Option<i64>,
 }
 
@@ -121,6 +132,7 @@ pub struct ItemUpdate {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PriceChange {
     /// The new unit price in minor units.
+    #[schema(minimum = 1, maximum = 100_000_000)]
     pub price_minor: i64,
 }
 

@@ -28,10 +28,13 @@ pub const CUSTOMER_ROLE: &str = "customer";
 pub struct RegisterRequest {
     /// The email: trimmed and lower-cased, at most 254 characters, one `@`, a non-empty
     /// local part and a domain with a dot.
+    #[schema(max_length = 254)]
     pub email: String,
     /// 10–128 characters with at least one letter and one digit, not the email.
+    #[schema(min_length = 10, max_length = 128)]
     pub password: String,
     /// The display name, 1–80 characters.
+    #[schema(min_length = 1, max_length = 80)]
     pub name: String,
 }
 

@@ -32,6 +32,7 @@ pub const MAX_IDS: usize = 100;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StockUpdate {
     /// Units that can be reserved: 0 to 1,000,000.
+    #[schema(minimum = 0, maximum = 1_000_000)]
     pub available: i64,
 }
 

@@ -40,7 +40,7 @@ fn limit(params: &ListParams) -> Result<u32, ApiError> {
     get,
     path = "/api/notification/notifications",
     tag = "notification",
-    params(("limit" = Option<i64>, Query, description = "How many, 1 to 100 (default 20)")),
+    params(("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "How many, 1 to 100 (default 20)")),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The caller's latest emails, newest first", body = NotificationPage),
@@ -62,7 +62,7 @@ pub(crate) async fn mine(
     get,
     path = "/api/notification/recent",
     tag = "notification",
-    params(("limit" = Option<i64>, Query, description = "How many, 1 to 100 (default 20)")),
+    params(("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "How many, 1 to 100 (default 20)")),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Every customer's latest emails, newest first", body = NotificationPage),

@@ -214,7 +214,7 @@ pub(crate) async fn get_payment(
     get,
     path = "/api/payment/payments",
     tag = "payment",
-    params(("limit" = Option<i64>, Query, description = "How many, 1 to 100 (default 20)")),
+    params(("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "How many, 1 to 100 (default 20)")),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The most recent payments, newest first", body = Vec<PaymentView>),

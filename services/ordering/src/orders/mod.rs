@@ -46,8 +46,10 @@ pub fn routes(state: State) -> Router {
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// The page, 1 to 1,000,000 (default 1).
+    #[param(minimum = 1, maximum = 1_000_000)]
     page: Option<i64>,
     /// Orders per page, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     page_size: Option<i64>,
 }
 
