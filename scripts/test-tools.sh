@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs the Python tools that tests start as real servers (scripts/test-requirements.txt:
-# aiosmtpd for the notification service's SMTP tests) into a virtual environment outside the
-# clone, reinstalled only when that file or the Python version changes. Called by
+# Installs the Python tools that tests run (scripts/test-requirements.txt: aiosmtpd, the SMTP
+# server of the notification service's tests; schemathesis, the API contract run against
+# `tideway up`) into a virtual environment outside the clone, reinstalled only when that file
+# or the Python version changes. Called by
 # scripts/deps.sh; the tests find the environment at TIDEWAY_TEST_VENV (default
 # ~/.cache/tideway-test-venv).
 set -euo pipefail
@@ -25,3 +26,4 @@ log "installing $requirements into $venv"
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
 echo "$want" > "$stamp"
 "$venv/bin/python" -c 'import aiosmtpd' && log "aiosmtpd is importable"
+"$venv/bin/st" --version && log "schemathesis is installed"

@@ -14,6 +14,7 @@ mod dead_letters;
 mod degraded;
 mod deploy;
 mod flood;
+mod openapi;
 mod processes;
 mod prometheus;
 mod rabbitmq;

@@ -323,6 +323,7 @@ async fn shop_as_separate_processes() {
     scenario::shop(&system.gateway).await;
     crate::checkout::checkout_outcomes(&system.gateway).await;
     console_sees_every_process(&system.gateway).await;
+    documents_of_separate_processes(&system).await;
     if let Some(stores) = system.stores() {
         let pending = tideway::invariants::wait_terminal(&stores.ordering, Duration::from_secs(30))
             .await
@@ -521,6 +522,33 @@ fn bad_rate_limits_stop_start_up_naming_the_key() {
 
 /// The gateway process serves the shop and the console; the console reaches every service
 /// process over HTTP and finds it ready, and lists the checkouts just made.
+/// The gateway process serves the merged OpenAPI document, and each service process its
+/// own at `/openapi.json`, every operation of which the merged one holds.
+async fn documents_of_separate_processes(system: &Distributed) {
+    let http = reqwest::Client::new();
+    let get = |url: String| {
+        let http = http.clone();
+        async move {
+            let response = http.get(&url).send().await.unwrap();
+            assert_eq!(response.status(), 200, "{url}");
+            response.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    let merged = get(format!("{}/api/openapi.json", system.gateway)).await;
+    let merged = merged["paths"].as_object().unwrap();
+    let mut seen = 0;
+    for url in system.urls.iter().filter(|url| **url != system.gateway) {
+        let own = get(format!("{url}/openapi.json")).await;
+        for (path, operations) in own["paths"].as_object().unwrap() {
+            for method in operations.as_object().unwrap().keys() {
+                assert!(merged[path][method].is_object(), "{method} {path} of {url}");
+                seen += 1;
+            }
+        }
+    }
+    assert_eq!(seen, 33, "the services' operations, each once");
+}
+
 async fn console_sees_every_process(gateway: &str) {
     let http = reqwest::Client::new();
     let home = http.get(format!("{gateway}/")).send().await.unwrap();

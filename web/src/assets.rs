@@ -22,6 +22,12 @@ pub(crate) const ICON: &str = "/assets/icon.svg";
 pub(crate) const HTMX: &str = "/assets/vendor/htmx-2.0.11.min.js";
 /// The SSE extension's address.
 pub(crate) const HTMX_SSE: &str = "/assets/vendor/htmx-ext-sse-2.2.4.js";
+/// Swagger UI's script (the API reference, `/api/docs`).
+pub(crate) const SWAGGER_UI_JS: &str = "/assets/vendor/swagger-ui-5.35.0-bundle.js";
+/// Swagger UI's stylesheet.
+pub(crate) const SWAGGER_UI_CSS: &str = "/assets/vendor/swagger-ui-5.35.0.css";
+/// What starts Swagger UI on the reference page.
+pub(crate) const API_DOCS_JS: &str = "/assets/api-docs.js";
 
 struct Asset {
     path: &'static str,
@@ -54,6 +60,24 @@ const ASSETS: &[Asset] = &[
         content_type: "text/javascript; charset=utf-8",
         body: include_bytes!("../assets/vendor/htmx-ext-sse-2.2.4.js"),
         immutable: true,
+    },
+    Asset {
+        path: SWAGGER_UI_JS,
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../assets/vendor/swagger-ui-5.35.0-bundle.js"),
+        immutable: true,
+    },
+    Asset {
+        path: SWAGGER_UI_CSS,
+        content_type: "text/css; charset=utf-8",
+        body: include_bytes!("../assets/vendor/swagger-ui-5.35.0.css"),
+        immutable: true,
+    },
+    Asset {
+        path: API_DOCS_JS,
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../assets/api-docs.js"),
+        immutable: false,
     },
 ];
 

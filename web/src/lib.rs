@@ -12,6 +12,7 @@
 mod api;
 mod assets;
 pub mod bff;
+mod docs;
 mod error;
 mod images;
 mod layout;
@@ -46,6 +47,9 @@ pub struct WebOptions {
     pub demo_logins: Vec<DemoLogin>,
     /// How many live streams (an order page's updates) may be open.
     pub streams: StreamCaps,
+    /// The API's OpenAPI document (JSON), served at `/api/openapi.json` with its reference
+    /// page at `/api/docs`; `None` serves neither.
+    pub openapi: Option<bytes::Bytes>,
 }
 
 /// A demo account's email and (well-known, public) password.
@@ -74,6 +78,7 @@ pub(crate) struct AppState {
     pub(crate) refreshes: Arc<session::Refreshes>,
     pub(crate) demo_logins: Arc<Vec<DemoLogin>>,
     pub(crate) streams: Arc<streams::Streams>,
+    pub(crate) openapi: Option<bytes::Bytes>,
 }
 
 impl Web {
@@ -89,6 +94,7 @@ impl Web {
                 refreshes: Arc::new(session::Refreshes::default()),
                 demo_logins: Arc::new(options.demo_logins),
                 streams: Arc::new(streams::Streams::new(options.streams)),
+                openapi: options.openapi,
             },
         }
     }
@@ -125,6 +131,7 @@ impl Web {
             .merge(images::routes())
             .merge(bff::routes())
             .merge(assets::routes())
+            .merge(docs::routes(self.state.openapi.clone()))
             .layer(middleware::from_fn_with_state(
                 self.state.clone(),
                 security::headers,

@@ -19,6 +19,7 @@ pub mod edge;
 pub mod faults;
 pub mod invariants;
 pub mod load;
+pub mod openapi;
 pub mod supervisor;
 
 use std::{collections::HashMap, net::SocketAddr, sync::Arc};
@@ -487,6 +488,7 @@ fn gateway_with_web(
         origin: config.web.origin()?,
         demo_logins: config.demo_logins(up),
         streams: config.web.stream_caps(),
+        openapi: Some(openapi::json()),
     });
     Ok((gateway.with_pages(web.router()), web))
 }

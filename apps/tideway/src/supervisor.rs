@@ -1024,6 +1024,7 @@ impl Supervisor {
             println!("  shop        http://{address}/");
             println!("  console     http://{address}/ops  (admins)");
             println!("  catalog     http://{address}/api/catalog/items");
+            println!("  api docs    http://{address}/api/docs");
             println!("  health      http://{address}/health/ready");
         }
         println!(

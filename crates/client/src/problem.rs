@@ -10,8 +10,17 @@ use serde::{Deserialize, Serialize};
 /// The media type of a problem document.
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
-/// A problem document (RFC 9457).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A problem document (RFC 9457): why a request was refused or failed.
+///
+/// As an OpenAPI response (`response = Problem` in a `#[utoipa::path]`) it is served as
+/// `application/problem+json`.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema, utoipa::ToResponse,
+)]
+#[response(
+    description = "A problem document (RFC 9457)",
+    content_type = "application/problem+json"
+)]
 pub struct Problem {
     /// A URI reference naming the problem type.
     #[serde(rename = "type", default = "about_blank")]
@@ -33,7 +42,7 @@ pub struct Problem {
 }
 
 /// One wrong field or parameter of a request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct InvalidParam {
     /// The field's path (`items[0].quantity`), parameter or header name.
     pub name: String,

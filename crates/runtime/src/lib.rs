@@ -16,6 +16,7 @@ pub mod config;
 pub mod extract;
 pub mod http;
 pub mod metrics;
+pub mod openapi;
 pub mod serve;
 pub mod telemetry;
 pub mod tls;

@@ -19,7 +19,7 @@ pub const MAX_QUANTITY: i64 = 99;
 
 /// A user's basket, priced with the catalog's current prices (or, while the catalog does
 /// not answer, the last prices seen, each line saying so).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BasketView {
     /// The lines, oldest first.
     pub items: Vec<BasketLine>,
@@ -32,7 +32,7 @@ pub struct BasketView {
 }
 
 /// One item of a basket.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BasketLine {
     /// The catalog item id.
     pub item_id: String,
@@ -65,18 +65,21 @@ fn current() -> bool {
 }
 
 /// The body of `POST /api/basket/items`: adds `quantity` units to the line of `item_id`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AddItem {
     /// The catalog item id.
+    #[schema(min_length = 1, max_length = 64)]
     pub item_id: String,
     /// Units to add, 1 to [`MAX_QUANTITY`]; the line's total may not pass it either.
+    #[schema(minimum = 1, maximum = 99)]
     pub quantity: i64,
 }
 
 /// The body of `PUT /api/basket/items/{item_id}`: sets the line's quantity.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SetQuantity {
     /// The new quantity, 1 to [`MAX_QUANTITY`].
+    #[schema(minimum = 1, maximum = 99)]
     pub quantity: i64,
 }
 

@@ -32,6 +32,7 @@ use tideway_catalog_api::CatalogClient;
 use tideway_runtime::{
     auth::JwtVerifier,
     http::{HttpOptions, Readiness, service_router},
+    openapi::BearerAuth,
 };
 use tideway_store::{Db, Migrator};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -40,6 +41,27 @@ pub use config::{Config, PriceCacheConfig, RedisUrl, StoreKind};
 pub use error::ApiError;
 
 use crate::store::{Sql, Store, redis::RedisStore};
+
+/// The basket service's OpenAPI document: every endpoint it serves.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(
+        lines::show,
+        lines::add,
+        lines::set,
+        lines::remove,
+        lines::clear,
+    ),
+    components(schemas(tideway_runtime::InvalidParam), responses(tideway_runtime::Problem)),
+    modifiers(&BearerAuth),
+    tags((name = "basket", description = "The signed-in user's basket, priced by the catalog"))
+)]
+pub struct ApiDoc;
+
+/// The basket service's OpenAPI document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    <ApiDoc as utoipa::OpenApi>::openapi()
+}
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
@@ -110,7 +132,9 @@ impl Basket {
             catalog,
             prices: prices.clone(),
         };
-        let api = lines::routes(state).layer(Extension(verifier));
+        let api = lines::routes(state)
+            .layer(Extension(verifier))
+            .merge(tideway_runtime::openapi::route(&openapi()));
         let router = service_router(SERVICE, api, readiness, HttpOptions::default());
         Ok(Self {
             store,

@@ -16,7 +16,7 @@ pub const SERVICE: &str = "catalog";
 pub const PREFIX: &str = "/api/catalog";
 
 /// A catalog item.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, utoipa::ToSchema)]
 pub struct Item {
     /// The item id (a UUID).
     pub id: String,
@@ -51,7 +51,7 @@ pub struct Item {
 }
 
 /// A page of items.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ItemPage {
     /// The items on this page.
     pub items: Vec<Item>,
@@ -64,7 +64,7 @@ pub struct ItemPage {
 }
 
 /// A category.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Category {
     /// The slug id.
     pub id: String,
@@ -75,53 +75,65 @@ pub struct Category {
 }
 
 /// The body of `POST /api/catalog/items` (admin).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NewItem {
     /// Unique SKU: 3–32 characters of letters, digits and `-`.
+    #[schema(min_length = 3, max_length = 32, pattern = "^[A-Za-z0-9-]+$")]
     pub sku: String,
     /// 1–120 characters.
+    #[schema(min_length = 1, max_length = 120)]
     pub name: String,
     /// Up to 2000 characters.
     #[serde(default)]
+    #[schema(max_length = 2000)]
     pub description: String,
     /// 1–60 characters.
+    #[schema(min_length = 1, max_length = 60)]
     pub brand: String,
     /// An existing category id.
     pub category: String,
     /// 1 to 100,000,000 minor units.
+    #[schema(minimum = 1, maximum = 100_000_000)]
     pub price_minor: i64,
     /// A three-letter uppercase code; only the shop's currency is accepted.
     #[serde(default = "default_currency")]
+    #[schema(pattern = "^[A-Z]{3}$")]
     pub currency: String,
     /// 0 to 1,000,000.
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 1_000_000)]
     pub stock: i64,
 }
 
 /// The body of `PUT /api/catalog/items/{id}` (admin): every field optional.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ItemUpdate {
     /// New name.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 120)]
     pub name: Option<String>,
     /// New description.
     #[serde(default)]
+    #[schema(max_length = 2000)]
     pub description: Option<String>,
     /// New brand.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 60)]
     pub brand: Option<String>,
     /// New category.
     #[serde(default)]
     pub category: Option<String>,
     /// New stock level.
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 1_000_000)]
     pub stock: Option<i64>,
 }
 
 /// The body of `PUT /api/catalog/items/{id}/price` (admin).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PriceChange {
     /// The new unit price in minor units.
+    #[schema(minimum = 1, maximum = 100_000_000)]
     pub price_minor: i64,
 }
 

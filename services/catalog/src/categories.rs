@@ -2,6 +2,8 @@
 
 use axum::{Router, extract::State, http::HeaderMap, response::Response, routing::get};
 
+use tideway_catalog_api::Category;
+
 use crate::{
     AppState,
     cache::{CATALOG_CACHE_CONTROL, render, respond},
@@ -16,7 +18,17 @@ pub fn routes() -> Router<AppState> {
         .route("/brands", get(list_brands))
 }
 
-async fn list_categories(
+/// Every category with its number of items.
+#[utoipa::path(
+    get,
+    path = "/api/catalog/categories",
+    tag = "catalog",
+    responses(
+        (status = 200, description = "The categories", body = Vec<Category>),
+        (status = 304, description = "Unchanged since the `If-None-Match` ETag"),
+    )
+)]
+pub(crate) async fn list_categories(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -31,7 +43,17 @@ async fn list_categories(
     respond(&headers, rendered, CATALOG_CACHE_CONTROL)
 }
 
-async fn list_brands(
+/// Every brand in the catalog, sorted.
+#[utoipa::path(
+    get,
+    path = "/api/catalog/brands",
+    tag = "catalog",
+    responses(
+        (status = 200, description = "The brands", body = Vec<String>),
+        (status = 304, description = "Unchanged since the `If-None-Match` ETag"),
+    )
+)]
+pub(crate) async fn list_brands(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {

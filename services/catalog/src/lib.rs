@@ -34,11 +34,36 @@ use tideway_runtime::{
     auth::JwtVerifier,
     config::{ConfigError, Validate},
     http::{HttpOptions, Readiness, service_router},
+    openapi::BearerAuth,
 };
 use tideway_store::{DatabaseUrl, Db, Migrator};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub use error::ApiError;
+
+/// The catalog's OpenAPI document: every endpoint under `/api/catalog`.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(
+        items::list_items,
+        items::get_item,
+        items::create_item,
+        items::update_item,
+        items::change_price,
+        items::delete_item,
+        categories::list_categories,
+        categories::list_brands,
+    ),
+    components(schemas(tideway_runtime::InvalidParam), responses(tideway_runtime::Problem)),
+    modifiers(&BearerAuth),
+    tags((name = "catalog", description = "Items, categories and brands: public reads, admin writes"))
+)]
+pub struct ApiDoc;
+
+/// The catalog's OpenAPI document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    <ApiDoc as utoipa::OpenApi>::openapi()
+}
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
@@ -215,6 +240,7 @@ impl Catalog {
                 caches: self.inner.caches.clone(),
             })
             .layer(Extension(self.inner.verifier.clone()));
+        let api = api.merge(tideway_runtime::openapi::route(&openapi()));
         let readiness = Readiness::default().with("database", self.inner.db.readiness());
         service_router(SERVICE, api, readiness, HttpOptions::default())
     }

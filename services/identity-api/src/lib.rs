@@ -24,19 +24,22 @@ pub const LOGOUT_ALL_PATH: &str = "/api/identity/logout-all";
 pub const CUSTOMER_ROLE: &str = "customer";
 
 /// The body of `POST /api/identity/register`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RegisterRequest {
     /// The email: trimmed and lower-cased, at most 254 characters, one `@`, a non-empty
     /// local part and a domain with a dot.
+    #[schema(max_length = 254)]
     pub email: String,
     /// 10–128 characters with at least one letter and one digit, not the email.
+    #[schema(min_length = 10, max_length = 128)]
     pub password: String,
     /// The display name, 1–80 characters.
+    #[schema(min_length = 1, max_length = 80)]
     pub name: String,
 }
 
 /// A user as the API shows it (never with a password hash).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UserView {
     /// The user id (a UUID).
     pub id: String,
@@ -51,7 +54,7 @@ pub struct UserView {
 }
 
 /// The body of `POST /api/identity/login`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LoginRequest {
     /// The email (compared after trimming and lower-casing).
     pub email: String,
@@ -60,7 +63,7 @@ pub struct LoginRequest {
 }
 
 /// The answer of a login or a refresh.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TokenResponse {
     /// The access token (a JWT signed with EdDSA).
     pub access_token: String,
@@ -77,7 +80,7 @@ pub struct TokenResponse {
 }
 
 /// The body of `POST /api/identity/refresh` and `POST /api/identity/logout`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RefreshRequest {
     /// The refresh token of the last login or refresh.
     pub refresh_token: String,

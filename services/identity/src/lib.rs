@@ -31,6 +31,7 @@ use tideway_runtime::{
     auth::{JwtVerifier, TokenSigner},
     config::Validate,
     http::{HttpOptions, Readiness, service_router},
+    openapi::BearerAuth,
 };
 use tideway_store::{Db, Migrator};
 
@@ -45,6 +46,30 @@ static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
 /// The largest request body: every identity request is a few short strings.
 const BODY_LIMIT: usize = 16 * 1024;
+
+/// The identity service's OpenAPI document: every endpoint under `/api/identity`.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(
+        users::register,
+        tokens::login,
+        tokens::refresh,
+        tokens::logout,
+        tokens::logout_all,
+        users::me,
+        users::user,
+        tokens::jwks,
+    ),
+    components(schemas(tideway_runtime::InvalidParam), responses(tideway_runtime::Problem)),
+    modifiers(&BearerAuth),
+    tags((name = "identity", description = "Accounts, sign-in, sessions and the token keys"))
+)]
+pub struct ApiDoc;
+
+/// The identity service's OpenAPI document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    <ApiDoc as utoipa::OpenApi>::openapi()
+}
 
 /// A running identity service: cheap to clone.
 #[derive(Clone)]
@@ -167,7 +192,8 @@ impl Identity {
             .route(&format!("{PREFIX}/users/{{id}}"), get(users::user))
             .route(tideway_identity_api::JWKS_PATH, get(tokens::jwks))
             .layer(Extension(self.verifier()))
-            .with_state(self.clone());
+            .with_state(self.clone())
+            .merge(tideway_runtime::openapi::route(&openapi()));
         let readiness = Readiness::default().with("database", self.inner.db.readiness());
         service_router(
             SERVICE,

@@ -22,6 +22,7 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use tideway_identity_api::{LoginRequest, RefreshRequest, TokenResponse};
 use tideway_runtime::{
+    Problem,
     auth::{AuthUser, TokenSigner},
     extract::Json,
 };
@@ -37,6 +38,22 @@ const MAX_REFRESH_TOKEN_CHARS: usize = 256;
 
 /// `POST /api/identity/login`: a new session (family) and its first tokens.
 #[tracing::instrument(skip_all)]
+#[utoipa::path(
+    post,
+    path = "/api/identity/login",
+    tag = "identity",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "An access and a refresh token", body = TokenResponse),
+        (status = 400, response = Problem),
+        (status = 401, response = Problem),
+        (status = 413, response = Problem),
+        (status = 415, response = Problem),
+        (status = 422, response = Problem),
+        (status = 429, response = Problem),
+        (status = 503, response = Problem),
+    )
+)]
 pub(crate) async fn login(
     State(app): State<Identity>,
     Json(request): Json<LoginRequest>,
@@ -77,6 +94,21 @@ pub(crate) async fn login(
 /// `POST /api/identity/refresh`: new tokens for a live refresh token, which is consumed. A
 /// consumed token presented again revokes its family.
 #[tracing::instrument(skip_all)]
+#[utoipa::path(
+    post,
+    path = "/api/identity/refresh",
+    tag = "identity",
+    request_body = RefreshRequest,
+    responses(
+        (status = 200, description = "New tokens; the presented refresh token is used up", body = TokenResponse),
+        (status = 400, response = Problem),
+        (status = 401, response = Problem),
+        (status = 413, response = Problem),
+        (status = 415, response = Problem),
+        (status = 422, response = Problem),
+        (status = 429, response = Problem),
+    )
+)]
 pub(crate) async fn refresh(
     State(app): State<Identity>,
     Json(request): Json<RefreshRequest>,
@@ -191,6 +223,20 @@ pub(crate) async fn revoke_user_sessions(
 /// `POST /api/identity/logout`: ends the session of the refresh token (again, if it already
 /// was): the token and every token of its family stop working.
 #[tracing::instrument(skip_all)]
+#[utoipa::path(
+    post,
+    path = "/api/identity/logout",
+    tag = "identity",
+    request_body = RefreshRequest,
+    responses(
+        (status = 204, description = "The session ended"),
+        (status = 400, response = Problem),
+        (status = 401, response = Problem),
+        (status = 413, response = Problem),
+        (status = 415, response = Problem),
+        (status = 422, response = Problem),
+    )
+)]
 pub(crate) async fn logout(
     State(app): State<Identity>,
     Json(request): Json<RefreshRequest>,
@@ -220,6 +266,16 @@ pub(crate) async fn logout(
 /// `POST /api/identity/logout-all` (with an access token): ends every session of the user.
 /// Access tokens already issued stay valid until they expire.
 #[tracing::instrument(skip_all)]
+#[utoipa::path(
+    post,
+    path = "/api/identity/logout-all",
+    tag = "identity",
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Every session of the user ended"),
+        (status = 401, response = Problem),
+    )
+)]
 pub(crate) async fn logout_all(
     State(app): State<Identity>,
     AuthUser(claims): AuthUser,
@@ -232,6 +288,14 @@ pub(crate) async fn logout_all(
 }
 
 /// `GET /api/identity/.well-known/jwks.json`.
+#[utoipa::path(
+    get,
+    path = "/api/identity/.well-known/jwks.json",
+    tag = "identity",
+    responses(
+        (status = 200, description = "The public keys that verify access tokens (a JWK set)", body = Object),
+    )
+)]
 pub(crate) async fn jwks(State(app): State<Identity>) -> Response {
     (
         [(

@@ -8,6 +8,7 @@ use axum::{
 };
 use tideway_identity_api::{CUSTOMER_ROLE, PREFIX, RegisterRequest, UserView};
 use tideway_runtime::{
+    Problem,
     auth::{ADMIN_ROLE, AuthError, AuthUser},
     extract::{Json, Path},
 };
@@ -176,6 +177,22 @@ impl TryFrom<RegisterRequest> for NewUser {
 
 /// `POST /api/identity/register`: 201 with the user and its `Location`.
 #[tracing::instrument(skip_all)]
+#[utoipa::path(
+    post,
+    path = "/api/identity/register",
+    tag = "identity",
+    request_body = RegisterRequest,
+    responses(
+        (status = 201, description = "The new user", body = UserView),
+        (status = 400, response = Problem),
+        (status = 409, response = Problem),
+        (status = 413, response = Problem),
+        (status = 415, response = Problem),
+        (status = 422, response = Problem),
+        (status = 429, response = Problem),
+        (status = 503, response = Problem),
+    )
+)]
 pub(crate) async fn register(
     State(app): State<Identity>,
     Json(request): Json<RegisterRequest>,
@@ -210,6 +227,16 @@ pub(crate) async fn register(
 }
 
 /// `GET /api/identity/me`.
+#[utoipa::path(
+    get,
+    path = "/api/identity/me",
+    tag = "identity",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The signed-in user", body = UserView),
+        (status = 401, response = Problem),
+    )
+)]
 pub(crate) async fn me(
     State(app): State<Identity>,
     AuthUser(claims): AuthUser,
@@ -221,6 +248,19 @@ pub(crate) async fn me(
 }
 
 /// `GET /api/identity/users/{id}`: the user itself or an admin.
+#[utoipa::path(
+    get,
+    path = "/api/identity/users/{id}",
+    tag = "identity",
+    params(("id" = String, Path, description = "The user id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The user", body = UserView),
+        (status = 401, response = Problem),
+        (status = 403, response = Problem),
+        (status = 404, response = Problem),
+    )
+)]
 pub(crate) async fn user(
     State(app): State<Identity>,
     AuthUser(claims): AuthUser,

@@ -15,7 +15,7 @@ pub const SERVICE: &str = "inventory";
 pub const PREFIX: &str = "/api/inventory";
 
 /// One line of an order: an item and a quantity.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, utoipa::ToSchema)]
 pub struct StockLine {
     /// The catalog item id.
     pub item_id: String,
@@ -24,7 +24,7 @@ pub struct StockLine {
 }
 
 /// Stock of one item (`GET /api/inventory/stock/{item_id}`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StockLevel {
     /// The catalog item id.
     pub item_id: String,

@@ -34,6 +34,7 @@ use tideway_runtime::{
     auth::JwtVerifier,
     config::{ConfigError, Validate},
     http::{HttpOptions, Readiness, service_router},
+    openapi::BearerAuth,
 };
 use tideway_store::{DatabaseUrl, Db, Migrator};
 use tokio::sync::watch;
@@ -42,6 +43,25 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 pub use error::ApiError;
 pub use reservations::{Reservation, ReservationStatus};
 pub use stock::StockUpdate;
+
+/// The inventory service's OpenAPI document: every endpoint it serves.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(
+        stock::get_one,
+        stock::get_many,
+        stock::put_one,
+    ),
+    components(schemas(tideway_runtime::InvalidParam), responses(tideway_runtime::Problem)),
+    modifiers(&BearerAuth),
+    tags((name = "inventory", description = "Stock levels: public reads, admin writes"))
+)]
+pub struct ApiDoc;
+
+/// The inventory service's OpenAPI document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    <ApiDoc as utoipa::OpenApi>::openapi()
+}
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
@@ -226,7 +246,8 @@ impl Inventory {
                 db: self.inner.db.clone(),
                 waker: self.inner.waker.clone(),
             })
-            .layer(Extension(self.inner.verifier.clone()));
+            .layer(Extension(self.inner.verifier.clone()))
+            .merge(tideway_runtime::openapi::route(&openapi()));
         let readiness = Readiness::default().with("database", self.inner.db.readiness());
         service_router(SERVICE, api, readiness, HttpOptions::default())
     }

@@ -15,6 +15,7 @@ use tideway_bus::{BusError, Event, outbox};
 use tideway_inventory_api::{StockLevel, StockLevelChanged};
 use tideway_runtime::trace;
 use tideway_runtime::{
+    Problem,
     auth::AdminUser,
     extract::{Json, Path, Query, parse_json},
 };
@@ -28,15 +29,16 @@ pub const MAX_AVAILABLE: i64 = 1_000_000;
 pub const MAX_IDS: usize = 100;
 
 /// The body of `PUT /api/inventory/stock/{item_id}` (admin).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StockUpdate {
     /// Units that can be reserved: 0 to 1,000,000.
+    #[schema(minimum = 0, maximum = 1_000_000)]
     pub available: i64,
 }
 
 /// The query of `GET /api/inventory/stock`.
 #[derive(Debug, Clone, Default, Deserialize)]
-struct ManyQuery {
+pub(crate) struct ManyQuery {
     /// Comma-separated item ids.
     ids: Option<String>,
 }
@@ -74,7 +76,17 @@ fn not_found(id: &str) -> ApiError {
     ApiError::NotFound(format!("no stock for item {id}"))
 }
 
-async fn get_one(
+#[utoipa::path(
+    get,
+    path = "/api/inventory/stock/{item_id}",
+    tag = "inventory",
+    params(("item_id" = String, Path, description = "The catalog item id")),
+    responses(
+        (status = 200, description = "The item's stock", body = StockLevel),
+        (status = 404, response = Problem),
+    )
+)]
+pub(crate) async fn get_one(
     State(state): State<AppState>,
     Path(item_id): Path<String>,
 ) -> Result<Json<StockLevel>, ApiError> {
@@ -87,7 +99,17 @@ async fn get_one(
     Ok(Json(level))
 }
 
-async fn get_many(
+#[utoipa::path(
+    get,
+    path = "/api/inventory/stock",
+    tag = "inventory",
+    params(("ids" = String, Query, description = "Comma-separated item ids, at most 100")),
+    responses(
+        (status = 200, description = "The stock of each item that has any, in no particular order", body = Vec<StockLevel>),
+        (status = 400, response = Problem),
+    )
+)]
+pub(crate) async fn get_many(
     State(state): State<AppState>,
     Query(query): Query<ManyQuery>,
 ) -> Result<Json<Vec<StockLevel>>, ApiError> {
@@ -95,7 +117,25 @@ async fn get_many(
     Ok(Json(get_many_levels(&state.db, &ids).await?))
 }
 
-async fn put_one(
+#[utoipa::path(
+    put,
+    path = "/api/inventory/stock/{item_id}",
+    tag = "inventory",
+    params(("item_id" = String, Path, description = "The catalog item id")),
+    request_body = StockUpdate,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The item's stock after the change", body = StockLevel),
+        (status = 400, response = Problem),
+        (status = 401, response = Problem),
+        (status = 403, response = Problem),
+        (status = 404, response = Problem),
+        (status = 413, response = Problem),
+        (status = 415, response = Problem),
+        (status = 422, response = Problem),
+    )
+)]
+pub(crate) async fn put_one(
     State(state): State<AppState>,
     AdminUser(admin): AdminUser,
     Path(item_id): Path<String>,

@@ -26,7 +26,7 @@ pub const DEFAULT_LIMIT: u32 = 20;
 pub const MAX_LIMIT: u32 = 100;
 
 /// What a notification tells.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum NotificationKind {
     /// The order is confirmed and will be shipped.
@@ -60,7 +60,7 @@ impl NotificationKind {
 }
 
 /// Where a notification's email stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryStatus {
     /// Rendered, not yet accepted by the mail server (being retried).
@@ -90,7 +90,7 @@ impl DeliveryStatus {
 }
 
 /// One notification: the email rendered for one event, and how its sending went.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NotificationView {
     /// The id, which is the id of the event it tells about.
     pub id: String,
@@ -121,7 +121,7 @@ pub struct NotificationView {
 }
 
 /// A list of notifications, newest first.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NotificationPage {
     /// The notifications, newest first; at most `limit`.
     pub items: Vec<NotificationView>,

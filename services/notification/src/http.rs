@@ -5,6 +5,7 @@ use axum::{Router, extract::State, routing::get};
 use serde::Deserialize;
 use tideway_notification_api::{DEFAULT_LIMIT, MAX_LIMIT, NotificationPage};
 use tideway_runtime::{
+    Problem,
     auth::{AdminUser, AuthUser},
     extract::{Json, Query},
 };
@@ -35,7 +36,19 @@ fn limit(params: &ListParams) -> Result<u32, ApiError> {
         })
 }
 
-async fn mine(
+#[utoipa::path(
+    get,
+    path = "/api/notification/notifications",
+    tag = "notification",
+    params(("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "How many, 1 to 100 (default 20)")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The caller's latest emails, newest first", body = NotificationPage),
+        (status = 400, response = Problem),
+        (status = 401, response = Problem),
+    )
+)]
+pub(crate) async fn mine(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
     Query(params): Query<ListParams>,
@@ -45,7 +58,20 @@ async fn mine(
     Ok(Json(NotificationPage { items, limit }))
 }
 
-async fn recent(
+#[utoipa::path(
+    get,
+    path = "/api/notification/recent",
+    tag = "notification",
+    params(("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "How many, 1 to 100 (default 20)")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Every customer's latest emails, newest first", body = NotificationPage),
+        (status = 400, response = Problem),
+        (status = 401, response = Problem),
+        (status = 403, response = Problem),
+    )
+)]
+pub(crate) async fn recent(
     State(state): State<AppState>,
     AdminUser(_admin): AdminUser,
     Query(params): Query<ListParams>,

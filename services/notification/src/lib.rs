@@ -33,12 +33,31 @@ use tideway_runtime::{
     auth::JwtVerifier,
     config::{ConfigError, Validate},
     http::{HttpOptions, Readiness, service_router},
+    openapi::BearerAuth,
 };
 use tideway_store::{DatabaseUrl, Db, Migrator};
 
 pub use error::ApiError;
 pub use handlers::Handlers;
 pub use mail::Mailer;
+
+/// The notification service's OpenAPI document: every endpoint it serves.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(
+        http::mine,
+        http::recent,
+    ),
+    components(schemas(tideway_runtime::InvalidParam), responses(tideway_runtime::Problem)),
+    modifiers(&BearerAuth),
+    tags((name = "notification", description = "The emails sent to customers"))
+)]
+pub struct ApiDoc;
+
+/// The notification service's OpenAPI document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    <ApiDoc as utoipa::OpenApi>::openapi()
+}
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
@@ -251,7 +270,8 @@ impl Notification {
             .with_state(AppState {
                 db: self.db.clone(),
             })
-            .layer(Extension(self.verifier.clone()));
+            .layer(Extension(self.verifier.clone()))
+            .merge(tideway_runtime::openapi::route(&openapi()));
         let readiness = Readiness::default().with("database", self.db.readiness());
         service_router(SERVICE, api, readiness, HttpOptions::default())
     }

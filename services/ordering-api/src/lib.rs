@@ -17,7 +17,7 @@ pub const PREFIX: &str = "/api/ordering";
 pub const CHECKOUT_PATH: &str = "/api/basket/checkout";
 
 /// An order's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OrderStatus {
     /// The saga is running.
@@ -29,16 +29,17 @@ pub enum OrderStatus {
 }
 
 /// The body of `POST /api/basket/checkout` (optional: `{}` pays with the approved test card).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CheckoutRequest {
     /// The card number: 12–19 digits (spaces allowed) with a valid check digit. Defaults to
     /// the approved test card. `Debug` shows `[REDACTED]`.
     #[serde(default, serialize_with = "tideway_payment_api::expose_option")]
+    #[schema(value_type = Option<String>, example = "4242 4242 4242 4242")]
     pub card: Option<SecretString>,
 }
 
 /// The answer to a checkout: 202 Accepted with the order to watch.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CheckoutAccepted {
     /// The new order.
     pub order_id: String,
@@ -49,7 +50,7 @@ pub struct CheckoutAccepted {
 }
 
 /// One line of an order, with the price snapshotted at checkout.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, utoipa::ToSchema)]
 pub struct OrderLine {
     /// The catalog item id.
     pub item_id: String,
@@ -62,7 +63,7 @@ pub struct OrderLine {
 }
 
 /// One entry of an order's timeline: a saga step or a compensation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TimelineEntry {
     /// The step, e.g. `reserve_stock`.
     pub step: String,
@@ -81,7 +82,7 @@ pub struct TimelineEntry {
 }
 
 /// An order (`GET /api/ordering/orders/{id}`; the list omits `timeline`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OrderView {
     /// The order id.
     pub id: String,
@@ -161,7 +162,7 @@ impl EventType for OrderCancelled {
 
 /// A checkout saga instance as the operations console shows it (`GET /api/ordering/sagas`,
 /// admins only), with its order's status.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SagaView {
     /// The instance id, which is the order id.
     pub id: String,
@@ -196,7 +197,7 @@ pub struct SagaView {
 
 /// The most recently started checkout sagas (`GET /api/ordering/sagas?limit=N`), newest
 /// first.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SagaPage {
     /// The instances, newest first; at most `limit`.
     pub items: Vec<SagaView>,
@@ -206,7 +207,7 @@ pub struct SagaPage {
 
 /// One page of the caller's orders (`GET /api/ordering/orders`), newest first; the orders
 /// carry no timeline.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OrderPage {
     /// The orders on this page.
     pub items: Vec<OrderView>,

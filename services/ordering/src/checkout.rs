@@ -25,6 +25,7 @@ use tideway_ordering_api::{
 };
 use tideway_payment_api::{APPROVED_CARD, PaymentClient, VaultCard};
 use tideway_runtime::{
+    Problem,
     auth::{AuthError, AuthUser, bearer},
     client::ClientError,
     extract::{Json, parse_json},
@@ -65,6 +66,25 @@ pub fn routes(state: State) -> Router {
 }
 
 /// `POST /api/basket/checkout`.
+#[utoipa::path(
+    post,
+    path = "/api/basket/checkout",
+    tag = "ordering",
+    params(("Idempotency-Key" = Option<String>, Header, description = "1 to 100 visible ASCII characters: a retry with the same key answers the same order")),
+    request_body = CheckoutRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "The order is placed; its saga runs on", body = CheckoutAccepted),
+        (status = 400, response = Problem),
+        (status = 401, response = Problem),
+        (status = 409, response = Problem),
+        (status = 413, response = Problem),
+        (status = 415, response = Problem),
+        (status = 422, response = Problem),
+        (status = 429, response = Problem),
+        (status = 503, response = Problem),
+    )
+)]
 pub async fn checkout(
     Shared(state): Shared<State>,
     AuthUser(user): AuthUser,

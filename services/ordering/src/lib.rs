@@ -39,6 +39,7 @@ use tideway_runtime::{
     auth::JwtVerifier,
     config::Validate,
     http::{HttpOptions, Readiness, service_router},
+    openapi::BearerAuth,
 };
 use tideway_saga::{DbSagaStore, EngineOptions, SagaEngine};
 use tideway_store::{Db, Migrator};
@@ -50,6 +51,26 @@ pub use config::Config;
 pub use error::ApiError;
 pub use finish::ORPHAN_REASON;
 pub use saga::{AUTHORIZE_PAYMENT, CAPTURE_PAYMENT, CONFIRM_ORDER, RESERVE_STOCK, SAGA};
+
+/// The ordering service's OpenAPI document: every endpoint it serves.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(
+        checkout::checkout,
+        orders::list,
+        orders::show,
+        orders::sagas::list,
+    ),
+    components(schemas(tideway_runtime::InvalidParam), responses(tideway_runtime::Problem)),
+    modifiers(&BearerAuth),
+    tags((name = "ordering", description = "Checkout and orders with their saga timelines"))
+)]
+pub struct ApiDoc;
+
+/// The ordering service's OpenAPI document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    <ApiDoc as utoipa::OpenApi>::openapi()
+}
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
@@ -260,7 +281,8 @@ impl Ordering {
         };
         let api = orders::routes(orders)
             .merge(checkout::routes(checkout))
-            .layer(Extension(verifier));
+            .layer(Extension(verifier))
+            .merge(tideway_runtime::openapi::route(&openapi()));
         let readiness = Readiness::default().with("database", db.readiness());
         let router = service_router(SERVICE, api, readiness, HttpOptions::default());
         Ok(Self {

@@ -28,7 +28,7 @@ pub const DECLINED_CARD: &str = "4000000000000002";
 pub const INSUFFICIENT_FUNDS_CARD: &str = "4000000000009995";
 
 /// A payment's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PaymentStatus {
     /// Funds are held.
@@ -44,7 +44,7 @@ pub enum PaymentStatus {
 }
 
 /// A payment (`GET /api/payment/payments/{order_id}`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PaymentView {
     /// The payment id.
     pub payment_id: String,
@@ -161,18 +161,19 @@ impl EventType for PaymentVoided {
 
 /// The body of `POST /api/payment/cards`: vault `card` for `order_id` until its
 /// authorization (or void), at most the vault's time to live.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VaultCard {
     /// The order the card will pay; the token authorizes this order only.
     pub order_id: String,
     /// The card number: 12–19 digits (spaces allowed) with a valid check digit. `Debug`
     /// shows `[REDACTED]`.
     #[serde(serialize_with = "expose")]
+    #[schema(value_type = String, example = "4242 4242 4242 4242")]
     pub card: SecretString,
 }
 
 /// The answer to [`VaultCard`]: a short-lived token standing for the card.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CardToken {
     /// The token, carried by the saga and `AuthorizePayment` instead of the number.
     pub token: String,

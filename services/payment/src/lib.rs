@@ -44,6 +44,7 @@ use tideway_runtime::{
     auth::JwtVerifier,
     config::{ConfigError, Validate},
     http::{HttpOptions, Readiness, service_router},
+    openapi::BearerAuth,
 };
 use tideway_store::{DatabaseUrl, Db, Migrator, prune::PruneRule};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -52,6 +53,25 @@ pub use error::ApiError;
 pub use provider::{Provider, SimulatedOptions, SimulatedProvider};
 
 use commands::Handlers;
+
+/// The payment service's OpenAPI document: every endpoint it serves.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(
+        payments::list_payments,
+        payments::get_payment,
+        vault::vault_card,
+    ),
+    components(schemas(tideway_runtime::InvalidParam), responses(tideway_runtime::Problem)),
+    modifiers(&BearerAuth),
+    tags((name = "payment", description = "Payments (admins) and the card vault checkout uses"))
+)]
+pub struct ApiDoc;
+
+/// The payment service's OpenAPI document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    <ApiDoc as utoipa::OpenApi>::openapi()
+}
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
@@ -326,7 +346,8 @@ impl Payment {
                 db: self.db.clone(),
                 card_ttl_ms: self.card_ttl_ms,
             })
-            .layer(Extension(self.verifier.clone()));
+            .layer(Extension(self.verifier.clone()))
+            .merge(tideway_runtime::openapi::route(&openapi()));
         let readiness = Readiness::default().with("database", self.db.readiness());
         service_router(SERVICE, api, readiness, HttpOptions::default())
     }

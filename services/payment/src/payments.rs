@@ -5,6 +5,7 @@ use axum::{Router, extract::State, routing::get};
 use serde::Deserialize;
 use tideway_payment_api::{PaymentStatus, PaymentView};
 use tideway_runtime::{
+    Problem,
     auth::AdminUser,
     extract::{Json, Path, Query},
 };
@@ -185,7 +186,20 @@ pub struct ListParams {
     limit: Option<i64>,
 }
 
-async fn get_payment(
+#[utoipa::path(
+    get,
+    path = "/api/payment/payments/{order_id}",
+    tag = "payment",
+    params(("order_id" = String, Path, description = "The order id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The payment of the order", body = PaymentView),
+        (status = 401, response = Problem),
+        (status = 403, response = Problem),
+        (status = 404, response = Problem),
+    )
+)]
+pub(crate) async fn get_payment(
     State(state): State<AppState>,
     AdminUser(_admin): AdminUser,
     Path(order_id): Path<String>,
@@ -196,7 +210,20 @@ async fn get_payment(
         .ok_or_else(|| ApiError::NotFound(format!("no payment for order {order_id}")))
 }
 
-async fn list_payments(
+#[utoipa::path(
+    get,
+    path = "/api/payment/payments",
+    tag = "payment",
+    params(("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "How many, 1 to 100 (default 20)")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The most recent payments, newest first", body = Vec<PaymentView>),
+        (status = 400, response = Problem),
+        (status = 401, response = Problem),
+        (status = 403, response = Problem),
+    )
+)]
+pub(crate) async fn list_payments(
     State(state): State<AppState>,
     AdminUser(_admin): AdminUser,
     Query(params): Query<ListParams>,

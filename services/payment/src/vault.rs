@@ -7,7 +7,7 @@
 use axum::{Router, extract::State, http::StatusCode, routing::post};
 use secrecy::ExposeSecret as _;
 use tideway_payment_api::{CardToken, VaultCard};
-use tideway_runtime::{auth::AuthUser, extract::Json};
+use tideway_runtime::{Problem, auth::AuthUser, extract::Json};
 use tideway_store::{Any, Db, Row as _, Transaction};
 
 use crate::{AppState, card::CardNumber, error::ApiError, time::now_ms};
@@ -20,7 +20,24 @@ pub fn routes() -> Router<AppState> {
     Router::new().route("/cards", post(vault_card))
 }
 
-async fn vault_card(
+#[utoipa::path(
+    post,
+    path = "/api/payment/cards",
+    tag = "payment",
+    request_body = VaultCard,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "The card is vaulted for the order under a token", body = CardToken),
+        (status = 400, response = Problem),
+        (status = 401, response = Problem),
+        (status = 403, response = Problem),
+        (status = 409, response = Problem),
+        (status = 413, response = Problem),
+        (status = 415, response = Problem),
+        (status = 422, response = Problem),
+    )
+)]
+pub(crate) async fn vault_card(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
     Json(request): Json<VaultCard>,

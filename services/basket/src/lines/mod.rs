@@ -20,6 +20,7 @@ use axum::{
 use tideway_basket_api::{AddItem, BasketView, MAX_QUANTITY, PREFIX, SetQuantity};
 use tideway_catalog_api::{CatalogClient, Item, default_currency};
 use tideway_runtime::{
+    Problem,
     auth::AuthUser,
     extract::{Json, Path},
 };
@@ -48,7 +49,18 @@ pub fn routes(state: State) -> Router {
 /// `GET /api/basket`: the basket at the catalog's current prices. While the catalog does
 /// not answer, the basket still shows: each line at the price last seen, marked
 /// `price_current: false` (and not available, so it cannot be checked out).
-async fn show(
+#[utoipa::path(
+    get,
+    path = "/api/basket",
+    tag = "basket",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The basket at current prices", body = BasketView),
+        (status = 401, response = Problem),
+        (status = 503, response = Problem),
+    )
+)]
+pub(crate) async fn show(
     Shared(state): Shared<State>,
     AuthUser(user): AuthUser,
 ) -> Result<Json<BasketView>, ApiError> {
@@ -65,7 +77,24 @@ async fn show(
 }
 
 /// `POST /api/basket/items`: adds units of an item to its line.
-async fn add(
+#[utoipa::path(
+    post,
+    path = "/api/basket/items",
+    tag = "basket",
+    request_body = AddItem,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The basket with the units added", body = BasketView),
+        (status = 400, response = Problem),
+        (status = 401, response = Problem),
+        (status = 409, response = Problem),
+        (status = 413, response = Problem),
+        (status = 415, response = Problem),
+        (status = 422, response = Problem),
+        (status = 503, response = Problem),
+    )
+)]
+pub(crate) async fn add(
     Shared(state): Shared<State>,
     AuthUser(user): AuthUser,
     Json(body): Json<AddItem>,
@@ -119,7 +148,26 @@ async fn add(
 }
 
 /// `PUT /api/basket/items/{item_id}`: sets the quantity of a line.
-async fn set(
+#[utoipa::path(
+    put,
+    path = "/api/basket/items/{item_id}",
+    tag = "basket",
+    params(("item_id" = String, Path, description = "The catalog item id")),
+    request_body = SetQuantity,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The basket with the line changed", body = BasketView),
+        (status = 400, response = Problem),
+        (status = 401, response = Problem),
+        (status = 404, response = Problem),
+        (status = 409, response = Problem),
+        (status = 413, response = Problem),
+        (status = 415, response = Problem),
+        (status = 422, response = Problem),
+        (status = 503, response = Problem),
+    )
+)]
+pub(crate) async fn set(
     Shared(state): Shared<State>,
     AuthUser(user): AuthUser,
     Path(item_id): Path<String>,
@@ -151,7 +199,20 @@ async fn set(
 }
 
 /// `DELETE /api/basket/items/{item_id}`: removes a line.
-async fn remove(
+#[utoipa::path(
+    delete,
+    path = "/api/basket/items/{item_id}",
+    tag = "basket",
+    params(("item_id" = String, Path, description = "The catalog item id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The basket without the line", body = BasketView),
+        (status = 401, response = Problem),
+        (status = 404, response = Problem),
+        (status = 503, response = Problem),
+    )
+)]
+pub(crate) async fn remove(
     Shared(state): Shared<State>,
     AuthUser(user): AuthUser,
     Path(item_id): Path<String>,
@@ -173,7 +234,18 @@ async fn remove(
 }
 
 /// `DELETE /api/basket`: empties the basket.
-async fn clear(
+#[utoipa::path(
+    delete,
+    path = "/api/basket",
+    tag = "basket",
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "The basket is empty"),
+        (status = 401, response = Problem),
+        (status = 503, response = Problem),
+    )
+)]
+pub(crate) async fn clear(
     Shared(state): Shared<State>,
     AuthUser(user): AuthUser,
 ) -> Result<StatusCode, ApiError> {

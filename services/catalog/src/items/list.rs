@@ -15,16 +15,31 @@ pub const MAX_PAGE: u32 = 1_000_000;
 pub const MAX_Q_CHARS: usize = 100;
 
 /// The query string of `GET /items` as sent (types checked by the extractor).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
+    /// The page, 1 to 1,000,000 (default 1).
+    #[param(minimum = 1, maximum = 1_000_000)]
     page: Option<i64>,
+    /// Items per page, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     page_size: Option<i64>,
+    /// Only this category (its id).
     category: Option<String>,
+    /// Only this brand.
     brand: Option<String>,
+    /// The lowest price, in minor units.
+    #[param(minimum = 0)]
     min_price: Option<i64>,
+    /// The highest price, in minor units.
+    #[param(minimum = 0)]
     max_price: Option<i64>,
+    /// Search text (at most 100 characters) in names, descriptions and brands.
+    #[param(max_length = 100)]
     q: Option<String>,
+    /// `name` (default), `price_asc`, `price_desc` or `newest`.
     sort: Option<String>,
+    /// Only these items: comma-separated ids, at most 100.
     ids: Option<String>,
 }
 

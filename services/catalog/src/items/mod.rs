@@ -12,8 +12,9 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, put},
 };
-use tideway_catalog_api::{ItemPage, ItemUpdate, NewItem, PREFIX, PriceChange};
+use tideway_catalog_api::{Item, ItemPage, ItemUpdate, NewItem, PREFIX, PriceChange};
 use tideway_runtime::{
+    Problem,
     auth::AdminUser,
     extract::{Json, Path, Query},
 };
@@ -49,7 +50,19 @@ fn item_id(id: &str) -> Result<&str, ApiError> {
     }
 }
 
-async fn list_items(
+/// A page of items: filtered, searched, sorted; or the items named by `ids`.
+#[utoipa::path(
+    get,
+    path = "/api/catalog/items",
+    tag = "catalog",
+    params(ListParams),
+    responses(
+        (status = 200, description = "A page of items", body = ItemPage),
+        (status = 304, description = "Unchanged since the `If-None-Match` ETag"),
+        (status = 400, response = Problem),
+    )
+)]
+pub(crate) async fn list_items(
     State(state): State<AppState>,
     headers: HeaderMap,
     Query(params): Query<ListParams>,
@@ -74,7 +87,19 @@ async fn list_items(
     respond(&headers, rendered, CATALOG_CACHE_CONTROL)
 }
 
-async fn get_item(
+/// One item.
+#[utoipa::path(
+    get,
+    path = "/api/catalog/items/{id}",
+    tag = "catalog",
+    params(("id" = String, Path, description = "The item id")),
+    responses(
+        (status = 200, description = "The item", body = Item),
+        (status = 304, description = "Unchanged since the `If-None-Match` ETag"),
+        (status = 404, response = Problem),
+    )
+)]
+pub(crate) async fn get_item(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -94,7 +119,25 @@ async fn get_item(
     respond(&headers, rendered, CATALOG_CACHE_CONTROL)
 }
 
-async fn create_item(
+/// Creates an item (admins).
+#[utoipa::path(
+    post,
+    path = "/api/catalog/items",
+    tag = "catalog",
+    request_body = NewItem,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "The new item", body = Item),
+        (status = 400, response = Problem),
+        (status = 401, response = Problem),
+        (status = 403, response = Problem),
+        (status = 409, response = Problem),
+        (status = 413, response = Problem),
+        (status = 415, response = Problem),
+        (status = 422, response = Problem),
+    )
+)]
+pub(crate) async fn create_item(
     State(state): State<AppState>,
     AdminUser(admin): AdminUser,
     Json(new): Json<NewItem>,
@@ -115,12 +158,32 @@ async fn create_item(
         .into_response())
 }
 
-async fn update_item(
+/// Changes an item's description, category or stock (admins).
+#[utoipa::path(
+    put,
+    path = "/api/catalog/items/{id}",
+    tag = "catalog",
+    params(("id" = String, Path, description = "The item id")),
+    request_body = ItemUpdate,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The changed item", body = Item),
+        (status = 400, response = Problem),
+        (status = 401, response = Problem),
+        (status = 403, response = Problem),
+        (status = 404, response = Problem),
+        (status = 409, response = Problem),
+        (status = 413, response = Problem),
+        (status = 415, response = Problem),
+        (status = 422, response = Problem),
+    )
+)]
+pub(crate) async fn update_item(
     State(state): State<AppState>,
     AdminUser(admin): AdminUser,
     Path(id): Path<String>,
     Json(update): Json<ItemUpdate>,
-) -> Result<Json<tideway_catalog_api::Item>, ApiError> {
+) -> Result<Json<Item>, ApiError> {
     let id = item_id(&id)?;
     let update = validate::update(update)?;
     let item = repo::update(&state.db, id, &update)
@@ -132,12 +195,31 @@ async fn update_item(
     Ok(Json(item))
 }
 
-async fn change_price(
+/// Changes an item's price (admins).
+#[utoipa::path(
+    put,
+    path = "/api/catalog/items/{id}/price",
+    tag = "catalog",
+    params(("id" = String, Path, description = "The item id")),
+    request_body = PriceChange,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The repriced item", body = Item),
+        (status = 400, response = Problem),
+        (status = 401, response = Problem),
+        (status = 403, response = Problem),
+        (status = 404, response = Problem),
+        (status = 413, response = Problem),
+        (status = 415, response = Problem),
+        (status = 422, response = Problem),
+    )
+)]
+pub(crate) async fn change_price(
     State(state): State<AppState>,
     AdminUser(admin): AdminUser,
     Path(id): Path<String>,
     Json(change): Json<PriceChange>,
-) -> Result<Json<tideway_catalog_api::Item>, ApiError> {
+) -> Result<Json<Item>, ApiError> {
     let id = item_id(&id)?;
     let price = validate::price(change.price_minor)?;
     let item = repo::set_price(&state.db, id, price)
@@ -149,7 +231,21 @@ async fn change_price(
     Ok(Json(item))
 }
 
-async fn delete_item(
+/// Deletes an item (admins).
+#[utoipa::path(
+    delete,
+    path = "/api/catalog/items/{id}",
+    tag = "catalog",
+    params(("id" = String, Path, description = "The item id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, response = Problem),
+        (status = 403, response = Problem),
+        (status = 404, response = Problem),
+    )
+)]
+pub(crate) async fn delete_item(
     State(state): State<AppState>,
     AdminUser(admin): AdminUser,
     Path(id): Path<String>,

@@ -9,6 +9,7 @@ use axum::{Router, extract::State as Shared, routing::get};
 use serde::Deserialize;
 use tideway_ordering_api::{OrderPage, OrderView, PREFIX, TimelineEntry};
 use tideway_runtime::{
+    Problem,
     auth::{ADMIN_ROLE, AuthUser},
     extract::{Json, Path, Query},
 };
@@ -41,9 +42,14 @@ pub fn routes(state: State) -> Router {
 }
 
 /// The query string of the listing, as sent (types checked by the extractor).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
+    /// The page, 1 to 1,000,000 (default 1).
+    #[param(minimum = 1, maximum = 1_000_000)]
     page: Option<i64>,
+    /// Orders per page, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     page_size: Option<i64>,
 }
 
@@ -63,7 +69,19 @@ fn bounded(
 }
 
 /// `GET /api/ordering/orders`: the caller's orders, newest first (no timelines).
-async fn list(
+#[utoipa::path(
+    get,
+    path = "/api/ordering/orders",
+    tag = "ordering",
+    params(ListParams),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The caller's orders, newest first (without timelines)", body = OrderPage),
+        (status = 400, response = Problem),
+        (status = 401, response = Problem),
+    )
+)]
+pub(crate) async fn list(
     Shared(state): Shared<State>,
     AuthUser(user): AuthUser,
     Query(params): Query<ListParams>,
@@ -86,7 +104,19 @@ async fn list(
 
 /// `GET /api/ordering/orders/{id}`: one order with its saga's timeline; only its buyer and
 /// admins see it (others get a 404, as if it did not exist).
-async fn show(
+#[utoipa::path(
+    get,
+    path = "/api/ordering/orders/{id}",
+    tag = "ordering",
+    params(("id" = String, Path, description = "The order id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The order with its saga's timeline", body = OrderView),
+        (status = 401, response = Problem),
+        (status = 404, response = Problem),
+    )
+)]
+pub(crate) async fn show(
     Shared(state): Shared<State>,
     AuthUser(user): AuthUser,
     Path(id): Path<String>,

@@ -5,6 +5,7 @@ use axum::extract::State as Shared;
 use serde::Deserialize;
 use tideway_ordering_api::{SagaPage, SagaView};
 use tideway_runtime::{
+    Problem,
     auth::AdminUser,
     extract::{Json, Query},
 };
@@ -19,14 +20,30 @@ pub const DEFAULT_LIMIT: u32 = 20;
 pub const MAX_LIMIT: u32 = 100;
 
 /// The query string of the listing, as sent (types checked by the extractor).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
+    /// How many sagas, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
 }
 
 /// `GET /api/ordering/sagas?limit=N`: the `N` (default 20, at most 100) most recently
 /// started sagas, newest first, each with its timeline and its order's status, reason and
 /// trace id. Three reads whatever `N`: instances, their steps, their orders.
+#[utoipa::path(
+    get,
+    path = "/api/ordering/sagas",
+    tag = "ordering",
+    params(ListParams),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The most recent checkout sagas, newest first", body = SagaPage),
+        (status = 400, response = Problem),
+        (status = 401, response = Problem),
+        (status = 403, response = Problem),
+    )
+)]
 pub async fn list(
     Shared(state): Shared<State>,
     AdminUser(_admin): AdminUser,
