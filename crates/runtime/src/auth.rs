@@ -125,7 +125,7 @@ pub struct JwtVerifier {
     /// web front, the gateway and a service, and an Ed25519 check costs about 40 µs, so
     /// each token is checked once per [`VERIFIED_TTL`] and per process, not at every hop.
     /// Only tokens that passed every check are kept; a kept one still expires at its `exp`.
-    verified: moka::sync::Cache<Box<str>, Arc<Claims>>,
+    verified: moka::sync::Cache<Arc<str>, Arc<Claims>>,
 }
 
 /// How long a verified token is taken on trust before it is checked again: the delay with
@@ -138,10 +138,10 @@ const VERIFIED_BYTES: u64 = 8 * 1024 * 1024;
 /// Seconds of clock skew allowed on `exp` and `nbf`.
 const LEEWAY_SECS: u64 = 5;
 
-fn verified_cache() -> moka::sync::Cache<Box<str>, Arc<Claims>> {
+fn verified_cache() -> moka::sync::Cache<Arc<str>, Arc<Claims>> {
     moka::sync::Cache::builder()
         .max_capacity(VERIFIED_BYTES)
-        .weigher(|token: &Box<str>, claims: &Arc<Claims>| {
+        .weigher(|token: &Arc<str>, claims: &Arc<Claims>| {
             let size = token.len()
                 + claims.sub.len()
                 + claims.email.len()
