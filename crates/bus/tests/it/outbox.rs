@@ -247,15 +247,24 @@ async fn a_relay_restarted_with_its_holder_id_takes_its_lease_back_at_once() {
                 .run(token.clone()),
         );
         enqueue_committed(&db, &(1..4).map(placed).collect::<Vec<_>>()).await;
-        eventually(DEADLINE, "three more events", || recorder.len() >= 4).await;
+        let distinct = || {
+            let mut ns = recorder.ns();
+            ns.sort_unstable();
+            ns.dedup();
+            ns
+        };
+        eventually(DEADLINE, "three more events", || distinct().len() >= 4).await;
+        // The first relay may have been killed between publishing event 0 and marking it
+        // sent: then the restarted one publishes it again (at least once; consumers' inboxes
+        // drop the repeat). Either way only the restarted holder publishes after the kill.
         let tags: Vec<&str> = log.lock().unwrap().iter().map(|(tag, _)| *tag).collect();
-        assert_eq!(
-            tags,
-            ["before", "after", "after", "after"],
-            "{:?}",
+        assert_eq!(tags.first(), Some(&"before"), "{:?}", db.backend());
+        assert!(
+            tags[1..].iter().all(|tag| *tag == "after") && tags.len() <= 5,
+            "{tags:?} on {:?}",
             db.backend()
         );
-        assert_eq!(recorder.ns(), [0, 1, 2, 3]);
+        assert_eq!(distinct(), [0, 1, 2, 3]);
         token.cancel();
         after.await.unwrap();
         other.await.unwrap();
