@@ -13,6 +13,7 @@ mod crash;
 mod dead_letters;
 mod degraded;
 mod deploy;
+mod flags;
 mod flood;
 mod processes;
 mod prometheus;

@@ -31,6 +31,10 @@ pub use ops::{OpsSources, RouteInfo};
 pub use security::PublicOrigin;
 pub use streams::StreamCaps;
 
+/// The flag that shows the item page's "You may also like" panel (other items of the
+/// same category, from the catalog's list).
+pub const YOU_MAY_ALSO_LIKE: &str = "you-may-also-like";
+
 /// What the web front needs.
 pub struct WebOptions {
     /// The public API (the gateway's routes), in this process or at a URL.
@@ -46,6 +50,8 @@ pub struct WebOptions {
     pub demo_logins: Vec<DemoLogin>,
     /// How many live streams (an order page's updates) may be open.
     pub streams: StreamCaps,
+    /// The running feature flags, asked about the signed-in user of each page.
+    pub flags: tideway_flags::Flags,
 }
 
 /// A demo account's email and (well-known, public) password.
@@ -74,6 +80,7 @@ pub(crate) struct AppState {
     pub(crate) refreshes: Arc<session::Refreshes>,
     pub(crate) demo_logins: Arc<Vec<DemoLogin>>,
     pub(crate) streams: Arc<streams::Streams>,
+    pub(crate) flags: tideway_flags::Flags,
 }
 
 impl Web {
@@ -89,6 +96,7 @@ impl Web {
                 refreshes: Arc::new(session::Refreshes::default()),
                 demo_logins: Arc::new(options.demo_logins),
                 streams: Arc::new(streams::Streams::new(options.streams)),
+                flags: options.flags,
             },
         }
     }

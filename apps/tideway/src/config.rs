@@ -75,6 +75,16 @@ pub struct Config {
     /// Faults this process injects into the requests it serves (off by default), for
     /// chaos runs; switchable while serving through `PUT /admin/faults`.
     pub faults: crate::faults::FaultsConfig,
+    /// Feature flags by name (`[flags.you-may-also-like]`, `percent = 20`): what
+    /// `GET /api/admin/flags` starts with, and what an edit of the file applies at run
+    /// time. See docs/edge.md.
+    #[serde(default)]
+    pub flags: tideway_flags::FlagSet,
+    /// `share_flags`: share flag changes with every other process through the NATS KV
+    /// bucket `<discovery.nats.bucket>_flags` (on `discovery.nats.url`), and follow
+    /// theirs. `up --distributed` sets it for every process it starts.
+    #[serde(default)]
+    pub share_flags: bool,
 }
 
 /// What `tideway up --distributed` starts its processes on: PostgreSQL (a database per
@@ -479,6 +489,8 @@ impl Default for Config {
             discovery: tideway_discovery::DiscoveryConfig::default(),
             balance: tideway_balance::BalanceConfig::default(),
             faults: crate::faults::FaultsConfig::default(),
+            flags: shop_flags(),
+            share_flags: false,
             bus: BusConfig {
                 kind: BusKind::Embedded,
                 nats_url: "nats://127.0.0.1:4222".to_owned(),
@@ -491,6 +503,21 @@ impl Default for Config {
             },
         }
     }
+}
+
+/// The shop's flags, all off until an operator turns them on.
+fn shop_flags() -> tideway_flags::FlagSet {
+    let panel = tideway_flags::Flag {
+        description: "The item page's \"You may also like\" panel: other items of the same \
+                      category from the catalog"
+            .to_owned(),
+        ..tideway_flags::Flag::default()
+    };
+    tideway_flags::FlagSet(
+        [(tideway_web::YOU_MAY_ALSO_LIKE.to_owned(), panel)]
+            .into_iter()
+            .collect(),
+    )
 }
 
 /// The shop's route table: which service answers under each prefix (the longest matching
@@ -857,6 +884,11 @@ fn check_url(key: &str, value: &str) -> Result<(), ConfigError> {
 
 impl Validate for Config {
     fn validate(&self) -> Result<(), ConfigError> {
+        if let Err(tideway_flags::FlagError::Invalid { field, expected }) =
+            self.flags.validate("flags.")
+        {
+            return Err(ConfigError::invalid(field, expected));
+        }
         if let Err(reason) = tideway_runtime::telemetry::check_filter(&self.log.filter) {
             return Err(ConfigError::invalid("log.filter", reason));
         }

@@ -445,6 +445,7 @@ fn gateway_with_web(
     verifier: Arc<JwtVerifier>,
     balancers: Option<Balancers>,
     up: bool,
+    flags: &tideway_flags::Flags,
 ) -> anyhow::Result<(tideway_gateway::Gateway, tideway_web::Web)> {
     let mut gateway =
         tideway_gateway::Gateway::new(&config.gateway.gateway, upstreams.clone(), verifier.clone())
@@ -478,13 +479,17 @@ fn gateway_with_web(
         .collect();
     let web = tideway_web::Web::new(tideway_web::WebOptions {
         api,
-        verifier,
+        verifier: Arc::clone(&verifier),
         ops: tideway_web::OpsSources { services, routes },
         origin: config.web.origin()?,
         demo_logins: config.demo_logins(up),
         streams: config.web.stream_caps(),
+        flags: flags.clone(),
     });
-    Ok((gateway.with_pages(web.router()), web))
+    // `GET`/`PUT /api/admin/flags` beside the pages: no route claims the path, so it is
+    // served under the gateway's observability, body limit and problem handling.
+    let admin_flags = tideway_flags::admin_routes(flags.clone(), verifier);
+    Ok((gateway.with_pages(web.router().merge(admin_flags)), web))
 }
 
 /// A built role, bound to its socket and ready to run.
@@ -508,6 +513,38 @@ pub struct App {
     watcher: Option<edge::ConfigWatcher>,
     /// Shares the gateway's configuration changes with the other gateway replicas.
     _shared_config: Option<edge::SharedConfig>,
+    /// This process's feature flags.
+    flags: tideway_flags::Flags,
+    /// Shares flag changes with every other process.
+    _shared_flags: Option<tideway_flags::SharedFlags>,
+}
+
+/// The running flags of a process, starting with the configuration's.
+fn flags_of(config: &Config) -> anyhow::Result<tideway_flags::Flags> {
+    tideway_flags::Flags::new(config.flags.clone()).context("reading the feature flags")
+}
+
+/// Follows the other processes' flag changes (and shares this one's) when
+/// `share_flags` is set.
+async fn share_flags(
+    config: &Config,
+    flags: &tideway_flags::Flags,
+) -> anyhow::Result<Option<tideway_flags::SharedFlags>> {
+    if !config.share_flags {
+        return Ok(None);
+    }
+    let nats = &config.discovery.nats;
+    let bucket = format!("{}_flags", nats.bucket);
+    let shared = tideway_flags::SharedFlags::start(&nats.url, &bucket, flags.clone())
+        .await
+        .context("sharing the feature flags over NATS")?;
+    Ok(Some(shared))
+}
+
+/// A service's routes with the process's flags, for handlers reading
+/// `tideway_flags::RequestFlags`.
+fn with_flags(router: Router, flags: &tideway_flags::Flags) -> Router {
+    router.layer(axum::Extension(flags.clone()))
 }
 
 /// Purges the gateway's cached catalog answers on every catalog event, on a consumer of
@@ -585,6 +622,7 @@ impl App {
                     (Arc::new(nats.clone()), None, Arc::new(nats))
                 }
             };
+        let flags = flags_of(config)?;
         let mut peers = Peers::InProcess {
             routers: HashMap::new(),
             verifier: None,
@@ -608,7 +646,7 @@ impl App {
                 *verifier = Some(identity.verifier());
             }
             if let Peers::InProcess { routers, .. } = &mut peers {
-                routers.insert(name.as_str(), service.router());
+                routers.insert(name.as_str(), with_flags(service.router(), &flags));
             }
             built.push(service);
         }
@@ -617,7 +655,8 @@ impl App {
             .into_iter()
             .map(|name| Ok((name.as_str().to_owned(), peers.transport(config, name)?)))
             .collect::<anyhow::Result<_>>()?;
-        let (gateway, web) = gateway_with_web(config, upstreams, verifier, None, true)?;
+        let (gateway, web) = gateway_with_web(config, upstreams, verifier, None, true, &flags)?;
+        let shared_flags = share_flags(config, &flags).await?;
         purge_on_catalog_events(config, &gateway, &bus).await?;
         web.tap_events(&bus)
             .await
@@ -647,6 +686,8 @@ impl App {
             control: Some(gateway.control()),
             watcher: None,
             _shared_config: None,
+            flags,
+            _shared_flags: shared_flags,
         })
     }
 
@@ -695,7 +736,13 @@ impl App {
         if faults.latency_ms > 0 || faults.error_share > 0.0 || faults.abort_share > 0.0 {
             tracing::warn!(faults = ?handle.current(), "This process injects faults.");
         }
-        let router = faults::wrap(service.router(), handle, peers.verifier()?);
+        let flags = flags_of(config)?;
+        let shared_flags = share_flags(config, &flags).await?;
+        let router = faults::wrap(
+            with_flags(service.router(), &flags),
+            handle,
+            peers.verifier()?,
+        );
         Ok(Self {
             listener,
             router,
@@ -709,6 +756,8 @@ impl App {
             control: None,
             watcher: None,
             _shared_config: None,
+            flags,
+            _shared_flags: shared_flags,
         })
     }
 
@@ -775,13 +824,16 @@ impl App {
         let Peers::Remote { verifier, .. } = remote.peers(config).await? else {
             anyhow::bail!("remote peers are remote");
         };
+        let flags = flags_of(config)?;
         let (gateway, web) = gateway_with_web(
             config,
             upstreams,
             verifier,
             Some(remote.balancers.clone()),
             false,
+            &flags,
         )?;
+        let shared_flags = share_flags(config, &flags).await?;
         // The console shows the bus's events when NATS answers; the shop works without it.
         let mut stoppables = Vec::new();
         match nats_bus_of(config).await {
@@ -828,6 +880,8 @@ impl App {
             control: Some(gateway.control()),
             watcher: None,
             _shared_config: shared_config,
+            flags,
+            _shared_flags: shared_flags,
         })
     }
 
@@ -841,14 +895,23 @@ impl App {
         self.services.as_ref()
     }
 
-    /// Applies the gateway section of `file` whenever the file changes, without a restart
-    /// (validated in full first; a bad one is logged with its key and the running one
-    /// stays). Does nothing for a role without a gateway.
+    /// Applies the gateway section and the flags of `file` whenever the file changes,
+    /// without a restart (validated in full first; a bad one is logged with its key and
+    /// the running one stays). Only a role with a gateway follows its file.
     pub fn watch_config(&mut self, file: &std::path::Path) -> anyhow::Result<()> {
         if let Some(control) = &self.control {
-            self.watcher = Some(edge::ConfigWatcher::start(file, control.clone())?);
+            self.watcher = Some(edge::ConfigWatcher::start(
+                file,
+                control.clone(),
+                self.flags.clone(),
+            )?);
         }
         Ok(())
+    }
+
+    /// This process's feature flags.
+    pub fn flags(&self) -> &tideway_flags::Flags {
+        &self.flags
     }
 
     /// Serves until `shutdown` is cancelled, lets in-flight requests finish, stops the

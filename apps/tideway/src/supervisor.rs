@@ -1044,6 +1044,8 @@ pub async fn run(
         ),
         ("TIDEWAY_BUS__KIND".to_owned(), "nats".to_owned()),
         ("TIDEWAY_DISCOVERY__KIND".to_owned(), "nats".to_owned()),
+        // Every process follows the flags changed on any gateway.
+        ("TIDEWAY_SHARE_FLAGS".to_owned(), "true".to_owned()),
         // Baskets live outside the services, so any basket replica serves any user.
         ("TIDEWAY_BASKET__STORE".to_owned(), "redis".to_owned()),
         // A shape `tideway up` starts: its demo accounts belong, as in one process.
