@@ -6,6 +6,7 @@
     reason = "test helpers fail the test loudly on any unexpected error"
 )]
 
+mod audit;
 mod bff;
 mod card_data;
 mod checkout;

@@ -85,6 +85,17 @@ pub struct Config {
     /// theirs. `up --distributed` sets it for every process it starts.
     #[serde(default)]
     pub share_flags: bool,
+    /// The audit trail of admin actions, which the gateway records.
+    pub audit: AuditConfig,
+}
+
+/// `audit`: where the gateway records admin actions.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditConfig {
+    /// `audit.database_url`: SQLite (`{data_dir}/audit.db`) in one process; under
+    /// `up --distributed` the PostgreSQL database `<database_prefix>audit`, shared by
+    /// every gateway replica.
+    pub database_url: DatabaseUrl,
 }
 
 /// What `tideway up --distributed` starts its processes on: PostgreSQL (a database per
@@ -114,6 +125,16 @@ impl DistributedConfig {
 
     /// The URL of `service`'s database: `postgres_url` pointed at [`Self::database_name`].
     pub fn database_url(&self, service: crate::ServiceName) -> Result<DatabaseUrl, ConfigError> {
+        self.named_database_url(&self.database_name(service))
+    }
+
+    /// The audit trail's database: `<database_prefix>audit`.
+    pub fn audit_database_name(&self) -> String {
+        format!("{}audit", self.database_prefix)
+    }
+
+    /// `postgres_url` pointed at the database `name`.
+    pub fn named_database_url(&self, name: &str) -> Result<DatabaseUrl, ConfigError> {
         let url = self.postgres_url.expose();
         let (base, query) = match url.split_once('?') {
             Some((base, query)) => (base, Some(query)),
@@ -124,7 +145,6 @@ impl DistributedConfig {
             Some(slash) => &base[..scheme_end + slash],
             None => base,
         };
-        let name = self.database_name(service);
         let url = match query {
             Some(query) => format!("{base}/{name}?{query}"),
             None => format!("{base}/{name}"),
@@ -491,6 +511,9 @@ impl Default for Config {
             faults: crate::faults::FaultsConfig::default(),
             flags: shop_flags(),
             share_flags: false,
+            audit: AuditConfig {
+                database_url: DatabaseUrl::sqlite("{data_dir}/audit.db"),
+            },
             bus: BusConfig {
                 kind: BusKind::Embedded,
                 nats_url: "nats://127.0.0.1:4222".to_owned(),
@@ -716,6 +739,7 @@ impl Config {
                 &mut self.notification.service.database_url,
             ),
             ("bus.dead_letters_url", &mut self.bus.dead_letters_url),
+            ("audit.database_url", &mut self.audit.database_url),
         ] {
             *url = url
                 .replace("{data_dir}", dir)

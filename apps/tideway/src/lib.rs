@@ -10,6 +10,7 @@
 //! Each is built (connected, migrated, seeded, bound) first and then run until a shutdown
 //! token is cancelled, so tests build on port 0 and stop it at will.
 
+pub mod audit;
 pub mod chaos;
 pub mod config;
 pub mod dlq;
@@ -446,10 +447,13 @@ fn gateway_with_web(
     balancers: Option<Balancers>,
     up: bool,
     flags: &tideway_flags::Flags,
+    audit: &tideway_audit::AuditStore,
 ) -> anyhow::Result<(tideway_gateway::Gateway, tideway_web::Web)> {
     let mut gateway =
         tideway_gateway::Gateway::new(&config.gateway.gateway, upstreams.clone(), verifier.clone())
-            .context("configuring the gateway")?;
+            .context("configuring the gateway")?
+            .with_audit(audit.clone());
+    record_flag_changes(flags, audit);
     if let Some(balancers) = balancers {
         gateway = gateway.with_balancers(balancers);
     }
@@ -488,8 +492,36 @@ fn gateway_with_web(
     });
     // `GET`/`PUT /api/admin/flags` beside the pages: no route claims the path, so it is
     // served under the gateway's observability, body limit and problem handling.
-    let admin_flags = tideway_flags::admin_routes(flags.clone(), verifier);
-    Ok((gateway.with_pages(web.router().merge(admin_flags)), web))
+    let admin_flags = tideway_flags::admin_routes(flags.clone(), Arc::clone(&verifier));
+    let admin_audit = tideway_audit::admin_routes(audit.clone(), verifier);
+    let pages = web.router().merge(admin_flags).merge(admin_audit);
+    Ok((gateway.with_pages(pages), web))
+}
+
+/// Records every flag change made in this process in the audit trail (a change that
+/// came from another process is recorded where it was made).
+fn record_flag_changes(flags: &tideway_flags::Flags, audit: &tideway_audit::AuditStore) {
+    let recorder = tideway_audit::Recorder::start(audit.clone());
+    flags.observe(move |change| {
+        if change.kind != tideway_flags::ChangeKind::Local {
+            return;
+        }
+        recorder.record(tideway_audit::Entry {
+            actor: change.by.clone(),
+            action: "flags.replace".to_owned(),
+            target: tideway_flags::FLAGS_PATH.to_owned(),
+            before: serde_json::to_value(&change.before).ok(),
+            after: serde_json::to_value(&change.after).ok(),
+            trace_id: tideway_audit::current_trace_id(),
+        });
+    });
+}
+
+/// Opens the audit trail at `audit.database_url`.
+async fn audit_of(config: &Config) -> anyhow::Result<tideway_audit::AuditStore> {
+    tideway_audit::AuditStore::open(&config.audit.database_url)
+        .await
+        .context("opening the audit trail (audit.database_url)")
 }
 
 /// A built role, bound to its socket and ready to run.
@@ -655,7 +687,9 @@ impl App {
             .into_iter()
             .map(|name| Ok((name.as_str().to_owned(), peers.transport(config, name)?)))
             .collect::<anyhow::Result<_>>()?;
-        let (gateway, web) = gateway_with_web(config, upstreams, verifier, None, true, &flags)?;
+        let audit = audit_of(config).await?;
+        let (gateway, web) =
+            gateway_with_web(config, upstreams, verifier, None, true, &flags, &audit)?;
         let shared_flags = share_flags(config, &flags).await?;
         purge_on_catalog_events(config, &gateway, &bus).await?;
         web.tap_events(&bus)
@@ -669,6 +703,7 @@ impl App {
         let listener = serve::bind(&config.gateway.listen).await?;
         let mut dbs: Vec<Db> = built.iter().filter_map(Built::db).cloned().collect();
         dbs.extend(bus_dbs);
+        dbs.push(audit.db().clone());
         // Stopped in reverse order of start: ordering first, the bus last.
         let mut stoppables: Vec<Stoppable> =
             built.iter().rev().filter_map(Built::stoppable).collect();
@@ -825,6 +860,7 @@ impl App {
             anyhow::bail!("remote peers are remote");
         };
         let flags = flags_of(config)?;
+        let audit = audit_of(config).await?;
         let (gateway, web) = gateway_with_web(
             config,
             upstreams,
@@ -832,6 +868,7 @@ impl App {
             Some(remote.balancers.clone()),
             false,
             &flags,
+            &audit,
         )?;
         let shared_flags = share_flags(config, &flags).await?;
         // The console shows the bus's events when NATS answers; the shop works without it.
@@ -870,7 +907,7 @@ impl App {
         Ok(Self {
             listener,
             router: gateway.router(),
-            dbs: Vec::new(),
+            dbs: vec![audit.db().clone()],
             stoppables,
             services: None,
             serve_options: config.server.options(serve::DEFAULT_GRACE),

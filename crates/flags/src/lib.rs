@@ -123,7 +123,12 @@ struct Inner {
     /// Held while a change is swapped in, so versions and changes come in one order.
     applying: Mutex<()>,
     changes: tokio::sync::watch::Sender<Option<FlagChange>>,
+    /// Told of every change, in order, while it is made.
+    observers: Mutex<Vec<Observer>>,
 }
+
+/// Told of every change while it is made (under the lock that orders changes).
+type Observer = Arc<dyn Fn(&FlagChange) + Send + Sync>;
 
 /// The running flags of a process: cheap to clone, read without locks.
 #[derive(Clone)]
@@ -273,6 +278,7 @@ impl Flags {
                 }),
                 applying: Mutex::new(()),
                 changes: tokio::sync::watch::Sender::new(None),
+                observers: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -320,14 +326,35 @@ impl Flags {
             set: Arc::clone(&set),
         }));
         tracing::info!(version, by, ?kind, "feature flags applied");
-        self.inner.changes.send_replace(Some(FlagChange {
+        let change = FlagChange {
             version,
             by: by.to_owned(),
             kind,
             before: FlagSet::clone(&before.set),
             after: FlagSet::clone(&set),
-        }));
+        };
+        let observers = self
+            .inner
+            .observers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        for observer in observers {
+            observer(&change);
+        }
+        self.inner.changes.send_replace(Some(change));
         Ok(version)
+    }
+
+    /// Tells `observer` of every change from now on, in order, as it is made (unlike
+    /// [`changes`](Self::changes), which keeps only the latest): what records them. It
+    /// runs under the lock that orders changes, so it must not block.
+    pub fn observe(&self, observer: impl Fn(&FlagChange) + Send + Sync + 'static) {
+        self.inner
+            .observers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Arc::new(observer));
     }
 
     /// Follows the changes (the latest one): what shares them with other processes and
@@ -534,11 +561,20 @@ mod tests {
         assert_eq!(change.kind, ChangeKind::Local);
         assert_eq!(change.before, set(&[("a", Flag::on())]));
         assert_eq!(change.after, next);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let kept = Arc::clone(&seen);
+        flags.observe(move |change| kept.lock().expect("lock").push(change.version));
         flags
             .apply_shared(FlagSet::default(), "ops")
             .expect("valid");
+        flags.replace(FlagSet::default(), "ops").expect("valid");
+        assert_eq!(
+            *seen.lock().expect("lock"),
+            [3, 4],
+            "every change, in order"
+        );
         let change = changes.borrow_and_update().clone().expect("a change");
-        assert_eq!((change.version, change.kind), (3, ChangeKind::Shared));
+        assert_eq!((change.version, change.kind), (4, ChangeKind::Local));
     }
 
     #[test]

@@ -19,6 +19,7 @@
 #![warn(missing_docs)]
 
 pub mod admission;
+mod audit;
 pub mod httpcache;
 mod live;
 mod traffic;
@@ -520,6 +521,16 @@ impl Gateway {
         self
     }
 
+    /// Records every admin action made through the gateway in `store`: each write a route
+    /// admits only for a role (with the resource before — a `GET` of the same path — and
+    /// the answer after), and every configuration change, switch and rollback (with the
+    /// configuration before and after). Call inside a runtime.
+    #[must_use]
+    pub fn with_audit(self, store: tideway_audit::AuditStore) -> Self {
+        self.live.set_audit(store);
+        self
+    }
+
     /// A handle to change the running configuration: what `PUT /api/admin/config` uses,
     /// for a file watcher or a distributed store to apply theirs.
     pub fn control(&self) -> GatewayControl {
@@ -823,6 +834,14 @@ async fn proxy(live: &live::Live, shared: &Shared, mut request: Request) -> Resp
         }
     }
 
+    // An admin action: a write only a role may make, by a signed-in user.
+    let audited = match (live.audit(), &claims) {
+        (Some(audit), Some(claims)) if !safe && matches!(access, Access::Role(_)) => {
+            Some((audit, claims.sub.clone()))
+        }
+        _ => None,
+    };
+
     let mut set_cookie = None;
     let (upstream, version) = match &route.split {
         None => (&route.upstream, None),
@@ -896,6 +915,23 @@ async fn proxy(live: &live::Live, shared: &Shared, mut request: Request) -> Resp
         }
     };
 
+    let audit_line = audited.as_ref().map(|_| {
+        (
+            upstream_request.method().clone(),
+            upstream_request.uri().path().to_owned(),
+        )
+    });
+    let audit_before = match &audit_line {
+        Some((method, _)) => {
+            let (uri, headers) = (
+                upstream_request.uri().clone(),
+                upstream_request.headers().clone(),
+            );
+            Some(audit::before(upstream, method, uri, headers, route.timeout).await)
+        }
+        None => None,
+    };
+
     let started = std::time::Instant::now();
     let outcome = upstream
         .send_with_timeout(upstream_request, route.timeout)
@@ -931,6 +967,20 @@ async fn proxy(live: &live::Live, shared: &Shared, mut request: Request) -> Resp
             }
         }
     };
+    if let (Some((audit, actor)), Some(before), Some((method, path))) =
+        (audited, audit_before, audit_line)
+    {
+        response = audit::after(
+            &audit,
+            actor,
+            upstream.service(),
+            &method,
+            path,
+            before,
+            response,
+        )
+        .await;
+    }
     if let Some((mirror, copy)) = shadow {
         response = live.mirror(route, mirror, copy, response).await;
     }
