@@ -207,6 +207,32 @@ async fn admin_actions_are_recorded_with_before_and_after_and_tampering_is_named
     assert_eq!(refused.status(), 400);
     let problem: Value = refused.json().await.unwrap();
     assert_eq!(problem["invalid-params"][0]["name"], "page_size");
+    // The console's page shows the same records; a customer is refused it.
+    let console = http
+        .get(format!("{base}/ops/audit"))
+        .header(reqwest::header::COOKIE, format!("tw_access={admin}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(console.status(), 200);
+    let console = console.text().await.unwrap();
+    assert!(console.contains("4 records"), "{console}");
+    assert!(console.contains("data-audit=\"4\""), "{console}");
+    assert!(console.contains("catalog.put") && console.contains("flags.replace"));
+    assert!(
+        console.contains(&format!("/ops/traces/{trace}")),
+        "the trace is linked"
+    );
+    let refused = http
+        .get(format!("{base}/ops/audit"))
+        .header(
+            reqwest::header::COOKIE,
+            format!("tw_access={}", shopper.token),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
     server.stop(crate::STOP_DEADLINE).await;
 
     // Intact: exit 0 and the count.

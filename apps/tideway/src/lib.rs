@@ -452,7 +452,14 @@ fn gateway_with_web(
     let mut gateway =
         tideway_gateway::Gateway::new(&config.gateway.gateway, upstreams.clone(), verifier.clone())
             .context("configuring the gateway")?
-            .with_audit(audit.clone());
+            .with_audit(audit.clone())
+            // `GET`/`PUT /api/admin/flags` and `GET /api/admin/audit`, which the console
+            // reads through the gateway like any client.
+            .with_admin(
+                tideway_flags::admin_routes(flags.clone(), Arc::clone(&verifier)).merge(
+                    tideway_audit::admin_routes(audit.clone(), Arc::clone(&verifier)),
+                ),
+            );
     record_flag_changes(flags, audit);
     if let Some(balancers) = balancers {
         gateway = gateway.with_balancers(balancers);
@@ -483,19 +490,14 @@ fn gateway_with_web(
         .collect();
     let web = tideway_web::Web::new(tideway_web::WebOptions {
         api,
-        verifier: Arc::clone(&verifier),
+        verifier,
         ops: tideway_web::OpsSources { services, routes },
         origin: config.web.origin()?,
         demo_logins: config.demo_logins(up),
         streams: config.web.stream_caps(),
         flags: flags.clone(),
     });
-    // `GET`/`PUT /api/admin/flags` beside the pages: no route claims the path, so it is
-    // served under the gateway's observability, body limit and problem handling.
-    let admin_flags = tideway_flags::admin_routes(flags.clone(), Arc::clone(&verifier));
-    let admin_audit = tideway_audit::admin_routes(audit.clone(), verifier);
-    let pages = web.router().merge(admin_flags).merge(admin_audit);
-    Ok((gateway.with_pages(pages), web))
+    Ok((gateway.with_pages(web.router()), web))
 }
 
 /// Records every flag change made in this process in the audit trail (a change that

@@ -470,6 +470,7 @@ pub struct Gateway {
     upstreams: HashMap<String, Transport>,
     options: HttpOptions,
     pages: Option<Router>,
+    admin: Option<Router>,
     balancers: Option<tideway_balance::Balancers>,
 }
 
@@ -491,6 +492,7 @@ impl Gateway {
                 body_limit: config.body_limit_bytes,
             },
             pages: None,
+            admin: None,
             balancers: None,
         })
     }
@@ -518,6 +520,19 @@ impl Gateway {
     #[must_use]
     pub fn with_balancers(mut self, balancers: tideway_balance::Balancers) -> Self {
         self.balancers = Some(balancers);
+        self
+    }
+
+    /// Serves `routes` beside the gateway's own admin endpoints (paths no route claims,
+    /// such as `/api/admin/flags`), under the same observability, body limit and problem
+    /// handling; the calls of a web front made through [`Gateway::front_transport`] reach
+    /// them too (so set them before asking for it). They check their callers themselves.
+    #[must_use]
+    pub fn with_admin(mut self, routes: Router) -> Self {
+        self.admin = Some(match self.admin.take() {
+            Some(admin) => admin.merge(routes),
+            None => routes,
+        });
         self
     }
 
@@ -588,6 +603,9 @@ impl Gateway {
         // keep the route template (`/api/catalog/{*rest}`); routes added later are reached
         // through the catch-all. Either way the current table decides.
         let mut api = live::admin_routes(&self.live);
+        if let Some(admin) = &self.admin {
+            api = api.merge(admin.clone());
+        }
         for route in &self.live.shared().routes {
             api = api
                 .route(&route.prefix, dispatch.clone())
