@@ -1,6 +1,7 @@
 //! Feature flags at run time: the item page's "You may also like" panel follows its flag
 //! the moment an admin changes it, in one process; and a change made on one gateway reaches
-//! another gateway and a service of the distributed shape through NATS KV.
+//! another gateway and a service of the distributed shape through NATS KV, and is
+//! recorded once in the gateways' shared audit trail.
 
 use std::time::{Duration, Instant};
 
@@ -193,7 +194,9 @@ async fn a_flag_changed_on_one_gateway_reaches_the_other_processes_through_nats(
     let dir = tempfile::tempdir().unwrap();
     let options = nats.options();
     let bucket = format!("flags_{}", uuid::Uuid::new_v4().simple());
-    let env: Vec<(String, String)> = [
+    // Both gateways record admin actions in one audit trail, on PostgreSQL when it runs.
+    let audit_db = tideway_testkit::postgres().await;
+    let mut env: Vec<(String, String)> = [
         ("TIDEWAY_DATA_DIR", dir.path().display().to_string()),
         ("TIDEWAY_GATEWAY__LISTEN", "127.0.0.1:0".into()),
         ("TIDEWAY_CATALOG__LISTEN", "127.0.0.1:0".into()),
@@ -211,6 +214,9 @@ async fn a_flag_changed_on_one_gateway_reaches_the_other_processes_through_nats(
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
+    if let Some(db) = &audit_db {
+        env.push(("TIDEWAY_AUDIT__DATABASE_URL".into(), db.url().to_owned()));
+    }
     let mut identity = Proc::start("identity", &["serve", "identity"], &env, dir.path());
     let identity_url = identity.listening(Duration::from_secs(120)).await.unwrap();
     scenario::wait_ready(&identity_url, Duration::from_secs(60)).await;
@@ -283,7 +289,35 @@ async fn a_flag_changed_on_one_gateway_reaches_the_other_processes_through_nats(
             .contains("Applied the flags another process applied.")
     })
     .await;
+    // The change is recorded once, where it was made, and read on either gateway.
+    let trail: Value = eventually_async(Duration::from_secs(10), "the change recorded", || async {
+        let trail: Value = http
+            .get(format!("{b}/api/admin/audit"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (trail["total"] == 1).then_some(trail)
+    })
+    .await;
+    assert_eq!(trail["records"][0]["action"], "flags.replace", "{trail}");
+    assert_eq!(
+        trail["records"][0]["after"]["you-may-also-like"]["roles"],
+        json!(["admin"])
+    );
     drop(gateways);
     drop(catalog);
     drop(identity);
+    let mut verify = std::process::Command::new(env!("CARGO_BIN_EXE_tideway"));
+    verify
+        .args(["audit", "verify"])
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env("TIDEWAY_LOG__FILTER", "error");
+    let output = verify.output().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains("intact: 1 record"), "{text}");
 }
