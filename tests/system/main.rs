@@ -6,6 +6,7 @@
     reason = "test helpers fail the test loudly on any unexpected error"
 )]
 
+mod audit;
 mod bff;
 mod card_data;
 mod checkout;
@@ -13,6 +14,7 @@ mod crash;
 mod dead_letters;
 mod degraded;
 mod deploy;
+mod flags;
 mod flood;
 mod openapi;
 mod processes;

@@ -32,6 +32,10 @@ pub use ops::{OpsSources, RouteInfo};
 pub use security::PublicOrigin;
 pub use streams::StreamCaps;
 
+/// The flag that shows the item page's "You may also like" panel (other items of the
+/// same category, from the catalog's list).
+pub const YOU_MAY_ALSO_LIKE: &str = "you-may-also-like";
+
 /// What the web front needs.
 pub struct WebOptions {
     /// The public API (the gateway's routes), in this process or at a URL.
@@ -50,6 +54,8 @@ pub struct WebOptions {
     /// The API's OpenAPI document (JSON), served at `/api/openapi.json` with its reference
     /// page at `/api/docs`; `None` serves neither.
     pub openapi: Option<bytes::Bytes>,
+    /// The running feature flags, asked about the signed-in user of each page.
+    pub flags: tideway_flags::Flags,
 }
 
 /// A demo account's email and (well-known, public) password.
@@ -79,6 +85,7 @@ pub(crate) struct AppState {
     pub(crate) demo_logins: Arc<Vec<DemoLogin>>,
     pub(crate) streams: Arc<streams::Streams>,
     pub(crate) openapi: Option<bytes::Bytes>,
+    pub(crate) flags: tideway_flags::Flags,
 }
 
 impl Web {
@@ -95,6 +102,7 @@ impl Web {
                 demo_logins: Arc::new(options.demo_logins),
                 streams: Arc::new(streams::Streams::new(options.streams)),
                 openapi: options.openapi,
+                flags: options.flags,
             },
         }
     }

@@ -117,6 +117,16 @@ impl<S: Send + Sync> FromRequestParts<S> for Visitor {
     }
 }
 
+impl Visitor {
+    /// Who the feature flags are asked about: the user's id and roles, or nobody.
+    pub(crate) fn flag_context(&self) -> tideway_flags::FlagContext {
+        match &self.user {
+            Some(user) => tideway_flags::FlagContext::of_claims(&user.claims),
+            None => tideway_flags::FlagContext::anonymous(),
+        }
+    }
+}
+
 /// The cookies that sign a user in with `tokens`.
 pub(crate) fn sign_in(cookies: &Cookies, jar: CookieJar, tokens: &TokenResponse) -> CookieJar {
     jar.add(cookies.build(

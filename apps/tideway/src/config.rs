@@ -75,6 +75,27 @@ pub struct Config {
     /// Faults this process injects into the requests it serves (off by default), for
     /// chaos runs; switchable while serving through `PUT /admin/faults`.
     pub faults: crate::faults::FaultsConfig,
+    /// Feature flags by name (`[flags.you-may-also-like]`, `percent = 20`): what
+    /// `GET /api/admin/flags` starts with, and what an edit of the file applies at run
+    /// time. See docs/edge.md.
+    #[serde(default)]
+    pub flags: tideway_flags::FlagSet,
+    /// `share_flags`: share flag changes with every other process through the NATS KV
+    /// bucket `<discovery.nats.bucket>_flags` (on `discovery.nats.url`), and follow
+    /// theirs. `up --distributed` sets it for every process it starts.
+    #[serde(default)]
+    pub share_flags: bool,
+    /// The audit trail of admin actions, which the gateway records.
+    pub audit: AuditConfig,
+}
+
+/// `audit`: where the gateway records admin actions.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditConfig {
+    /// `audit.database_url`: SQLite (`{data_dir}/audit.db`) in one process; under
+    /// `up --distributed` the PostgreSQL database `<database_prefix>audit`, shared by
+    /// every gateway replica.
+    pub database_url: DatabaseUrl,
 }
 
 /// What `tideway up --distributed` starts its processes on: PostgreSQL (a database per
@@ -104,6 +125,16 @@ impl DistributedConfig {
 
     /// The URL of `service`'s database: `postgres_url` pointed at [`Self::database_name`].
     pub fn database_url(&self, service: crate::ServiceName) -> Result<DatabaseUrl, ConfigError> {
+        self.named_database_url(&self.database_name(service))
+    }
+
+    /// The audit trail's database: `<database_prefix>audit`.
+    pub fn audit_database_name(&self) -> String {
+        format!("{}audit", self.database_prefix)
+    }
+
+    /// `postgres_url` pointed at the database `name`.
+    pub fn named_database_url(&self, name: &str) -> Result<DatabaseUrl, ConfigError> {
         let url = self.postgres_url.expose();
         let (base, query) = match url.split_once('?') {
             Some((base, query)) => (base, Some(query)),
@@ -114,7 +145,6 @@ impl DistributedConfig {
             Some(slash) => &base[..scheme_end + slash],
             None => base,
         };
-        let name = self.database_name(service);
         let url = match query {
             Some(query) => format!("{base}/{name}?{query}"),
             None => format!("{base}/{name}"),
@@ -490,6 +520,11 @@ impl Default for Config {
             discovery: tideway_discovery::DiscoveryConfig::default(),
             balance: tideway_balance::BalanceConfig::default(),
             faults: crate::faults::FaultsConfig::default(),
+            flags: shop_flags(),
+            share_flags: false,
+            audit: AuditConfig {
+                database_url: DatabaseUrl::sqlite("{data_dir}/audit.db"),
+            },
             bus: BusConfig {
                 kind: BusKind::Embedded,
                 nats_url: "nats://127.0.0.1:4222".to_owned(),
@@ -504,6 +539,21 @@ impl Default for Config {
             },
         }
     }
+}
+
+/// The shop's flags, all off until an operator turns them on.
+fn shop_flags() -> tideway_flags::FlagSet {
+    let panel = tideway_flags::Flag {
+        description: "The item page's \"You may also like\" panel: other items of the same \
+                      category from the catalog"
+            .to_owned(),
+        ..tideway_flags::Flag::default()
+    };
+    tideway_flags::FlagSet(
+        [(tideway_web::YOU_MAY_ALSO_LIKE.to_owned(), panel)]
+            .into_iter()
+            .collect(),
+    )
 }
 
 /// The shop's route table: which service answers under each prefix (the longest matching
@@ -702,6 +752,7 @@ impl Config {
                 &mut self.notification.service.database_url,
             ),
             ("bus.dead_letters_url", &mut self.bus.dead_letters_url),
+            ("audit.database_url", &mut self.audit.database_url),
         ] {
             *url = url
                 .replace("{data_dir}", dir)
@@ -870,6 +921,11 @@ fn check_url(key: &str, value: &str) -> Result<(), ConfigError> {
 
 impl Validate for Config {
     fn validate(&self) -> Result<(), ConfigError> {
+        if let Err(tideway_flags::FlagError::Invalid { field, expected }) =
+            self.flags.validate("flags.")
+        {
+            return Err(ConfigError::invalid(field, expected));
+        }
         if let Err(reason) = tideway_runtime::telemetry::check_filter(&self.log.filter) {
             return Err(ConfigError::invalid("log.filter", reason));
         }

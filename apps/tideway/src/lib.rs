@@ -10,6 +10,7 @@
 //! Each is built (connected, migrated, seeded, bound) first and then run until a shutdown
 //! token is cancelled, so tests build on port 0 and stop it at will.
 
+pub mod audit;
 pub mod chaos;
 pub mod config;
 #[cfg(test)]
@@ -450,10 +451,21 @@ fn gateway_with_web(
     verifier: Arc<JwtVerifier>,
     balancers: Option<Balancers>,
     up: bool,
+    flags: &tideway_flags::Flags,
+    audit: &tideway_audit::AuditStore,
 ) -> anyhow::Result<(tideway_gateway::Gateway, tideway_web::Web)> {
     let mut gateway =
         tideway_gateway::Gateway::new(&config.gateway.gateway, upstreams.clone(), verifier.clone())
-            .context("configuring the gateway")?;
+            .context("configuring the gateway")?
+            .with_audit(audit.clone())
+            // `GET`/`PUT /api/admin/flags` and `GET /api/admin/audit`, which the console
+            // reads through the gateway like any client.
+            .with_admin(
+                tideway_flags::admin_routes(flags.clone(), Arc::clone(&verifier)).merge(
+                    tideway_audit::admin_routes(audit.clone(), Arc::clone(&verifier)),
+                ),
+            );
+    record_flag_changes(flags, audit);
     if let Some(balancers) = balancers {
         gateway = gateway.with_balancers(balancers);
     }
@@ -489,8 +501,35 @@ fn gateway_with_web(
         demo_logins: config.demo_logins(up),
         streams: config.web.stream_caps(),
         openapi: Some(openapi::json()),
+        flags: flags.clone(),
     });
     Ok((gateway.with_pages(web.router()), web))
+}
+
+/// Records every flag change made in this process in the audit trail (a change that
+/// came from another process is recorded where it was made).
+fn record_flag_changes(flags: &tideway_flags::Flags, audit: &tideway_audit::AuditStore) {
+    let recorder = tideway_audit::Recorder::start(audit.clone());
+    flags.observe(move |change| {
+        if change.kind != tideway_flags::ChangeKind::Local {
+            return;
+        }
+        recorder.record(tideway_audit::Entry {
+            actor: change.by.clone(),
+            action: "flags.replace".to_owned(),
+            target: tideway_flags::FLAGS_PATH.to_owned(),
+            before: serde_json::to_value(&change.before).ok(),
+            after: serde_json::to_value(&change.after).ok(),
+            trace_id: tideway_audit::current_trace_id(),
+        });
+    });
+}
+
+/// Opens the audit trail at `audit.database_url`.
+async fn audit_of(config: &Config) -> anyhow::Result<tideway_audit::AuditStore> {
+    tideway_audit::AuditStore::open(&config.audit.database_url)
+        .await
+        .context("opening the audit trail (audit.database_url)")
 }
 
 /// A built role, bound to its socket and ready to run.
@@ -514,6 +553,38 @@ pub struct App {
     watcher: Option<edge::ConfigWatcher>,
     /// Shares the gateway's configuration changes with the other gateway replicas.
     _shared_config: Option<edge::SharedConfig>,
+    /// This process's feature flags.
+    flags: tideway_flags::Flags,
+    /// Shares flag changes with every other process.
+    _shared_flags: Option<tideway_flags::SharedFlags>,
+}
+
+/// The running flags of a process, starting with the configuration's.
+fn flags_of(config: &Config) -> anyhow::Result<tideway_flags::Flags> {
+    tideway_flags::Flags::new(config.flags.clone()).context("reading the feature flags")
+}
+
+/// Follows the other processes' flag changes (and shares this one's) when
+/// `share_flags` is set.
+async fn share_flags(
+    config: &Config,
+    flags: &tideway_flags::Flags,
+) -> anyhow::Result<Option<tideway_flags::SharedFlags>> {
+    if !config.share_flags {
+        return Ok(None);
+    }
+    let nats = &config.discovery.nats;
+    let bucket = format!("{}_flags", nats.bucket);
+    let shared = tideway_flags::SharedFlags::start(&nats.url, &bucket, flags.clone())
+        .await
+        .context("sharing the feature flags over NATS")?;
+    Ok(Some(shared))
+}
+
+/// A service's routes with the process's flags, for handlers reading
+/// `tideway_flags::RequestFlags`.
+fn with_flags(router: Router, flags: &tideway_flags::Flags) -> Router {
+    router.layer(axum::Extension(flags.clone()))
 }
 
 /// Purges the gateway's cached catalog answers on every catalog event, on a consumer of
@@ -644,6 +715,7 @@ impl App {
                     (Arc::new(bus.clone()), None, Arc::new(bus))
                 }
             };
+        let flags = flags_of(config)?;
         let mut peers = Peers::InProcess {
             routers: HashMap::new(),
             verifier: None,
@@ -667,7 +739,7 @@ impl App {
                 *verifier = Some(identity.verifier());
             }
             if let Peers::InProcess { routers, .. } = &mut peers {
-                routers.insert(name.as_str(), service.router());
+                routers.insert(name.as_str(), with_flags(service.router(), &flags));
             }
             built.push(service);
         }
@@ -676,7 +748,10 @@ impl App {
             .into_iter()
             .map(|name| Ok((name.as_str().to_owned(), peers.transport(config, name)?)))
             .collect::<anyhow::Result<_>>()?;
-        let (gateway, web) = gateway_with_web(config, upstreams, verifier, None, true)?;
+        let audit = audit_of(config).await?;
+        let (gateway, web) =
+            gateway_with_web(config, upstreams, verifier, None, true, &flags, &audit)?;
+        let shared_flags = share_flags(config, &flags).await?;
         purge_on_catalog_events(config, &gateway, &bus).await?;
         web.tap_events(&bus)
             .await
@@ -692,6 +767,7 @@ impl App {
         let listener = serve::bind(&config.gateway.listen).await?;
         let mut dbs: Vec<Db> = built.iter().filter_map(Built::db).cloned().collect();
         dbs.extend(bus_dbs);
+        dbs.push(audit.db().clone());
         // Stopped in reverse order of start: ordering first, the bus last.
         let mut stoppables: Vec<Stoppable> =
             built.iter().rev().filter_map(Built::stoppable).collect();
@@ -709,6 +785,8 @@ impl App {
             control: Some(gateway.control()),
             watcher: None,
             _shared_config: None,
+            flags,
+            _shared_flags: shared_flags,
         })
     }
 
@@ -758,7 +836,13 @@ impl App {
         if faults.latency_ms > 0 || faults.error_share > 0.0 || faults.abort_share > 0.0 {
             tracing::warn!(faults = ?handle.current(), "This process injects faults.");
         }
-        let router = faults::wrap(service.router(), handle, peers.verifier()?);
+        let flags = flags_of(config)?;
+        let shared_flags = share_flags(config, &flags).await?;
+        let router = faults::wrap(
+            with_flags(service.router(), &flags),
+            handle,
+            peers.verifier()?,
+        );
         Ok(Self {
             listener,
             router,
@@ -772,6 +856,8 @@ impl App {
             control: None,
             watcher: None,
             _shared_config: None,
+            flags,
+            _shared_flags: shared_flags,
         })
     }
 
@@ -838,13 +924,18 @@ impl App {
         let Peers::Remote { verifier, .. } = remote.peers(config).await? else {
             anyhow::bail!("remote peers are remote");
         };
+        let flags = flags_of(config)?;
+        let audit = audit_of(config).await?;
         let (gateway, web) = gateway_with_web(
             config,
             upstreams,
             verifier,
             Some(remote.balancers.clone()),
             false,
+            &flags,
+            &audit,
         )?;
+        let shared_flags = share_flags(config, &flags).await?;
         // The console shows the bus's events when the bus answers; the shop works without it.
         let mut stoppables = Vec::new();
         match remote_bus(config).await {
@@ -880,7 +971,7 @@ impl App {
         Ok(Self {
             listener,
             router: gateway.router(),
-            dbs: Vec::new(),
+            dbs: vec![audit.db().clone()],
             stoppables,
             services: None,
             serve_options: config.server.options(serve::DEFAULT_GRACE),
@@ -890,6 +981,8 @@ impl App {
             control: Some(gateway.control()),
             watcher: None,
             _shared_config: shared_config,
+            flags,
+            _shared_flags: shared_flags,
         })
     }
 
@@ -903,14 +996,23 @@ impl App {
         self.services.as_ref()
     }
 
-    /// Applies the gateway section of `file` whenever the file changes, without a restart
-    /// (validated in full first; a bad one is logged with its key and the running one
-    /// stays). Does nothing for a role without a gateway.
+    /// Applies the gateway section and the flags of `file` whenever the file changes,
+    /// without a restart (validated in full first; a bad one is logged with its key and
+    /// the running one stays). Only a role with a gateway follows its file.
     pub fn watch_config(&mut self, file: &std::path::Path) -> anyhow::Result<()> {
         if let Some(control) = &self.control {
-            self.watcher = Some(edge::ConfigWatcher::start(file, control.clone())?);
+            self.watcher = Some(edge::ConfigWatcher::start(
+                file,
+                control.clone(),
+                self.flags.clone(),
+            )?);
         }
         Ok(())
+    }
+
+    /// This process's feature flags.
+    pub fn flags(&self) -> &tideway_flags::Flags {
+        &self.flags
     }
 
     /// Serves until `shutdown` is cancelled, lets in-flight requests finish, stops the

@@ -69,6 +69,11 @@ enum Command {
         #[command(subcommand)]
         command: tideway::dlq::DlqCommand,
     },
+    /// The audit trail of admin actions: verify that no record was changed or removed.
+    Audit {
+        #[command(subcommand)]
+        command: tideway::audit::AuditCommand,
+    },
     /// A bare hello server for the benchmarks.
     #[command(hide = true)]
     BenchUpstream(tideway::load::upstream::UpstreamArgs),
@@ -172,6 +177,11 @@ async fn run(command: Command, config: Config, supervised: Supervised) -> anyhow
     if let Command::Dlq { command } = command {
         return tideway::dlq::run(&config, command).await;
     }
+    if let Command::Audit { command } = command {
+        let line = tideway::audit::run(&config, command).await?;
+        println!("{line}");
+        return Ok(());
+    }
     if let Command::Up {
         distributed: true, ..
     } = &command
@@ -194,7 +204,11 @@ async fn run(command: Command, config: Config, supervised: Supervised) -> anyhow
             format!("the {} service", service.as_str()),
         ),
         Command::Gateway => (App::gateway(&config).await?, "the gateway".to_owned()),
-        Command::Load(_) | Command::BenchUpstream(_) | Command::Chaos(_) | Command::Dlq { .. } => {
+        Command::Load(_)
+        | Command::BenchUpstream(_)
+        | Command::Chaos(_)
+        | Command::Dlq { .. }
+        | Command::Audit { .. } => {
             anyhow::bail!("handled before")
         }
     };

@@ -597,35 +597,42 @@ async fn ensure_databases(config: &Config) -> anyhow::Result<Vec<(ServiceName, S
     })?;
     let mut urls = Vec::new();
     for service in ServiceName::ALL {
-        let name = distributed.database_name(service);
-        let exists = |admin: &tideway_store::Db, name: String| {
-            let pool = admin.pool().clone();
-            async move {
-                sqlx::query("SELECT 1 FROM pg_database WHERE datname = $1")
-                    .bind(name)
-                    .fetch_optional(&pool)
-                    .await
-                    .map(|row| row.is_some())
-            }
-        };
-        if !exists(&admin, name.clone()).await? {
-            // The name is checked (a-z, 0-9, '_'), so it is safe to splice in.
-            let created = sqlx::query(&format!("CREATE DATABASE {name}"))
-                .execute(admin.pool())
-                .await;
-            // Another supervisor may have created it meanwhile.
-            if let Err(err) = created
-                && !exists(&admin, name.clone()).await?
-            {
-                return Err(err).with_context(|| format!("creating the database {name}"));
-            }
-            tracing::info!(database = name, "created a service's database");
-        }
+        ensure_database(&admin, distributed.database_name(service)).await?;
         let url = distributed.database_url(service)?;
         urls.push((service, url.expose().to_owned()));
     }
+    // The audit trail the gateways record in.
+    ensure_database(&admin, distributed.audit_database_name()).await?;
     admin.close().await;
     Ok(urls)
+}
+
+/// Creates the database `name` unless it exists (another supervisor may create it at the
+/// same moment).
+async fn ensure_database(admin: &tideway_store::Db, name: String) -> anyhow::Result<()> {
+    let exists = |admin: &tideway_store::Db, name: String| {
+        let pool = admin.pool().clone();
+        async move {
+            sqlx::query("SELECT 1 FROM pg_database WHERE datname = $1")
+                .bind(name)
+                .fetch_optional(&pool)
+                .await
+                .map(|row| row.is_some())
+        }
+    };
+    if !exists(admin, name.clone()).await? {
+        // The name is checked (a-z, 0-9, '_'), so it is safe to splice in.
+        let created = sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(admin.pool())
+            .await;
+        if let Err(err) = created
+            && !exists(admin, name.clone()).await?
+        {
+            return Err(err).with_context(|| format!("creating the database {name}"));
+        }
+        tracing::info!(database = name, "created a database");
+    }
+    Ok(())
 }
 
 /// The address a service's replicas bind at first: its configured host, port 0.
@@ -1086,6 +1093,17 @@ pub async fn run(
             if rabbitmq { "rabbitmq" } else { "nats" }.to_owned(),
         ),
         ("TIDEWAY_DISCOVERY__KIND".to_owned(), "nats".to_owned()),
+        // Every process follows the flags changed on any gateway.
+        ("TIDEWAY_SHARE_FLAGS".to_owned(), "true".to_owned()),
+        // Every gateway records admin actions in one audit trail.
+        (
+            "TIDEWAY_AUDIT__DATABASE_URL".to_owned(),
+            config
+                .distributed
+                .named_database_url(&config.distributed.audit_database_name())?
+                .expose()
+                .to_owned(),
+        ),
         // Baskets live outside the services, so any basket replica serves any user.
         ("TIDEWAY_BASKET__STORE".to_owned(), "redis".to_owned()),
         // A shape `tideway up` starts: its demo accounts belong, as in one process.

@@ -19,6 +19,7 @@
 #![warn(missing_docs)]
 
 pub mod admission;
+mod audit;
 pub mod httpcache;
 mod live;
 mod traffic;
@@ -469,6 +470,7 @@ pub struct Gateway {
     upstreams: HashMap<String, Transport>,
     options: HttpOptions,
     pages: Option<Router>,
+    admin: Option<Router>,
     balancers: Option<tideway_balance::Balancers>,
 }
 
@@ -490,6 +492,7 @@ impl Gateway {
                 body_limit: config.body_limit_bytes,
             },
             pages: None,
+            admin: None,
             balancers: None,
         })
     }
@@ -517,6 +520,29 @@ impl Gateway {
     #[must_use]
     pub fn with_balancers(mut self, balancers: tideway_balance::Balancers) -> Self {
         self.balancers = Some(balancers);
+        self
+    }
+
+    /// Serves `routes` beside the gateway's own admin endpoints (paths no route claims,
+    /// such as `/api/admin/flags`), under the same observability, body limit and problem
+    /// handling; the calls of a web front made through [`Gateway::front_transport`] reach
+    /// them too (so set them before asking for it). They check their callers themselves.
+    #[must_use]
+    pub fn with_admin(mut self, routes: Router) -> Self {
+        self.admin = Some(match self.admin.take() {
+            Some(admin) => admin.merge(routes),
+            None => routes,
+        });
+        self
+    }
+
+    /// Records every admin action made through the gateway in `store`: each write a route
+    /// admits only for a role (with the resource before — a `GET` of the same path — and
+    /// the answer after), and every configuration change, switch and rollback (with the
+    /// configuration before and after). Call inside a runtime.
+    #[must_use]
+    pub fn with_audit(self, store: tideway_audit::AuditStore) -> Self {
+        self.live.set_audit(store);
         self
     }
 
@@ -577,6 +603,9 @@ impl Gateway {
         // keep the route template (`/api/catalog/{*rest}`); routes added later are reached
         // through the catch-all. Either way the current table decides.
         let mut api = live::admin_routes(&self.live);
+        if let Some(admin) = &self.admin {
+            api = api.merge(admin.clone());
+        }
         for route in &self.live.shared().routes {
             api = api
                 .route(&route.prefix, dispatch.clone())
@@ -823,6 +852,14 @@ async fn proxy(live: &live::Live, shared: &Shared, mut request: Request) -> Resp
         }
     }
 
+    // An admin action: a write only a role may make, by a signed-in user.
+    let audited = match (live.audit(), &claims) {
+        (Some(audit), Some(claims)) if !safe && matches!(access, Access::Role(_)) => {
+            Some((audit, claims.sub.clone()))
+        }
+        _ => None,
+    };
+
     let mut set_cookie = None;
     let (upstream, version) = match &route.split {
         None => (&route.upstream, None),
@@ -896,6 +933,23 @@ async fn proxy(live: &live::Live, shared: &Shared, mut request: Request) -> Resp
         }
     };
 
+    let audit_line = audited.as_ref().map(|_| {
+        (
+            upstream_request.method().clone(),
+            upstream_request.uri().path().to_owned(),
+        )
+    });
+    let audit_before = match &audit_line {
+        Some((method, _)) => {
+            let (uri, headers) = (
+                upstream_request.uri().clone(),
+                upstream_request.headers().clone(),
+            );
+            Some(audit::before(upstream, method, uri, headers, route.timeout).await)
+        }
+        None => None,
+    };
+
     let started = std::time::Instant::now();
     let outcome = upstream
         .send_with_timeout(upstream_request, route.timeout)
@@ -931,6 +985,20 @@ async fn proxy(live: &live::Live, shared: &Shared, mut request: Request) -> Resp
             }
         }
     };
+    if let (Some((audit, actor)), Some(before), Some((method, path))) =
+        (audited, audit_before, audit_line)
+    {
+        response = audit::after(
+            &audit,
+            actor,
+            upstream.service(),
+            &method,
+            path,
+            before,
+            response,
+        )
+        .await;
+    }
     if let Some((mirror, copy)) = shadow {
         response = live.mirror(route, mirror, copy, response).await;
     }

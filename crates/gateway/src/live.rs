@@ -72,6 +72,8 @@ pub(crate) struct Live {
     shadows: Option<mpsc::Sender<ShadowJob>>,
     /// The latest change, for whoever shares changes with other replicas.
     changes: tokio::sync::watch::Sender<Option<TrafficEvent>>,
+    /// Where admin actions are recorded, once set.
+    audit: std::sync::OnceLock<Arc<crate::audit::Audit>>,
 }
 
 impl Live {
@@ -104,12 +106,29 @@ impl Live {
             ledger,
             shadows,
             changes: tokio::sync::watch::Sender::new(None),
+            audit: std::sync::OnceLock::new(),
         });
         if let (Some(runtime), Some(jobs)) = (runtime, jobs) {
             runtime.spawn(run_shadows(Arc::downgrade(&live), jobs));
             runtime.spawn(check_canaries(Arc::downgrade(&live)));
         }
         Ok(live)
+    }
+
+    /// Records admin actions in `store` from now on (inside a runtime).
+    pub(crate) fn set_audit(&self, store: tideway_audit::AuditStore) {
+        let recorder = tideway_audit::Recorder::start(store.clone());
+        if self
+            .audit
+            .set(Arc::new(crate::audit::Audit { store, recorder }))
+            .is_err()
+        {
+            tracing::warn!("the gateway's audit trail was set already");
+        }
+    }
+
+    pub(crate) fn audit(&self) -> Option<Arc<crate::audit::Audit>> {
+        self.audit.get().cloned()
     }
 
     pub(crate) fn shared(&self) -> Arc<Shared> {
@@ -166,7 +185,8 @@ impl Live {
         detail: &str,
     ) -> Result<u64, GatewayError> {
         let shared = Shared::build(config, &self.upstreams, &self.verifier, &self.ledger)?;
-        let version = self.version() + 1;
+        let previous = self.current.load_full();
+        let version = previous.version + 1;
         self.current.store(Arc::new(Current {
             shared: Arc::new(shared),
             config: config.clone(),
@@ -189,6 +209,19 @@ impl Live {
             version,
         };
         self.ledger.audit(event.clone());
+        // A change another replica made is recorded where it was made.
+        if let Some(audit) = self.audit.get()
+            && kind != "shared"
+        {
+            audit.recorder.record(tideway_audit::Entry {
+                actor: by.to_owned(),
+                action: format!("gateway.{kind}"),
+                target: route.unwrap_or(CONFIG_PATH).to_owned(),
+                before: serde_json::to_value(&previous.config).ok(),
+                after: serde_json::to_value(config).ok(),
+                trace_id: tideway_audit::current_trace_id(),
+            });
+        }
         self.changes.send_replace(Some(event));
         Ok(version)
     }

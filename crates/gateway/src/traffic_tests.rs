@@ -67,6 +67,15 @@ fn catalog_route() -> RouteConfig {
 /// A gateway over `catalog@v1`, `catalog@v2` (and `catalog` = v1) with `route`; `v2`
 /// replaces v2's router when given.
 fn shop_with(route: RouteConfig, v2: Option<Router>) -> Shop {
+    shop_audited(route, v2, None)
+}
+
+/// [`shop_with`], recording admin actions in `audit` when given.
+fn shop_audited(
+    route: RouteConfig,
+    v2: Option<Router>,
+    audit: Option<tideway_audit::AuditStore>,
+) -> Shop {
     let signer = TokenSigner::generate().unwrap();
     let verifier = Arc::new(JwtVerifier::from_keys(signer.jwks(), "tideway", "tideway"));
     let seen: HashMap<&'static str, Arc<AtomicUsize>> = ["v1", "v2"]
@@ -94,7 +103,10 @@ fn shop_with(route: RouteConfig, v2: Option<Router>) -> Shop {
         routes: vec![route],
         ..GatewayConfig::default()
     };
-    let gateway = Gateway::new(&config, upstreams, verifier).unwrap();
+    let mut gateway = Gateway::new(&config, upstreams, verifier).unwrap();
+    if let Some(audit) = audit {
+        gateway = gateway.with_audit(audit);
+    }
     Shop {
         router: gateway.router(),
         control: gateway.control(),
@@ -778,4 +790,141 @@ async fn rate_limits_change_without_a_restart() {
         .send(Request::get("/api/catalog/x").body(Body::empty()).unwrap())
         .await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn switches_rollbacks_and_admin_writes_are_recorded_in_the_audit_trail() {
+    let db = tideway_testkit::sqlite().await;
+    let audit = tideway_audit::AuditStore::in_db(tideway_store_db(&db))
+        .await
+        .unwrap();
+    let faults = FaultHandle::new();
+    let v2 = tower::Layer::layer(
+        &(
+            HandleErrorLayer::new(|err: BoxError| async move {
+                (StatusCode::BAD_GATEWAY, err.to_string()).into_response()
+            }),
+            FaultInjectionLayer::new(faults.clone()),
+        ),
+        version("v2", Arc::new(AtomicUsize::new(0))),
+    );
+    let shop = shop_audited(
+        RouteConfig {
+            rollback: Some(RollbackConfig {
+                error_margin_percent: 10,
+                p99_margin_ms: 60_000,
+                window_secs: 600,
+                min_requests: 20,
+            }),
+            ..split(50, 50)
+        },
+        Some(Router::new().fallback_service(v2)),
+        Some(audit.clone()),
+    );
+    // An admin's write through a role-only route: recorded before the answer leaves.
+    let (status, _) = shop
+        .admin_send(
+            "PUT",
+            "/api/catalog/items/1",
+            &serde_json::json!({"price": 5}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, records) = audit.page(1, 10).await.unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].action, "catalog.put");
+    assert_eq!(records[0].actor, "ops");
+    assert_eq!(records[0].target, "/api/catalog/items/1");
+    assert!(records[0].before.is_some() && records[0].after.is_some());
+    // A refused write changed nothing and is not recorded; nor is a read.
+    let (status, _, _) = shop
+        .send(
+            Request::put("/api/catalog/items/1")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    shop.version_for(&[]).await;
+    assert_eq!(audit.page(1, 10).await.unwrap().0, 1);
+
+    // A switch back and forth, then a rollback of the failing canary.
+    for to in ["catalog@v2", "catalog@v1"] {
+        let (status, body) = shop
+            .admin_send(
+                "POST",
+                SWITCH_PATH,
+                &serde_json::json!({"route": "/api/catalog", "to": to}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let (status, _) = shop
+        .admin_send(
+            "POST",
+            SWITCH_PATH,
+            &serde_json::json!({"route": "/api/catalog", "to": "catalog@v1"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let mut config = shop.control.current().1;
+    config.routes[0].versions =
+        [("catalog@v1".to_owned(), 50), ("catalog@v2".to_owned(), 50)].into();
+    shop.control.apply(&config, "ops").unwrap();
+    faults
+        .set(Faults {
+            error_share: 1.0,
+            error_status: StatusCode::SERVICE_UNAVAILABLE,
+            ..Faults::default()
+        })
+        .unwrap();
+    let mut errors = 0;
+    while errors < 40 {
+        let (status, _, _) = shop
+            .send(Request::get("/api/catalog/x").body(Body::empty()).unwrap())
+            .await;
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            errors += 1;
+        }
+    }
+    eventually("the rollback to be recorded", async || {
+        let (_, records) = audit.page(1, 10).await.unwrap();
+        records
+            .first()
+            .is_some_and(|r| r.action == "gateway.rollback")
+    })
+    .await;
+    let (total, records) = audit.page(1, 10).await.unwrap();
+    let actions: Vec<&str> = records.iter().map(|r| r.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "gateway.rollback",
+            "gateway.config",
+            "gateway.switch",
+            "gateway.switch",
+            "gateway.switch",
+            "catalog.put"
+        ]
+    );
+    assert_eq!(total, 6);
+    let rollback = &records[0];
+    assert_eq!(rollback.actor, "gateway");
+    assert_eq!(rollback.target, "/api/catalog");
+    assert_eq!(
+        rollback.before.as_ref().unwrap()["routes"][0]["versions"]["catalog@v2"],
+        50
+    );
+    assert_eq!(
+        rollback.after.as_ref().unwrap()["routes"][0]["versions"]["catalog@v2"],
+        0
+    );
+    assert_eq!(
+        audit.verify().await.unwrap(),
+        tideway_audit::Verdict::Intact { count: 6 }
+    );
+}
+
+fn tideway_store_db(db: &tideway_testkit::TestDb) -> tideway_store::Db {
+    std::ops::Deref::deref(db).clone()
 }

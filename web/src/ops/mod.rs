@@ -4,6 +4,7 @@
 //! checkout sagas with their steps, and from an order to its trace. The panels refresh
 //! themselves with htmx.
 
+mod audit;
 mod charts;
 mod dead_letters;
 pub mod events;
@@ -95,6 +96,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/ops/sagas", get(sagas_panel))
         .route("/ops/notifications", get(notifications_panel))
         .route("/ops/dead-letters", get(dead_letters::list))
+        .route("/ops/audit", get(audit::list))
         .route(
             "/ops/dead-letters/redrive",
             axum::routing::post(dead_letters::redrive),
@@ -134,6 +136,7 @@ async fn console(State(state): State<AppState>, visitor: Visitor) -> Result<Mark
                 button type="submit" { "Show" }
             }
             a href="/ops/dead-letters" { "Dead letters" }
+            a href="/ops/audit" { "Audit trail" }
         }
         div.ops-grid {
             (services)

@@ -200,7 +200,7 @@ pub(crate) async fn add(
     let item = load_item(&state, &form.item_id).await?;
     Ok((
         StatusCode::UNPROCESSABLE_ENTITY,
-        item_page(&visitor, &item, &refused, &form.quantity),
+        item_page(&visitor, &item, &refused, &form.quantity, &[]),
     )
         .into_response())
 }

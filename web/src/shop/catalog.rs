@@ -261,7 +261,48 @@ pub(crate) async fn item(
     Path(id): Path<String>,
 ) -> Result<Markup, PageError> {
     let item = load_item(&state, &id).await?;
-    Ok(item_page(&visitor, &item, &FormErrors::default(), "1"))
+    let also = if state
+        .flags
+        .enabled(crate::YOU_MAY_ALSO_LIKE, &visitor.flag_context())
+    {
+        also_like(&state, &item).await
+    } else {
+        Vec::new()
+    };
+    Ok(item_page(
+        &visitor,
+        &item,
+        &FormErrors::default(),
+        "1",
+        &also,
+    ))
+}
+
+/// How many items the "You may also like" panel shows.
+const ALSO_LIKE: usize = 4;
+
+/// Other items of `item`'s category, for the "You may also like" panel: the catalog's
+/// list, newest first, without `item`. A failed call shows no panel rather than no page.
+async fn also_like(state: &AppState, item: &Item) -> Vec<Item> {
+    let query = serde_urlencoded::to_string([
+        ("category", item.category.as_str()),
+        ("page", "1"),
+        ("page_size", "5"),
+        ("sort", "newest"),
+    ])
+    .unwrap_or_default();
+    match state.api.catalog.items(&query).await {
+        Ok(page) => page
+            .items
+            .into_iter()
+            .filter(|other| other.id != item.id)
+            .take(ALSO_LIKE)
+            .collect(),
+        Err(err) => {
+            tracing::warn!(error = %err, item = %item.id, "no \"you may also like\" panel: the catalog's list failed");
+            Vec::new()
+        }
+    }
 }
 
 /// The item `id`, or the page's error.
@@ -276,12 +317,14 @@ pub(crate) async fn load_item(state: &AppState, id: &str) -> Result<Item, PageEr
         .ok_or_else(|| PageError::NotFound("this item".to_owned()))
 }
 
-/// An item's page; `errors` are the basket's answer to an add that was refused.
+/// An item's page; `errors` are the basket's answer to an add that was refused; `also`
+/// fills the "You may also like" panel (none when empty).
 pub(crate) fn item_page(
     visitor: &Visitor,
     item: &Item,
     errors: &FormErrors,
     quantity: &str,
+    also: &[Item],
 ) -> Markup {
     let error = errors.field("quantity");
     let body = html! {
@@ -322,6 +365,12 @@ pub(crate) fn item_page(
                 @if visitor.user.is_none() {
                     p.hint { "You will be asked to sign in first." }
                 }
+            }
+        }
+        @if !also.is_empty() {
+            section.also-like #also-like aria-labelledby="also-like-heading" {
+                h2 #also-like-heading { "You may also like" }
+                (grid(also))
             }
         }
     };

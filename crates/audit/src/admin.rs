@@ -1,0 +1,94 @@
+//! `GET /api/admin/audit` (role admin): the records, newest first, a page at a time.
+
+use axum::{
+    Extension, Json, Router,
+    extract::Query,
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use tideway_runtime::{
+    Problem,
+    auth::{AdminUser, JwtVerifier},
+};
+
+use crate::{AuditStore, Record};
+
+/// The path of the audit trail (`GET ?page=&page_size=`; role admin).
+pub const AUDIT_PATH: &str = "/api/admin/audit";
+
+/// The most records a page holds.
+const MAX_PAGE_SIZE: u32 = 200;
+
+/// The answer of `GET /api/admin/audit`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditPage {
+    /// The page (from 1).
+    pub page: u32,
+    /// Records per page.
+    pub page_size: u32,
+    /// How many records there are.
+    pub total: u64,
+    /// This page's records, newest first.
+    pub records: Vec<Record>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PageQuery {
+    page: Option<String>,
+    page_size: Option<String>,
+}
+
+fn number(value: Option<&str>, name: &str, default: u32, max: u32) -> Result<u32, Problem> {
+    match value {
+        None => Ok(default),
+        Some(text) => match text.parse::<u32>() {
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
+            _ => Err(Problem::invalid_query(
+                name,
+                format!("a whole number from 1 to {max}"),
+            )),
+        },
+    }
+}
+
+/// `GET /api/admin/audit` over `store`, verifying tokens with `verifier`.
+pub fn admin_routes(store: AuditStore, verifier: Arc<JwtVerifier>) -> Router {
+    let list = move |_admin: AdminUser, Query(query): Query<PageQuery>| {
+        let store = store.clone();
+        async move {
+            let page = match number(query.page.as_deref(), "page", 1, 1_000_000) {
+                Ok(page) => page,
+                Err(problem) => return problem.into_response(),
+            };
+            let page_size = match number(query.page_size.as_deref(), "page_size", 50, MAX_PAGE_SIZE)
+            {
+                Ok(size) => size,
+                Err(problem) => return problem.into_response(),
+            };
+            match store.page(page, page_size).await {
+                Ok((total, records)) => Json(AuditPage {
+                    page,
+                    page_size,
+                    total,
+                    records,
+                })
+                .into_response(),
+                Err(err) => {
+                    tracing::error!(error = %err, "cannot read the audit trail");
+                    unavailable()
+                }
+            }
+        }
+    };
+    Router::new()
+        .route(AUDIT_PATH, get(list))
+        .layer(Extension(verifier))
+}
+
+fn unavailable() -> Response {
+    Problem::new(axum::http::StatusCode::SERVICE_UNAVAILABLE)
+        .with_detail("the audit trail cannot be read now; try again shortly")
+        .into_response()
+}
