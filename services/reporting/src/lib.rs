@@ -215,16 +215,55 @@ impl Reporting {
 
 /// Sets the lag gauge: now minus `last_event_ms` (nothing before the first event).
 pub(crate) fn record_lag(last_event_ms: i64) {
-    if last_event_ms <= 0 {
-        return;
-    }
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    if let Some(lag) = lag_seconds(last_event_ms, now_ms) {
+        metrics::gauge!(LAG_METRIC).set(lag);
+    }
+}
+
+/// The lag in seconds at `now_ms` after the latest event at `last_event_ms` (0 for an
+/// event from the future); none before the first event.
+fn lag_seconds(last_event_ms: i64, now_ms: i64) -> Option<f64> {
+    if last_event_ms <= 0 {
+        return None;
+    }
     #[expect(
         clippy::cast_precision_loss,
         reason = "a lag in seconds needs no 53 bits"
     )]
-    let lag = (now_ms.saturating_sub(last_event_ms)).max(0) as f64 / 1000.0;
-    metrics::gauge!(LAG_METRIC).set(lag);
+    let lag = now_ms.saturating_sub(last_event_ms).max(0) as f64 / 1000.0;
+    Some(lag)
+}
+
+#[cfg(test)]
+mod tests {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    use super::*;
+
+    #[test]
+    fn the_lag_is_now_minus_the_latest_event() {
+        assert_eq!(lag_seconds(0, 5_000), None);
+        assert_eq!(lag_seconds(1_000, 3_500), Some(2.5));
+        assert_eq!(lag_seconds(9_000, 3_500), Some(0.0));
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let an_hour_ago = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(0))
+            - 3_600_000;
+        metrics::with_local_recorder(&recorder, || record_lag(an_hour_ago));
+        let gauge = snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .find(|(key, ..)| key.key().name() == LAG_METRIC)
+            .map(|(.., value)| value);
+        let Some(DebugValue::Gauge(lag)) = gauge else {
+            panic!("no {LAG_METRIC} gauge: {gauge:?}");
+        };
+        assert!((3600.0..3700.0).contains(&lag.into_inner()), "{lag:?}");
+    }
 }
