@@ -111,7 +111,7 @@ impl Drop for Proc {
 }
 
 /// Every service, in start order.
-const SERVICES: [&str; 7] = tideway::ServiceName::NAMES;
+const SERVICES: [&str; 8] = tideway::ServiceName::NAMES;
 
 /// The eight processes of the distributed shape on PostgreSQL (when reachable) and NATS;
 /// their logs are printed when the test fails.

@@ -69,6 +69,12 @@ enum Command {
         #[command(subcommand)]
         command: tideway::dlq::DlqCommand,
     },
+    /// Rebuild read models from the start of the event stream into empty tables.
+    Replay {
+        /// Whose models.
+        #[arg(value_enum)]
+        target: tideway::replay::ReplayTarget,
+    },
     /// A bare hello server for the benchmarks.
     #[command(hide = true)]
     BenchUpstream(tideway::load::upstream::UpstreamArgs),
@@ -172,6 +178,9 @@ async fn run(command: Command, config: Config, supervised: Supervised) -> anyhow
     if let Command::Dlq { command } = command {
         return tideway::dlq::run(&config, command).await;
     }
+    if let Command::Replay { target } = command {
+        return tideway::replay::run(&config, target).await;
+    }
     if let Command::Up {
         distributed: true, ..
     } = &command
@@ -194,7 +203,11 @@ async fn run(command: Command, config: Config, supervised: Supervised) -> anyhow
             format!("the {} service", service.as_str()),
         ),
         Command::Gateway => (App::gateway(&config).await?, "the gateway".to_owned()),
-        Command::Load(_) | Command::BenchUpstream(_) | Command::Chaos(_) | Command::Dlq { .. } => {
+        Command::Load(_)
+        | Command::BenchUpstream(_)
+        | Command::Chaos(_)
+        | Command::Dlq { .. }
+        | Command::Replay { .. } => {
             anyhow::bail!("handled before")
         }
     };

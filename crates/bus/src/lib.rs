@@ -69,7 +69,7 @@ use tracing::Instrument;
 pub use dead_letters::{DeadLetters, StoredLetter};
 pub use embedded::{EmbeddedBus, EmbeddedOptions};
 pub use event::{DeadLetter, Event, EventType};
-pub use nats::{NatsBus, NatsOptions};
+pub use nats::{NatsBus, NatsOptions, StreamReader};
 pub use rabbitmq::{RabbitBus, RabbitOptions};
 
 /// A boxed, sendable future: what the bus traits return, so `dyn Bus` works.

@@ -9,8 +9,9 @@
 //! it on top. Either way each event counts once.
 //!
 //! Sources: the embedded bus's event log ([`from_event_log`]), which keeps
-//! `bus.event_log_days`; NATS JetStream from its first sequence ([`from_batches`] over
-//! [`tideway_bus::NatsBus::replay`]).
+//! `bus.event_log_days`; NATS JetStream from its first sequence ([`from_stream`], an
+//! ephemeral consumer with `DeliverPolicy::All` over `tideway.ordering.>`), which keeps
+//! what the stream's `max_age` keeps.
 
 use std::{
     future::Future,
@@ -99,6 +100,21 @@ pub async fn from_event_log(db: &Db, log: &Db) -> anyhow::Result<Replayed> {
             }
             Ok(page.into_iter().map(|(_, event)| event).collect())
         }
+    })
+    .await
+}
+
+/// The subjects a replay from a stream reads (every event the models use is ordering's).
+pub const STREAM_FILTER: &str = "tideway.ordering.>";
+
+/// Rebuilds the models in `db` from NATS JetStream, from the stream's first sequence.
+pub async fn from_stream(db: &Db, bus: &tideway_bus::NatsBus) -> anyhow::Result<Replayed> {
+    let reader = Arc::new(tokio::sync::Mutex::new(
+        bus.read_from_start(STREAM_FILTER).await?,
+    ));
+    from_batches(db, || {
+        let reader = reader.clone();
+        async move { reader.lock().await.next_batch(BATCH as usize).await }
     })
     .await
 }
