@@ -8,6 +8,7 @@ mod charts;
 mod dead_letters;
 pub mod events;
 pub mod metrics;
+mod reporting;
 mod traces;
 
 use std::{sync::Mutex, time::Instant};
@@ -99,6 +100,7 @@ pub(crate) fn routes() -> Router<AppState> {
             "/ops/dead-letters/redrive",
             axum::routing::post(dead_letters::redrive),
         )
+        .route("/ops/reporting", get(reporting::page_of_reports))
         .route("/ops/edge", get(edge_panel))
         .route("/ops/order", get(find_order))
         .route("/ops/orders/{id}", get(order))
@@ -134,6 +136,7 @@ async fn console(State(state): State<AppState>, visitor: Visitor) -> Result<Mark
                 button type="submit" { "Show" }
             }
             a href="/ops/dead-letters" { "Dead letters" }
+            a href="/ops/reporting" { "Reports" }
         }
         div.ops-grid {
             (services)
