@@ -277,7 +277,7 @@ async fn distributed_shop_serves_restarts_a_killed_process_and_stops_cleanly() {
         .collect();
     services.sort();
     services.dedup();
-    assert_eq!(services.len(), 14, "each service replica has its own port");
+    assert_eq!(services.len(), 16, "each service replica has its own port");
     for row in &table {
         let log = shop
             .dir
