@@ -81,6 +81,19 @@ async fn confirmed_and_cancelled_then_replayed(config: Config) {
     assert!(reasons.contains("declined"), "{reasons}");
     assert_eq!(live[3]["items"][0]["item_id"], item.as_str());
 
+    // The console draws the funnel and revenue per day.
+    let console = http
+        .get(format!("{base}/ops/reporting"))
+        .header(reqwest::header::COOKIE, format!("tw_access={admin}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(console.status(), 200);
+    let page = console.text().await.unwrap();
+    assert!(page.contains("id=\"chart-funnel\""), "{page}");
+    assert!(page.contains("id=\"chart-revenue\""), "{page}");
+    assert!(page.contains("declined"), "{page}");
+
     // Replay beside the running shop: the same models.
     tideway::replay::run(&config, ReplayTarget::Reporting)
         .await
