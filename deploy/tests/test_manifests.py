@@ -27,7 +27,7 @@ NAMESPACE = "tideway"
 HTTP = 8080
 DRAIN_SECONDS = 10  # tideway_runtime::serve::DEFAULT_GRACE
 
-SERVICES = ["identity", "catalog", "basket", "inventory", "payment", "ordering", "notification"]
+SERVICES = ["identity", "catalog", "basket", "inventory", "payment", "ordering", "notification", "reporting"]
 
 
 def load(overlay: str) -> list[dict]:
@@ -250,7 +250,7 @@ def test_architecture_calls_are_the_known_ones():
     assert architecture_calls() == {
         "identity": set(), "catalog": set(), "basket": {"catalog"},
         "inventory": {"catalog"}, "payment": set(), "ordering": {"basket"},
-        "notification": set(),
+        "notification": set(), "reporting": set(),
     }
 
 

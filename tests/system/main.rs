@@ -21,6 +21,7 @@ mod processes;
 mod prometheus;
 mod rabbitmq;
 mod replicas;
+mod reporting;
 mod scenario;
 mod supervisor;
 mod tls;

@@ -111,9 +111,9 @@ impl Drop for Proc {
 }
 
 /// Every service, in start order.
-const SERVICES: [&str; 7] = tideway::ServiceName::NAMES;
+const SERVICES: [&str; 8] = tideway::ServiceName::NAMES;
 
-/// The eight processes of the distributed shape on PostgreSQL (when reachable) and NATS;
+/// The nine processes of the distributed shape on PostgreSQL (when reachable) and NATS;
 /// their logs are printed when the test fails.
 pub struct Distributed {
     pub gateway: String,
@@ -546,7 +546,7 @@ async fn documents_of_separate_processes(system: &Distributed) {
             }
         }
     }
-    assert_eq!(seen, 33, "the services' operations, each once");
+    assert_eq!(seen, 37, "the services' operations, each once");
 }
 
 async fn console_sees_every_process(gateway: &str) {
@@ -571,14 +571,14 @@ async fn console_sees_every_process(gateway: &str) {
     }
     assert_eq!(
         page.matches(r#"data-status="ready""#).count(),
-        8,
-        "the gateway and seven services are ready: {page}"
+        9,
+        "the gateway and eight services are ready: {page}"
     );
     assert!(page.contains("http://127.0.0.1:"), "addresses are shown");
     // Every replica the gateway balances over, one row each, with its address.
     assert_eq!(
         page.matches("<tr data-replica=").count(),
-        7,
+        8,
         "one replica of each service: {page}"
     );
     assert!(

@@ -243,8 +243,8 @@ async fn distributed_shop_serves_restarts_a_killed_process_and_stops_cleanly() {
     let table = shop.table();
     assert_eq!(
         table.len(),
-        16,
-        "two processes of each of eight roles: {table:?}"
+        18,
+        "two processes of each of nine roles: {table:?}"
     );
     assert!(
         table.iter().all(|row| row.ready && row.pid.is_some()),
@@ -256,8 +256,8 @@ async fn distributed_shop_serves_restarts_a_killed_process_and_stops_cleanly() {
     )
     .unwrap();
     let targets = targets.as_array().unwrap();
-    // Two of each of seven services, and the gateways' one shared address.
-    assert_eq!(targets.len(), 15, "{targets:?}");
+    // Two of each of eight services, and the gateways' one shared address.
+    assert_eq!(targets.len(), 17, "{targets:?}");
     assert!(
         targets
             .iter()
@@ -277,7 +277,7 @@ async fn distributed_shop_serves_restarts_a_killed_process_and_stops_cleanly() {
         .collect();
     services.sort();
     services.dedup();
-    assert_eq!(services.len(), 14, "each service replica has its own port");
+    assert_eq!(services.len(), 16, "each service replica has its own port");
     for row in &table {
         let log = shop
             .dir
@@ -337,7 +337,7 @@ async fn distributed_shop_serves_restarts_a_killed_process_and_stops_cleanly() {
 
     // SIGTERM: every process stops gracefully, the supervisor exits 0, nothing is left.
     let pids: Vec<u32> = shop.table().iter().filter_map(|row| row.pid).collect();
-    assert_eq!(pids.len(), 16);
+    assert_eq!(pids.len(), 18);
     let mut shop = shop;
     let supervisor = shop.supervisor.take().unwrap();
     let log_file = shop.dir.path().join("supervisor.log");
@@ -384,7 +384,7 @@ async fn sigkill_of_a_replica_of_every_role_during_checkouts_loses_no_order() {
         // The first replica of each service (the one the others call) and one gateway.
         .filter(|row| row.name.ends_with("-1") && row.role != "gateway" || row.name == "gateway-2")
         .collect();
-    assert_eq!(victims.len(), 8);
+    assert_eq!(victims.len(), 9);
 
     let accepted = AtomicUsize::new(0);
     // Eight at a time, kept in the shoppers' order.
@@ -444,7 +444,7 @@ async fn sigkill_of_a_replica_of_every_role_during_checkouts_loses_no_order() {
     // Even a supervisor killed with SIGKILL leaves no process behind: each child sees its
     // parent gone and stops by itself.
     let pids: Vec<u32> = shop.table().iter().filter_map(|row| row.pid).collect();
-    assert_eq!(pids.len(), 16);
+    assert_eq!(pids.len(), 18);
     sigkill(shop.supervisor().pid());
     eventually(
         Duration::from_secs(30),

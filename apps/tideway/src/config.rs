@@ -60,6 +60,8 @@ pub struct Config {
     pub ordering: Section<tideway_ordering::Config>,
     /// The notification service.
     pub notification: Section<tideway_notification::Config>,
+    /// The reporting service.
+    pub reporting: Section<tideway_reporting::Config>,
     /// The event bus.
     pub bus: BusConfig,
     /// The limits of every server this process runs.
@@ -249,6 +251,10 @@ pub struct BusConfig {
     /// Where the embedded bus keeps its dead letters (`bus_dead_letters`) until they are
     /// redriven, and where `tideway dlq` reads them. NATS keeps them in the stream.
     pub dead_letters_url: DatabaseUrl,
+    /// How many days the embedded bus keeps every published event in its event log
+    /// (`bus_event_log`, beside the dead letters), which `tideway replay` rebuilds read
+    /// models from; 0 keeps no log. NATS keeps events in the stream.
+    pub event_log_days: u32,
 }
 
 /// Logging.
@@ -277,6 +283,8 @@ pub struct Urls {
     pub ordering: String,
     /// The notification service.
     pub notification: String,
+    /// The reporting service.
+    pub reporting: String,
 }
 
 impl Urls {
@@ -291,6 +299,7 @@ impl Urls {
             S::Payment => &self.payment,
             S::Ordering => &self.ordering,
             S::Notification => &self.notification,
+            S::Reporting => &self.reporting,
         }
     }
 }
@@ -444,6 +453,9 @@ impl Default for Config {
             mailbox_dir: PathBuf::from("{data_dir}/mailbox"),
             ..tideway_notification::Config::default()
         };
+        let reporting = tideway_reporting::Config {
+            database_url: DatabaseUrl::sqlite("{data_dir}/reporting.db"),
+        };
         let timings = tideway_bus::Timings::default();
         Self {
             data_dir: PathBuf::from("./data"),
@@ -461,6 +473,7 @@ impl Default for Config {
                 payment: "http://127.0.0.1:8085".to_owned(),
                 ordering: "http://127.0.0.1:8086".to_owned(),
                 notification: "http://127.0.0.1:8087".to_owned(),
+                reporting: "http://127.0.0.1:8088".to_owned(),
             },
             client_timeout_ms: 3_000,
             demo_users: None,
@@ -508,6 +521,10 @@ impl Default for Config {
                 listen: "127.0.0.1:8087".to_owned(),
                 service: notification,
             },
+            reporting: Section {
+                listen: "127.0.0.1:8088".to_owned(),
+                service: reporting,
+            },
             server: ServerConfig::default(),
             telemetry: TelemetryConfig::default(),
             distributed: DistributedConfig {
@@ -536,6 +553,7 @@ impl Default for Config {
                 relay_lease_ttl_ms: millis(timings.relay_lease_ttl),
                 relay_poll_ms: millis(timings.relay_poll),
                 dead_letters_url: DatabaseUrl::sqlite("{data_dir}/bus.db"),
+                event_log_days: 7,
             },
         }
     }
@@ -589,6 +607,7 @@ pub fn shop_routes() -> Vec<RouteConfig> {
             Access::User,
         ),
         RouteConfig::new("/api/notification/recent", "notification", admin(), admin()),
+        RouteConfig::new("/api/reporting", "reporting", admin(), admin()),
     ]
 }
 
@@ -751,6 +770,10 @@ impl Config {
                 "notification.database_url",
                 &mut self.notification.service.database_url,
             ),
+            (
+                "reporting.database_url",
+                &mut self.reporting.service.database_url,
+            ),
             ("bus.dead_letters_url", &mut self.bus.dead_letters_url),
             ("audit.database_url", &mut self.audit.database_url),
         ] {
@@ -790,7 +813,15 @@ impl Config {
             S::Payment => &self.payment.listen,
             S::Ordering => &self.ordering.listen,
             S::Notification => &self.notification.listen,
+            S::Reporting => &self.reporting.listen,
         }
+    }
+
+    /// How long the embedded bus's event log keeps events (`bus.event_log_days`); none
+    /// for 0.
+    pub fn event_log_retention(&self) -> Option<std::time::Duration> {
+        (self.bus.event_log_days > 0)
+            .then(|| std::time::Duration::from_secs(u64::from(self.bus.event_log_days) * 86_400))
     }
 
     /// The deadline of service-to-service calls.
@@ -894,7 +925,7 @@ fn is_id_token(value: &str) -> bool {
 const MAX_BUS_TIMING_MS: u64 = 600_000;
 
 /// The services a gateway route may name as its upstream.
-const UPSTREAMS: [&str; 7] = crate::ServiceName::NAMES;
+const UPSTREAMS: [&str; 8] = crate::ServiceName::NAMES;
 
 fn check_addr(key: &str, value: &str) -> Result<(), ConfigError> {
     value.parse::<SocketAddr>().map(|_| ()).map_err(|_| {
@@ -1002,6 +1033,7 @@ impl Validate for Config {
         check_addr("payment.listen", &self.payment.listen)?;
         check_addr("ordering.listen", &self.ordering.listen)?;
         check_addr("notification.listen", &self.notification.listen)?;
+        check_addr("reporting.listen", &self.reporting.listen)?;
         check_url("urls.identity", &self.urls.identity)?;
         check_url("urls.catalog", &self.urls.catalog)?;
         check_url("urls.basket", &self.urls.basket)?;
@@ -1009,6 +1041,13 @@ impl Validate for Config {
         check_url("urls.payment", &self.urls.payment)?;
         check_url("urls.ordering", &self.urls.ordering)?;
         check_url("urls.notification", &self.urls.notification)?;
+        check_url("urls.reporting", &self.urls.reporting)?;
+        if self.bus.event_log_days > 3650 {
+            return Err(ConfigError::invalid(
+                "bus.event_log_days",
+                "a number of days from 0 (no log) to 3650",
+            ));
+        }
         if !self.bus.nats_url.starts_with("nats://") {
             return Err(ConfigError::invalid(
                 "bus.nats_url",
@@ -1101,6 +1140,7 @@ impl Validate for Config {
         self.payment.service.validate()?;
         self.ordering.service.validate()?;
         self.notification.service.validate()?;
+        self.reporting.service.validate()?;
         self.validate_timings()?;
         Ok(())
     }
@@ -1426,7 +1466,7 @@ mod tests {
             config.discovery.urls["catalog"].as_slice(),
             ["http://127.0.0.1:9999".to_owned()]
         );
-        assert_eq!(config.discovery.urls.len(), 7);
+        assert_eq!(config.discovery.urls.len(), 8);
         assert_eq!(
             refused_key(|c| {
                 c.discovery.kind = tideway_discovery::DiscoveryKind::Nats;

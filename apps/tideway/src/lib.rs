@@ -21,6 +21,7 @@ pub mod faults;
 pub mod invariants;
 pub mod load;
 pub mod openapi;
+pub mod replay;
 pub mod supervisor;
 
 use std::{collections::HashMap, net::SocketAddr, sync::Arc};
@@ -59,11 +60,13 @@ pub enum ServiceName {
     Ordering,
     /// Emails to customers about their orders.
     Notification,
+    /// Read models built from events: sales, revenue, the order funnel.
+    Reporting,
 }
 
 impl ServiceName {
     /// Every service, in the order they start: each after the services it calls.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::Identity,
         Self::Catalog,
         Self::Basket,
@@ -71,11 +74,12 @@ impl ServiceName {
         Self::Payment,
         Self::Ordering,
         Self::Notification,
+        Self::Reporting,
     ];
 
     /// Their names, in the same order.
-    pub const NAMES: [&'static str; 7] = {
-        let mut names = [""; 7];
+    pub const NAMES: [&'static str; 8] = {
+        let mut names = [""; 8];
         let mut i = 0;
         while i < names.len() {
             names[i] = Self::ALL[i].as_str();
@@ -99,6 +103,7 @@ impl ServiceName {
             Self::Payment => "payment",
             Self::Ordering => "ordering",
             Self::Notification => "notification",
+            Self::Reporting => "reporting",
         }
     }
 }
@@ -112,6 +117,7 @@ enum Stoppable {
     Payment(tideway_payment::Payment),
     Ordering(tideway_ordering::Ordering),
     Notification(tideway_notification::Notification),
+    Reporting(tideway_reporting::Reporting),
     Bus(Arc<dyn Bus>),
 }
 
@@ -124,6 +130,7 @@ enum Built {
     Payment(tideway_payment::Payment),
     Ordering(tideway_ordering::Ordering),
     Notification(tideway_notification::Notification),
+    Reporting(tideway_reporting::Reporting),
 }
 
 impl Built {
@@ -136,6 +143,7 @@ impl Built {
             Self::Payment(service) => service.router(),
             Self::Ordering(service) => service.router(),
             Self::Notification(service) => service.router(),
+            Self::Reporting(service) => service.router(),
         }
     }
 
@@ -149,6 +157,7 @@ impl Built {
             Self::Payment(service) => service.db(),
             Self::Ordering(service) => service.db(),
             Self::Notification(service) => service.db(),
+            Self::Reporting(service) => service.db(),
         })
     }
 
@@ -160,6 +169,7 @@ impl Built {
             Self::Ordering(service) => Some(Stoppable::Ordering(service.clone())),
             Self::Basket(service) => Some(Stoppable::Basket(service.clone())),
             Self::Notification(service) => Some(Stoppable::Notification(service.clone())),
+            Self::Reporting(service) => Some(Stoppable::Reporting(service.clone())),
             Self::Identity(service) => Some(Stoppable::Identity(service.clone())),
             Self::Catalog(service) => Some(Stoppable::Catalog(service.clone())),
         }
@@ -380,6 +390,16 @@ async fn build(
             .await
             .with_context(context)?,
         ),
+        ServiceName::Reporting => Built::Reporting(
+            tideway_reporting::Reporting::build(
+                &config.reporting.service,
+                bus()?,
+                &config.replica_of(name.as_str()),
+                peers.verifier()?,
+            )
+            .await
+            .with_context(context)?,
+        ),
     };
     Ok(built)
 }
@@ -401,6 +421,8 @@ pub struct Services {
     pub ordering: tideway_ordering::Ordering,
     /// Emails about orders.
     pub notification: tideway_notification::Notification,
+    /// Read models from events.
+    pub reporting: tideway_reporting::Reporting,
 }
 
 impl Services {
@@ -408,7 +430,7 @@ impl Services {
     fn from_built(built: Vec<Built>) -> anyhow::Result<Self> {
         let (mut identity, mut catalog, mut basket) = (None, None, None);
         let (mut inventory, mut payment, mut ordering) = (None, None, None);
-        let mut notification = None;
+        let (mut notification, mut reporting) = (None, None);
         for service in built {
             match service {
                 Built::Identity(service) => identity = Some(service),
@@ -418,6 +440,7 @@ impl Services {
                 Built::Payment(service) => payment = Some(service),
                 Built::Ordering(service) => ordering = Some(service),
                 Built::Notification(service) => notification = Some(service),
+                Built::Reporting(service) => reporting = Some(service),
             }
         }
         let missing = |name: &str| anyhow::anyhow!("the {name} service was not built");
@@ -429,6 +452,7 @@ impl Services {
             payment: payment.ok_or_else(|| missing("payment"))?,
             ordering: ordering.ok_or_else(|| missing("ordering"))?,
             notification: notification.ok_or_else(|| missing("notification"))?,
+            reporting: reporting.ok_or_else(|| missing("reporting"))?,
         })
     }
 
@@ -694,6 +718,7 @@ impl App {
                     bus_dbs.push(letters.clone());
                     let embedded = EmbeddedBus::new(EmbeddedOptions {
                         dead_letters: Some(letters),
+                        event_log_retention: config.event_log_retention(),
                     })
                     .await
                     .context("starting the embedded bus")?;
@@ -1078,6 +1103,7 @@ impl App {
                 Stoppable::Payment(service) => service.shutdown().await,
                 Stoppable::Ordering(service) => service.shutdown().await,
                 Stoppable::Notification(service) => service.shutdown().await,
+                Stoppable::Reporting(service) => service.shutdown().await,
                 Stoppable::Bus(bus) => bus.shutdown().await,
             }
         }

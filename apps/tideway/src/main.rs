@@ -74,6 +74,12 @@ enum Command {
         #[command(subcommand)]
         command: tideway::audit::AuditCommand,
     },
+    /// Rebuild read models from the start of the event stream into empty tables.
+    Replay {
+        /// Whose models.
+        #[arg(value_enum)]
+        target: tideway::replay::ReplayTarget,
+    },
     /// A bare hello server for the benchmarks.
     #[command(hide = true)]
     BenchUpstream(tideway::load::upstream::UpstreamArgs),
@@ -182,6 +188,9 @@ async fn run(command: Command, config: Config, supervised: Supervised) -> anyhow
         println!("{line}");
         return Ok(());
     }
+    if let Command::Replay { target } = command {
+        return tideway::replay::run(&config, target).await;
+    }
     if let Command::Up {
         distributed: true, ..
     } = &command
@@ -208,7 +217,8 @@ async fn run(command: Command, config: Config, supervised: Supervised) -> anyhow
         | Command::BenchUpstream(_)
         | Command::Chaos(_)
         | Command::Dlq { .. }
-        | Command::Audit { .. } => {
+        | Command::Audit { .. }
+        | Command::Replay { .. } => {
             anyhow::bail!("handled before")
         }
     };

@@ -29,6 +29,7 @@ pub fn document() -> OpenApi {
             tideway_inventory::openapi(),
             tideway_payment::openapi(),
             tideway_notification::openapi(),
+            tideway_reporting::openapi(),
         ],
     );
     merged.info = InfoBuilder::new()
@@ -88,6 +89,10 @@ mod tests {
             ("/api/payment/cards", "post"),
             ("/api/notification/notifications", "get"),
             ("/api/notification/recent", "get"),
+            ("/api/reporting/sales", "get"),
+            ("/api/reporting/revenue", "get"),
+            ("/api/reporting/funnel", "get"),
+            ("/api/reporting/top-items", "get"),
         ] {
             let operation = &paths
                 .get(path)
@@ -100,7 +105,7 @@ mod tests {
         }
         let operations: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();
         assert_eq!(
-            operations, 33,
+            operations, 37,
             "an operation is documented twice or unlisted here"
         );
         // Protected operations name the bearer scheme, which the document defines; their

@@ -72,7 +72,7 @@ pub enum Role {
 
 impl Role {
     /// Every role, in start order: each service after those it calls, the gateway last.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::Service(ServiceName::Identity),
         Self::Service(ServiceName::Catalog),
         Self::Service(ServiceName::Basket),
@@ -80,6 +80,7 @@ impl Role {
         Self::Service(ServiceName::Payment),
         Self::Service(ServiceName::Ordering),
         Self::Service(ServiceName::Notification),
+        Self::Service(ServiceName::Reporting),
         Self::Gateway,
     ];
 
@@ -104,12 +105,12 @@ impl Role {
 /// catalog=3,gateway=2` (repeatable, later values win) sets some; the default is one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Replicas {
-    counts: [u32; 8],
+    counts: [u32; 9],
 }
 
 impl Default for Replicas {
     fn default() -> Self {
-        Self { counts: [1; 8] }
+        Self { counts: [1; 9] }
     }
 }
 
@@ -130,7 +131,7 @@ impl Replicas {
         };
         for value in values {
             if !value.contains('=') {
-                replicas.counts = [count(value)?; 8];
+                replicas.counts = [count(value)?; 9];
                 continue;
             }
             for part in value.split(',').filter(|part| !part.trim().is_empty()) {
@@ -1207,7 +1208,7 @@ mod tests {
     #[test]
     fn replicas_are_a_number_or_per_role_counts() {
         let one = parse(&[]).unwrap();
-        assert_eq!(one.total(), 8);
+        assert_eq!(one.total(), 9);
         let two = parse(&["2"]).unwrap();
         assert!(Role::ALL.iter().all(|r| two.of(*r) == 2));
         let mixed = parse(&["2", "catalog=3,gateway=1", "basket=4"]).unwrap();
@@ -1215,7 +1216,7 @@ mod tests {
         assert_eq!(mixed.of(Role::Gateway), 1);
         assert_eq!(mixed.of(Role::Service(ServiceName::Basket)), 4);
         assert_eq!(mixed.of(Role::Service(ServiceName::Identity)), 2);
-        assert_eq!(mixed.total(), 2 + 3 + 4 + 2 + 2 + 2 + 2 + 1);
+        assert_eq!(mixed.total(), 2 + 3 + 4 + 2 + 2 + 2 + 2 + 2 + 1);
     }
 
     #[test]

@@ -32,6 +32,15 @@
 //! After the last failed delivery the event is logged, recorded in the `bus_dead_letters`
 //! table when [`EmbeddedOptions::dead_letters`] names a database, and published as a
 //! [`DeadLetter`] event on `tideway.dlq.<consumer>` to whichever groups subscribe to it.
+//!
+//! # Event log
+//!
+//! With [`EmbeddedOptions::event_log_retention`] set (and a database in
+//! [`EmbeddedOptions::dead_letters`]), every published event is also appended to the
+//! `bus_event_log` table of that database: one insert before delivery, in the same place as
+//! the dead letters. Rows older than the retention are pruned (at open, then hourly). It
+//! is what a projection is rebuilt from ([`logged_events`]): the embedded bus's
+//! counterpart of a JetStream stream read from its first sequence.
 
 use std::{
     sync::{Arc, Mutex, PoisonError},
@@ -73,6 +82,20 @@ pub const REDRIVE_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS bus_dead_letter_red
     PRIMARY KEY (consumer, event_id)
 )";
 
+/// The event log of the embedded bus (every published event); idempotent.
+pub const EVENT_LOG_SCHEMA: [&str; 2] = [
+    "CREATE TABLE IF NOT EXISTS bus_event_log (
+    event_id TEXT PRIMARY KEY,
+    event_type TEXT NOT NULL,
+    event TEXT NOT NULL,
+    published_at_ms BIGINT NOT NULL
+)",
+    "CREATE INDEX IF NOT EXISTS bus_event_log_by_time ON bus_event_log (published_at_ms, event_id)",
+];
+
+/// How often a running bus prunes its event log.
+pub const EVENT_LOG_PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
 /// How often a running bus looks for redrives asked for by another process.
 pub const REDRIVE_POLL: Duration = Duration::from_millis(500);
 
@@ -82,6 +105,69 @@ pub async fn install_dead_letters(db: &Db) -> Result<(), BusError> {
     sqlx::query(DEAD_LETTER_SCHEMA).execute(db.pool()).await?;
     sqlx::query(REDRIVE_SCHEMA).execute(db.pool()).await?;
     Ok(())
+}
+
+/// Creates the event log when it is missing.
+#[tracing::instrument(skip_all, err)]
+pub async fn install_event_log(db: &Db) -> Result<(), BusError> {
+    crate::inbox::install_schema(db, &EVENT_LOG_SCHEMA).await
+}
+
+/// Where a reader of the event log stands: the last row read.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LogCursor {
+    /// When that event was published (unix milliseconds).
+    pub published_at_ms: i64,
+    /// Its id.
+    pub event_id: String,
+}
+
+/// Up to `limit` events of the log after `after` (from the start when `None`), in the
+/// order they were published (ties by id), each with its cursor.
+#[tracing::instrument(skip_all, err)]
+pub async fn logged_events(
+    db: &Db,
+    after: Option<&LogCursor>,
+    limit: u32,
+) -> Result<Vec<(LogCursor, Event)>, BusError> {
+    let start = after.cloned().unwrap_or(LogCursor {
+        published_at_ms: i64::MIN,
+        event_id: String::new(),
+    });
+    let rows = sqlx::query(
+        "SELECT event_id, event, published_at_ms FROM bus_event_log \
+         WHERE published_at_ms > $1 OR (published_at_ms = $1 AND event_id > $2) \
+         ORDER BY published_at_ms, event_id LIMIT $3",
+    )
+    .bind(start.published_at_ms)
+    .bind(&start.event_id)
+    .bind(i64::from(limit))
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter()
+        .map(|row| {
+            let event: String = row.try_get("event")?;
+            Ok((
+                LogCursor {
+                    published_at_ms: row.try_get("published_at_ms")?,
+                    event_id: row.try_get("event_id")?,
+                },
+                serde_json::from_str(&event)?,
+            ))
+        })
+        .collect()
+}
+
+/// Deletes the events of the log published before `before_ms`; how many.
+#[tracing::instrument(skip_all, err)]
+pub async fn prune_event_log(db: &Db, before_ms: i64) -> Result<u64, BusError> {
+    Ok(
+        sqlx::query("DELETE FROM bus_event_log WHERE published_at_ms < $1")
+            .bind(before_ms)
+            .execute(db.pool())
+            .await?
+            .rows_affected(),
+    )
 }
 
 /// Every dead letter recorded in `db` with its id (`<consumer>:<event id>`), oldest first.
@@ -174,6 +260,9 @@ pub struct EmbeddedOptions {
     /// Where to record dead letters (`bus_dead_letters`, created by the bus); none: they
     /// are only logged and published on the dead-letter subject.
     pub dead_letters: Option<Db>,
+    /// How long the event log (`bus_event_log`, in the `dead_letters` database) keeps
+    /// each published event; none: no log is kept.
+    pub event_log_retention: Option<Duration>,
 }
 
 /// The in-process bus. Cheap to clone; clones share the groups.
@@ -216,6 +305,9 @@ impl EmbeddedBus {
     pub async fn new(options: EmbeddedOptions) -> Result<Self, BusError> {
         if let Some(db) = &options.dead_letters {
             install_dead_letters(db).await?;
+            if options.event_log_retention.is_some() {
+                install_event_log(db).await?;
+            }
         }
         Ok(Self {
             inner: Arc::new(Inner {
@@ -237,12 +329,25 @@ impl EmbeddedBus {
         if let Some(db) = self.inner.options.dead_letters.clone() {
             let bus = self.clone();
             let token = self.inner.token.clone();
+            let retention = self.inner.options.event_log_retention;
             self.inner.tracker.spawn(async move {
                 let mut tick = tokio::time::interval(REDRIVE_POLL);
+                let mut pruned: Option<std::time::Instant> = None;
                 loop {
                     tokio::select! {
                         () = token.cancelled() => return,
                         _ = tick.tick() => {}
+                    }
+                    if let Some(retention) = retention
+                        && pruned.is_none_or(|at| at.elapsed() >= EVENT_LOG_PRUNE_EVERY)
+                    {
+                        pruned = Some(std::time::Instant::now());
+                        let keep_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+                        match prune_event_log(&db, now_ms().saturating_sub(keep_ms)).await {
+                            Ok(n) if n > 0 => tracing::info!(pruned = n, "Pruned the event log."),
+                            Ok(_) => {}
+                            Err(err) => tracing::warn!(error = %err, "pruning the event log failed; trying again later"),
+                        }
                     }
                     if let Err(err) = bus.serve_requests(&db).await {
                         tracing::warn!(error = %err, "serving dead-letter redrives failed; trying again");
@@ -494,14 +599,42 @@ async fn member(
     }
 }
 
+impl EmbeddedBus {
+    /// Appends `event` to the event log when one is kept (a re-publish keeps the first
+    /// row), then delivers it.
+    fn log_and_deliver(&self, event: Event) -> BoxFuture<'_, Result<(), BusError>> {
+        let log = match (
+            &self.inner.options.dead_letters,
+            self.inner.options.event_log_retention,
+        ) {
+            (Some(db), Some(_)) => db,
+            _ => return self.deliver(event),
+        };
+        Box::pin(async move {
+            event.validate()?;
+            sqlx::query(
+                "INSERT INTO bus_event_log (event_id, event_type, event, published_at_ms) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (event_id) DO NOTHING",
+            )
+            .bind(&event.id)
+            .bind(&event.event_type)
+            .bind(serde_json::to_string(&event)?)
+            .bind(now_ms())
+            .execute(log.pool())
+            .await?;
+            self.deliver(event).await
+        })
+    }
+}
+
 impl Publisher for EmbeddedBus {
     fn publish<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, Result<(), BusError>> {
         crate::meter::published("embedded", &event.event_type);
         let span = crate::publish_span("embedded", event);
         if span.is_none() {
-            return self.deliver(event.clone());
+            return self.log_and_deliver(event.clone());
         }
-        Box::pin(self.deliver(event.clone()).instrument(span))
+        Box::pin(self.log_and_deliver(event.clone()).instrument(span))
     }
 }
 

@@ -30,7 +30,8 @@
 //!   returns only once every matching consumer group has acknowledged (or dead-lettered) the
 //!   event, so the relay marks an outbox row sent only after delivery. A process killed at
 //!   any moment leaves undelivered events pending in the outbox, and the relay delivers them
-//!   again on the next start. See [`embedded`].
+//!   again on the next start. With a retention it also appends every published event to
+//!   an event log (`bus_event_log`), which read models are rebuilt from. See [`embedded`].
 //! * [`NatsBus`] (distributed mode): NATS JetStream, one stream for Tideway's subjects, a
 //!   durable pull consumer per consuming service and filter, explicit acks, redelivery after
 //!   the ack wait or a nack, a maximum number of deliveries, then the dead-letter subject.
@@ -69,7 +70,7 @@ use tracing::Instrument;
 pub use dead_letters::{DeadLetters, StoredLetter};
 pub use embedded::{EmbeddedBus, EmbeddedOptions};
 pub use event::{DeadLetter, Event, EventType};
-pub use nats::{NatsBus, NatsOptions};
+pub use nats::{NatsBus, NatsOptions, StreamReader};
 pub use rabbitmq::{RabbitBus, RabbitOptions};
 
 /// A boxed, sendable future: what the bus traits return, so `dyn Bus` works.

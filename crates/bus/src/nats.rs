@@ -697,6 +697,85 @@ impl crate::DeadLetters for NatsBus {
     }
 }
 
+/// How long one fetch of a [`StreamReader`] waits for its batch.
+const READ_WAIT: Duration = Duration::from_secs(2);
+
+/// Reads the stream's events of one filter from its first sequence, in stream order: an
+/// ephemeral consumer (no acks, `DeliverPolicy::All`) that the server deletes soon after
+/// the reader is dropped. What a projection is rebuilt from.
+#[derive(Debug)]
+pub struct StreamReader {
+    consumer: jetstream::consumer::Consumer<pull::Config>,
+    /// Messages left after the last one read (when the consumer was created, all of them).
+    remaining: u64,
+}
+
+impl NatsBus {
+    /// A reader of every event matching `filter` (`tideway.ordering.>`) from the stream's
+    /// first sequence up to the last one at the time of the call.
+    #[tracing::instrument(skip_all, fields(filter = %filter), err)]
+    pub async fn read_from_start(&self, filter: &str) -> Result<StreamReader, BusError> {
+        let config = pull::Config {
+            description: Some(format!("replay of {filter}")),
+            filter_subject: self.wire_subject(filter),
+            ack_policy: AckPolicy::None,
+            deliver_policy: DeliverPolicy::All,
+            inactive_threshold: Duration::from_secs(60),
+            ..Default::default()
+        };
+        let consumer = self
+            .inner
+            .stream
+            .create_consumer(config)
+            .await
+            .map_err(|err| BusError::backend("creating a replay consumer", err))?;
+        let remaining = consumer.cached_info().num_pending;
+        Ok(StreamReader {
+            consumer,
+            remaining,
+        })
+    }
+}
+
+impl StreamReader {
+    /// The next `max` events at most; empty once the reader has reached the end.
+    pub async fn next_batch(&mut self, max: usize) -> Result<Vec<Event>, BusError> {
+        if self.remaining == 0 {
+            return Ok(Vec::new());
+        }
+        let mut messages = self
+            .consumer
+            .fetch()
+            .max_messages(max)
+            .expires(READ_WAIT)
+            .messages()
+            .await
+            .map_err(|err| BusError::backend("fetching from the replay consumer", err))?;
+        let mut events = Vec::new();
+        while let Some(message) = messages.next().await {
+            let message =
+                message.map_err(|err| BusError::backend("reading the replay consumer", err))?;
+            if let Ok(info) = message.info() {
+                self.remaining = info.pending;
+            }
+            match Event::from_bytes(&message.payload) {
+                Ok(event) => events.push(event),
+                Err(err) => {
+                    tracing::warn!(subject = %message.subject, error = %err, "skipping a message that is not an event");
+                }
+            }
+            if self.remaining == 0 {
+                break;
+            }
+        }
+        if events.is_empty() {
+            // Nothing came within the wait: what was pending is gone (aged out).
+            self.remaining = 0;
+        }
+        Ok(events)
+    }
+}
+
 impl Subscriber for NatsBus {
     fn subscribe(
         &self,

@@ -9,6 +9,7 @@ mod charts;
 mod dead_letters;
 pub mod events;
 pub mod metrics;
+mod reporting;
 mod traces;
 
 use std::{sync::Mutex, time::Instant};
@@ -101,6 +102,7 @@ pub(crate) fn routes() -> Router<AppState> {
             "/ops/dead-letters/redrive",
             axum::routing::post(dead_letters::redrive),
         )
+        .route("/ops/reporting", get(reporting::page_of_reports))
         .route("/ops/edge", get(edge_panel))
         .route("/ops/order", get(find_order))
         .route("/ops/orders/{id}", get(order))
@@ -137,6 +139,7 @@ async fn console(State(state): State<AppState>, visitor: Visitor) -> Result<Mark
             }
             a href="/ops/dead-letters" { "Dead letters" }
             a href="/ops/audit" { "Audit trail" }
+            a href="/ops/reporting" { "Reports" }
         }
         div.ops-grid {
             (services)

@@ -123,6 +123,7 @@ async fn embedded_dead_letters_are_kept_in_their_table_and_redriven_in_process()
     let letters = tideway_testkit::sqlite().await;
     let bus = EmbeddedBus::new(EmbeddedOptions {
         dead_letters: Some((*letters).clone()),
+        ..EmbeddedOptions::default()
     })
     .await
     .unwrap();
@@ -141,6 +142,7 @@ async fn embedded_dead_letters_are_redriven_when_another_process_asks() {
     let letters = tideway_testkit::sqlite().await;
     let bus = EmbeddedBus::new(EmbeddedOptions {
         dead_letters: Some((*letters).clone()),
+        ..EmbeddedOptions::default()
     })
     .await
     .unwrap();

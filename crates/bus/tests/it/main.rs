@@ -8,6 +8,7 @@
 
 mod bus;
 mod dead_letters;
+mod event_log;
 mod helpers;
 mod inbox;
 mod nats;

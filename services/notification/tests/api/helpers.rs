@@ -163,6 +163,7 @@ pub async fn spawn_with(config: Config, bus: TestBus) -> TestApp {
             letters_keep = Some(letters);
             let bus = EmbeddedBus::new(EmbeddedOptions {
                 dead_letters: Some(letters_db.clone()),
+                ..EmbeddedOptions::default()
             })
             .await
             .unwrap();

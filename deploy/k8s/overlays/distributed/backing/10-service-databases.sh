@@ -3,7 +3,7 @@
 # service, each role owning only its own database, with the passwords of the Secret
 # postgres-passwords (the same ones as in each service's TIDEWAY_<SERVICE>__DATABASE_URL).
 set -eu
-for service in identity catalog basket inventory payment ordering notification; do
+for service in identity catalog basket inventory payment ordering notification reporting; do
   password=$(cat "/run/secrets/postgres/$service")
   psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname postgres \
     -v role="$service" -v password="$password" <<'SQL'

@@ -13,7 +13,7 @@ dir=${1:-$(dirname "$0")}
 mkdir -p "$dir"
 umask 077
 
-services=(identity catalog basket inventory payment ordering notification)
+services=(identity catalog basket inventory payment ordering notification reporting)
 password() { openssl rand -hex 24; }
 
 write_once() { # FILE COMMAND...: writes COMMAND's output to FILE unless FILE exists
