@@ -29,6 +29,7 @@ pub fn document() -> OpenApi {
             tideway_inventory::openapi(),
             tideway_payment::openapi(),
             tideway_notification::openapi(),
+            tideway_gateway::openapi([tideway_flags::openapi(), tideway_audit::openapi()]),
         ],
     );
     merged.info = InfoBuilder::new()
@@ -88,6 +89,14 @@ mod tests {
             ("/api/payment/cards", "post"),
             ("/api/notification/notifications", "get"),
             ("/api/notification/recent", "get"),
+            ("/api/admin/instances", "get"),
+            ("/api/admin/config", "get"),
+            ("/api/admin/config", "put"),
+            ("/api/admin/traffic", "get"),
+            ("/api/admin/traffic/switch", "post"),
+            ("/api/admin/flags", "get"),
+            ("/api/admin/flags", "put"),
+            ("/api/admin/audit", "get"),
         ] {
             let operation = &paths
                 .get(path)
@@ -100,7 +109,7 @@ mod tests {
         }
         let operations: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();
         assert_eq!(
-            operations, 33,
+            operations, 41,
             "an operation is documented twice or unlisted here"
         );
         // Protected operations name the bearer scheme, which the document defines; their

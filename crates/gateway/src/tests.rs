@@ -752,3 +752,52 @@ async fn stale_if_error_covers_an_origin_that_is_stopped() {
         (StatusCode::OK, "STALE", "v1")
     );
 }
+
+#[test]
+fn the_operator_document_keeps_the_serde_shapes() {
+    let document = serde_json::to_value(openapi([])).unwrap();
+    let paths = document["paths"].as_object().unwrap();
+    for (path, methods) in [
+        (INSTANCES_PATH, &["get"][..]),
+        (CONFIG_PATH, &["get", "put"]),
+        (TRAFFIC_PATH, &["get"]),
+        (SWITCH_PATH, &["post"]),
+    ] {
+        for method in methods {
+            let operation = &paths[path][method];
+            assert_eq!(operation["security"][0]["bearer"], serde_json::json!([]));
+            for status in ["200", "401", "403", "503"] {
+                assert!(
+                    operation["responses"][status].is_object(),
+                    "{method} {path} {status}"
+                );
+            }
+        }
+    }
+    let schemas = &document["components"]["schemas"];
+    // Read and written as strings by serde (`try_from`/`into` String).
+    assert_eq!(schemas["Access"]["type"], "string");
+    assert_eq!(schemas["IpNet"]["type"], "string");
+    // What serde may leave out is not required.
+    assert_eq!(
+        schemas["RouteConfig"]["required"],
+        serde_json::json!(["prefix", "upstream", "read", "write"])
+    );
+    assert_eq!(
+        schemas["GatewayConfig"]["required"],
+        serde_json::json!(["routes", "body_limit_bytes"])
+    );
+    assert_eq!(schemas["MatchRule"]["required"], serde_json::json!(["to"]));
+    assert_eq!(schemas["Switch"]["additionalProperties"], false);
+    // Every access value the gateway writes matches the schema's pattern.
+    let pattern = schemas["Access"]["pattern"].as_str().unwrap();
+    assert_eq!(pattern, "^(public|user|role:.+)$");
+    for access in [Access::Public, Access::User, Access::Role("admin".into())] {
+        let text = String::from(access.clone());
+        assert!(
+            text == "public" || text == "user" || text.starts_with("role:"),
+            "{text}"
+        );
+        assert_eq!(Access::try_from(text).unwrap(), access);
+    }
+}
