@@ -17,6 +17,18 @@ use tideway::App;
 /// a run takes seconds. Deterministic generation: the same requests on every run.
 const MAX_EXAMPLES: &str = "25";
 
+/// Operations left out of the run: with a valid generated body each would replace the
+/// running routes or flags under the rest of it. Their refusals are covered by the gateway's
+/// and the flags' own tests (a bad body is a 422 naming the field, and nothing changes).
+const NOT_FUZZED: [&str; 3] = [
+    "PUT /api/admin/config",
+    "POST /api/admin/traffic/switch",
+    "PUT /api/admin/flags",
+];
+
+/// Operations in the merged document: the services' and the gateway's operator API.
+const OPERATIONS: usize = 45;
+
 /// The `st` of the test tools' venv.
 fn schemathesis() -> PathBuf {
     let home = std::env::var("HOME").unwrap_or_default();
@@ -44,6 +56,7 @@ async fn run_schemathesis(st: &Path, base: &str, token: &str, dir: &Path) -> (bo
         // One worker: hypothesis is not thread-safe everywhere, and one keeps the order fixed.
         .args(["--workers", "1"])
         .args(["--request-timeout", "10"])
+        .args(NOT_FUZZED.iter().flat_map(|name| ["--exclude-name", name]))
         .arg("--no-color");
     let output = tokio::task::spawn_blocking(move || command.output())
         .await
@@ -97,7 +110,14 @@ async fn every_operation_keeps_its_documented_contract_under_schemathesis() {
         .values()
         .map(|path| path.as_object().unwrap().len())
         .sum();
-    assert_eq!(operations, 37, "{document}");
+    assert_eq!(operations, OPERATIONS, "{document}");
+    for name in NOT_FUZZED {
+        let (method, path) = name.split_once(' ').unwrap();
+        assert!(
+            document["paths"][path][method.to_lowercase()].is_object(),
+            "{name} is not in the document"
+        );
+    }
     assert_eq!(
         document["components"]["securitySchemes"]["bearer"]["bearerFormat"],
         "JWT"
@@ -144,8 +164,10 @@ async fn every_operation_keeps_its_documented_contract_under_schemathesis() {
     for (who, token) in [("customer", customer), ("admin", admin)] {
         let (passed, output) = run_schemathesis(&st, &base, &token, dir.path()).await;
         assert!(passed, "schemathesis as the {who}:\n{output}");
-        // Every operation was tested: none skipped for an unreadable part of the document.
-        assert!(output.contains("Tested: 37"), "as the {who}:\n{output}");
+        // Every other operation was tested: none skipped for an unreadable part of the
+        // document.
+        let tested = format!("Tested: {}", OPERATIONS - NOT_FUZZED.len());
+        assert!(output.contains(&tested), "as the {who}:\n{output}");
         assert!(!output.contains("Unresolvable"), "as the {who}:\n{output}");
     }
 

@@ -547,6 +547,11 @@ async fn documents_of_separate_processes(system: &Distributed) {
         }
     }
     assert_eq!(seen, 37, "the services' operations, each once");
+    // Beside them, the gateway's operator API (instances, config, traffic, switch, flags,
+    // audit), which the gateway process serves itself.
+    let all: usize = merged.values().map(|p| p.as_object().unwrap().len()).sum();
+    assert_eq!(all, seen + 8, "the operator API's operations");
+    assert!(merged["/api/admin/instances"]["get"].is_object());
 }
 
 async fn console_sees_every_process(gateway: &str) {

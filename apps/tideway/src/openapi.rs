@@ -30,6 +30,7 @@ pub fn document() -> OpenApi {
             tideway_payment::openapi(),
             tideway_notification::openapi(),
             tideway_reporting::openapi(),
+            tideway_gateway::openapi([tideway_flags::openapi(), tideway_audit::openapi()]),
         ],
     );
     merged.info = InfoBuilder::new()
@@ -93,6 +94,14 @@ mod tests {
             ("/api/reporting/revenue", "get"),
             ("/api/reporting/funnel", "get"),
             ("/api/reporting/top-items", "get"),
+            ("/api/admin/instances", "get"),
+            ("/api/admin/config", "get"),
+            ("/api/admin/config", "put"),
+            ("/api/admin/traffic", "get"),
+            ("/api/admin/traffic/switch", "post"),
+            ("/api/admin/flags", "get"),
+            ("/api/admin/flags", "put"),
+            ("/api/admin/audit", "get"),
         ] {
             let operation = &paths
                 .get(path)
@@ -105,7 +114,7 @@ mod tests {
         }
         let operations: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();
         assert_eq!(
-            operations, 37,
+            operations, 45,
             "an operation is documented twice or unlisted here"
         );
         // Protected operations name the bearer scheme, which the document defines; their

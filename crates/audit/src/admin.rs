@@ -2,7 +2,7 @@
 
 use axum::{
     Extension, Json, Router,
-    extract::Query,
+    extract::{Query, State},
     response::{IntoResponse, Response},
     routing::get,
 };
@@ -22,7 +22,7 @@ pub const AUDIT_PATH: &str = "/api/admin/audit";
 const MAX_PAGE_SIZE: u32 = 200;
 
 /// The answer of `GET /api/admin/audit`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditPage {
     /// The page (from 1).
     pub page: u32,
@@ -35,7 +35,7 @@ pub struct AuditPage {
 }
 
 #[derive(Debug, Deserialize)]
-struct PageQuery {
+pub(crate) struct PageQuery {
     page: Option<String>,
     page_size: Option<String>,
 }
@@ -55,36 +55,56 @@ fn number(value: Option<&str>, name: &str, default: u32, max: u32) -> Result<u32
 
 /// `GET /api/admin/audit` over `store`, verifying tokens with `verifier`.
 pub fn admin_routes(store: AuditStore, verifier: Arc<JwtVerifier>) -> Router {
-    let list = move |_admin: AdminUser, Query(query): Query<PageQuery>| {
-        let store = store.clone();
-        async move {
-            let page = match number(query.page.as_deref(), "page", 1, 1_000_000) {
-                Ok(page) => page,
-                Err(problem) => return problem.into_response(),
-            };
-            let page_size = match number(query.page_size.as_deref(), "page_size", 50, MAX_PAGE_SIZE)
-            {
-                Ok(size) => size,
-                Err(problem) => return problem.into_response(),
-            };
-            match store.page(page, page_size).await {
-                Ok((total, records)) => Json(AuditPage {
-                    page,
-                    page_size,
-                    total,
-                    records,
-                })
-                .into_response(),
-                Err(err) => {
-                    tracing::error!(error = %err, "cannot read the audit trail");
-                    unavailable()
-                }
-            }
-        }
-    };
     Router::new()
         .route(AUDIT_PATH, get(list))
+        .with_state(store)
         .layer(Extension(verifier))
+}
+
+/// The audit trail's records, newest first, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/api/admin/audit",
+    tag = "audit",
+    params(
+        ("page" = Option<u32>, Query, minimum = 1, maximum = 1000000, description = "The page, from 1 (default 1)"),
+        ("page_size" = Option<u32>, Query, minimum = 1, maximum = 200, description = "Records per page, 1 to 200 (default 50)"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "One page of the records, newest first", body = AuditPage),
+        (status = 400, response = Problem),
+        (status = 401, response = Problem),
+        (status = 403, response = Problem),
+        (status = 503, response = Problem),
+    )
+)]
+pub(crate) async fn list(
+    State(store): State<AuditStore>,
+    _admin: AdminUser,
+    Query(query): Query<PageQuery>,
+) -> Response {
+    let page = match number(query.page.as_deref(), "page", 1, 1_000_000) {
+        Ok(page) => page,
+        Err(problem) => return problem.into_response(),
+    };
+    let page_size = match number(query.page_size.as_deref(), "page_size", 50, MAX_PAGE_SIZE) {
+        Ok(size) => size,
+        Err(problem) => return problem.into_response(),
+    };
+    match store.page(page, page_size).await {
+        Ok((total, records)) => Json(AuditPage {
+            page,
+            page_size,
+            total,
+            records,
+        })
+        .into_response(),
+        Err(err) => {
+            tracing::error!(error = %err, "cannot read the audit trail");
+            unavailable()
+        }
+    }
 }
 
 fn unavailable() -> Response {

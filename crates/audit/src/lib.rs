@@ -13,6 +13,7 @@
 mod admin;
 
 use std::sync::Arc;
+use tideway_runtime::openapi::BearerAuth;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -22,6 +23,21 @@ use tideway_store::{DatabaseUrl, Db, StoreError};
 use tokio::sync::{Mutex, mpsc};
 
 pub use admin::{AUDIT_PATH, AuditPage, admin_routes};
+
+/// The OpenAPI document of the audit admin endpoints.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(admin::list),
+    components(schemas(tideway_runtime::InvalidParam), responses(tideway_runtime::Problem)),
+    modifiers(&BearerAuth),
+    tags((name = "audit", description = "The hash-chained audit trail of admin actions (role admin)"))
+)]
+pub struct ApiDoc;
+
+/// The OpenAPI document of the audit admin endpoints.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    <ApiDoc as utoipa::OpenApi>::openapi()
+}
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -52,7 +68,7 @@ pub struct Entry {
 }
 
 /// A stored record.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Record {
     /// Its number: 1, 2, 3 … without gaps.
     pub seq: i64,

@@ -54,7 +54,7 @@ pub struct NoInstances {
 }
 
 /// One replica as the balancer sees it, for `GET /api/admin/instances` and the console.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct InstanceStatus {
     /// Its id in discovery.
     pub id: String,
@@ -85,7 +85,7 @@ pub struct InstanceStatus {
 }
 
 /// Every replica of one service.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ServiceStatus {
     /// The service.
     pub service: String,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::{
     Extension, Json, Router,
     body::Bytes,
-    extract::FromRequestParts,
+    extract::{FromRequestParts, State},
     http::request::Parts,
     response::{IntoResponse, Response},
     routing::get,
@@ -23,7 +23,7 @@ use crate::{FlagContext, FlagError, FlagSet, Flags};
 pub const FLAGS_PATH: &str = "/api/admin/flags";
 
 /// The answer of `GET`/`PUT /api/admin/flags`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FlagsVersion {
     /// The version of the running set: 1 at start, one more per change.
     pub version: u64,
@@ -32,7 +32,7 @@ pub struct FlagsVersion {
 }
 
 /// The body of `PUT /api/admin/flags`: the whole new set.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FlagsBody {
     /// Every flag by name.
@@ -43,40 +43,74 @@ pub struct FlagsBody {
 /// replaces the whole set: a body that does not read or a flag that does not validate is
 /// a 422 problem naming the field, and the running set stays.
 pub fn admin_routes(flags: Flags, verifier: Arc<JwtVerifier>) -> Router {
-    let read = {
-        let flags = flags.clone();
-        move |_admin: AdminUser| async move {
-            let (version, set) = flags.current();
-            Json(FlagsVersion {
-                version,
-                flags: FlagSet::clone(&set),
-            })
-        }
-    };
-    let write = move |AdminUser(claims): AdminUser, body: Bytes| async move {
-        let mut json = serde_json::Deserializer::from_slice(&body);
-        let parsed: FlagsBody = match serde_path_to_error::deserialize(&mut json) {
-            Ok(parsed) => parsed,
-            Err(err) => {
-                let path = err.path().to_string();
-                let field = if path == "." { "body".to_owned() } else { path };
-                return Problem::invalid_field(field, err.inner().to_string()).into_response();
-            }
-        };
-        match flags.replace(parsed.flags.clone(), &claims.sub) {
-            Ok(version) => Json(FlagsVersion {
-                version,
-                flags: parsed.flags,
-            })
-            .into_response(),
-            Err(FlagError::Invalid { field, expected }) => {
-                Problem::invalid_field(field, expected).into_response()
-            }
-        }
-    };
     Router::new()
         .route(FLAGS_PATH, get(read).put(write))
+        .with_state(flags)
         .layer(Extension(verifier))
+}
+
+/// The running flags.
+#[utoipa::path(
+    get,
+    path = "/api/admin/flags",
+    tag = "flags",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The running flags and their version", body = FlagsVersion),
+        (status = 401, response = Problem),
+        (status = 403, response = Problem),
+        (status = 503, response = Problem),
+    )
+)]
+pub(crate) async fn read(State(flags): State<Flags>, _admin: AdminUser) -> Json<FlagsVersion> {
+    let (version, set) = flags.current();
+    Json(FlagsVersion {
+        version,
+        flags: FlagSet::clone(&set),
+    })
+}
+
+/// Replaces the whole set of flags; a body that does not read or a flag that does not
+/// validate is a problem naming the field, and the running set stays.
+#[utoipa::path(
+    put,
+    path = "/api/admin/flags",
+    tag = "flags",
+    request_body = FlagsBody,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The new flags and their version", body = FlagsVersion),
+        (status = 401, response = Problem),
+        (status = 403, response = Problem),
+        (status = 413, response = Problem),
+        (status = 422, response = Problem),
+        (status = 503, response = Problem),
+    )
+)]
+pub(crate) async fn write(
+    State(flags): State<Flags>,
+    AdminUser(claims): AdminUser,
+    body: Bytes,
+) -> Response {
+    let mut json = serde_json::Deserializer::from_slice(&body);
+    let parsed: FlagsBody = match serde_path_to_error::deserialize(&mut json) {
+        Ok(parsed) => parsed,
+        Err(err) => {
+            let path = err.path().to_string();
+            let field = if path == "." { "body".to_owned() } else { path };
+            return Problem::invalid_field(field, err.inner().to_string()).into_response();
+        }
+    };
+    match flags.replace(parsed.flags.clone(), &claims.sub) {
+        Ok(version) => Json(FlagsVersion {
+            version,
+            flags: parsed.flags,
+        })
+        .into_response(),
+        Err(FlagError::Invalid { field, expected }) => {
+            Problem::invalid_field(field, expected).into_response()
+        }
+    }
 }
 
 /// The flags of the request's user, for a handler: `flags.enabled("name")`. The router

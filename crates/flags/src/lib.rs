@@ -21,6 +21,7 @@ use std::{
     collections::BTreeMap,
     sync::{Arc, Mutex, PoisonError},
 };
+use tideway_runtime::openapi::BearerAuth;
 
 use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
@@ -28,6 +29,21 @@ use tideway_runtime::auth::Claims;
 
 pub use admin::{FLAGS_PATH, FlagsBody, FlagsVersion, RequestFlags, admin_routes};
 pub use share::{ShareError, SharedFlags};
+
+/// The OpenAPI document of the flags admin endpoints.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(admin::read, admin::write),
+    components(schemas(tideway_runtime::InvalidParam), responses(tideway_runtime::Problem)),
+    modifiers(&BearerAuth),
+    tags((name = "flags", description = "Feature flags, read and replaced at run time (role admin)"))
+)]
+pub struct ApiDoc;
+
+/// The OpenAPI document of the flags admin endpoints.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    <ApiDoc as utoipa::OpenApi>::openapi()
+}
 
 /// Buckets a user may fall in for a percentage flag: a percent is 100 of them.
 const BUCKETS: u64 = 10_000;
@@ -41,7 +57,7 @@ const MAX_TARGETS: usize = 1_000;
 /// One flag. Off unless one of its rules says on: `enabled` (everyone), `users` (these
 /// user ids), `roles` (users with one of these roles), `percent` (that share of signed-in
 /// users, stable per user).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Flag {
     /// On for everyone.
@@ -62,7 +78,7 @@ pub struct Flag {
 }
 
 /// Every flag by name.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(transparent)]
 pub struct FlagSet(pub BTreeMap<String, Flag>);
 

@@ -65,6 +65,21 @@ impl IpNet {
     }
 }
 
+/// A string, as serde reads and writes it: an address or a CIDR network.
+impl utoipa::PartialSchema for IpNet {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .description(Some(
+                "An IPv4 or IPv6 address or network in CIDR notation (`10.0.0.0/8`, `fd00::/8`)",
+            ))
+            .examples(["10.0.0.0/8", "127.0.0.1", "fd00::/8"])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for IpNet {}
+
 impl FromStr for IpNet {
     type Err = String;
     fn from_str(value: &str) -> Result<Self, Self::Err> {
@@ -196,7 +211,7 @@ pub(crate) fn forwarded_for(
 const MAX_PERIOD_MS: u64 = 30 * 86_400_000;
 
 /// What a rule counts requests by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum LimitKey {
     /// The client's address.
@@ -218,7 +233,7 @@ impl LimitKey {
 }
 
 /// One rate limit.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RateRule {
     /// The limit's name: in metrics (`tideway_rate_limited_total{limit}`), in the 429's
     /// detail and in Redis keys.
@@ -259,7 +274,7 @@ impl RateRule {
 }
 
 /// Where the limits' state lives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum LimitStore {
     /// In this process: each gateway replica has its own buckets.
@@ -269,7 +284,7 @@ pub enum LimitStore {
 }
 
 /// The gateway's rate limits.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct RateLimitConfig {
     /// Whether the rules apply at all.

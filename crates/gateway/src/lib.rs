@@ -30,6 +30,7 @@ use std::{
     sync::Arc,
     time::Duration,
 };
+use tideway_runtime::openapi::BearerAuth;
 
 use axum::{
     Router,
@@ -80,6 +81,23 @@ impl TryFrom<String> for Access {
     }
 }
 
+/// A string, as serde reads and writes it: `public`, `user` or `role:<name>`.
+impl utoipa::PartialSchema for Access {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some("^(public|user|role:.+)$"))
+            .description(Some(
+                "Who may: `public` (anyone), `user` (any valid access token) or \
+                 `role:<name>` (users with that role)",
+            ))
+            .examples(["public", "user", "role:admin"])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Access {}
+
 impl From<Access> for String {
     fn from(access: Access) -> Self {
         match access {
@@ -91,7 +109,7 @@ impl From<Access> for String {
 }
 
 /// One route: requests whose path is `prefix` or starts with `prefix/` go to `upstream`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RouteConfig {
     /// The path prefix, e.g. `/api/catalog`.
     pub prefix: String,
@@ -169,11 +187,34 @@ pub use traffic::{
     Figures, MatchRule, MirrorConfig, MirrorCounts, MirrorDiff, RollbackConfig, TrafficEvent,
 };
 
+/// The gateway's operator API: its own admin endpoints (instances, configuration,
+/// traffic, switch).
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(instances, live::get_config, live::put_config, live::traffic_report, live::switch),
+    components(schemas(tideway_runtime::InvalidParam), responses(Problem)),
+    modifiers(&BearerAuth),
+    tags((name = "gateway", description = "The gateway's operator API: replicas, routes, traffic (role admin)"))
+)]
+pub struct ApiDoc;
+
+/// The gateway's operator API, with the documents of the admin endpoints served beside it
+/// (what [`Gateway::with_admin`] mounts, such as the flags and the audit trail).
+pub fn openapi(
+    admin: impl IntoIterator<Item = utoipa::openapi::OpenApi>,
+) -> utoipa::openapi::OpenApi {
+    let mut document = <ApiDoc as utoipa::OpenApi>::openapi();
+    for other in admin {
+        document.merge(other);
+    }
+    document
+}
+
 /// The gateway's configuration.
 ///
 /// The default has no routes and no rate limit rules: the gateway knows no services, and
 /// whoever deploys it gives it its route table and limits.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GatewayConfig {
     /// The routes; the longest matching prefix wins.
     pub routes: Vec<RouteConfig>,
@@ -713,7 +754,21 @@ async fn upstream_ready(transport: &Transport) -> Result<(), String> {
     }
 }
 
-/// Every replica of every service the balancers know, for admins.
+/// Every replica of every service the balancers know, for admins. A gateway that does not
+/// balance over discovered replicas (the embedded shape) has none to report: 404.
+#[utoipa::path(
+    get,
+    path = "/api/admin/instances",
+    tag = "gateway",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Every service the gateway balances, with its replicas", body = Instances),
+        (status = 401, response = Problem),
+        (status = 403, response = Problem),
+        (status = 404, response = Problem),
+        (status = 503, response = Problem),
+    )
+)]
 async fn instances(
     shared: &Shared,
     balancers: &tideway_balance::Balancers,
@@ -729,7 +784,7 @@ async fn instances(
 }
 
 /// The answer of `GET /api/admin/instances`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Instances {
     /// Each service with its replicas.
     pub services: Vec<tideway_balance::ServiceStatus>,

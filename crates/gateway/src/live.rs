@@ -16,7 +16,7 @@ use arc_swap::ArcSwap;
 use axum::{
     Router,
     body::{Body, Bytes, HttpBody},
-    extract::Request,
+    extract::{Request, State},
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -523,7 +523,7 @@ async fn check_canaries(live: Weak<Live>) {
 }
 
 /// The answer of `GET /api/admin/traffic`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TrafficReport {
     /// The running configuration's version.
     pub version: u64,
@@ -538,7 +538,7 @@ pub struct TrafficReport {
 }
 
 /// One route in a [`TrafficReport`].
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RouteTraffic {
     /// The route's prefix.
     pub prefix: String,
@@ -557,7 +557,7 @@ pub struct RouteTraffic {
 }
 
 /// The answer of `GET /api/admin/config` and `PUT`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ConfigVersion {
     /// The version number, 1 at start, one more per change.
     pub version: u64,
@@ -566,7 +566,7 @@ pub struct ConfigVersion {
 }
 
 /// The body of `POST /api/admin/traffic/switch`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Switch {
     /// The route's prefix.
@@ -621,70 +621,135 @@ fn parse<T: serde::de::DeserializeOwned>(body: &Bytes, root: &str) -> Result<T, 
 
 /// `GET`/`PUT /api/admin/config`, `GET /api/admin/traffic`, `POST /api/admin/traffic/switch`.
 pub(crate) fn admin_routes(live: &Arc<Live>) -> Router {
-    let get_config = {
-        let live = Arc::clone(live);
-        move |headers: HeaderMap| async move {
-            if let Err(refused) = admin(&live, &headers).await {
-                return refused;
-            }
-            let (version, config) = live.current_config();
-            axum::Json(ConfigVersion { version, config }).into_response()
-        }
-    };
-    let put_config = {
-        let live = Arc::clone(live);
-        move |headers: HeaderMap, body: Bytes| async move {
-            let claims = match admin(&live, &headers).await {
-                Ok(claims) => claims,
-                Err(refused) => return refused,
-            };
-            let config: GatewayConfig = match parse(&body, "gateway.") {
-                Ok(config) => config,
-                Err(refused) => return refused.into_response(),
-            };
-            match live.apply(
-                &config,
-                &claims.sub,
-                "config",
-                None,
-                "configuration replaced",
-            ) {
-                Ok(version) => axum::Json(ConfigVersion { version, config }).into_response(),
-                Err(err) => problem_of(&config, &err).into_response(),
-            }
-        }
-    };
-    let traffic = {
-        let live = Arc::clone(live);
-        move |headers: HeaderMap| async move {
-            if let Err(refused) = admin(&live, &headers).await {
-                return refused;
-            }
-            axum::Json(live.report()).into_response()
-        }
-    };
-    let switch = {
-        let live = Arc::clone(live);
-        move |headers: HeaderMap, body: Bytes| async move {
-            let claims = match admin(&live, &headers).await {
-                Ok(claims) => claims,
-                Err(refused) => return refused,
-            };
-            let switch: Switch = match parse(&body, "") {
-                Ok(switch) => switch,
-                Err(refused) => return refused.into_response(),
-            };
-            match live.switch(&switch.route, &switch.to, &claims.sub) {
-                Ok(version) => {
-                    let (_, config) = live.current_config();
-                    axum::Json(ConfigVersion { version, config }).into_response()
-                }
-                Err(refused) => refused.into_response(),
-            }
-        }
-    };
     Router::new()
         .route(CONFIG_PATH, get(get_config).put(put_config))
-        .route(TRAFFIC_PATH, get(traffic))
+        .route(TRAFFIC_PATH, get(traffic_report))
         .route(SWITCH_PATH, post(switch))
+        .with_state(Arc::clone(live))
+}
+
+/// The running configuration.
+#[utoipa::path(
+    get,
+    path = "/api/admin/config",
+    tag = "gateway",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The running configuration and its version", body = ConfigVersion),
+        (status = 401, response = Problem),
+        (status = 403, response = Problem),
+        (status = 503, response = Problem),
+    )
+)]
+pub(crate) async fn get_config(State(live): State<Arc<Live>>, headers: HeaderMap) -> Response {
+    if let Err(refused) = admin(&live, &headers).await {
+        return refused;
+    }
+    let (version, config) = live.current_config();
+    axum::Json(ConfigVersion { version, config }).into_response()
+}
+
+/// Replaces the whole configuration: validated in full, swapped in at once as the next
+/// version; a configuration that does not read or validate is a problem naming the key
+/// (`gateway.routes[2].prefix`), and the running one stays.
+#[utoipa::path(
+    put,
+    path = "/api/admin/config",
+    tag = "gateway",
+    request_body = GatewayConfig,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The new configuration and its version", body = ConfigVersion),
+        (status = 400, response = Problem),
+        (status = 401, response = Problem),
+        (status = 403, response = Problem),
+        (status = 413, response = Problem),
+        (status = 422, response = Problem),
+        (status = 503, response = Problem),
+    )
+)]
+pub(crate) async fn put_config(
+    State(live): State<Arc<Live>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let claims = match admin(&live, &headers).await {
+        Ok(claims) => claims,
+        Err(refused) => return refused,
+    };
+    let config: GatewayConfig = match parse(&body, "gateway.") {
+        Ok(config) => config,
+        Err(refused) => return refused.into_response(),
+    };
+    match live.apply(
+        &config,
+        &claims.sub,
+        "config",
+        None,
+        "configuration replaced",
+    ) {
+        Ok(version) => axum::Json(ConfigVersion { version, config }).into_response(),
+        Err(err) => problem_of(&config, &err).into_response(),
+    }
+}
+
+/// The traffic report: routes with versions or a mirror, their figures, the mirror's
+/// differences and the latest changes.
+#[utoipa::path(
+    get,
+    path = "/api/admin/traffic",
+    tag = "gateway",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The traffic report", body = TrafficReport),
+        (status = 401, response = Problem),
+        (status = 403, response = Problem),
+        (status = 503, response = Problem),
+    )
+)]
+pub(crate) async fn traffic_report(State(live): State<Arc<Live>>, headers: HeaderMap) -> Response {
+    if let Err(refused) = admin(&live, &headers).await {
+        return refused;
+    }
+    axum::Json(live.report()).into_response()
+}
+
+/// The blue/green switch: one version of a route takes all of its traffic (a new
+/// configuration version).
+#[utoipa::path(
+    post,
+    path = "/api/admin/traffic/switch",
+    tag = "gateway",
+    request_body = Switch,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The configuration after the switch and its version", body = ConfigVersion),
+        (status = 400, response = Problem),
+        (status = 401, response = Problem),
+        (status = 403, response = Problem),
+        (status = 413, response = Problem),
+        (status = 422, response = Problem),
+        (status = 503, response = Problem),
+    )
+)]
+pub(crate) async fn switch(
+    State(live): State<Arc<Live>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let claims = match admin(&live, &headers).await {
+        Ok(claims) => claims,
+        Err(refused) => return refused,
+    };
+    let switch: Switch = match parse(&body, "") {
+        Ok(switch) => switch,
+        Err(refused) => return refused.into_response(),
+    };
+    match live.switch(&switch.route, &switch.to, &claims.sub) {
+        Ok(version) => {
+            let (_, config) = live.current_config();
+            axum::Json(ConfigVersion { version, config }).into_response()
+        }
+        Err(refused) => refused.into_response(),
+    }
 }

@@ -752,3 +752,256 @@ async fn stale_if_error_covers_an_origin_that_is_stopped() {
         (StatusCode::OK, "STALE", "v1")
     );
 }
+
+#[test]
+fn the_operator_document_keeps_the_serde_shapes() {
+    let document = serde_json::to_value(openapi([])).unwrap();
+    let paths = document["paths"].as_object().unwrap();
+    for (path, methods) in [
+        (INSTANCES_PATH, &["get"][..]),
+        (CONFIG_PATH, &["get", "put"]),
+        (TRAFFIC_PATH, &["get"]),
+        (SWITCH_PATH, &["post"]),
+    ] {
+        for method in methods {
+            let operation = &paths[path][method];
+            assert_eq!(operation["security"][0]["bearer"], serde_json::json!([]));
+            for status in ["200", "401", "403", "503"] {
+                assert!(
+                    operation["responses"][status].is_object(),
+                    "{method} {path} {status}"
+                );
+            }
+        }
+    }
+    let schemas = &document["components"]["schemas"];
+    // Read and written as strings by serde (`try_from`/`into` String).
+    assert_eq!(schemas["Access"]["type"], "string");
+    assert_eq!(schemas["IpNet"]["type"], "string");
+    // What serde may leave out is not required.
+    assert_eq!(
+        schemas["RouteConfig"]["required"],
+        serde_json::json!(["prefix", "upstream", "read", "write"])
+    );
+    assert_eq!(
+        schemas["GatewayConfig"]["required"],
+        serde_json::json!(["routes", "body_limit_bytes"])
+    );
+    assert_eq!(schemas["MatchRule"]["required"], serde_json::json!(["to"]));
+    assert_eq!(schemas["Switch"]["additionalProperties"], false);
+    // Every access value the gateway writes matches the schema's pattern.
+    let pattern = schemas["Access"]["pattern"].as_str().unwrap();
+    assert_eq!(pattern, "^(public|user|role:.+)$");
+    for access in [Access::Public, Access::User, Access::Role("admin".into())] {
+        let text = String::from(access.clone());
+        assert!(
+            text == "public" || text == "user" || text.starts_with("role:"),
+            "{text}"
+        );
+        assert_eq!(Access::try_from(text).unwrap(), access);
+    }
+}
+
+/// Whether `value` conforms to `schema` (resolving `$ref`s in `document`), as far as the
+/// operator document's schemas go: types, nullability, required and unknown properties,
+/// items, maps. The path of the first mismatch otherwise.
+fn conforms(
+    document: &serde_json::Value,
+    schema: &serde_json::Value,
+    value: &serde_json::Value,
+    at: &str,
+) -> Result<(), String> {
+    use serde_json::Value;
+    if let Some(reference) = schema["$ref"].as_str() {
+        let name = reference.trim_start_matches("#/components/schemas/");
+        return conforms(
+            document,
+            &document["components"]["schemas"][name],
+            value,
+            at,
+        );
+    }
+    if let Some(choices) = schema["oneOf"].as_array() {
+        let fits = choices
+            .iter()
+            .filter(|choice| conforms(document, choice, value, at).is_ok())
+            .count();
+        return if fits == 1 {
+            Ok(())
+        } else {
+            Err(format!("{at}: {fits} of oneOf fit {value}"))
+        };
+    }
+    let types: Vec<&str> = match &schema["type"] {
+        Value::String(one) => vec![one.as_str()],
+        Value::Array(many) => many.iter().filter_map(Value::as_str).collect(),
+        _ => return Ok(()),
+    };
+    let kind = match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_u64() || n.is_i64() => "integer",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    };
+    let fits = types.contains(&kind) || (kind == "integer" && types.contains(&"number"));
+    if !fits {
+        return Err(format!("{at}: {kind} where the schema says {types:?}"));
+    }
+    match value {
+        Value::Array(items) => {
+            for (index, item) in items.iter().enumerate() {
+                conforms(document, &schema["items"], item, &format!("{at}[{index}]"))?;
+            }
+        }
+        Value::Object(fields) => {
+            for required in schema["required"].as_array().into_iter().flatten() {
+                let name = required.as_str().unwrap_or_default();
+                if !fields.contains_key(name) {
+                    return Err(format!("{at}.{name}: required, missing"));
+                }
+            }
+            for (name, field) in fields {
+                let path = format!("{at}.{name}");
+                match schema["properties"].get(name) {
+                    Some(property) => conforms(document, property, field, &path)?,
+                    None if schema["additionalProperties"].is_object() => {
+                        conforms(document, &schema["additionalProperties"], field, &path)?;
+                    }
+                    None if schema["properties"].is_object() => {
+                        return Err(format!("{path}: not in the schema"));
+                    }
+                    None => {}
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+#[test]
+fn the_operator_answers_match_their_documented_schemas() {
+    let document = serde_json::to_value(openapi([])).unwrap();
+    let schema = |name: &str| serde_json::json!({ "$ref": format!("#/components/schemas/{name}") });
+    // A configuration using every optional part, as `GET /api/admin/config` answers it.
+    let mut route = RouteConfig::new(
+        "/api/catalog",
+        "catalog",
+        Access::Public,
+        Access::Role("admin".into()),
+    );
+    route.versions = [("catalog@v1".to_owned(), 90), ("catalog@v2".to_owned(), 10)].into();
+    route.rules = vec![MatchRule {
+        header: Some("x-canary".into()),
+        cookie: None,
+        user_agent: None,
+        claim: None,
+        equals: None,
+        to: "catalog@v2".into(),
+    }];
+    route.sticky_cookie = Some("tw_v".into());
+    route.mirror = Some(MirrorConfig {
+        to: "catalog@v2".into(),
+        percent: 10,
+        writes: false,
+        ignore: vec!["updated_at".into()],
+    });
+    route.rollback = Some(RollbackConfig {
+        error_margin_percent: 5,
+        p99_margin_ms: 250,
+        window_secs: 30,
+        min_requests: 20,
+    });
+    let mut config = GatewayConfig {
+        routes: vec![
+            route,
+            RouteConfig::new("/api/basket", "basket", Access::User, Access::User),
+        ],
+        trusted_proxies: vec!["10.0.0.0/8".parse().unwrap()],
+        ..GatewayConfig::default()
+    };
+    config.rate_limit.rules.push(RateRule::new(
+        "login",
+        "/api/identity/login",
+        &["POST"],
+        LimitKey::Ip,
+        5,
+        60_000,
+    ));
+    let answer = serde_json::to_value(ConfigVersion { version: 3, config }).unwrap();
+    conforms(&document, &schema("ConfigVersion"), &answer, "").unwrap();
+
+    let instances = Instances {
+        services: vec![tideway_balance::ServiceStatus {
+            service: "catalog".into(),
+            instances: vec![tideway_balance::InstanceStatus {
+                id: "catalog-1".into(),
+                address: "http://127.0.0.1:4001".into(),
+                version: None,
+                zone: Some("a".into()),
+                ready: true,
+                ejected: false,
+                breaker: "closed".into(),
+                requests_per_sec: 2.5,
+                ewma_latency_ms: 1.25,
+                in_flight: 0,
+                requests_total: 10,
+                errors_total: 0,
+                ejections_total: 0,
+            }],
+        }],
+    };
+    let answer = serde_json::to_value(instances).unwrap();
+    conforms(&document, &schema("Instances"), &answer, "").unwrap();
+
+    let report = TrafficReport {
+        version: 4,
+        routes: vec![RouteTraffic {
+            prefix: "/api/catalog".into(),
+            upstream: "catalog".into(),
+            versions: [("catalog@v1".to_owned(), 100)].into(),
+            figures: [(
+                "catalog@v1".to_owned(),
+                Figures {
+                    requests: 3,
+                    errors: 1,
+                    p99_ms: 12.5,
+                },
+            )]
+            .into(),
+            mirror: Some("catalog@v2".into()),
+            rollback: true,
+        }],
+        mirror: [("/api/catalog".to_owned(), MirrorCounts::default())].into(),
+        differences: vec![MirrorDiff {
+            at: 1,
+            route: "/api/catalog".into(),
+            shadow: "catalog@v2".into(),
+            request: "GET /api/catalog/items".into(),
+            primary_status: 200,
+            shadow_status: 0,
+            at_field: "status".into(),
+        }],
+        events: vec![TrafficEvent {
+            at: 1,
+            kind: "switch".into(),
+            by: "ops".into(),
+            route: None,
+            detail: "all traffic to catalog@v1".into(),
+            version: 4,
+        }],
+    };
+    let report = serde_json::to_value(report).unwrap();
+    conforms(&document, &schema("TrafficReport"), &report, "").unwrap();
+
+    // The checker does refuse what does not fit.
+    let mut wrong = answer.clone();
+    wrong["services"][0]["instances"][0]["ready"] = serde_json::json!("yes");
+    assert!(conforms(&document, &schema("Instances"), &wrong, "").is_err());
+    wrong = answer;
+    wrong["services"][0]["colour"] = serde_json::json!("red");
+    assert!(conforms(&document, &schema("Instances"), &wrong, "").is_err());
+}

@@ -22,7 +22,7 @@ use tideway_runtime::{auth::Claims, config::ConfigError};
 
 /// A rule that sends the requests it matches to one version, before any weight is
 /// considered. Exactly one of `header`, `cookie`, `user_agent` and `claim` is set.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MatchRule {
     /// A request header's name: matches when present (and equal to `equals`, if set).
@@ -46,7 +46,7 @@ pub struct MatchRule {
 }
 
 /// Copying a share of a route's traffic to a shadow version and comparing its answers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MirrorConfig {
     /// The shadow upstream, e.g. `catalog@v2`.
@@ -68,7 +68,7 @@ fn hundred() -> u32 {
 }
 
 /// When a canary (any version but the one with the largest weight) is set to 0%.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RollbackConfig {
     /// How many percentage points the canary's error rate (5xx and failed calls) may
@@ -400,7 +400,7 @@ pub(crate) struct Outcomes {
 const MAX_SAMPLES: usize = 8_192;
 
 /// A version's figures over a window.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Figures {
     /// Requests answered in the window.
     pub requests: u64,
@@ -489,7 +489,7 @@ pub(crate) fn verdict(
 }
 
 /// One audited change of a route's traffic: a switch, a rollback, a configuration edit.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct TrafficEvent {
     /// Seconds since the epoch.
     pub at: u64,
@@ -517,7 +517,7 @@ pub(crate) fn now_secs() -> u64 {
 pub(crate) const KEPT: usize = 50;
 
 /// One difference between a primary's and a shadow's answer.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct MirrorDiff {
     /// Seconds since the epoch.
     pub at: u64,
@@ -537,7 +537,7 @@ pub struct MirrorDiff {
 }
 
 /// Mirror counts of one route.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct MirrorCounts {
     /// Requests copied to the shadow.
     pub mirrored: u64,

@@ -420,16 +420,30 @@ async fn a_blue_green_switch_is_atomic_and_fails_no_request() {
     assert_eq!(body["config"]["routes"][0]["versions"]["catalog@v2"], 100);
     assert_eq!(body["config"]["routes"][0]["versions"]["catalog@v1"], 0);
     assert_eq!(shop.version_for(&[]).await, "v2");
-    // A switch to a version the route does not have is refused, naming the field.
-    let (status, body) = shop
-        .admin_send(
-            "POST",
-            SWITCH_PATH,
-            &serde_json::json!({"route": "/api/catalog", "to": "catalog@v9"}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-    assert!(body.to_string().contains("\"to\""), "{body}");
+    // A bad switch is refused as a whole, naming the field, and changes nothing.
+    let before = shop.admin_get(CONFIG_PATH).await;
+    for (bad, field) in [
+        (
+            serde_json::json!({"route": "/api/catalog", "to": "catalog@v9"}),
+            "to",
+        ),
+        (
+            serde_json::json!({"route": "/api/nowhere", "to": "catalog@v1"}),
+            "route",
+        ),
+        (serde_json::json!({"route": 7, "to": "catalog@v1"}), "route"),
+        (serde_json::json!({"route": "/api/catalog"}), "body"),
+        (
+            serde_json::json!({"route": "/api/catalog", "to": "catalog@v1", "weight": 5}),
+            "weight",
+        ),
+    ] {
+        let (status, body) = shop.admin_send("POST", SWITCH_PATH, &bad).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {body}");
+        assert_eq!(body["invalid-params"][0]["name"], field, "{bad}: {body}");
+    }
+    assert_eq!(shop.admin_get(CONFIG_PATH).await, before);
+    assert_eq!(shop.version_for(&[]).await, "v2");
     let report = shop.admin_get(TRAFFIC_PATH).await;
     assert_eq!(report["events"].as_array().unwrap().len(), 21);
     assert_eq!(report["events"][0]["kind"], "switch");
