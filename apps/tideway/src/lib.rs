@@ -498,7 +498,9 @@ fn gateway_with_web(
     // browser's own.
     let api = gateway.front_transport(timeout);
     let mut services = vec![api.clone()];
-    let mut names: Vec<&String> = upstreams.keys().collect();
+    // A version (`catalog@v2`) is not a service of its own: the replicas table and the
+    // versions panel show it.
+    let mut names: Vec<&String> = upstreams.keys().filter(|n| !n.contains('@')).collect();
     names.sort();
     services.extend(
         names
