@@ -89,7 +89,10 @@ impl Shop {
                 "false".to_owned(),
             ),
         ];
-        let args: Vec<&str> = ["up", "--distributed"].into_iter().chain(args.iter().copied()).collect();
+        let args: Vec<&str> = ["up", "--distributed"]
+            .into_iter()
+            .chain(args.iter().copied())
+            .collect();
         let mut supervisor = Proc::start("supervisor", &args, &env, dir.path());
         let started = std::time::Instant::now();
         let gateway = match supervisor.listening(Duration::from_secs(120)).await {

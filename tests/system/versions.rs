@@ -119,7 +119,9 @@ async fn switch(http: &reqwest::Client, shop: &Shop, admin: &str, to: &str) -> I
 fn versions_since(answers: &[Answer], since: Instant) -> Vec<(String, usize)> {
     let mut counts: Vec<(String, usize)> = Vec::new();
     for (_, answer) in answers.iter().filter(|(sent, _)| *sent > since) {
-        let version = answer.clone().unwrap_or_else(|err| panic!("a failed read: {err}"));
+        let version = answer
+            .clone()
+            .unwrap_or_else(|err| panic!("a failed read: {err}"));
         match counts.iter_mut().find(|(v, _)| *v == version) {
             Some((_, n)) => *n += 1,
             None => counts.push((version, 1)),
@@ -131,8 +133,7 @@ fn versions_since(answers: &[Answer], since: Instant) -> Vec<(String, usize)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_split_between_two_versions_then_a_switch_and_its_rollback_fail_no_request() {
-    let Some(shop) =
-        Shop::start_with(&["--replicas", "1", "--versions", "catalog=v1,v2"]).await
+    let Some(shop) = Shop::start_with(&["--replicas", "1", "--versions", "catalog=v1,v2"]).await
     else {
         return;
     };
@@ -142,7 +143,13 @@ async fn a_split_between_two_versions_then_a_switch_and_its_rollback_fail_no_req
         "a catalog replica of each version: {names:?}"
     );
     let http = reqwest::Client::new();
-    let admin = scenario::login(&http, &shop.gateway, "admin@tideway.local", "tideway-admin-1").await;
+    let admin = scenario::login(
+        &http,
+        &shop.gateway,
+        "admin@tideway.local",
+        "tideway-admin-1",
+    )
+    .await;
 
     // 80/20 between the versions, through the admin API.
     let config: Value = http
@@ -173,13 +180,17 @@ async fn a_split_between_two_versions_then_a_switch_and_its_rollback_fail_no_req
 
     // Each version's balancer finds its replica in discovery: once both have answered,
     // the share over 400 anonymous reads (split at random) is within a tolerance.
-    eventually_async(Duration::from_secs(30), "both versions to answer", || async {
-        let mut seen = Vec::new();
-        for _ in 0..40 {
-            seen.push(read(&http, &shop.gateway).await.ok()?);
-        }
-        (seen.iter().any(|v| v == "v1") && seen.iter().any(|v| v == "v2")).then_some(())
-    })
+    eventually_async(
+        Duration::from_secs(30),
+        "both versions to answer",
+        || async {
+            let mut seen = Vec::new();
+            for _ in 0..40 {
+                seen.push(read(&http, &shop.gateway).await.ok()?);
+            }
+            (seen.iter().any(|v| v == "v1") && seen.iter().any(|v| v == "v2")).then_some(())
+        },
+    )
     .await;
     let before = Instant::now();
     let load = Load::start(&shop.gateway);
@@ -190,11 +201,17 @@ async fn a_split_between_two_versions_then_a_switch_and_its_rollback_fail_no_req
     let answers = load.stop().await;
     let counts = versions_since(&answers, before);
     let total: usize = counts.iter().map(|(_, n)| n).sum();
-    let v2 = counts.iter().find(|(v, _)| v == "v2").map_or(0, |(_, n)| *n);
+    let v2 = counts
+        .iter()
+        .find(|(v, _)| v == "v2")
+        .map_or(0, |(_, n)| *n);
     assert_eq!(counts.len(), 2, "only v1 and v2 answer: {counts:?}");
     // 20 % of at least 400: 80 expected; the bounds are more than 4 standard deviations.
     let share = v2 as f64 / total as f64;
-    assert!((0.12..=0.28).contains(&share), "v2 served {v2} of {total}: {counts:?}");
+    assert!(
+        (0.12..=0.28).contains(&share),
+        "v2 served {v2} of {total}: {counts:?}"
+    );
 
     // Blue/green: all to v2 while four clients read; none fails, and every read sent after
     // the switch answered is v2's.
@@ -211,9 +228,15 @@ async fn a_split_between_two_versions_then_a_switch_and_its_rollback_fail_no_req
     .await;
     let answers = load.stop().await;
     let failed: Vec<&Answer> = answers.iter().filter(|(_, a)| a.is_err()).collect();
-    assert!(failed.is_empty(), "failed reads around the switch: {failed:?}");
+    assert!(
+        failed.is_empty(),
+        "failed reads around the switch: {failed:?}"
+    );
     let after = answers.iter().filter(|(sent, _)| *sent > switched).count();
-    assert_eq!(versions_since(&answers, switched), [("v2".to_owned(), after)]);
+    assert_eq!(
+        versions_since(&answers, switched),
+        [("v2".to_owned(), after)]
+    );
 
     // A gateway started after the switch runs it from its first request: the file's
     // configuration (no versions) would send to either version.
@@ -241,9 +264,18 @@ async fn a_split_between_two_versions_then_a_switch_and_its_rollback_fail_no_req
     .await;
     let answers = load.stop().await;
     let failed: Vec<&Answer> = answers.iter().filter(|(_, a)| a.is_err()).collect();
-    assert!(failed.is_empty(), "failed reads around the rollback: {failed:?}");
-    let after = answers.iter().filter(|(sent, _)| *sent > rolled_back).count();
-    assert_eq!(versions_since(&answers, rolled_back), [("v1".to_owned(), after)]);
+    assert!(
+        failed.is_empty(),
+        "failed reads around the rollback: {failed:?}"
+    );
+    let after = answers
+        .iter()
+        .filter(|(sent, _)| *sent > rolled_back)
+        .count();
+    assert_eq!(
+        versions_since(&answers, rolled_back),
+        [("v1".to_owned(), after)]
+    );
 
     // The restarted gateway's report: the shared configuration it started with (version
     // 2 of its own), then the rollback.
@@ -264,5 +296,8 @@ async fn a_split_between_two_versions_then_a_switch_and_its_rollback_fail_no_req
         .collect();
     assert_eq!(kinds, ["shared", "switch"], "{report:#}");
     assert_eq!(report["version"], 3, "{report:#}");
-    assert_eq!(report["routes"][0]["versions"], json!({ "catalog@v1": 100, "catalog@v2": 0 }));
+    assert_eq!(
+        report["routes"][0]["versions"],
+        json!({ "catalog@v1": 100, "catalog@v2": 0 })
+    );
 }

@@ -1319,10 +1319,9 @@ mod tests {
 
     #[test]
     fn versions_at_fixed_urls_load_and_a_bad_one_is_named() {
-        let config = from_file(
-            "[gateway.upstream_urls]\n\"catalog@v2\" = \"http://127.0.0.1:9182\"\n",
-        )
-        .unwrap();
+        let config =
+            from_file("[gateway.upstream_urls]\n\"catalog@v2\" = \"http://127.0.0.1:9182\"\n")
+                .unwrap();
         assert_eq!(
             config.gateway.upstream_urls["catalog@v2"],
             "http://127.0.0.1:9182"

@@ -427,7 +427,12 @@ mod tests {
 
         // A shared value this gateway refuses leaves its own configuration running.
         store
-            .put(SHARED_KEY, br#"{"by":"ops","config":{"routes":[],"body_limit_bytes":0}}"#.to_vec().into())
+            .put(
+                SHARED_KEY,
+                br#"{"by":"ops","config":{"routes":[],"body_limit_bytes":0}}"#
+                    .to_vec()
+                    .into(),
+            )
             .await
             .expect("put a bad value");
         let (c, router) = named_gateway();
