@@ -10,9 +10,11 @@ set -euo pipefail
 
 shape_args=(up)
 prefix=""
+export BROWSER_SHAPE=embedded
 if [ "${1:-}" = "--distributed" ]; then
   prefix="browser_$(head -c 6 /dev/urandom | od -An -tx1 | tr -d ' \n')_"
   shape_args=(up --distributed --replicas 2)
+  BROWSER_SHAPE=distributed
 fi
 cd "$(dirname "$0")/../.."
 
@@ -89,6 +91,12 @@ start_server() {
   BASE_URL="http://127.0.0.1:$port"
   rm -rf "$tmp/data"
   mkdir -p "$tmp/data"
+  # A second version of the catalog at a fixed URL, which edge.test.mjs serves: one
+  # process runs no versions of its own.
+  CATALOG_V2_PORT=$(free_port)
+  export CATALOG_V2_PORT
+  printf '[gateway.upstream_urls]\n"catalog@v2" = "http://127.0.0.1:%s"\n' "$CATALOG_V2_PORT" \
+    >"$tmp/browser.toml"
   echo "starting $bin ${shape_args[*]} on $BASE_URL (data in $tmp/data)"
   # Run from the temporary directory so a developer's ./tideway.toml does not apply; no
   # colour codes in the log file. The card provider answers after a second, so an order page
@@ -101,7 +109,7 @@ start_server() {
     fi
     NO_COLOR=1 TIDEWAY_DATA_DIR="$tmp/data" TIDEWAY_GATEWAY__LISTEN="127.0.0.1:$port" \
       TIDEWAY_PAYMENT__LATENCY_MS="${PAYMENT_LATENCY_MS:-1000}" \
-      exec "$bin" "${shape_args[@]}"
+      exec "$bin" --config "$tmp/browser.toml" "${shape_args[@]}"
   ) >"$log" 2>&1 &
   server_pid=$!
 

@@ -24,9 +24,9 @@ use crate::{
 const BIN: &str = env!("CARGO_BIN_EXE_tideway");
 
 /// A running `tideway up --distributed` with databases and a NATS stream of its own.
-struct Shop {
+pub(crate) struct Shop {
     supervisor: Option<Proc>,
-    gateway: String,
+    pub(crate) gateway: String,
     prefix: String,
     /// The environment of the supervisor: the shop's whole configuration.
     env: Vec<(String, String)>,
@@ -38,6 +38,12 @@ impl Shop {
     /// Starts the shop with `--replicas replicas`, or `None` (with a notice) outside CI
     /// when PostgreSQL or NATS is not there.
     async fn start(replicas: &str) -> Option<Self> {
+        Self::start_with(&["--replicas", replicas]).await
+    }
+
+    /// Starts `up --distributed` with `args` after it (`--replicas 1 --versions …`), or
+    /// `None` as [`Shop::start`].
+    pub(crate) async fn start_with(args: &[&str]) -> Option<Self> {
         let admin = tideway_testkit::postgres_admin_url();
         if let Err(err) = Db::connect(&admin, DbOptions::default()).await {
             assert!(!is_ci(), "PostgreSQL is unreachable and CI=true: {err}");
@@ -83,7 +89,10 @@ impl Shop {
                 "false".to_owned(),
             ),
         ];
-        let args = ["up", "--distributed", "--replicas", replicas];
+        let args: Vec<&str> = ["up", "--distributed"]
+            .into_iter()
+            .chain(args.iter().copied())
+            .collect();
         let mut supervisor = Proc::start("supervisor", &args, &env, dir.path());
         let started = std::time::Instant::now();
         let gateway = match supervisor.listening(Duration::from_secs(120)).await {
@@ -104,12 +113,12 @@ impl Shop {
     }
 
     /// The supervisor's table of processes.
-    fn table(&self) -> Vec<ProcessRow> {
+    pub(crate) fn table(&self) -> Vec<ProcessRow> {
         let file = self.dir.path().join("processes.json");
         serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap()
     }
 
-    fn row(&self, name: &str) -> ProcessRow {
+    pub(crate) fn row(&self, name: &str) -> ProcessRow {
         self.table()
             .into_iter()
             .find(|row| row.name == name)
@@ -203,7 +212,7 @@ fn alive(pid: u32) -> bool {
     })
 }
 
-fn sigkill(pid: u32) {
+pub(crate) fn sigkill(pid: u32) {
     let status = Command::new("kill")
         .args(["-KILL", &pid.to_string()])
         .status()

@@ -368,6 +368,12 @@ pub struct GatewaySection {
     /// split traffic to them. `up --distributed --versions` sets it.
     #[serde(default)]
     pub known_versions: String,
+    /// `gateway.upstream_urls`: versions the gateway reaches at a fixed URL instead of
+    /// through discovery, `{ "catalog@v2" = "http://10.0.0.7:8082" }` — a version run
+    /// outside the shape, or beside `tideway up` (one process runs no versions). Routes
+    /// may split and mirror to them as to any version. Read at start.
+    #[serde(default)]
+    pub upstream_urls: std::collections::BTreeMap<String, String>,
     /// `gateway.share_config`: share configuration changes with the other gateway
     /// replicas through the NATS KV bucket `<discovery.nats.bucket>_gateway` (on
     /// `discovery.nats.url`). `up --distributed` sets it for its gateways.
@@ -491,6 +497,7 @@ impl Default for Config {
                     ..tideway_gateway::GatewayConfig::default()
                 },
                 known_versions: String::new(),
+                upstream_urls: std::collections::BTreeMap::new(),
                 share_config: false,
             },
             identity: Section {
@@ -921,6 +928,16 @@ fn is_id_token(value: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// Whether `name` is a version of a service: `catalog@v2`.
+fn is_version_name(name: &str) -> bool {
+    name.split_once('@').is_some_and(|(service, version)| {
+        crate::ServiceName::ALL
+            .iter()
+            .any(|s| s.as_str() == service)
+            && !version.is_empty()
+    })
+}
+
 /// The longest bus timing accepted (10 minutes), so a typo cannot hold events for hours.
 const MAX_BUS_TIMING_MS: u64 = 600_000;
 
@@ -987,17 +1004,22 @@ impl Validate for Config {
             .map(str::trim)
             .filter(|name| !name.is_empty())
         {
-            if !name.split_once('@').is_some_and(|(service, version)| {
-                crate::ServiceName::ALL
-                    .iter()
-                    .any(|s| s.as_str() == service)
-                    && !version.is_empty()
-            }) {
+            if !is_version_name(name) {
                 return Err(ConfigError::invalid(
                     "gateway.known_versions",
                     format!("service@version names such as catalog@v2, found {name:?}"),
                 ));
             }
+        }
+        for (name, url) in &self.gateway.upstream_urls {
+            let key = format!("gateway.upstream_urls.{name:?}");
+            if !is_version_name(name) {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("a service@version name such as catalog@v2, found {name:?}"),
+                ));
+            }
+            check_url(&key, url)?;
         }
         for (key, value) in [
             (
@@ -1292,6 +1314,40 @@ mod tests {
         assert_eq!(
             refused_key(|c| routes(c)[3].upstream = "shipping".into()),
             "gateway.routes[3].upstream"
+        );
+    }
+
+    #[test]
+    fn versions_at_fixed_urls_load_and_a_bad_one_is_named() {
+        let config =
+            from_file("[gateway.upstream_urls]\n\"catalog@v2\" = \"http://127.0.0.1:9182\"\n")
+                .unwrap();
+        assert_eq!(
+            config.gateway.upstream_urls["catalog@v2"],
+            "http://127.0.0.1:9182"
+        );
+        let refused = |name: &str, url: &str| {
+            refused_key(|c| {
+                c.gateway
+                    .upstream_urls
+                    .insert(name.to_owned(), url.to_owned());
+            })
+        };
+        assert_eq!(
+            refused("catalog", "http://127.0.0.1:9182"),
+            "gateway.upstream_urls.\"catalog\""
+        );
+        assert_eq!(
+            refused("shipping@v2", "http://127.0.0.1:9182"),
+            "gateway.upstream_urls.\"shipping@v2\""
+        );
+        assert_eq!(
+            refused("catalog@v2", "https://127.0.0.1:9182"),
+            "gateway.upstream_urls.\"catalog@v2\""
+        );
+        assert_eq!(
+            refused("catalog@v2", "http://127.0.0.1:9182/api"),
+            "gateway.upstream_urls.\"catalog@v2\""
         );
     }
 

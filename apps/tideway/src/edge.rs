@@ -165,9 +165,10 @@ impl Drop for SharedConfig {
 }
 
 impl SharedConfig {
-    /// Connects to `url`, opens (or creates) `bucket` and starts sharing `control`'s
-    /// changes. Only changes made after this replica started are applied: a replica
-    /// (re)started later runs its file's configuration until the next change.
+    /// Connects to `url`, opens (or creates) `bucket`, applies the configuration last put
+    /// there (if any, validated like any change) and starts sharing `control`'s changes.
+    /// Answers once that is done, so a replica (re)started after a change serves the
+    /// shared configuration from its first request, not its file's.
     pub async fn start(url: &str, bucket: &str, control: GatewayControl) -> anyhow::Result<Self> {
         use async_nats::jetstream;
         let connecting = async_nats::connect(url);
@@ -200,10 +201,21 @@ impl SharedConfig {
                     .context("opening the shared configuration bucket")?
             }
         };
+        // The watch first, then the last value: a change put in between arrives through
+        // the watch too (and is skipped when it is the one applied here).
         let mut updates = store
             .watch(SHARED_KEY)
             .await
             .context("watching the shared configuration")?;
+        match store.entry(SHARED_KEY).await {
+            Ok(Some(entry)) if entry.operation == jetstream::kv::Operation::Put => {
+                follow_shared(&control, &entry.value, entry.revision);
+            }
+            Ok(_) => {}
+            Err(err) => {
+                tracing::warn!(error = %err, "Reading the shared configuration failed; the file's stays until the next change.");
+            }
+        }
         let cancel = tokio_util::sync::CancellationToken::new();
         let mut changes = control.changes();
         let (publish, follow) = (store.clone(), control.clone());
@@ -246,38 +258,49 @@ impl SharedConfig {
                     tracing::warn!("The shared configuration watch ended.");
                     return;
                 };
-                let entry = match entry {
-                    Ok(entry) if entry.operation == jetstream::kv::Operation::Put => entry,
-                    Ok(_) => continue,
+                match entry {
+                    Ok(entry) if entry.operation == jetstream::kv::Operation::Put => {
+                        follow_shared(&follow, &entry.value, entry.revision);
+                    }
+                    Ok(_) => {}
                     Err(err) => {
                         tracing::warn!(error = %err, "Reading the shared configuration failed.");
-                        continue;
-                    }
-                };
-                let shared: Shared = match serde_json::from_slice(&entry.value) {
-                    Ok(shared) => shared,
-                    Err(err) => {
-                        tracing::warn!(error = %err, "The shared configuration cannot be read; the running one stays.");
-                        continue;
-                    }
-                };
-                if follow.current().1 == shared.config {
-                    continue;
-                }
-                match follow.apply_shared(&shared.config, &shared.by) {
-                    Ok(version) => tracing::info!(
-                        version,
-                        by = shared.by,
-                        revision = entry.revision,
-                        "Applied the configuration another gateway applied."
-                    ),
-                    Err(err) => {
-                        tracing::warn!(error = %err, "The shared configuration was refused; the running one stays.")
                     }
                 }
             }
         });
         Ok(Self { cancel })
+    }
+}
+
+/// Applies one value of the shared key unless it is the running configuration already
+/// (this replica's own change coming back); a value that does not read or validate is
+/// logged and the running configuration stays.
+fn follow_shared(control: &GatewayControl, bytes: &[u8], revision: u64) {
+    let shared: Shared = match serde_json::from_slice(bytes) {
+        Ok(shared) => shared,
+        Err(err) => {
+            tracing::warn!(error = %err, "The shared configuration cannot be read; the running one stays.");
+            return;
+        }
+    };
+    if control.current().1 == shared.config {
+        return;
+    }
+    match control.apply_shared(&shared.config, &shared.by) {
+        Ok(version) => tracing::info!(
+            version,
+            by = shared.by,
+            revision,
+            "Applied the configuration another gateway applied."
+        ),
+        Err(err) => {
+            let detail = match &err {
+                tideway_gateway::GatewayError::Invalid(inner) => inner.to_string(),
+                other => other.to_string(),
+            };
+            tracing::warn!(error = %detail, "The shared configuration was refused; the running one stays.");
+        }
     }
 }
 
@@ -311,6 +334,113 @@ mod tests {
             tideway_gateway::Gateway::new(&Config::default().gateway.gateway, upstreams, verifier)
                 .expect("gateway");
         gateway.control()
+    }
+
+    /// A gateway over the shop's default routes whose upstreams answer every request with
+    /// their name, and its router.
+    fn named_gateway() -> (GatewayControl, axum::Router) {
+        let signer = TokenSigner::generate().expect("signer");
+        let verifier = Arc::new(JwtVerifier::from_keys(signer.jwks(), "tideway", "tideway"));
+        let upstreams: HashMap<String, Transport> = ServiceName::ALL
+            .into_iter()
+            .map(|name| {
+                let router = axum::Router::new().fallback(move || async move { name.as_str() });
+                (
+                    name.as_str().to_owned(),
+                    Transport::in_process(name.as_str(), router, Duration::from_secs(1)),
+                )
+            })
+            .collect();
+        let gateway =
+            tideway_gateway::Gateway::new(&Config::default().gateway.gateway, upstreams, verifier)
+                .expect("gateway");
+        (gateway.control(), gateway.router())
+    }
+
+    /// What `router` answers to a `GET` of `path`: its status and body.
+    async fn get(router: &axum::Router, path: &str) -> (u16, String) {
+        use tower::ServiceExt;
+        let request = axum::http::Request::get(path)
+            .body(axum::body::Body::empty())
+            .expect("request");
+        let response = router.clone().oneshot(request).await.expect("answer");
+        let status = response.status().as_u16();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn a_gateway_started_after_a_shared_change_serves_it_from_its_first_request() {
+        let bucket = format!("test_gateway_{}", uuid::Uuid::new_v4().simple());
+        let url = "nats://127.0.0.1:4222";
+        let (a, _) = named_gateway();
+        let _share_a = SharedConfig::start(url, &bucket, a.clone())
+            .await
+            .expect("a");
+        // A route the file does not have, to an upstream that says who it is.
+        let (_, mut config) = a.current();
+        config.routes.push(tideway_gateway::RouteConfig::new(
+            "/api/extra",
+            "reporting",
+            tideway_gateway::Access::Public,
+            tideway_gateway::Access::Public,
+        ));
+        a.apply(&config, "ops").expect("apply on a");
+        // a puts its change in the bucket as it is made; wait until it is there.
+        let client = async_nats::connect(url).await.expect("nats");
+        let store = async_nats::jetstream::new(client)
+            .get_key_value(&bucket)
+            .await
+            .expect("bucket");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !store
+            .get(SHARED_KEY)
+            .await
+            .expect("read the bucket")
+            .is_some_and(|value| String::from_utf8_lossy(&value).contains("/api/extra"))
+        {
+            assert!(std::time::Instant::now() < deadline, "a did not share");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+
+        // b starts after the change: before sharing started it runs its file's routes …
+        let (b, router) = named_gateway();
+        assert_eq!(get(&router, "/api/extra/x").await.0, 404);
+        let _share_b = SharedConfig::start(url, &bucket, b.clone())
+            .await
+            .expect("b");
+        // … and once started, the shared one, without waiting for another change.
+        assert_eq!(
+            get(&router, "/api/extra/x").await,
+            (200, "reporting".to_owned())
+        );
+        assert_eq!(b.current().1, a.current().1);
+        let event = b.events().last().cloned().expect("an event on b");
+        assert_eq!((event.kind.as_str(), event.by.as_str()), ("shared", "ops"));
+        // Nothing echoes: a keeps its version, b applied the change once.
+        let versions = (a.current().0, b.current().0);
+        assert_eq!(versions, (2, 2));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!((a.current().0, b.current().0), versions, "no echo");
+
+        // A shared value this gateway refuses leaves its own configuration running.
+        store
+            .put(
+                SHARED_KEY,
+                br#"{"by":"ops","config":{"routes":[],"body_limit_bytes":0}}"#
+                    .to_vec()
+                    .into(),
+            )
+            .await
+            .expect("put a bad value");
+        let (c, router) = named_gateway();
+        let _share_c = SharedConfig::start(url, &bucket, c.clone())
+            .await
+            .expect("c");
+        assert_eq!(c.current().0, 1, "refused");
+        assert_eq!(get(&router, "/api/extra/x").await.0, 404);
     }
 
     #[tokio::test]

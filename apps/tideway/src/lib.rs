@@ -498,7 +498,9 @@ fn gateway_with_web(
     // browser's own.
     let api = gateway.front_transport(timeout);
     let mut services = vec![api.clone()];
-    let mut names: Vec<&String> = upstreams.keys().collect();
+    // A version (`catalog@v2`) is not a service of its own: the replicas table and the
+    // versions panel show it.
+    let mut names: Vec<&String> = upstreams.keys().filter(|n| !n.contains('@')).collect();
     names.sort();
     services.extend(
         names
@@ -609,6 +611,43 @@ async fn share_flags(
 /// `tideway_flags::RequestFlags`.
 fn with_flags(router: Router, flags: &tideway_flags::Flags) -> Router {
     router.layer(axum::Extension(flags.clone()))
+}
+
+/// The versions the gateway reaches at a fixed URL (`gateway.upstream_urls`), each with
+/// its own connection pool.
+fn versions_at_urls(config: &Config) -> anyhow::Result<Vec<(String, Transport)>> {
+    config
+        .gateway
+        .upstream_urls
+        .iter()
+        .map(|(name, url)| {
+            let transport = Transport::http(name, url, config.client_timeout())
+                .with_context(|| format!("gateway.upstream_urls.{name:?}"))?;
+            anyhow::Ok((name.clone(), transport))
+        })
+        .collect()
+}
+
+/// The answer header naming the version label of the replica that answered.
+pub const VERSION_HEADER: &str = "x-tideway-version";
+
+/// Every answer of `router` (injected faults included) with [`VERSION_HEADER`] set to
+/// `version`, when the replica runs with a version label: which version served a request
+/// can be told from its answer. Unlabelled replicas add nothing.
+fn with_version_header(router: Router, version: Option<&str>) -> Router {
+    let Some(value) = version.and_then(|version| axum::http::HeaderValue::from_str(version).ok())
+    else {
+        return router;
+    };
+    router.layer(axum::middleware::map_response(
+        move |mut response: axum::response::Response| {
+            let value = value.clone();
+            async move {
+                response.headers_mut().insert(VERSION_HEADER, value);
+                response
+            }
+        },
+    ))
 }
 
 /// Purges the gateway's cached catalog answers on every catalog event, on a consumer of
@@ -769,10 +808,11 @@ impl App {
             built.push(service);
         }
         let verifier = peers.verifier()?;
-        let upstreams: HashMap<String, Transport> = ServiceName::ALL
+        let mut upstreams: HashMap<String, Transport> = ServiceName::ALL
             .into_iter()
             .map(|name| Ok((name.as_str().to_owned(), peers.transport(config, name)?)))
             .collect::<anyhow::Result<_>>()?;
+        upstreams.extend(versions_at_urls(config)?);
         let audit = audit_of(config).await?;
         let (gateway, web) =
             gateway_with_web(config, upstreams, verifier, None, true, &flags, &audit)?;
@@ -868,6 +908,7 @@ impl App {
             handle,
             peers.verifier()?,
         );
+        let router = with_version_header(router, config.version.as_deref());
         Ok(Self {
             listener,
             router,
@@ -932,6 +973,9 @@ impl App {
             let Some((service, version)) = name.split_once('@') else {
                 continue;
             };
+            if config.gateway.upstream_urls.contains_key(&name) {
+                continue;
+            }
             let transport = if remote.fixed.is_some() {
                 anyhow::bail!(
                     "gateway: the version {name} needs balance.enabled = true (versions are \
@@ -946,6 +990,7 @@ impl App {
             };
             upstreams.insert(name.clone(), transport);
         }
+        upstreams.extend(versions_at_urls(config)?);
         let Peers::Remote { verifier, .. } = remote.peers(config).await? else {
             anyhow::bail!("remote peers are remote");
         };

@@ -590,12 +590,12 @@ async fn edge(state: &AppState, user: &User) -> Markup {
                                     @for (name, weight) in route["versions"].as_object().cloned().unwrap_or_default() {
                                         @let figures = &route["figures"][&name];
                                         tr data-route=(text(&route["prefix"])) data-version=(name) {
-                                            td { code { (text(&route["prefix"])) } }
-                                            td { (name) }
-                                            td { (text(&weight)) }
-                                            td { (text(&figures["requests"])) }
-                                            td { (text(&figures["errors"])) }
-                                            td { (format!("{:.1}", figures["p99_ms"].as_f64().unwrap_or(0.0))) }
+                                            td data-label="Route" { code { (text(&route["prefix"])) } }
+                                            td data-label="Version" { (name) }
+                                            td data-label="Weight" { (text(&weight)) }
+                                            td data-label="Requests" { (text(&figures["requests"])) }
+                                            td data-label="Errors" { (text(&figures["errors"])) }
+                                            td data-label="p99 ms" { (format!("{:.1}", figures["p99_ms"].as_f64().unwrap_or(0.0))) }
                                         }
                                     }
                                 }
@@ -612,12 +612,12 @@ async fn edge(state: &AppState, user: &User) -> Markup {
                             tbody {
                                 @for (route, counts) in mirror {
                                     tr data-mirror=(route) {
-                                        td { code { (route) } }
-                                        td { (text(&counts["mirrored"])) }
-                                        td { (text(&counts["same"])) }
-                                        td { (text(&counts["different"])) }
-                                        td { (text(&counts["failed"])) }
-                                        td { (text(&counts["dropped"])) }
+                                        td data-label="Route" { code { (route) } }
+                                        td data-label="Mirrored" { (text(&counts["mirrored"])) }
+                                        td data-label="Same" { (text(&counts["same"])) }
+                                        td data-label="Different" { (text(&counts["different"])) }
+                                        td data-label="Failed" { (text(&counts["failed"])) }
+                                        td data-label="Dropped" { (text(&counts["dropped"])) }
                                     }
                                 }
                             }
