@@ -2,13 +2,23 @@
 //! it cannot reach the same way — 503 with `Retry-After` and a problem document, never an
 //! opaque 500 — and the shop goes on around it: with the catalog down the basket shows the
 //! last prices seen and checkout waits; with ordering down checkout is refused and the
-//! basket kept. Each dependency is stopped for real by closing its pools.
+//! basket kept; with inventory down checkout is refused before any order is placed, and
+//! accepted again once it is back. Each dependency is stopped for real: its pools closed
+//! in one process, its process killed among separate ones.
+
+use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::Value;
 use tideway::App;
 
-use crate::{STOP_DEADLINE, embedded_config, scenario, serve_ready};
+use crate::{
+    STOP_DEADLINE,
+    checkout::{Shopper, item_with_stock, wait_stocked},
+    embedded_config,
+    processes::Distributed,
+    scenario, serve_ready,
+};
 
 #[tokio::test]
 async fn a_database_out_of_reach_is_a_503_with_retry_after_in_every_service() {
@@ -92,8 +102,6 @@ fn service_row<'a>(panel: &'a str, service: &str) -> &'a str {
 /// the dependency that is down.
 #[tokio::test]
 async fn with_the_catalog_down_browsing_degrades_and_the_rest_of_the_shop_works() {
-    use crate::checkout::{Shopper, item_with_stock};
-
     let data = tempfile::tempdir().unwrap();
     // Without the caches of catalog answers: with them, a catalog whose database is gone
     // still answers what it has cached, and this is about a catalog that cannot answer.
@@ -205,8 +213,6 @@ async fn with_the_catalog_down_browsing_degrades_and_the_rest_of_the_shop_works(
 /// problem and `Retry-After`, and the basket is kept.
 #[tokio::test]
 async fn with_ordering_down_checkout_is_refused_with_a_503_and_the_basket_kept() {
-    use crate::checkout::{Shopper, item_with_stock};
-
     let data = tempfile::tempdir().unwrap();
     let app = App::embedded(&embedded_config(data.path())).await.unwrap();
     let services = app.services().unwrap().clone();
@@ -294,4 +300,239 @@ async fn with_the_catalog_down_the_gateway_answers_its_last_good_answers() {
     let never = item(other).await.unwrap();
     assert_eq!(never.status(), 503, "{:?}", never.headers());
     server.stop(STOP_DEADLINE).await;
+}
+
+/// Checks out as `shopper`: the status, the headers and the JSON answer.
+async fn checkout(shopper: &Shopper) -> (u16, reqwest::header::HeaderMap, Value) {
+    let response = shopper
+        .http
+        .post(format!("{}/api/basket/checkout", shopper.base))
+        .bearer_auth(&shopper.token)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    (
+        status,
+        headers,
+        response.json().await.unwrap_or(Value::Null),
+    )
+}
+
+/// Checks out as `shopper` until `answered` takes the answer, at most `deadline`; at a
+/// pace the gateway's checkout limit (10 a minute per user) allows.
+async fn checkout_until<T>(
+    shopper: &Shopper,
+    deadline: Duration,
+    what: &str,
+    mut answered: impl FnMut((u16, reqwest::header::HeaderMap, Value)) -> Option<T>,
+) -> T {
+    let until = tokio::time::Instant::now() + deadline;
+    loop {
+        if let Some(done) = answered(checkout(shopper).await) {
+            return done;
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Waits until ordering sees inventory down, asking as a shopper whose basket is empty: a
+/// checkout of it is refused 422 while inventory is up and 503 once ordering sees it down,
+/// and can never place an order.
+async fn wait_until_checkout_sees_inventory_down(base: &str, deadline: Duration) {
+    let prober = Shopper::register(base).await;
+    checkout_until(
+        &prober,
+        deadline,
+        "checkout to see inventory down",
+        |answer| match answer {
+            (503, _, _) => Some(()),
+            (422, _, _) => None,
+            other => panic!("an empty basket's checkout answered {other:?}"),
+        },
+    )
+    .await;
+}
+
+/// The refusal while inventory is down: 503, `Retry-After`, a problem naming inventory.
+fn assert_refused_naming_inventory(answer: &(u16, reqwest::header::HeaderMap, Value)) {
+    let (status, headers, problem) = answer;
+    assert_eq!(*status, 503, "{problem}");
+    assert_eq!(headers["retry-after"], "1");
+    assert_eq!(headers["content-type"], "application/problem+json");
+    // Named for the callers' breakers too: no failure of the ordering replica.
+    assert_eq!(headers["tideway-dependency-down"], "inventory");
+    assert_eq!(
+        problem["type"], "/problems/dependency-unavailable",
+        "{problem}"
+    );
+    assert_eq!(problem["title"], "Inventory unavailable", "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("inventory"),
+        "{problem}"
+    );
+}
+
+/// The shopper's orders, through the gateway.
+async fn orders_of(shopper: &Shopper) -> Vec<Value> {
+    let response = shopper
+        .http
+        .get(format!("{}/api/ordering/orders", shopper.base))
+        .bearer_auth(&shopper.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let page: Value = response.json().await.unwrap();
+    page["items"].as_array().unwrap().clone()
+}
+
+/// The console's services panel as `admin` sees it.
+async fn services_panel(base: &str, admin: &str) -> String {
+    let panel = reqwest::Client::new()
+        .get(format!("{base}/ops/services"))
+        .header("cookie", format!("tw_access={admin}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(panel.status(), 200);
+    panel.text().await.unwrap()
+}
+
+/// In one process inventory cannot die alone; it is down when its database is out of
+/// reach, which ordering learns from its readiness probe. Checkout is then refused up front
+/// with a 503 problem naming inventory, no order is placed, the basket stays as it was, and
+/// the console shows inventory not ready while ordering and the basket are.
+#[tokio::test]
+async fn with_inventory_down_checkout_is_refused_before_any_order_is_placed() {
+    let data = tempfile::tempdir().unwrap();
+    let app = App::embedded(&embedded_config(data.path())).await.unwrap();
+    let services = app.services().unwrap().clone();
+    let server = serve_ready(app).await;
+    let base = server.base_url().to_owned();
+    let shopper = Shopper::register(&base).await;
+    let (item, _) = item_with_stock(&base, 2).await;
+    shopper.add(&item, 2).await;
+    let before = shopper.basket().await;
+    let http = reqwest::Client::new();
+    let admin = scenario::login(&http, &base, "admin@tideway.local", "tideway-admin-1").await;
+
+    services.inventory.db().close().await;
+    wait_until_checkout_sees_inventory_down(&base, Duration::from_secs(15)).await;
+
+    assert_refused_naming_inventory(&checkout(&shopper).await);
+    assert_eq!(
+        shopper.basket().await,
+        before,
+        "the basket is kept as it was"
+    );
+    assert!(orders_of(&shopper).await.is_empty(), "no order was placed");
+    // The checkout page says so and keeps the form, for a retry in a moment.
+    let form_token = "B".repeat(43);
+    let response = http
+        .post(format!("{base}/checkout"))
+        .header(
+            "cookie",
+            format!("tw_access={}; tw_csrf={form_token}", shopper.token),
+        )
+        .form(&[
+            ("card", "4242 4242 4242 4242"),
+            ("key", &uuid::Uuid::new_v4().to_string()),
+            ("csrf", &form_token),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let page = response.text().await.unwrap();
+    assert!(page.contains("The inventory is unavailable"), "{page}");
+    assert!(page.contains(r#"action="/checkout""#), "{page}");
+    let orders = services.ordering.snapshot().await.unwrap().orders;
+    assert!(orders.is_empty(), "no order at all: {orders:?}");
+
+    let panel = services_panel(&base, &admin).await;
+    for (service, status) in [
+        ("inventory", "not_ready"),
+        ("ordering", "ready"),
+        ("basket", "ready"),
+    ] {
+        assert!(
+            service_row(&panel, service).contains(&format!("data-status=\"{status}\"")),
+            "{service} {status}: {panel}"
+        );
+    }
+    assert!(
+        service_row(&panel, "inventory").contains("Down: checkout is refused"),
+        "{panel}"
+    );
+
+    server.stop(STOP_DEADLINE).await;
+}
+
+/// Among separate processes, the inventory's process killed: ordering's balancer finds no
+/// ready replica, so checkout is refused up front with a 503 problem naming inventory, no
+/// order is placed, the basket is kept and the console shows inventory not ready. Started
+/// again, a checkout is accepted and confirmed within a deadline.
+#[tokio::test]
+async fn with_the_inventory_process_dead_checkout_is_refused_until_it_is_back() {
+    let mut system = Distributed::start().await;
+    let base = system.gateway.clone();
+    let shopper = Shopper::register(&base).await;
+    let (item, _) = item_with_stock(&base, 2).await;
+    wait_stocked(&base, &item, Duration::from_secs(30)).await;
+    shopper.add(&item, 1).await;
+    let before = shopper.basket().await;
+    let http = reqwest::Client::new();
+    let admin = scenario::login(&http, &base, "admin@tideway.local", "tideway-admin-1").await;
+
+    system.kill("inventory");
+    wait_until_checkout_sees_inventory_down(&base, Duration::from_secs(15)).await;
+
+    assert_refused_naming_inventory(&checkout(&shopper).await);
+    assert_eq!(
+        shopper.basket().await,
+        before,
+        "the basket is kept as it was"
+    );
+    assert!(orders_of(&shopper).await.is_empty(), "no order was placed");
+    let panel = services_panel(&base, &admin).await;
+    let inventory = service_row(&panel, "inventory");
+    assert!(inventory.contains("data-status=\"not_ready\""), "{panel}");
+    assert!(inventory.contains("Down: checkout is refused"), "{panel}");
+    // Refused checkouts are no failures of ordering's replica: its breaker at the gateway
+    // stays closed and it answers.
+    assert!(
+        service_row(&panel, "ordering").contains("data-status=\"ready\""),
+        "{panel}"
+    );
+
+    system.restart("inventory").await;
+    // Refusals place nothing, so asking again until one is accepted is safe.
+    let id = checkout_until(
+        &shopper,
+        Duration::from_secs(4),
+        "a checkout accepted with inventory back",
+        |answer| match answer {
+            (202, _, accepted) => Some(accepted["order_id"].as_str().unwrap().to_owned()),
+            (503, _, _) => None,
+            other => panic!("checkout answered {other:?}"),
+        },
+    )
+    .await;
+    let order = shopper.settled(&id, Duration::from_secs(30)).await;
+    assert_eq!(order["status"], "confirmed", "{order}");
+    assert_eq!(
+        orders_of(&shopper).await.len(),
+        1,
+        "one order, the accepted one"
+    );
+
+    system.stop().await;
 }

@@ -242,9 +242,21 @@ impl Distributed {
     /// Kills `service`'s process with SIGKILL, leaves it dead for `down`, and starts it
     /// again on the same address and data; answers once it is ready.
     pub async fn kill_and_restart(&mut self, service: &'static str, down: Duration) {
+        self.kill(service);
+        tokio::time::sleep(down).await;
+        self.restart(service).await;
+    }
+
+    /// Kills `service`'s process with SIGKILL; it stays dead until [`Self::restart`].
+    pub fn kill(&mut self, service: &'static str) {
         let index = SERVICES.iter().position(|s| *s == service).unwrap();
         self.procs[index].kill();
-        tokio::time::sleep(down).await;
+    }
+
+    /// Starts `service` again on the address and data of the one killed; answers once it
+    /// is ready.
+    pub async fn restart(&mut self, service: &'static str) {
+        let index = SERVICES.iter().position(|s| *s == service).unwrap();
         let url = self.urls[index].clone();
         let mut env = self.env.clone();
         env.push((

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use axum::http::StatusCode;
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 use tideway_runtime::{Problem, client::ClientError};
 
@@ -150,6 +151,25 @@ impl FormErrors {
                 Some(problem) => Self::from_problem(problem),
                 None => Self::message(format!("The request was refused ({status}).")),
             }),
+            _ => None,
+        }
+    }
+
+    /// A refusal because something the request needs is down (a 503
+    /// `/problems/dependency-unavailable` that placed nothing): its detail, to show on the
+    /// form so the visitor can try again from where they were.
+    pub(crate) fn from_dependency_unavailable(err: &ClientError) -> Option<Self> {
+        match err {
+            ClientError::Status {
+                status,
+                problem: Some(problem),
+                ..
+            } if *status == StatusCode::SERVICE_UNAVAILABLE
+                && problem.kind == "/problems/dependency-unavailable" =>
+            {
+                let detail = problem.detail.as_deref().unwrap_or(&problem.title);
+                Some(Self::message(format!("{}.", capitalise(detail))))
+            }
             _ => None,
         }
     }

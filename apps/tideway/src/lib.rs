@@ -36,7 +36,12 @@ use tideway_bus::{
 use tideway_catalog_api::CatalogClient;
 use tideway_discovery::{Instance, Registry};
 use tideway_payment_api::PaymentClient;
-use tideway_runtime::{auth::JwtVerifier, client::Transport, serve};
+use tideway_runtime::{
+    auth::JwtVerifier,
+    client::{Availability, Transport},
+    http::Readiness,
+    serve,
+};
 use tideway_store::Db;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -182,12 +187,15 @@ enum Peers {
     /// service's own verifier.
     InProcess {
         routers: HashMap<&'static str, Router>,
+        /// The readiness checks of the services built before it that callers watch.
+        readiness: HashMap<&'static str, Readiness>,
         verifier: Option<Arc<JwtVerifier>>,
     },
     /// Over HTTP through the balancers over discovery, with the identity service's
     /// published keys.
     Remote {
         transports: HashMap<&'static str, Transport>,
+        availabilities: HashMap<&'static str, Availability>,
         verifier: Arc<JwtVerifier>,
     },
 }
@@ -211,6 +219,34 @@ impl Peers {
         }
     }
 
+    /// Whether `service` can take work now, read without a call: in this process its own
+    /// readiness checks, polled by the caller every `balance.health_interval_ms`; across
+    /// processes its balancer's view of its replicas.
+    fn availability(&self, config: &Config, service: ServiceName) -> anyhow::Result<Availability> {
+        let name = service.as_str();
+        match self {
+            Self::InProcess { readiness, .. } => {
+                let readiness = readiness
+                    .get(name)
+                    .cloned()
+                    .with_context(|| format!("the {name} service is built after its callers"))?;
+                Ok(Availability::polled(
+                    name,
+                    config.balance.health_interval(),
+                    config.balance.health_timeout(),
+                    move || {
+                        let readiness = readiness.clone();
+                        async move { failing(readiness.check().await) }
+                    },
+                ))
+            }
+            Self::Remote { availabilities, .. } => availabilities
+                .get(name)
+                .cloned()
+                .with_context(|| format!("no view of the {name} service")),
+        }
+    }
+
     /// The verifier of access tokens.
     fn verifier(&self) -> anyhow::Result<Arc<JwtVerifier>> {
         match self {
@@ -219,6 +255,21 @@ impl Peers {
                 .context("the identity service is built before the services it verifies for"),
             Self::Remote { verifier, .. } => Ok(verifier.clone()),
         }
+    }
+}
+
+/// `Ok` when every readiness check passed, else the failing ones.
+fn failing(
+    results: Vec<(std::borrow::Cow<'static, str>, Result<(), String>)>,
+) -> Result<(), String> {
+    let failing: Vec<String> = results
+        .into_iter()
+        .filter_map(|(name, result)| result.err().map(|err| format!("{name}: {err}")))
+        .collect();
+    if failing.is_empty() {
+        Ok(())
+    } else {
+        Err(failing.join("; "))
     }
 }
 
@@ -269,14 +320,39 @@ impl Remote {
             .with_context(|| format!("balancing calls to the {} service", name.as_str()))
     }
 
+    /// Whether `name` can take work now: its balancer's view of its replicas, or with
+    /// `balance.enabled = false` a probe of `/health/ready` at its one address, as often and
+    /// as patient as the balancers' health checks.
+    async fn availability(
+        &self,
+        name: ServiceName,
+        config: &Config,
+    ) -> anyhow::Result<Availability> {
+        if let Some((urls, _)) = &self.fixed {
+            return Availability::probe_url(
+                name.as_str(),
+                urls.of(name),
+                config.balance.health_interval(),
+                config.balance.health_timeout(),
+            )
+            .with_context(|| format!("probing the {} service (urls.{0})", name.as_str()));
+        }
+        self.balancers
+            .availability(name.as_str())
+            .await
+            .with_context(|| format!("following the {} service's replicas", name.as_str()))
+    }
+
     /// Every service through its balancer, and the verifier of the identity service's keys.
     async fn peers(&self, config: &Config) -> anyhow::Result<Peers> {
         let mut transports = HashMap::new();
+        let mut availabilities = HashMap::new();
         for name in ServiceName::ALL {
             transports.insert(
                 name.as_str(),
                 self.transport(name, config.client_timeout()).await?,
             );
+            availabilities.insert(name.as_str(), self.availability(name, config).await?);
         }
         let identity = transports
             .get(ServiceName::Identity.as_str())
@@ -290,6 +366,7 @@ impl Remote {
         ));
         Ok(Peers::Remote {
             transports,
+            availabilities,
             verifier,
         })
     }
@@ -376,6 +453,7 @@ async fn build(
                 peers.verifier()?,
                 BasketClient::new(peers.transport(config, ServiceName::Basket)?),
                 PaymentClient::new(peers.transport(config, ServiceName::Payment)?),
+                peers.availability(config, ServiceName::Inventory)?,
             )
             .await
             .with_context(context)?,
@@ -782,6 +860,7 @@ impl App {
         let flags = flags_of(config)?;
         let mut peers = Peers::InProcess {
             routers: HashMap::new(),
+            readiness: HashMap::new(),
             verifier: None,
         };
         let mut built = Vec::new();
@@ -802,8 +881,15 @@ impl App {
             {
                 *verifier = Some(identity.verifier());
             }
-            if let Peers::InProcess { routers, .. } = &mut peers {
+            if let Peers::InProcess {
+                routers, readiness, ..
+            } = &mut peers
+            {
                 routers.insert(name.as_str(), with_flags(service.router(), &flags));
+                // Ordering refuses checkout while the inventory is not ready.
+                if let Built::Inventory(inventory) = &service {
+                    readiness.insert(name.as_str(), inventory.readiness());
+                }
             }
             built.push(service);
         }

@@ -544,10 +544,9 @@ impl Balancer {
             return result;
         }
         let now = Instant::now();
-        let failed = match &result {
-            Ok(response) => response.status().is_server_error(),
-            Err(_) => true,
-        };
+        // A 503 refusal for a dependency of the service's own is no failure of this replica:
+        // every replica would answer it.
+        let failed = tideway_resilience::http_5xx_or_error(result.as_ref());
         let mut rtt = now.saturating_duration_since(started);
         if failed {
             // A failure is often fast (a refused connection, an instant 503): counted at its
@@ -594,6 +593,15 @@ impl Balancer {
                 "A replica was ejected after failing calls in a row."
             );
         }
+    }
+
+    /// Whether a call would find a replica to go to now: one is registered, passed its last
+    /// health check, is not ejected and its breaker is not open. Reads what the health checks
+    /// and calls recorded, no I/O: one replica restarting leaves the service available while
+    /// another is ready.
+    pub fn available(&self) -> bool {
+        let now = Instant::now();
+        self.inner.endpoints.load().iter().any(|e| e.eligible(now))
     }
 
     /// Every replica and what the balancer knows of it, sorted by id.

@@ -231,6 +231,37 @@ async fn a_replica_failing_its_health_check_gets_no_calls_until_it_passes() {
     balancer.shutdown().await;
 }
 
+/// A service is available while any replica is ready: one restarting (its health check
+/// failing, then its port dead) leaves it available; all of them down, or none registered,
+/// does not.
+#[tokio::test]
+async fn available_while_any_replica_is_ready() {
+    let a = replica("a").await;
+    let b = replica("b").await;
+    let config = quiet_config();
+    let balancer = Balancer::fixed("svc", vec![instance(&a), instance(&b)], config);
+    assert!(balancer.available(), "registered once ready");
+    b.health.store(503, Ordering::SeqCst);
+    wait_for(|| {
+        balancer
+            .status()
+            .instances
+            .iter()
+            .any(|i| i.id == "b" && !i.ready)
+    })
+    .await;
+    assert!(balancer.available(), "a is still ready");
+    a.health.store(503, Ordering::SeqCst);
+    wait_for(|| !balancer.available()).await;
+    b.health.store(200, Ordering::SeqCst);
+    wait_for(|| balancer.available()).await;
+    balancer.shutdown().await;
+
+    let empty = Balancer::fixed("svc", Vec::new(), quiet_config());
+    assert!(!empty.available(), "no replica registered");
+    empty.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_retry_lands_on_another_replica() {
     let a = replica("a").await;

@@ -330,11 +330,13 @@ impl BalanceConfig {
         Ok(())
     }
 
-    pub(crate) fn health_interval(&self) -> Duration {
+    /// `health_interval_ms` as a duration.
+    pub fn health_interval(&self) -> Duration {
         Duration::from_millis(self.health_interval_ms)
     }
 
-    pub(crate) fn health_timeout(&self) -> Duration {
+    /// `health_timeout_ms` as a duration.
+    pub fn health_timeout(&self) -> Duration {
         Duration::from_millis(self.health_timeout_ms)
     }
 }

@@ -13,7 +13,8 @@
 //! [`Balancers::transport`] hands the stack to typed clients and the gateway as a
 //! `tideway_client::Transport`, so the contract crates stay free of discovery and NATS:
 //! the transport only holds a boxed tower service. In-process transports (the embedded
-//! shape) never go through here.
+//! shape) never go through here. [`Balancers::availability`] hands the same view of the
+//! replicas to a caller that only needs to know whether the service can take work now.
 //!
 //! Metrics per replica (labels `service`, `instance`): `tideway_upstream_requests_total`,
 //! `tideway_upstream_errors_total`, `tideway_upstream_ejections_total`,
@@ -29,7 +30,7 @@ mod stack;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use tideway_client::Transport;
+use tideway_client::{Availability, Transport};
 use tideway_discovery::{DiscoveryError, Registry};
 use tokio::sync::Mutex;
 
@@ -117,6 +118,15 @@ impl Balancers {
             }
         };
         stack::transport(&balancer, &self.config, deadline)
+    }
+
+    /// Whether `service` can take a call now, read from its balancer's view of its replicas
+    /// ([`Balancer::available`]; the balancer is started if it was not yet).
+    pub async fn availability(&self, service: &str) -> Result<Availability, DiscoveryError> {
+        let balancer = self.balancer(service).await?;
+        Ok(Availability::from_view(service, move || {
+            balancer.available()
+        }))
     }
 
     /// A transport to `service` through its balancer, every call under `deadline`.

@@ -99,10 +99,25 @@ impl BreakerSettings {
     }
 }
 
-/// Judges an outcome for an HTTP upstream: an error or a 5xx response is a failure.
+/// The header of a 503 by which a service says it refuses the request because a dependency
+/// of its own is down; its value names the dependency. Every replica of the service would
+/// answer the same, so such an answer is no failure of the replica that sent it: breakers,
+/// outlier ejection and retries leave it alone, and the outage stays with the feature that
+/// needs the dependency.
+pub const DEPENDENCY_DOWN: http::HeaderName =
+    http::HeaderName::from_static("tideway-dependency-down");
+
+/// Whether `response` is a 503 naming a dependency that is down ([`DEPENDENCY_DOWN`]).
+pub fn refused_for_a_dependency<B>(response: &http::Response<B>) -> bool {
+    response.status() == http::StatusCode::SERVICE_UNAVAILABLE
+        && response.headers().contains_key(DEPENDENCY_DOWN)
+}
+
+/// Judges an outcome for an HTTP upstream: an error or a 5xx response is a failure, except
+/// a 503 refusal for a dependency that is down ([`refused_for_a_dependency`]).
 pub fn http_5xx_or_error<B>(result: Result<&http::Response<B>, &BoxError>) -> bool {
     match result {
-        Ok(response) => response.status().is_server_error(),
+        Ok(response) => response.status().is_server_error() && !refused_for_a_dependency(response),
         Err(_) => true,
     }
 }

@@ -42,7 +42,7 @@ mod shed;
 
 pub use breaker::{
     BreakerFuture, BreakerOpen, BreakerSettings, BreakerState, CircuitBreaker, CircuitBreakerLayer,
-    http_5xx_or_error,
+    DEPENDENCY_DOWN, http_5xx_or_error, refused_for_a_dependency,
 };
 pub use bulkhead::{Bulkhead, BulkheadFull, BulkheadFuture, BulkheadLayer};
 pub use config::ConfigError;

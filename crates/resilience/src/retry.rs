@@ -99,7 +99,8 @@ struct Shared {
 }
 
 /// Decides which HTTP calls are retried: idempotent methods (GET, HEAD, PUT, DELETE,
-/// OPTIONS) or requests carrying `Idempotency-Key`, after an error or a 502/503/504, while
+/// OPTIONS) or requests carrying `Idempotency-Key`, after an error or a 502/503/504 (not a
+/// 503 refusal for a dependency that is down, which every replica would repeat), while
 /// attempts and the budget last. Each original request deposits into the budget; each retry
 /// withdraws from it.
 #[derive(Debug)]
@@ -130,6 +131,8 @@ fn may_retry<B>(req: &Request<B>) -> bool {
 
 fn worth_retrying<Res>(result: &Result<Response<Res>, BoxError>) -> bool {
     match result {
+        // Another replica would refuse for the same dependency.
+        Ok(response) if crate::refused_for_a_dependency(response) => false,
         Ok(response) => matches!(
             response.status(),
             StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT

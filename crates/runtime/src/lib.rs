@@ -26,3 +26,6 @@ pub mod trace;
 pub use tideway_client as client;
 pub use tideway_client::problem;
 pub use tideway_client::{InvalidParam, Problem};
+/// The header of a 503 that refuses a request because a dependency is down, naming it: no
+/// failure of the replica for breakers, ejection and retries (from `tideway-resilience`).
+pub use tideway_resilience::DEPENDENCY_DOWN;

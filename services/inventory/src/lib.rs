@@ -248,8 +248,13 @@ impl Inventory {
             })
             .layer(Extension(self.inner.verifier.clone()))
             .merge(tideway_runtime::openapi::route(&openapi()));
-        let readiness = Readiness::default().with("database", self.inner.db.readiness());
-        service_router(SERVICE, api, readiness, HttpOptions::default())
+        service_router(SERVICE, api, self.readiness(), HttpOptions::default())
+    }
+
+    /// What its `/health/ready` checks (the database answers), for a caller in this process
+    /// that needs to know without an HTTP call.
+    pub fn readiness(&self) -> Readiness {
+        Readiness::default().with("database", self.inner.db.readiness())
     }
 
     /// The inventory's database.

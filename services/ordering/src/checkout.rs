@@ -5,6 +5,11 @@
 //! into the order. The order and its `OrderPlaced` event commit in one transaction, then the
 //! saga starts. With an `Idempotency-Key`, a repeated request of the same user answers the
 //! same order (and starts its saga if an earlier attempt could not).
+//!
+//! While inventory cannot take a reservation (its [`Availability`]: the balancer's view of
+//! its replicas, or a probe of its readiness), a checkout is refused with a 503 problem
+//! naming it before anything is read or written: no order, no vaulted card, the basket as
+//! it was. A repeat of a checkout already placed with the same key still answers its order.
 
 use std::sync::Arc;
 
@@ -27,7 +32,7 @@ use tideway_payment_api::{APPROVED_CARD, PaymentClient, VaultCard};
 use tideway_runtime::{
     Problem,
     auth::{AuthError, AuthUser, bearer},
-    client::ClientError,
+    client::{Availability, ClientError},
     extract::{Json, parse_json},
     trace,
 };
@@ -56,6 +61,8 @@ pub struct State {
     pub basket: BasketClient,
     pub payment: PaymentClient,
     pub waker: RelayWaker,
+    /// Whether inventory can reserve stock now, read without a call.
+    pub inventory: Availability,
 }
 
 /// The checkout endpoint (without the standard stack).
@@ -101,6 +108,11 @@ pub async fn checkout(
         && let Some(id) = store::find_by_key(&state.db, &user.sub, key).await?
     {
         return replay(&state, &id).await;
+    }
+    // Refused before the basket is read, a card vaulted or an order placed: with inventory
+    // down the saga could only wait on the reservation and then cancel the order.
+    if !state.inventory.is_available() {
+        return Err(ApiError::InventoryUnavailable);
     }
     let basket = state.basket.get(token).await.map_err(basket_error)?;
     let (lines, total_minor) = snapshot(&basket)?;

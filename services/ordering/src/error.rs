@@ -4,7 +4,7 @@ use axum::{
     http::StatusCode,
     response::{IntoResponse, Response},
 };
-use tideway_runtime::{auth::AuthError, client::ClientError, problem::Problem};
+use tideway_runtime::{DEPENDENCY_DOWN, auth::AuthError, client::ClientError, problem::Problem};
 use tideway_store::DbError;
 
 /// Why an ordering request failed.
@@ -55,6 +55,10 @@ pub enum ApiError {
     /// The basket could not be priced now (the catalog does not answer): 503.
     #[error("the basket's prices are not current")]
     PricesNotCurrent,
+    /// Inventory cannot take a reservation now (no ready replica, or its readiness probe
+    /// fails): checkout is refused before anything is placed, 503.
+    #[error("the inventory is unavailable")]
+    InventoryUnavailable,
     /// The database failed (500).
     #[error("database error")]
     Database(#[from] DbError),
@@ -119,29 +123,45 @@ impl IntoResponse for ApiError {
             Self::Unauthorized(err) => err.problem(),
             Self::BasketUnavailable(err) => {
                 tracing::warn!(error = %err, "the basket is unavailable; refusing the checkout");
-                Problem::new(StatusCode::SERVICE_UNAVAILABLE)
-                    .with_type("/problems/dependency-unavailable")
-                    .with_detail("the basket is unavailable; try again shortly")
+                return dependency_down(
+                    "basket",
+                    Problem::new(StatusCode::SERVICE_UNAVAILABLE)
+                        .with_type("/problems/dependency-unavailable")
+                        .with_detail("the basket is unavailable; try again shortly"),
+                );
             }
             Self::PaymentUnavailable(err) => {
                 tracing::warn!(error = %err, "the payment service is unavailable; refusing the checkout");
-                Problem::new(StatusCode::SERVICE_UNAVAILABLE)
-                    .with_type("/problems/dependency-unavailable")
-                    .with_detail("payments are unavailable; try again shortly")
+                return dependency_down(
+                    "payment",
+                    Problem::new(StatusCode::SERVICE_UNAVAILABLE)
+                        .with_type("/problems/dependency-unavailable")
+                        .with_detail("payments are unavailable; try again shortly"),
+                );
             }
             Self::PricesNotCurrent => {
-                let mut response = Problem::new(StatusCode::SERVICE_UNAVAILABLE)
-                    .with_type("/problems/dependency-unavailable")
-                    .with_detail(
-                        "the catalog cannot confirm the basket's prices right now; try again \
-                         shortly",
-                    )
-                    .into_response();
-                response.headers_mut().insert(
-                    axum::http::header::RETRY_AFTER,
-                    axum::http::HeaderValue::from_static("1"),
+                return dependency_down(
+                    "catalog",
+                    Problem::new(StatusCode::SERVICE_UNAVAILABLE)
+                        .with_type("/problems/dependency-unavailable")
+                        .with_detail(
+                            "the catalog cannot confirm the basket's prices right now; try \
+                             again shortly",
+                        ),
                 );
-                return response;
+            }
+            Self::InventoryUnavailable => {
+                return dependency_down(
+                    "inventory",
+                    Problem::new(StatusCode::SERVICE_UNAVAILABLE)
+                        .with_type("/problems/dependency-unavailable")
+                        .with_title("Inventory unavailable")
+                        .with_detail(
+                            "the inventory is unavailable, so no stock can be reserved: nothing \
+                             was ordered, and checkout is refused until it is back; try again \
+                             shortly",
+                        ),
+                );
             }
             Self::Database(err) => return err.respond(),
             Self::Internal(message) => {
@@ -151,6 +171,23 @@ impl IntoResponse for ApiError {
         };
         problem.into_response()
     }
+}
+
+/// `problem` refusing for `dependency`, which is down: `Retry-After: 1` (it may be back in
+/// a moment) and [`DEPENDENCY_DOWN`] naming it, so the callers' breakers, ejection and
+/// retries do not count the refusal against this replica — every replica would answer it.
+fn dependency_down(dependency: &'static str, problem: Problem) -> Response {
+    let mut response = problem.into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        axum::http::header::RETRY_AFTER,
+        axum::http::HeaderValue::from_static("1"),
+    );
+    headers.insert(
+        DEPENDENCY_DOWN,
+        axum::http::HeaderValue::from_static(dependency),
+    );
+    response
 }
 
 impl From<sqlx::Error> for ApiError {

@@ -11,6 +11,10 @@
 //! payment) and the order is Cancelled with the reason (see [`finish`]). Sagas interrupted
 //! by a crash are resumed at start-up.
 //!
+//! A checkout is refused up front (503 naming inventory) while inventory cannot take a
+//! reservation, as its [`Availability`](tideway_runtime::client::Availability) says without
+//! a call: see [`checkout`].
+//!
 //! Ordering knows inventory and payment only through their contracts
 //! (`tideway-inventory-api`, `tideway-payment-api`).
 
@@ -37,6 +41,7 @@ use tideway_ordering_api::{OrderView, SERVICE};
 use tideway_payment_api::PaymentClient;
 use tideway_runtime::{
     auth::JwtVerifier,
+    client::Availability,
     config::Validate,
     http::{HttpOptions, Readiness, service_router},
     openapi::BearerAuth,
@@ -178,9 +183,11 @@ impl Ordering {
     /// Connects to the database and migrates it (orders, outbox, inbox, saga tables), starts
     /// the outbox relay, subscribes to inventory's and payment's replies, resumes every
     /// unfinished saga, starts the timeout sweeper and the task that cancels the orders of
-    /// compensated sagas, and builds the router. Baskets are read through `basket`, cards are vaulted through `payment`; tokens
-    /// are checked with `verifier`; `replica` names this process's relay lease holder and
-    /// times its relay and subscriptions.
+    /// compensated sagas, and builds the router. Baskets are read through `basket`, cards
+    /// are vaulted through `payment`; checkout is refused while `inventory` says it cannot
+    /// take work (a probe is polled on this service's tasks); tokens are checked with
+    /// `verifier`; `replica` names this process's relay lease holder and times its relay and
+    /// subscriptions.
     pub async fn build(
         config: &Config,
         bus: Arc<dyn Bus>,
@@ -188,6 +195,7 @@ impl Ordering {
         verifier: Arc<JwtVerifier>,
         basket: BasketClient,
         payment: PaymentClient,
+        inventory: Availability,
     ) -> anyhow::Result<Self> {
         config
             .validate()
@@ -213,6 +221,9 @@ impl Ordering {
             &tracker,
             token.child_token(),
         );
+        if let Some(poller) = inventory.poller(token.child_token().cancelled_owned()) {
+            tracker.spawn(poller);
+        }
         let publisher: Arc<dyn Publisher> = bus.clone();
         let waker = spawn_relay(
             &db,
@@ -274,6 +285,7 @@ impl Ordering {
             basket,
             payment,
             waker,
+            inventory,
         };
         let orders = orders::State {
             db: db.clone(),

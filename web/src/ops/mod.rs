@@ -329,6 +329,11 @@ async fn services(state: &AppState, user: &User) -> Markup {
                             td {
                                 (badge(if check.ready { "ready" } else { "not_ready" }))
                                 @if !check.detail.is_empty() { " " small { (check.detail) } }
+                                @if !check.ready {
+                                    @if let Some(lost) = takes_down(&check.service) {
+                                        " " small.degrades { "Down: " (lost) "." }
+                                    }
+                                }
                             }
                         }
                     }
@@ -370,6 +375,23 @@ async fn services(state: &AppState, user: &User) -> Markup {
             }
         }
     }
+}
+
+/// What the shop loses while `service` is down, as each one degrades (README, "When a
+/// dependency is down"); `None` for a name the shop does not know.
+fn takes_down(service: &str) -> Option<&'static str> {
+    Some(match service {
+        "gateway" => "the shop and the API",
+        "identity" => "sign-in and registration",
+        "catalog" => "browsing; the basket shows last known prices and checkout waits",
+        "basket" => "the basket and checkout",
+        "inventory" => "checkout is refused before any order is placed",
+        "payment" => "checkout is refused (no card can be vaulted)",
+        "ordering" => "checkout and orders",
+        "notification" => "order emails wait on the bus",
+        "reporting" => "reports wait on the bus",
+        _ => return None,
+    })
 }
 
 /// A replica's state, marked apart from the services' health badges.

@@ -6,7 +6,7 @@ use std::{convert::Infallible, time::Duration};
 use axum::{
     Form,
     extract::{Path, State},
-    http::StatusCode,
+    http::{StatusCode, header},
     response::{
         IntoResponse, Redirect, Response,
         sse::{Event, KeepAlive, Sse},
@@ -124,7 +124,20 @@ pub(crate) async fn checkout(
                 )
                     .into_response())
             }
-            None => Err(PageError::from_client(err, "/checkout")),
+            // Something checkout needs is down and nothing was ordered: the same form (and
+            // key) again, saying so, for a retry in a moment.
+            None => match FormErrors::from_dependency_unavailable(&err) {
+                Some(errors) => {
+                    let basket = load_basket(&state, user, "/checkout").await?;
+                    Ok((
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        [(header::RETRY_AFTER, "1")],
+                        checkout_page(&visitor, &basket, &form.card, &key, &errors),
+                    )
+                        .into_response())
+                }
+                None => Err(PageError::from_client(err, "/checkout")),
+            },
         },
     }
 }

@@ -227,6 +227,21 @@ async fn the_http_classifier_counts_5xx_and_errors_but_not_4xx() {
     assert!(!http_5xx_or_error(Ok(&bad_request)));
     assert!(http_5xx_or_error(Ok(&unavailable)));
     assert!(http_5xx_or_error::<()>(Err(&error)));
+    // A refusal for a dependency that is down is no failure of the replica; the header on
+    // another status changes nothing.
+    let refused = http::Response::builder()
+        .status(503)
+        .header(DEPENDENCY_DOWN, "inventory")
+        .body(())
+        .unwrap();
+    assert!(refused_for_a_dependency(&refused));
+    assert!(!http_5xx_or_error(Ok(&refused)));
+    let broken = http::Response::builder()
+        .status(500)
+        .header(DEPENDENCY_DOWN, "inventory")
+        .body(())
+        .unwrap();
+    assert!(http_5xx_or_error(Ok(&broken)));
 }
 
 #[tokio::test(start_paused = true)]

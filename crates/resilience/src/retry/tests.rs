@@ -222,6 +222,27 @@ async fn client_errors_and_successes_are_not_retried() {
     assert_eq!(seen.load(Ordering::SeqCst), 2);
 }
 
+/// Every replica would refuse the same for a dependency that is down: no retry.
+#[tokio::test(start_paused = true)]
+async fn a_refusal_for_a_dependency_that_is_down_is_not_retried() {
+    let (inner, handle) = mock::pair::<Req, Res>();
+    let seen = upstream(handle, |_| {
+        Ok(Response::builder()
+            .status(503)
+            .header(crate::DEPENDENCY_DOWN, "inventory")
+            .body(())
+            .unwrap())
+    });
+    let svc = layer(RetrySettings {
+        min_retries_per_sec: 10,
+        ..settings()
+    })
+    .layer(inner);
+    let response = svc.oneshot(request(Method::GET)).await.unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(seen.load(Ordering::SeqCst), 1);
+}
+
 #[tokio::test(start_paused = true)]
 async fn the_budget_caps_extra_traffic_at_its_share_during_a_total_outage() {
     let (inner, handle) = mock::pair::<Req, Res>();

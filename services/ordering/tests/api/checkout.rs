@@ -179,3 +179,65 @@ async fn a_repeated_idempotency_key_answers_the_same_order() {
         app.ordering.shutdown().await;
     }
 }
+
+/// While inventory cannot take a reservation, checkout is refused up front with a 503
+/// problem naming it: no order, no event, the basket not even read. A repeat of a checkout
+/// already placed still answers its order; once inventory is back, checkout is accepted.
+#[tokio::test]
+async fn with_inventory_down_checkout_is_refused_before_anything_is_placed() {
+    use std::sync::atomic::Ordering;
+
+    for db in tideway_testkit::backends().await {
+        let app = spawn_app(config(db.url())).await;
+        let token = app.token("alice");
+        let key = [JSON, ("idempotency-key", "placed-before")];
+        let placed = app
+            .raw(Method::POST, PATH, Some(&token), &key, Some("{}".into()))
+            .await
+            .order_id();
+        let basket_reads = app.basket.tokens().len();
+
+        app.inventory_up.store(false, Ordering::SeqCst);
+        let reply = app.checkout(&token, Some(json!({}))).await;
+        assert_eq!(reply.status, 503, "{reply:?}");
+        assert_eq!(reply.headers["retry-after"], "1");
+        assert_eq!(reply.headers["content-type"], "application/problem+json");
+        assert_eq!(reply.headers["tideway-dependency-down"], "inventory");
+        assert_eq!(reply.body["type"], "/problems/dependency-unavailable");
+        assert_eq!(reply.body["title"], "Inventory unavailable");
+        assert!(
+            reply.body["detail"].as_str().unwrap().contains("inventory"),
+            "{reply:?}"
+        );
+        assert_eq!(app.order_rows().await, 1, "no order was placed");
+        assert_eq!(
+            app.basket.tokens().len(),
+            basket_reads,
+            "the basket was not read"
+        );
+        // Bad input is still named first.
+        let reply = app
+            .raw(Method::POST, PATH, Some(&token), &[JSON], Some("[]".into()))
+            .await;
+        assert_eq!((reply.status, reply.field()), (422, "body"), "{reply:?}");
+        // The same key answers the order it placed before.
+        let again = app
+            .raw(Method::POST, PATH, Some(&token), &key, Some("{}".into()))
+            .await;
+        assert_eq!(again.order_id(), placed);
+        app.log.wait_terminal(&placed).await;
+        let placed_events = app
+            .log
+            .all()
+            .iter()
+            .filter(|e| e.is::<OrderPlaced>())
+            .count();
+        assert_eq!(placed_events, 1, "only the order placed before");
+
+        app.inventory_up.store(true, Ordering::SeqCst);
+        let id = app.checkout(&token, Some(json!({}))).await.order_id();
+        assert_ne!(id, placed);
+        assert_eq!(app.order_rows().await, 2);
+        app.ordering.shutdown().await;
+    }
+}

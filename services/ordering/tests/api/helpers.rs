@@ -3,7 +3,10 @@
 
 use std::{
     fmt,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{self, AtomicBool},
+    },
     time::Duration,
 };
 
@@ -27,7 +30,7 @@ use tideway_payment_api::{
     AuthorizePayment, CARDS_PATH, CapturePayment, CardToken, DECLINED_CARD, PaymentAuthorized,
     PaymentCaptured, PaymentClient, PaymentDeclined, PaymentVoided, VoidPayment,
 };
-use tideway_runtime::client::Transport;
+use tideway_runtime::client::{Availability, Transport};
 use tideway_testkit::{DEADLINE, TestServer, TestTokens, within};
 use tokio::sync::watch;
 
@@ -402,6 +405,8 @@ pub struct TestApp {
     pub log: EventLog,
     pub tokens: TestTokens,
     pub http: reqwest::Client,
+    /// Whether inventory can take work, as checkout sees it; the test switches it.
+    pub inventory_up: Arc<AtomicBool>,
 }
 
 /// An HTTP answer: status, headers and JSON body (`Null` when empty).
@@ -452,7 +457,8 @@ pub async fn spawn_on(config: Config, bus: Arc<dyn Bus>) -> TestApp {
     let (responders, log) = attach(&bus).await;
     let basket = FakeBasket::new();
     let tokens = TestTokens::new();
-    let ordering = build(&config, &bus, &tokens, &basket).await;
+    let inventory_up = Arc::new(AtomicBool::new(true));
+    let ordering = build(&config, &bus, &tokens, &basket, &inventory_up).await;
     TestApp {
         server: TestServer::start(ordering.router()).await,
         ordering,
@@ -463,6 +469,7 @@ pub async fn spawn_on(config: Config, bus: Arc<dyn Bus>) -> TestApp {
         log,
         tokens,
         http: reqwest::Client::new(),
+        inventory_up,
     }
 }
 
@@ -471,7 +478,9 @@ async fn build(
     bus: &Arc<dyn Bus>,
     tokens: &TestTokens,
     basket: &FakeBasket,
+    inventory_up: &Arc<AtomicBool>,
 ) -> Ordering {
+    let inventory_up = Arc::clone(inventory_up);
     Ordering::build(
         config,
         bus.clone(),
@@ -479,6 +488,9 @@ async fn build(
         tokens.verifier(),
         basket.client(),
         fake_vault(),
+        Availability::from_view("inventory", move || {
+            inventory_up.load(atomic::Ordering::SeqCst)
+        }),
     )
     .await
     .unwrap()
@@ -528,7 +540,14 @@ impl TestApp {
     pub async fn restart(&mut self) {
         self.ordering.shutdown().await;
         self.server.shutdown();
-        self.ordering = build(&self.config, &self.bus, &self.tokens, &self.basket).await;
+        self.ordering = build(
+            &self.config,
+            &self.bus,
+            &self.tokens,
+            &self.basket,
+            &self.inventory_up,
+        )
+        .await;
         self.server = TestServer::start(self.ordering.router()).await;
     }
 
