@@ -1012,7 +1012,7 @@ async fn proxy(live: &live::Live, shared: &Shared, mut request: Request) -> Resp
     if let Some((split, index)) = version {
         let failed = outcome
             .as_ref()
-            .map_or(true, |response| traffic::failed(response.status()));
+            .map_or(true, |response| traffic::failed(response));
         split.outcomes[index].record(started.elapsed(), failed);
     }
     let mut response = match outcome {

@@ -661,13 +661,31 @@ impl Ledger {
 }
 
 /// Whether a status counts as a failure of the version that answered it.
-pub(crate) fn failed(status: StatusCode) -> bool {
-    status.is_server_error()
+/// Whether an answer counts against the version that gave it: a 5xx, except a 503 by which
+/// the service refuses for a dependency of its own that is down (every version would answer
+/// the same, so it must not roll a canary back).
+pub(crate) fn failed<B>(response: &http::Response<B>) -> bool {
+    response.status().is_server_error() && !tideway_resilience::refused_for_a_dependency(response)
 }
 
 #[cfg(test)]
 mod unit {
     use super::*;
+
+    #[test]
+    fn a_refusal_for_a_dependency_is_no_failure_of_the_version() {
+        let answer = |status: StatusCode, down: bool| {
+            let mut response = http::Response::builder().status(status);
+            if down {
+                response = response.header(tideway_resilience::DEPENDENCY_DOWN, "inventory");
+            }
+            response.body(()).expect("a response")
+        };
+        assert!(failed(&answer(StatusCode::SERVICE_UNAVAILABLE, false)));
+        assert!(failed(&answer(StatusCode::INTERNAL_SERVER_ERROR, true)));
+        assert!(!failed(&answer(StatusCode::SERVICE_UNAVAILABLE, true)));
+        assert!(!failed(&answer(StatusCode::NOT_FOUND, false)));
+    }
 
     #[test]
     fn differences_ignore_volatile_fields_at_any_depth() {
