@@ -119,8 +119,8 @@ enum Stoppable {
     Notification(tideway_notification::Notification),
     Reporting(tideway_reporting::Reporting),
     Bus(Arc<dyn Bus>),
-    /// The web front's background work (the console's sampler).
-    Web(tideway_web::Web),
+    /// The web front's background work (the console's sampler); boxed, it is large.
+    Web(Box<tideway_web::Web>),
 }
 
 /// One built service, whichever it is: the same build serves both shapes.
@@ -804,7 +804,7 @@ impl App {
         dbs.push(audit.db().clone());
         // Stopped in reverse order of start: the console's sampler, ordering first, the bus
         // last.
-        let mut stoppables = vec![Stoppable::Web(web)];
+        let mut stoppables = vec![Stoppable::Web(Box::new(web))];
         stoppables.extend(built.iter().rev().filter_map(Built::stoppable));
         stoppables.push(Stoppable::Bus(bus));
         Ok(Self {
@@ -972,7 +972,7 @@ impl App {
         )?;
         let shared_flags = share_flags(config, &flags).await?;
         // The console shows the bus's events when the bus answers; the shop works without it.
-        let mut stoppables = vec![Stoppable::Web(web.clone())];
+        let mut stoppables = vec![Stoppable::Web(Box::new(web.clone()))];
         match remote_bus(config).await {
             Ok((bus, letters)) => {
                 if let Err(err) = purge_on_catalog_events(config, &gateway, &bus).await {
