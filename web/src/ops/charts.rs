@@ -12,8 +12,10 @@ use super::sampler::{Chart, History, SPAN, Series};
 const WIDTH: f64 = 560.0;
 const HEIGHT: f64 = 140.0;
 const LEFT: f64 = 48.0;
-const COLOURS: [&str; 8] = [
+/// Ten colours: the gateway and the eight services each get their own.
+const COLOURS: [&str; 10] = [
     "#0f766e", "#2563eb", "#d97706", "#7c3aed", "#dc2626", "#0891b2", "#65a30d", "#db2777",
+    "#475569", "#a16207",
 ];
 
 /// What one chart shows.
@@ -101,24 +103,31 @@ fn colour(chart: Chart, index: usize, name: &str) -> &'static str {
 /// value; one polyline per run of each series (a gap where readings lacked it, a dot for a
 /// lone point), with a legend.
 fn chart(spec: &Spec, series: &[Series]) -> Markup {
-    let top = series
+    let peak = series
         .iter()
         .flat_map(|s| s.runs.iter().flatten().map(|p| p.1))
         .fold(0.0_f64, f64::max);
-    let top = if top > 0.0 { top * 1.1 } else { 1.0 };
+    // The value of the upper grid line, with a tenth of room above it.
+    let scale = if peak > 0.0 { peak } else { 1.0 };
+    let top = scale * 1.1;
     let span = SPAN.as_secs_f64();
     let x = |ago: f64| LEFT + (1.0 - (ago / span).min(1.0)) * (WIDTH - LEFT);
     let y = |v: f64| HEIGHT - 18.0 - (v / top) * (HEIGHT - 30.0);
     let title = spec.title;
     html! {
         figure.chart data-chart=(spec.id) {
-            figcaption { (title) }
+            // The scale in words as well, legible however small the drawing is scaled.
+            figcaption {
+                (title)
+                @if !series.is_empty() { " " small { "peak " (format!("{peak:.1}")) " " (spec.unit) } }
+            }
             svg role="img" aria-label=(format!("{title} over the last 15 minutes"))
                 viewBox=(format!("0 0 {WIDTH} {HEIGHT}")) width=(WIDTH) height=(HEIGHT)
                 xmlns="http://www.w3.org/2000/svg" {
                 line x1=(LEFT) y1=(y(0.0)) x2=(WIDTH) y2=(y(0.0)) stroke="#cbd5e1" {}
-                text x=(LEFT - 4.0) y=(y(top / 1.1) + 4.0) font-size="10" text-anchor="end" fill="#64748b" {
-                    (format!("{:.1}", top / 1.1)) " " (spec.unit)
+                line x1=(LEFT) y1=(y(scale)) x2=(WIDTH) y2=(y(scale)) stroke="#eef2f6" {}
+                text x=(LEFT + 4.0) y=(y(scale) - 3.0) font-size="10" fill="#64748b" {
+                    (format!("{scale:.1}")) " " (spec.unit)
                 }
                 text x=(LEFT - 4.0) y=(y(0.0) + 4.0) font-size="10" text-anchor="end" fill="#64748b" { "0" }
                 text x=(LEFT) y=(HEIGHT - 2.0) font-size="10" fill="#64748b" { "−15 min" }

@@ -465,20 +465,26 @@ async fn traffic(state: &AppState) -> Markup {
         Ok(mut window) => window.observe(snapshot, Instant::now()),
         Err(poisoned) => poisoned.into_inner().observe(snapshot, Instant::now()),
     };
-    let ms = |v: Option<f64>| v.map_or_else(|| "–".to_owned(), |v| format!("{v:.1} ms"));
+    // Seconds past one, so a slow service does not widen its column.
+    let ms = |v: Option<f64>| match v {
+        None => "–".to_owned(),
+        Some(v) if v >= 1000.0 => format!("{:.2} s", v / 1000.0),
+        Some(v) => format!("{v:.1} ms"),
+    };
     html! {
         section.panel #panel-traffic aria-labelledby="traffic-heading"
             hx-get="/ops/traffic" hx-trigger="every 2s" hx-swap="outerHTML" {
             h2 #traffic-heading { "Traffic" }
+            // Short headings, so the seven columns fit the panel beside the services.
             div.table-scroll { table.traffic {
                 thead { tr {
                     th scope="col" { "Service" }
-                    th.num scope="col" { "Requests/s" }
-                    th.num scope="col" { "Errors/s" }
-                    th.num scope="col" { "Error rate" }
+                    th.num scope="col" { abbr title="Requests per second" { "Req/s" } }
+                    th.num scope="col" { abbr title="Errors (4xx and 5xx) per second" { "Err/s" } }
+                    th.num scope="col" { abbr title="Error rate" { "Err %" } }
                     th.num scope="col" { "p50" }
                     th.num scope="col" { "p99" }
-                    th.num scope="col" { "Requests" }
+                    th.num scope="col" { abbr title="Requests since the process started" { "Total" } }
                 } }
                 tbody {
                     @for row in &rows {
@@ -489,7 +495,7 @@ async fn traffic(state: &AppState) -> Markup {
                             td.num data-label="Error rate" { (format!("{:.1} %", row.error_ratio * 100.0)) }
                             td.num data-label="p50" { (ms(row.p50_ms)) }
                             td.num data-label="p99" { (ms(row.p99_ms)) }
-                            td.num data-label="Requests" { (row.requests_total) }
+                            td.num data-label="Total" { (row.requests_total) }
                         }
                     }
                 }
