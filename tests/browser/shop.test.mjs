@@ -7,7 +7,9 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 
-import { BASE_URL, launch, shot } from './lib.mjs';
+import path from 'node:path';
+
+import { BASE_URL, SCREENSHOT_DIR, launch, shot } from './lib.mjs';
 
 /** How long a checkout may take to reach its end state. */
 const SAGA_DEADLINE_MS = 30_000;
@@ -360,6 +362,47 @@ test('the console shows the services, the traffic and the cancelled order\'s sag
     assert.ok(text.includes(trace), `an event of another trace: ${text}`);
   }
   await shot(page, '15-ops-order');
+  noErrors(page);
+  await page.context().close();
+});
+
+test('the console\'s traffic table and charts fit their panels at 1280, 768 and 375 px', async () => {
+  const page = await newPage();
+  await signIn(page, 'admin@tideway.local', 'tideway-admin-1');
+  for (const width of [1280, 768, 375]) {
+    await page.setViewportSize({ width, height: 900 });
+    await page.goto(`${BASE_URL}/ops`);
+    await page.locator('#panel-traffic table tbody tr').first().waitFor();
+    // The background sampler has read since the server started: the charts have points
+    // on the first look, and the checkouts of the tests before are among them. (A flat
+    // line has no height, so Playwright calls it hidden: wait for it to be there.)
+    await page.locator('#panel-charts [data-chart="requests"] g[data-series="gateway"]').waitFor({ state: 'attached' });
+    await page.locator('#panel-charts [data-chart="sagas"] g[data-series="checkout started"]').waitFor({ state: 'attached' });
+    await page.locator('#panel-charts [data-chart="outbox-pending"] g[data-series="ordering"]').waitFor({ state: 'attached' });
+    const fit = await page.evaluate(() => {
+      const panel = document.querySelector('#panel-traffic');
+      const table = panel.querySelector('table');
+      const charts = document.querySelector('#panel-charts');
+      const widest = Math.max(...[...charts.querySelectorAll('figure.chart')].map((f) => f.getBoundingClientRect().right));
+      return {
+        page: document.documentElement.scrollWidth - window.innerWidth,
+        tableScroll: table.parentElement.scrollWidth - table.parentElement.clientWidth,
+        // Layout widths are fractional; half a pixel is rounding, not overflow.
+        tableBox: table.getBoundingClientRect().right - panel.getBoundingClientRect().right,
+        panel: panel.clientWidth,
+        panelScroll: panel.scrollWidth - panel.clientWidth,
+        charts: widest - charts.getBoundingClientRect().right,
+      };
+    });
+    await shot(page, `19-ops-${width}`);
+    await page.locator('#panel-traffic').screenshot({ path: path.join(SCREENSHOT_DIR, `19-ops-${width}-traffic.png`) });
+    await page.locator('#panel-charts').screenshot({ path: path.join(SCREENSHOT_DIR, `19-ops-${width}-charts.png`) });
+    assert.ok(fit.page <= 0, `at ${width}px the console scrolls sideways by ${fit.page}px`);
+    assert.ok(fit.tableScroll <= 0, `at ${width}px the traffic table scrolls by ${fit.tableScroll}px inside its ${fit.panel}px panel`);
+    assert.ok(fit.tableBox <= 0.5, `at ${width}px the traffic table ends ${fit.tableBox}px past its panel`);
+    assert.ok(fit.panelScroll <= 0, `at ${width}px the traffic panel scrolls by ${fit.panelScroll}px`);
+    assert.ok(fit.charts <= 0.5, `at ${width}px a chart sticks out of its panel by ${fit.charts}px`);
+  }
   noErrors(page);
   await page.context().close();
 });

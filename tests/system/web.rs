@@ -243,3 +243,112 @@ async fn assets_and_pictures_are_cached() {
     })
     .await;
 }
+
+/// `(points, peak)` of the series `name` of the chart `chart` in a console page.
+fn chart_series(page: &str, chart: &str, name: &str) -> Option<(usize, f64)> {
+    let start = page.find(&format!(r#"data-chart="{chart}""#))?;
+    let figure = &page[start..start + page[start..].find("</figure>")?];
+    let at = figure.find(&format!(r#"data-series="{name}" data-points=""#))?;
+    let mut fields = figure[at..].split('"');
+    let points = fields.nth(3)?.parse().ok()?;
+    let peak = fields.nth(1)?.parse().ok()?;
+    Some((points, peak))
+}
+
+/// The console's charts come from background readings: after a confirmed and a declined
+/// checkout its page draws the saga outcomes (started, completed, compensated) and every
+/// outbox's lag with real points, beside the gateway's traffic.
+#[tokio::test]
+async fn the_console_charts_saga_outcomes_and_outbox_lag_from_background_readings() {
+    let data = tempfile::tempdir().unwrap();
+    let mut config = crate::embedded_config(data.path());
+    config.web.console_sample_ms = 250;
+    let server = crate::serve_ready(App::embedded(&config).await.unwrap()).await;
+    let base = server.base_url();
+    let deadline = tideway_testkit::DEADLINE;
+
+    let (item, _) = item_with_stock(base, 2).await;
+    let buyer = Shopper::register(base).await;
+    buyer.add(&item, 1).await;
+    let confirmed = buyer.checkout(None).await;
+    let decliner = Shopper::register(base).await;
+    decliner.add(&item, 1).await;
+    let declined = decliner.checkout(Some("4000 0000 0000 0002")).await;
+    assert_eq!(
+        buyer.settled(&confirmed, deadline).await["status"],
+        "confirmed"
+    );
+    assert_eq!(
+        decliner.settled(&declined, deadline).await["status"],
+        "cancelled"
+    );
+
+    let http = no_redirects();
+    let admin = crate::scenario::login(&http, base, "admin@tideway.local", "tideway-admin-1").await;
+    let page = async |path: &str| {
+        let response = http
+            .get(format!("{base}{path}"))
+            .header(header::COOKIE, format!("tw_access={admin}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        response.text().await.unwrap()
+    };
+
+    // The console's page draws every chart, from a sampler that runs without it.
+    let console = page("/ops").await;
+    assert!(console.contains(r#"id="panel-charts""#), "{console}");
+    for chart in [
+        "requests",
+        "error-rate",
+        "p99",
+        "sagas",
+        "outbox-pending",
+        "outbox-age",
+    ] {
+        assert!(
+            console.contains(&format!(r#"data-chart="{chart}""#)),
+            "{chart}: {console}"
+        );
+    }
+    assert!(!console.contains("its sampler was not started"));
+
+    let outcomes = [
+        "checkout started",
+        "checkout completed",
+        "checkout compensated",
+    ];
+    let panel = tideway_testkit::eventually_async(
+        deadline,
+        "the checkouts' outcomes and every outbox charted",
+        || async {
+            let panel = page("/ops/charts").await;
+            let sagas_seen = outcomes.iter().all(|name| {
+                chart_series(&panel, "sagas", name).is_some_and(|(_, peak)| peak > 0.0)
+            });
+            let outboxes_seen =
+                ["catalog", "inventory", "ordering", "payment"]
+                    .iter()
+                    .all(|service| {
+                        ["outbox-pending", "outbox-age"].iter().all(|chart| {
+                            chart_series(&panel, chart, service).is_some_and(|(n, _)| n >= 2)
+                        })
+                    });
+            let traffic_seen = chart_series(&panel, "requests", "gateway")
+                .is_some_and(|(points, peak)| points >= 2 && peak > 0.0);
+            (sagas_seen && outboxes_seen && traffic_seen).then_some(panel)
+        },
+    )
+    .await;
+    // A line, not a lone point: the readings go on after the checkouts.
+    let (started_points, _) = chart_series(&panel, "sagas", "checkout started").unwrap();
+    assert!(started_points >= 2, "{started_points}");
+    assert!(!panel.contains("<script"), "{panel}");
+    // The whole page holds the same charts.
+    let console = page("/ops").await;
+    for name in outcomes {
+        assert!(chart_series(&console, "sagas", name).is_some(), "{name}");
+    }
+    server.stop(crate::STOP_DEADLINE).await;
+}

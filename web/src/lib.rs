@@ -112,6 +112,19 @@ impl Web {
         self.state.ops.set_dead_letters(store);
     }
 
+    /// Starts the console's background sampler, which reads every service's `/metrics`
+    /// every [`OpsSources::sample_every`] and keeps 15 minutes of readings for the charts.
+    /// Later calls do nothing; [`shutdown`](Self::shutdown) stops it (dropping the last
+    /// copy of the front does too). Call inside a Tokio runtime.
+    pub fn start_sampling(&self) {
+        self.state.ops.start_sampling();
+    }
+
+    /// Stops the front's background work (the console's sampler) and waits for it.
+    pub async fn shutdown(&self) {
+        self.state.ops.shutdown().await;
+    }
+
     /// Subscribes the console's event tap to `bus` (before an embedded bus is opened).
     pub async fn tap_events(&self, bus: &Arc<dyn Bus>) -> Result<SubscriptionHandle, BusError> {
         self.state.ops.events().subscribe(bus).await

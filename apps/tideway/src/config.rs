@@ -317,6 +317,9 @@ pub struct WebConfig {
     pub max_streams_per_user: usize,
     /// Live streams open at once across users; past it, 429.
     pub max_streams: usize,
+    /// How often the console's charts read every service's `/metrics` in the background,
+    /// in milliseconds (250–60000); they keep 15 minutes of readings.
+    pub console_sample_ms: u64,
 }
 
 impl Default for WebConfig {
@@ -326,8 +329,14 @@ impl Default for WebConfig {
             public_origin: None,
             max_streams_per_user: caps.per_user,
             max_streams: caps.total,
+            console_sample_ms: duration_ms(tideway_web::ops::DEFAULT_SAMPLE_EVERY),
         }
     }
+}
+
+/// A duration in whole milliseconds, saturating.
+fn duration_ms(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl WebConfig {
@@ -337,6 +346,11 @@ impl WebConfig {
             per_user: self.max_streams_per_user,
             total: self.max_streams,
         }
+    }
+
+    /// How often the console's charts read.
+    pub fn console_sample_every(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.console_sample_ms)
     }
 
     /// The origin as the web front takes it.
@@ -1154,6 +1168,17 @@ impl Validate for Config {
                 "a number of streams between 1 and 1000000",
             ));
         }
+        let (shortest, longest) = tideway_web::ops::SAMPLE_EVERY_RANGE;
+        if !(duration_ms(shortest)..=duration_ms(longest)).contains(&self.web.console_sample_ms) {
+            return Err(ConfigError::invalid(
+                "web.console_sample_ms",
+                format!(
+                    "milliseconds between {} and {}",
+                    duration_ms(shortest),
+                    duration_ms(longest)
+                ),
+            ));
+        }
         self.identity_for(true).validate()?;
         self.identity_for(false).validate()?;
         self.catalog.service.validate()?;
@@ -1288,6 +1313,12 @@ mod tests {
             refused_key(|c| c.telemetry.recent_spans = usize::MAX),
             "telemetry.recent_spans"
         );
+        for ms in [0, 249, 60_001] {
+            assert_eq!(
+                refused_key(|c| c.web.console_sample_ms = ms),
+                "web.console_sample_ms"
+            );
+        }
     }
 
     #[test]

@@ -124,6 +124,8 @@ enum Stoppable {
     Notification(tideway_notification::Notification),
     Reporting(tideway_reporting::Reporting),
     Bus(Arc<dyn Bus>),
+    /// The web front's background work (the console's sampler); boxed, it is large.
+    Web(Box<tideway_web::Web>),
 }
 
 /// One built service, whichever it is: the same build serves both shapes.
@@ -600,13 +602,20 @@ fn gateway_with_web(
     let web = tideway_web::Web::new(tideway_web::WebOptions {
         api,
         verifier,
-        ops: tideway_web::OpsSources { services, routes },
+        ops: tideway_web::OpsSources {
+            services,
+            routes,
+            sample_every: config.web.console_sample_every(),
+        },
         origin: config.web.origin()?,
         demo_logins: config.demo_logins(up),
         streams: config.web.stream_caps(),
         openapi: Some(openapi::json()),
         flags: flags.clone(),
     });
+    // The console's charts are read in the background from the start, so opening it shows
+    // the last 15 minutes at once.
+    web.start_sampling();
     Ok((gateway.with_pages(web.router()), web))
 }
 
@@ -919,9 +928,10 @@ impl App {
         let mut dbs: Vec<Db> = built.iter().filter_map(Built::db).cloned().collect();
         dbs.extend(bus_dbs);
         dbs.push(audit.db().clone());
-        // Stopped in reverse order of start: ordering first, the bus last.
-        let mut stoppables: Vec<Stoppable> =
-            built.iter().rev().filter_map(Built::stoppable).collect();
+        // Stopped in reverse order of start: the console's sampler, ordering first, the bus
+        // last.
+        let mut stoppables = vec![Stoppable::Web(Box::new(web))];
+        stoppables.extend(built.iter().rev().filter_map(Built::stoppable));
         stoppables.push(Stoppable::Bus(bus));
         Ok(Self {
             listener,
@@ -1093,7 +1103,7 @@ impl App {
         )?;
         let shared_flags = share_flags(config, &flags).await?;
         // The console shows the bus's events when the bus answers; the shop works without it.
-        let mut stoppables = Vec::new();
+        let mut stoppables = vec![Stoppable::Web(Box::new(web.clone()))];
         match remote_bus(config).await {
             Ok((bus, letters)) => {
                 if let Err(err) = purge_on_catalog_events(config, &gateway, &bus).await {
@@ -1236,6 +1246,7 @@ impl App {
                 Stoppable::Notification(service) => service.shutdown().await,
                 Stoppable::Reporting(service) => service.shutdown().await,
                 Stoppable::Bus(bus) => bus.shutdown().await,
+                Stoppable::Web(web) => web.shutdown().await,
             }
         }
         if let Some(remote) = &self.remote {

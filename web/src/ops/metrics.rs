@@ -7,6 +7,10 @@
 //! the last few seconds and turns them into rates and latency quantiles, so a page that
 //! refreshes every couple of seconds shows smooth figures rather than the noise of one
 //! interval.
+//!
+//! A snapshot also keeps each saga's outcome counters (`tideway_saga_*_total`, by `saga`)
+//! and each service's outbox gauges (`tideway_outbox_pending_rows`,
+//! `tideway_outbox_oldest_age_seconds`, by `service`), which the console's charts sample.
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -18,11 +22,39 @@ const ERRORS: &str = "tideway_http_request_errors_total";
 const DURATION_BUCKET: &str = "tideway_http_request_duration_seconds_bucket";
 const DURATION_SUM: &str = "tideway_http_request_duration_seconds_sum";
 const DURATION_COUNT: &str = "tideway_http_request_duration_seconds_count";
+const SAGA_STARTED: &str = "tideway_saga_started_total";
+const SAGA_COMPLETED: &str = "tideway_saga_completed_total";
+const SAGA_COMPENSATED: &str = "tideway_saga_compensated_total";
+const OUTBOX_PENDING: &str = "tideway_outbox_pending_rows";
+const OUTBOX_AGE: &str = "tideway_outbox_oldest_age_seconds";
 
 /// The counters of every service found in one or more `/metrics` texts.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Snapshot {
     services: BTreeMap<String, ServiceMetrics>,
+    sagas: BTreeMap<String, SagaCounts>,
+    outboxes: BTreeMap<String, OutboxGauges>,
+}
+
+/// One saga's outcome counters, as its process last counted them (since it started).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SagaCounts {
+    /// Instances whose first step ran.
+    pub started: f64,
+    /// Instances that ran every step (the checkout: order confirmed).
+    pub completed: f64,
+    /// Instances that were compensated (the checkout: order cancelled).
+    pub compensated: f64,
+}
+
+/// One service's outbox as its relay last measured it (only the relay holding the lease
+/// measures; a process that never held it has no figures).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct OutboxGauges {
+    /// Rows not published yet.
+    pub pending_rows: Option<f64>,
+    /// How long the oldest of them has waited, in seconds (0 without pending rows).
+    pub oldest_age_s: Option<f64>,
 }
 
 /// One service's HTTP counters, summed over its routes, methods and statuses.
@@ -97,6 +129,9 @@ impl Snapshot {
     /// A service present in both is kept once, not summed: scraping the all-in-one process
     /// through several addresses returns the same text each time. The copy with more requests
     /// (the later read) wins.
+    ///
+    /// The same holds for a saga's counters (the copy that counted more wins) and an
+    /// outbox's gauges (the larger of two readings).
     pub fn merge(&mut self, other: Snapshot) {
         for (service, metrics) in other.services {
             match self.services.get_mut(&service) {
@@ -107,19 +142,77 @@ impl Snapshot {
                 }
             }
         }
+        for (saga, counts) in other.sagas {
+            let kept = self.sagas.entry(saga).or_default();
+            if counts.total() > kept.total() {
+                *kept = counts;
+            }
+        }
+        for (service, gauges) in other.outboxes {
+            let kept = self.outboxes.entry(service).or_default();
+            kept.pending_rows = larger(kept.pending_rows, gauges.pending_rows);
+            kept.oldest_age_s = larger(kept.oldest_age_s, gauges.oldest_age_s);
+        }
+    }
+
+    /// Whether the HTTP metrics of `service` are in this snapshot.
+    pub fn has_service(&self, service: &str) -> bool {
+        self.services.contains_key(service)
+    }
+
+    /// Every saga's counters, by saga name.
+    pub fn sagas(&self) -> impl Iterator<Item = (&str, SagaCounts)> {
+        self.sagas
+            .iter()
+            .map(|(name, counts)| (name.as_str(), *counts))
+    }
+
+    /// Every service's outbox gauges, by service name.
+    pub fn outboxes(&self) -> impl Iterator<Item = (&str, OutboxGauges)> {
+        self.outboxes
+            .iter()
+            .map(|(name, gauges)| (name.as_str(), *gauges))
     }
 
     fn add(&mut self, sample: &Sample<'_>) {
+        let value = sample.value;
+        if !value.is_finite() || value < 0.0 {
+            return;
+        }
+        match sample.name {
+            SAGA_STARTED | SAGA_COMPLETED | SAGA_COMPENSATED => {
+                let Some(saga) = sample.label("saga") else {
+                    return;
+                };
+                let counts = self.sagas.entry(saga.to_owned()).or_default();
+                match sample.name {
+                    SAGA_STARTED => counts.started += value,
+                    SAGA_COMPLETED => counts.completed += value,
+                    _ => counts.compensated += value,
+                }
+                return;
+            }
+            OUTBOX_PENDING | OUTBOX_AGE => {
+                let Some(service) = sample.label("service") else {
+                    return;
+                };
+                let gauges = self.outboxes.entry(service.to_owned()).or_default();
+                let slot = if sample.name == OUTBOX_PENDING {
+                    &mut gauges.pending_rows
+                } else {
+                    &mut gauges.oldest_age_s
+                };
+                *slot = larger(*slot, Some(value));
+                return;
+            }
+            _ => {}
+        }
         let Some(service) = sample.label("service") else {
             return;
         };
         let Some(field) = Field::of(sample) else {
             return;
         };
-        let value = sample.value;
-        if !value.is_finite() || value < 0.0 {
-            return;
-        }
         let metrics = self.services.entry(service.to_owned()).or_default();
         match field {
             Field::Requests => metrics.requests += value,
@@ -129,6 +222,20 @@ impl Snapshot {
             Field::Sum => metrics.latency.sum += value,
             Field::Count => metrics.latency.count += value,
         }
+    }
+}
+
+impl SagaCounts {
+    fn total(&self) -> f64 {
+        self.started + self.completed + self.compensated
+    }
+}
+
+/// The larger of two readings, either of which may be missing.
+fn larger(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
     }
 }
 
@@ -382,7 +489,8 @@ impl Sample<'_> {
     }
 }
 
-/// Reads the Tideway HTTP metrics of one `/metrics` text (Prometheus text format 0.0.4).
+/// Reads the Tideway HTTP, saga and outbox metrics of one `/metrics` text (Prometheus text
+/// format 0.0.4).
 ///
 /// Comments, other metrics, series without a `service` label and malformed lines are
 /// skipped.
@@ -407,7 +515,16 @@ fn parse_line(line: &str) -> Option<Sample<'_>> {
     let name = &line[..name_end];
     if !matches!(
         name,
-        REQUESTS | ERRORS | DURATION_BUCKET | DURATION_SUM | DURATION_COUNT
+        REQUESTS
+            | ERRORS
+            | DURATION_BUCKET
+            | DURATION_SUM
+            | DURATION_COUNT
+            | SAGA_STARTED
+            | SAGA_COMPLETED
+            | SAGA_COMPENSATED
+            | OUTBOX_PENDING
+            | OUTBOX_AGE
     ) {
         return None;
     }
@@ -679,6 +796,73 @@ tideway_http_request_duration_seconds_count{service="catalog",method="GET",route
                 .observe(parse("\u{1}garbage"), Instant::now())
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn reads_saga_counters_and_outbox_gauges() {
+        let text = concat!(
+            "# TYPE tideway_saga_started_total counter\n",
+            "tideway_saga_started_total{saga=\"checkout\"} 5\n",
+            "tideway_saga_completed_total{saga=\"checkout\"} 3\n",
+            "tideway_saga_compensated_total{saga=\"checkout\"} 1\n",
+            "tideway_saga_started_total 9\n",
+            "# TYPE tideway_outbox_pending_rows gauge\n",
+            "tideway_outbox_pending_rows{service=\"ordering\"} 2\n",
+            "tideway_outbox_oldest_age_seconds{service=\"ordering\"} 0.75\n",
+            "tideway_outbox_pending_rows{service=\"payment\"} 0\n",
+            "tideway_outbox_oldest_age_seconds{service=\"payment\"} NaN\n",
+            "tideway_outbox_pending_rows 4\n",
+        );
+        let snapshot = parse(text);
+        let checkout = SagaCounts {
+            started: 5.0,
+            completed: 3.0,
+            compensated: 1.0,
+        };
+        assert_eq!(
+            snapshot.sagas().collect::<Vec<_>>(),
+            [("checkout", checkout)]
+        );
+        let outboxes: BTreeMap<&str, OutboxGauges> = snapshot.outboxes().collect();
+        assert_eq!(outboxes.len(), 2, "{outboxes:?}");
+        assert_eq!(
+            outboxes["ordering"],
+            OutboxGauges {
+                pending_rows: Some(2.0),
+                oldest_age_s: Some(0.75)
+            }
+        );
+        // NaN is no reading.
+        assert_eq!(
+            outboxes["payment"],
+            OutboxGauges {
+                pending_rows: Some(0.0),
+                oldest_age_s: None
+            }
+        );
+        assert!(!snapshot.has_service("ordering"), "no HTTP metrics in it");
+
+        // Merged: the saga copy that counted more wins; a gauge keeps the larger reading.
+        let mut merged = parse(text);
+        merged.merge(parse(concat!(
+            "tideway_saga_started_total{saga=\"checkout\"} 6\n",
+            "tideway_outbox_pending_rows{service=\"ordering\"} 1\n",
+            "tideway_outbox_oldest_age_seconds{service=\"payment\"} 4\n",
+        )));
+        assert_eq!(merged.sagas().collect::<Vec<_>>(), [("checkout", checkout)]);
+        let outboxes: BTreeMap<&str, OutboxGauges> = merged.outboxes().collect();
+        assert_eq!(outboxes["ordering"].pending_rows, Some(2.0));
+        assert_eq!(outboxes["payment"].oldest_age_s, Some(4.0));
+        merged.merge(parse(concat!(
+            "tideway_saga_started_total{saga=\"checkout\"} 7\n",
+            "tideway_saga_completed_total{saga=\"checkout\"} 5\n",
+        )));
+        let later = SagaCounts {
+            started: 7.0,
+            completed: 5.0,
+            compensated: 0.0,
+        };
+        assert_eq!(merged.sagas().collect::<Vec<_>>(), [("checkout", later)]);
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! The operations console at `/ops`, for admins: every service with its address and
 //! health, the gateway's routes, live traffic per service (request and error rates, p50
 //! and p99 latency, from the services' own `/metrics`), the recent events on the bus, the
-//! checkout sagas with their steps, and from an order to its trace. The panels refresh
-//! themselves with htmx.
+//! checkout sagas with their steps, and from an order to its trace; charts of the last 15
+//! minutes (traffic, saga outcomes, outbox lag) from a background sampler. The panels
+//! refresh themselves with htmx.
 
 mod audit;
 mod charts;
@@ -10,9 +11,13 @@ mod dead_letters;
 pub mod events;
 pub mod metrics;
 mod reporting;
+mod sampler;
 mod traces;
 
-use std::{sync::Mutex, time::Instant};
+use std::{
+    sync::Mutex,
+    time::{Duration, Instant},
+};
 
 use axum::{
     Router,
@@ -38,6 +43,7 @@ use crate::{
 
 pub use events::{EventSummary, EventTap};
 pub use metrics::{ServiceTraffic, Traffic};
+pub use sampler::{DEFAULT_EVERY as DEFAULT_SAMPLE_EVERY, EVERY_RANGE as SAMPLE_EVERY_RANGE};
 
 /// A gateway route as the console shows it.
 #[derive(Debug, Clone)]
@@ -58,13 +64,16 @@ pub struct OpsSources {
     pub services: Vec<Transport>,
     /// The gateway's routes.
     pub routes: Vec<RouteInfo>,
+    /// How often the charts' sampler reads every service's `/metrics` (clamped to
+    /// [`SAMPLE_EVERY_RANGE`]); the charts keep 15 minutes of readings.
+    pub sample_every: Duration,
 }
 
-/// The console's state: its sources, the traffic window, the event tap.
+/// The console's state: its sources, the traffic window, the charts' sampler, the event tap.
 pub(crate) struct Console {
     sources: OpsSources,
     traffic: Mutex<Traffic>,
-    history: Mutex<charts::History>,
+    sampler: sampler::Sampler,
     events: EventTap,
     dead_letters: Mutex<Option<std::sync::Arc<dyn tideway_bus::DeadLetters>>>,
 }
@@ -75,9 +84,9 @@ const EVENTS_KEPT: usize = 200;
 impl Console {
     pub(crate) fn new(sources: OpsSources) -> Self {
         Self {
+            sampler: sampler::Sampler::new(sources.services.clone(), sources.sample_every),
             sources,
             traffic: Mutex::new(Traffic::default()),
-            history: Mutex::new(charts::History::default()),
             events: EventTap::new(EVENTS_KEPT),
             dead_letters: Mutex::new(None),
         }
@@ -86,6 +95,16 @@ impl Console {
     pub(crate) fn events(&self) -> &EventTap {
         &self.events
     }
+
+    /// Starts the charts' background sampler (once).
+    pub(crate) fn start_sampling(&self) {
+        self.sampler.start();
+    }
+
+    /// Stops the charts' sampler and waits for its task to end.
+    pub(crate) async fn shutdown(&self) {
+        self.sampler.shutdown().await;
+    }
 }
 
 pub(crate) fn routes() -> Router<AppState> {
@@ -93,6 +112,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/ops", get(console))
         .route("/ops/services", get(services_panel))
         .route("/ops/traffic", get(traffic_panel))
+        .route("/ops/charts", get(charts_panel))
         .route("/ops/events", get(events_panel))
         .route("/ops/sagas", get(sagas_panel))
         .route("/ops/notifications", get(notifications_panel))
@@ -145,6 +165,7 @@ async fn console(State(state): State<AppState>, visitor: Visitor) -> Result<Mark
             (services)
             (traffic)
         }
+        (charts_section(&state))
         (routes_panel(&state))
         (edge)
         (sagas)
@@ -168,6 +189,46 @@ async fn traffic_panel(
 ) -> Result<Markup, PageError> {
     admin(&visitor, "/ops")?;
     Ok(traffic(&state).await)
+}
+
+async fn charts_panel(
+    State(state): State<AppState>,
+    visitor: Visitor,
+) -> Result<Markup, PageError> {
+    admin(&visitor, "/ops")?;
+    Ok(charts_section(&state))
+}
+
+/// The charts of the last 15 minutes, from what the background sampler has read; refreshed
+/// once per reading.
+fn charts_section(state: &AppState) -> Markup {
+    let sampler = &state.ops.sampler;
+    let every = sampler.every();
+    let refresh = format!("every {}ms", every.as_millis());
+    let charts = sampler.with_history(|history| charts::render(history, Instant::now()));
+    html! {
+        section.panel #panel-charts aria-labelledby="charts-heading"
+            hx-get="/ops/charts" hx-trigger=(refresh) hx-swap="outerHTML" {
+            h2 #charts-heading { "The last 15 minutes" }
+            @if !sampler.is_started() {
+                p.alert role="alert" { "This console samples nothing: its sampler was not started." }
+            }
+            (charts)
+            p.hint {
+                "One reading of every service's /metrics every " (format_every(every))
+                ", taken in the background since the process started; a gap is a reading that did not answer."
+            }
+        }
+    }
+}
+
+/// `10 s`, `500 ms`.
+fn format_every(every: Duration) -> String {
+    if every.subsec_millis() == 0 {
+        format!("{} s", every.as_secs())
+    } else {
+        format!("{} ms", every.as_millis())
+    }
 }
 
 async fn events_panel(
@@ -406,6 +467,7 @@ fn replica_badge(replica: &Replica) -> Markup {
     html! { span.badge data-replica-status=(state) { (label) } }
 }
 
+/// One process's `/metrics` text; `None` when it does not answer with one.
 async fn scrape(transport: &Transport) -> Option<String> {
     let request = Request::get("/metrics").body(Body::empty()).ok()?;
     let response = transport.send(request).await.ok()?;
@@ -425,48 +487,42 @@ async fn traffic(state: &AppState) -> Markup {
         Ok(mut window) => window.observe(snapshot, Instant::now()),
         Err(poisoned) => poisoned.into_inner().observe(snapshot, Instant::now()),
     };
-    let now = Instant::now();
-    let charts = {
-        let mut history = state
-            .ops
-            .history
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        history.record(&rows, now);
-        history.render(now)
+    // Seconds past one, so a slow service does not widen its column.
+    let ms = |v: Option<f64>| match v {
+        None => "–".to_owned(),
+        Some(v) if v >= 1000.0 => format!("{:.2} s", v / 1000.0),
+        Some(v) => format!("{v:.1} ms"),
     };
-    let ms = |v: Option<f64>| v.map_or_else(|| "–".to_owned(), |v| format!("{v:.1} ms"));
     html! {
         section.panel #panel-traffic aria-labelledby="traffic-heading"
             hx-get="/ops/traffic" hx-trigger="every 2s" hx-swap="outerHTML" {
             h2 #traffic-heading { "Traffic" }
-            div.table-scroll { table {
+            // Short headings, so the seven columns fit the panel beside the services.
+            div.table-scroll { table.traffic {
                 thead { tr {
                     th scope="col" { "Service" }
-                    th.num scope="col" { "Requests/s" }
-                    th.num scope="col" { "Errors/s" }
-                    th.num scope="col" { "Error rate" }
+                    th.num scope="col" { abbr title="Requests per second" { "Req/s" } }
+                    th.num scope="col" { abbr title="Errors (4xx and 5xx) per second" { "Err/s" } }
+                    th.num scope="col" { abbr title="Error rate" { "Err %" } }
                     th.num scope="col" { "p50" }
                     th.num scope="col" { "p99" }
-                    th.num scope="col" { "Requests" }
+                    th.num scope="col" { abbr title="Requests since the process started" { "Total" } }
                 } }
                 tbody {
                     @for row in &rows {
                         tr {
                             th scope="row" { (row.service) }
-                            td.num { (format!("{:.1}", row.requests_per_s)) }
-                            td.num { (format!("{:.2}", row.errors_per_s)) }
-                            td.num { (format!("{:.1} %", row.error_ratio * 100.0)) }
-                            td.num { (ms(row.p50_ms)) }
-                            td.num { (ms(row.p99_ms)) }
-                            td.num { (row.requests_total) }
+                            td.num data-label="Requests/s" { (format!("{:.1}", row.requests_per_s)) }
+                            td.num data-label="Errors/s" { (format!("{:.2}", row.errors_per_s)) }
+                            td.num data-label="Error rate" { (format!("{:.1} %", row.error_ratio * 100.0)) }
+                            td.num data-label="p50" { (ms(row.p50_ms)) }
+                            td.num data-label="p99" { (ms(row.p99_ms)) }
+                            td.num data-label="Total" { (row.requests_total) }
                         }
                     }
                 }
             } }
-            p.hint { "Rates over the last seconds, from each service's /metrics." }
-            div.charts { (charts) }
-            p.hint { "The last 15 minutes, one reading every 10 s while the console is open." }
+            p.hint { "Rates over the last seconds, from each service's /metrics; their history is charted below." }
         }
     }
 }
