@@ -1010,9 +1010,7 @@ async fn proxy(live: &live::Live, shared: &Shared, mut request: Request) -> Resp
         .send_with_timeout(upstream_request, route.timeout)
         .await;
     if let Some((split, index)) = version {
-        let failed = outcome
-            .as_ref()
-            .map_or(true, |response| traffic::failed(response));
+        let failed = outcome.as_ref().map_or(true, traffic::failed);
         split.outcomes[index].record(started.elapsed(), failed);
     }
     let mut response = match outcome {

@@ -16,7 +16,7 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use serde::{Deserialize, Serialize};
 use tideway_runtime::{auth::Claims, config::ConfigError};
 
@@ -671,6 +671,7 @@ pub(crate) fn failed<B>(response: &http::Response<B>) -> bool {
 #[cfg(test)]
 mod unit {
     use super::*;
+    use axum::http::StatusCode;
 
     #[test]
     fn a_refusal_for_a_dependency_is_no_failure_of_the_version() {
