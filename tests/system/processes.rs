@@ -352,7 +352,7 @@ async fn shop_as_separate_processes() {
     };
     let checkout_trace = lines
         .iter()
-        .find(|l| l["message"] == "request finished" && l["span"]["path"] == "/api/basket/checkout")
+        .find(|l| l["message"] == "request finished" && l["span"]["path"] == "/api/v1/basket/checkout")
         .and_then(|l| l["span"]["trace_id"].as_str())
         .expect("the checkout request was logged")
         .to_owned();
@@ -430,13 +430,13 @@ fn bad_routes_stop_start_up_naming_the_route() {
         (
             format!(
                 "{}{}",
-                route("/api/catalog", 1000),
-                route("/api/catalog", 1000)
+                route("/api/v1/catalog", 1000),
+                route("/api/v1/catalog", 1000)
             ),
             "gateway.routes[1].prefix",
         ),
-        (route("/api/{id}", 1000), "gateway.routes[0].prefix"),
-        (route("/api/catalog/", 1000), "gateway.routes[0].prefix"),
+        (route("/api/v1/{id}", 1000), "gateway.routes[0].prefix"),
+        (route("/api/v1/catalog/", 1000), "gateway.routes[0].prefix"),
         (
             format!("{}{}", route("/a", 1000), route("/b", 0)),
             "gateway.routes[1].timeout_ms",
@@ -485,7 +485,7 @@ fn bad_rate_limits_stop_start_up_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let rule = |burst: u32| {
         format!(
-            "[[gateway.rate_limit.rules]]\nname = \"login\"\npath = \"/api/identity/login\"\n\
+            "[[gateway.rate_limit.rules]]\nname = \"login\"\npath = \"/api/v1/identity/login\"\n\
              key = \"ip\"\nburst = {burst}\nperiod_ms = 60000\n"
         )
     };
@@ -551,7 +551,7 @@ async fn documents_of_separate_processes(system: &Distributed) {
     // audit), which the gateway process serves itself.
     let all: usize = merged.values().map(|p| p.as_object().unwrap().len()).sum();
     assert_eq!(all, seen + 8, "the operator API's operations");
-    assert!(merged["/api/admin/instances"]["get"].is_object());
+    assert!(merged["/api/v1/admin/instances"]["get"].is_object());
 }
 
 async fn console_sees_every_process(gateway: &str) {

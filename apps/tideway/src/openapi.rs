@@ -10,7 +10,7 @@ use utoipa::openapi::{InfoBuilder, OpenApi};
 
 /// What the document says of the whole API.
 const DESCRIPTION: &str = "The Tideway shop's public API, behind its gateway.\n\n\
-    Protected operations take an access token from `POST /api/identity/login` as \
+    Protected operations take an access token from `POST /api/v1/identity/login` as \
     `Authorization: Bearer <token>` (the `bearer` scheme); admin operations need a token \
     with the `admin` role. Every refusal and failure is an RFC 9457 problem document \
     (`application/problem+json`) whose `invalid-params` name the wrong fields. Money is an \
@@ -57,51 +57,51 @@ mod tests {
         assert_eq!(document["openapi"], "3.1.0");
         let paths = document["paths"].as_object().unwrap();
         for (path, method) in [
-            ("/api/identity/register", "post"),
-            ("/api/identity/login", "post"),
-            ("/api/identity/refresh", "post"),
-            ("/api/identity/logout", "post"),
-            ("/api/identity/logout-all", "post"),
-            ("/api/identity/me", "get"),
-            ("/api/identity/users/{id}", "get"),
-            ("/api/identity/.well-known/jwks.json", "get"),
-            ("/api/catalog/items", "get"),
-            ("/api/catalog/items", "post"),
-            ("/api/catalog/items/{id}", "get"),
-            ("/api/catalog/items/{id}", "put"),
-            ("/api/catalog/items/{id}", "delete"),
-            ("/api/catalog/items/{id}/price", "put"),
-            ("/api/catalog/categories", "get"),
-            ("/api/catalog/brands", "get"),
-            ("/api/basket", "get"),
-            ("/api/basket", "delete"),
-            ("/api/basket/items", "post"),
-            ("/api/basket/items/{item_id}", "put"),
-            ("/api/basket/items/{item_id}", "delete"),
-            ("/api/basket/checkout", "post"),
-            ("/api/ordering/orders", "get"),
-            ("/api/ordering/orders/{id}", "get"),
-            ("/api/ordering/sagas", "get"),
-            ("/api/inventory/stock", "get"),
-            ("/api/inventory/stock/{item_id}", "get"),
-            ("/api/inventory/stock/{item_id}", "put"),
-            ("/api/payment/payments", "get"),
-            ("/api/payment/payments/{order_id}", "get"),
-            ("/api/payment/cards", "post"),
-            ("/api/notification/notifications", "get"),
-            ("/api/notification/recent", "get"),
-            ("/api/reporting/sales", "get"),
-            ("/api/reporting/revenue", "get"),
-            ("/api/reporting/funnel", "get"),
-            ("/api/reporting/top-items", "get"),
-            ("/api/admin/instances", "get"),
-            ("/api/admin/config", "get"),
-            ("/api/admin/config", "put"),
-            ("/api/admin/traffic", "get"),
-            ("/api/admin/traffic/switch", "post"),
-            ("/api/admin/flags", "get"),
-            ("/api/admin/flags", "put"),
-            ("/api/admin/audit", "get"),
+            ("/api/v1/identity/register", "post"),
+            ("/api/v1/identity/login", "post"),
+            ("/api/v1/identity/refresh", "post"),
+            ("/api/v1/identity/logout", "post"),
+            ("/api/v1/identity/logout-all", "post"),
+            ("/api/v1/identity/me", "get"),
+            ("/api/v1/identity/users/{id}", "get"),
+            ("/api/v1/identity/.well-known/jwks.json", "get"),
+            ("/api/v1/catalog/items", "get"),
+            ("/api/v1/catalog/items", "post"),
+            ("/api/v1/catalog/items/{id}", "get"),
+            ("/api/v1/catalog/items/{id}", "put"),
+            ("/api/v1/catalog/items/{id}", "delete"),
+            ("/api/v1/catalog/items/{id}/price", "put"),
+            ("/api/v1/catalog/categories", "get"),
+            ("/api/v1/catalog/brands", "get"),
+            ("/api/v1/basket", "get"),
+            ("/api/v1/basket", "delete"),
+            ("/api/v1/basket/items", "post"),
+            ("/api/v1/basket/items/{item_id}", "put"),
+            ("/api/v1/basket/items/{item_id}", "delete"),
+            ("/api/v1/basket/checkout", "post"),
+            ("/api/v1/ordering/orders", "get"),
+            ("/api/v1/ordering/orders/{id}", "get"),
+            ("/api/v1/ordering/sagas", "get"),
+            ("/api/v1/inventory/stock", "get"),
+            ("/api/v1/inventory/stock/{item_id}", "get"),
+            ("/api/v1/inventory/stock/{item_id}", "put"),
+            ("/api/v1/payment/payments", "get"),
+            ("/api/v1/payment/payments/{order_id}", "get"),
+            ("/api/v1/payment/cards", "post"),
+            ("/api/v1/notification/notifications", "get"),
+            ("/api/v1/notification/recent", "get"),
+            ("/api/v1/reporting/sales", "get"),
+            ("/api/v1/reporting/revenue", "get"),
+            ("/api/v1/reporting/funnel", "get"),
+            ("/api/v1/reporting/top-items", "get"),
+            ("/api/v1/admin/instances", "get"),
+            ("/api/v1/admin/config", "get"),
+            ("/api/v1/admin/config", "put"),
+            ("/api/v1/admin/traffic", "get"),
+            ("/api/v1/admin/traffic/switch", "post"),
+            ("/api/v1/admin/flags", "get"),
+            ("/api/v1/admin/flags", "put"),
+            ("/api/v1/admin/audit", "get"),
         ] {
             let operation = &paths
                 .get(path)
@@ -123,7 +123,7 @@ mod tests {
             document["components"]["securitySchemes"]["bearer"]["scheme"],
             "bearer"
         );
-        let me = &paths["/api/identity/me"]["get"];
+        let me = &paths["/api/v1/identity/me"]["get"];
         assert_eq!(me["security"][0]["bearer"], serde_json::json!([]));
         assert_eq!(
             me["responses"]["401"]["$ref"],

@@ -371,7 +371,7 @@ impl RateLimitConfig {
                 return Err(ConfigError::invalid(
                     key("path"),
                     format!(
-                        "`/` or a path such as /api/identity/login (no trailing `/`), found {:?}",
+                        "`/` or a path such as /api/v1/identity/login (no trailing `/`), found {:?}",
                         rule.path
                     ),
                 ));

@@ -9,7 +9,7 @@
 //! failures in one place: timeout → 504, connection failure → 502, refused before sending
 //! (no replica, breaker open, bulkhead full) → 503. Upstream transports may balance over
 //! a service's replicas (`tideway-balance`); [`Gateway::with_balancers`] adds
-//! `GET /api/admin/instances` for operators.
+//! `GET /api/v1/admin/instances` for operators.
 //!
 //! Before a request travels it is admitted ([`admission`]): its client address is found
 //! (the peer, or `X-Forwarded-For` from a trusted proxy, or the browser's address the web
@@ -111,7 +111,7 @@ impl From<Access> for String {
 /// One route: requests whose path is `prefix` or starts with `prefix/` go to `upstream`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RouteConfig {
-    /// The path prefix, e.g. `/api/catalog`.
+    /// The path prefix, e.g. `/api/v1/catalog`.
     pub prefix: String,
     /// The upstream service's name, e.g. `catalog`.
     pub upstream: String,
@@ -274,7 +274,7 @@ impl Validate for GatewayConfig {
                 return Err(ConfigError::invalid(
                     key("prefix"),
                     format!(
-                        "a path such as /api/catalog (starting with `/`, not ending with `/`, \
+                        "a path such as /api/v1/catalog (starting with `/`, not ending with `/`, \
                          without `{{`, `}}` or `*`, no segment starting with `:`), found {:?}",
                         route.prefix
                     ),
@@ -493,17 +493,17 @@ tokio::task_local! {
 }
 
 /// The path of the operators' view of every replica behind the gateway.
-pub const INSTANCES_PATH: &str = "/api/admin/instances";
+pub const INSTANCES_PATH: &str = "/api/v1/admin/instances";
 
 /// The path of the gateway's running configuration (`GET`, `PUT`; role admin).
-pub const CONFIG_PATH: &str = "/api/admin/config";
+pub const CONFIG_PATH: &str = "/api/v1/admin/config";
 
 /// The path of the traffic report: weights, versions' figures, mirror differences and the
 /// audit of changes (`GET`; role admin).
-pub const TRAFFIC_PATH: &str = "/api/admin/traffic";
+pub const TRAFFIC_PATH: &str = "/api/v1/admin/traffic";
 
 /// The path of the blue/green switch (`POST {"route": …, "to": …}`; role admin).
-pub const SWITCH_PATH: &str = "/api/admin/traffic/switch";
+pub const SWITCH_PATH: &str = "/api/v1/admin/traffic/switch";
 
 /// The gateway, ready to be turned into a router.
 pub struct Gateway {
@@ -555,7 +555,7 @@ impl Gateway {
         self
     }
 
-    /// Reports the replicas behind `balancers` at `GET /api/admin/instances` (role admin):
+    /// Reports the replicas behind `balancers` at `GET /api/v1/admin/instances` (role admin):
     /// every instance of every service with its address, version, readiness, ejection,
     /// breaker, requests per second and EWMA latency.
     #[must_use]
@@ -565,7 +565,7 @@ impl Gateway {
     }
 
     /// Serves `routes` beside the gateway's own admin endpoints (paths no route claims,
-    /// such as `/api/admin/flags`), under the same observability, body limit and problem
+    /// such as `/api/v1/admin/flags`), under the same observability, body limit and problem
     /// handling; the calls of a web front made through [`Gateway::front_transport`] reach
     /// them too (so set them before asking for it). They check their callers themselves.
     #[must_use]
@@ -587,7 +587,7 @@ impl Gateway {
         self
     }
 
-    /// A handle to change the running configuration: what `PUT /api/admin/config` uses,
+    /// A handle to change the running configuration: what `PUT /api/v1/admin/config` uses,
     /// for a file watcher or a distributed store to apply theirs.
     pub fn control(&self) -> GatewayControl {
         GatewayControl {
@@ -641,7 +641,7 @@ impl Gateway {
             });
         }
         // The prefixes of the start-up table get routes of their own, so metrics and logs
-        // keep the route template (`/api/catalog/{*rest}`); routes added later are reached
+        // keep the route template (`/api/v1/catalog/{*rest}`); routes added later are reached
         // through the catch-all. Either way the current table decides.
         let mut api = live::admin_routes(&self.live);
         if let Some(admin) = &self.admin {
@@ -758,7 +758,7 @@ async fn upstream_ready(transport: &Transport) -> Result<(), String> {
 /// balance over discovered replicas (the embedded shape) has none to report: 404.
 #[utoipa::path(
     get,
-    path = "/api/admin/instances",
+    path = "/api/v1/admin/instances",
     tag = "gateway",
     security(("bearer" = [])),
     responses(
@@ -783,7 +783,7 @@ async fn instances(
     .into_response()
 }
 
-/// The answer of `GET /api/admin/instances`.
+/// The answer of `GET /api/v1/admin/instances`.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Instances {
     /// Each service with its replicas.

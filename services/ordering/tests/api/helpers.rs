@@ -42,7 +42,7 @@ pub enum BasketMode {
     Failing,
 }
 
-/// A stand-in for the basket service: `GET /api/basket` answers the basket the test set, and
+/// A stand-in for the basket service: `GET /api/v1/basket` answers the basket the test set, and
 /// records the bearer tokens it was called with.
 #[derive(Clone)]
 pub struct FakeBasket {
@@ -98,7 +98,7 @@ impl FakeBasket {
 
     pub fn client(&self) -> BasketClient {
         let router = Router::new()
-            .route("/api/basket", get(fake_basket))
+            .route("/api/v1/basket", get(fake_basket))
             .with_state(self.clone());
         BasketClient::new(Transport::in_process(
             "basket",
@@ -577,7 +577,7 @@ impl TestApp {
         }
     }
 
-    /// `POST /api/basket/checkout` with a JSON body (or none).
+    /// `POST /api/v1/basket/checkout` with a JSON body (or none).
     pub async fn checkout(&self, token: &str, body: Option<Value>) -> Reply {
         let headers: &[(&str, &str)] = if body.is_some() {
             &[("content-type", "application/json")]
@@ -586,7 +586,7 @@ impl TestApp {
         };
         self.raw(
             Method::POST,
-            "/api/basket/checkout",
+            "/api/v1/basket/checkout",
             Some(token),
             headers,
             body.map(|b| b.to_string()),
@@ -601,9 +601,9 @@ impl TestApp {
         self.order(token, &id).await
     }
 
-    /// `GET /api/ordering/orders/{id}` as the token's user, expecting 200.
+    /// `GET /api/v1/ordering/orders/{id}` as the token's user, expecting 200.
     pub async fn order(&self, token: &str, id: &str) -> OrderView {
-        let reply = self.get(token, &format!("/api/ordering/orders/{id}")).await;
+        let reply = self.get(token, &format!("/api/v1/ordering/orders/{id}")).await;
         assert_eq!(reply.status, 200, "{reply:?}");
         serde_json::from_value(reply.body).unwrap()
     }
