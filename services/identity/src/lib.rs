@@ -201,6 +201,7 @@ impl Identity {
             readiness,
             HttpOptions {
                 body_limit: BODY_LIMIT,
+                ..HttpOptions::default()
             },
         )
     }
