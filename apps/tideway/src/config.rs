@@ -1285,6 +1285,15 @@ mod tests {
             refused_key(|c| routes(c)[2].prefix = "/api/v1/{x}".into()),
             "gateway.routes[2].prefix"
         );
+        // A table written before versions: its unversioned prefixes would match nothing.
+        assert_eq!(
+            refused_key(|c| routes(c)[2].prefix = "/api/basket".into()),
+            "gateway.routes[2].prefix"
+        );
+        assert_eq!(
+            refused_key(|c| routes(c)[2].prefix = "/api/v2/basket".into()),
+            "gateway.routes[2].prefix"
+        );
         assert_eq!(
             refused_key(|c| routes(c)[1].timeout_ms = 0),
             "gateway.routes[1].timeout_ms"

@@ -376,6 +376,12 @@ impl RateLimitConfig {
                     ),
                 ));
             }
+            if let Some(expected) = crate::unreachable_api_path(&rule.path) {
+                return Err(ConfigError::invalid(
+                    key("path"),
+                    format!("{expected}, found {:?}", rule.path),
+                ));
+            }
             for (m, method) in rule.methods.iter().enumerate() {
                 if Method::from_bytes(method.as_bytes()).is_err()
                     || method.bytes().any(|b| b.is_ascii_lowercase())

@@ -48,6 +48,7 @@ use tideway_runtime::{
     client::{ClientError, Transport},
     config::{ConfigError, Validate},
     http::{HttpOptions, Readiness, service_router},
+    versions::{self, Aliases},
 };
 
 /// The gateway's name in logs and metrics.
@@ -234,6 +235,11 @@ pub struct GatewayConfig {
     /// `false`: no route caches, whatever their `cache_bytes` (for comparisons).
     #[serde(default = "enabled")]
     pub cache_enabled: bool,
+    /// `true`: unversioned `/api/…` paths are served as deprecated aliases of `/api/v1/…`
+    /// (with `Deprecation` and `Link`); `false`: they find no route (404), e.g. after
+    /// their sunset. Read at start.
+    #[serde(default = "enabled")]
+    pub unversioned_aliases: bool,
 }
 
 fn default_mirror_queue() -> usize {
@@ -253,6 +259,7 @@ impl Default for GatewayConfig {
             rate_limit: RateLimitConfig::default(),
             mirror_queue: default_mirror_queue(),
             cache_enabled: true,
+            unversioned_aliases: true,
         }
     }
 }
@@ -278,6 +285,12 @@ impl Validate for GatewayConfig {
                          without `{{`, `}}` or `*`, no segment starting with `:`), found {:?}",
                         route.prefix
                     ),
+                ));
+            }
+            if let Some(expected) = unreachable_api_path(&route.prefix) {
+                return Err(ConfigError::invalid(
+                    key("prefix"),
+                    format!("{expected}, found {:?}", route.prefix),
                 ));
             }
             if let Some(first) = seen.insert(&route.prefix, index) {
@@ -315,6 +328,25 @@ pub(crate) fn is_plain_prefix(prefix: &str) -> bool {
         && !prefix.ends_with('/')
         && !prefix.contains(['{', '}', '*'])
         && !prefix.split('/').any(|segment| segment.starts_with(':'))
+}
+
+/// What `path` should be instead, when no request can reach it: an unversioned API path
+/// (its requests are rewritten to `/api/v1/…` before routing) or one under a version that
+/// does not exist. `None` for a versioned path or one outside the API.
+pub(crate) fn unreachable_api_path(path: &str) -> Option<String> {
+    match versions::classify(path) {
+        versions::PathKind::AsIs => None,
+        versions::PathKind::Alias { rest } => Some(format!(
+            "a versioned path such as {} (unversioned API paths are aliases, rewritten to \
+             their {} path before routing)",
+            versions::successor(rest, None),
+            versions::PREFIX,
+        )),
+        versions::PathKind::UnknownVersion(version) => Some(format!(
+            "a path under {} (the API has no version {version})",
+            versions::PREFIX
+        )),
+    }
 }
 
 /// A configuration the gateway cannot run with.
@@ -531,6 +563,11 @@ impl Gateway {
             upstreams,
             options: HttpOptions {
                 body_limit: config.body_limit_bytes,
+                aliases: if config.unversioned_aliases {
+                    Aliases::Served
+                } else {
+                    Aliases::Refused
+                },
             },
             pages: None,
             admin: None,
@@ -1098,3 +1135,5 @@ fn upstream_failure(prefix: &str, upstream: &Transport, err: &ClientError) -> Re
 mod tests;
 #[cfg(test)]
 mod traffic_tests;
+#[cfg(test)]
+mod versions_tests;

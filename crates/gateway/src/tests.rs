@@ -343,7 +343,25 @@ fn validation_names_the_bad_route() {
         refused_key(vec![public("/api/v1/ordering"), public("/api/v1/ordering/sagas")]),
         None
     );
-    assert_eq!(refused_key(vec![public("/api/v1:beta")]), None);
+    assert_eq!(refused_key(vec![public("/api/v1/x:beta")]), None);
+    // Outside the API, any path; inside it, only the current version's: an unversioned
+    // prefix is an alias no request keeps, a prefix under another version no request
+    // reaches.
+    assert_eq!(refused_key(vec![public("/hello"), public("/api/docs")]), None);
+    for prefix in ["/api/catalog", "/api/v1:beta", "/api/v2/catalog", "/api/v0"] {
+        assert_eq!(
+            refused_key(vec![public("/api/v1/ok"), public(prefix)]).as_deref(),
+            Some("gateway.routes[1].prefix"),
+            "{prefix:?}"
+        );
+    }
+    let err = GatewayConfig {
+        routes: vec![public("/api/catalog")],
+        ..GatewayConfig::default()
+    }
+    .validate()
+    .unwrap_err();
+    assert!(format!("{err:?}").contains("/api/v1/catalog"), "{err:?}");
     let err = GatewayConfig {
         body_limit_bytes: 0,
         ..GatewayConfig::default()
