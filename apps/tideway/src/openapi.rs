@@ -1,6 +1,8 @@
 //! The shop's OpenAPI 3.1 document: every service's own document (derived from its
 //! handlers and its contract crate's types) merged into one, which the gateway serves at
-//! `GET /api/openapi.json` beside its reference page `/api/docs`.
+//! `GET /api/openapi.json` beside its reference page `/api/docs`. Its paths are the
+//! canonical `/api/v1/…` ones; their unversioned aliases are not operations of their own,
+//! only a paragraph of the description.
 //!
 //! The binary holds every service's crate, so the gateway builds the merged document from
 //! them in every shape, embedded or distributed, without asking a service at start-up
@@ -14,7 +16,13 @@ const DESCRIPTION: &str = "The Tideway shop's public API, behind its gateway.\n\
     `Authorization: Bearer <token>` (the `bearer` scheme); admin operations need a token \
     with the `admin` role. Every refusal and failure is an RFC 9457 problem document \
     (`application/problem+json`) whose `invalid-params` name the wrong fields. Money is an \
-    integer number of minor units.";
+    integer number of minor units.\n\n\
+    Every operation's path is under `/api/v1`. The same path without `/v1` \
+    (`/api/catalog/items`) is a deprecated alias, served as its v1 path: its answers carry \
+    `Deprecation: @1796083200` (RFC 9745: deprecated since 2026-12-01) and \
+    `Link: </api/v1/…>; rel=\"successor-version\"`. A path under another version \
+    (`/api/v2/…`) is a 404 problem. This document and its reference page stay at \
+    `/api/openapi.json` and `/api/docs`.";
 
 /// Every service's document, merged.
 pub fn document() -> OpenApi {
@@ -112,6 +120,17 @@ mod tests {
                 "{method} {path} has no responses"
             );
         }
+        // Every operation once, at its canonical v1 path; the aliases are a paragraph.
+        assert!(
+            paths.keys().all(|path| path.starts_with("/api/v1/")),
+            "{:?}",
+            paths.keys()
+        );
+        let description = document["info"]["description"].as_str().unwrap();
+        assert!(
+            description.contains("deprecated alias") && description.contains("@1796083200"),
+            "{description}"
+        );
         let operations: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();
         assert_eq!(
             operations, 45,
