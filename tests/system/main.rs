@@ -26,6 +26,7 @@ mod scenario;
 mod supervisor;
 mod tls;
 mod traces;
+mod versions;
 mod web;
 mod web_security;
 
