@@ -56,7 +56,7 @@ async fn a_refused_confirmation_mail_is_dead_lettered_then_redriven_from_the_com
         + "/bin/python";
     let maildir = tempfile::tempdir().unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../services/notification/tests/api/v1/smtp_server.py");
+        .join("../../services/notification/tests/api/smtp_server.py");
     let mut smtp = Command::new(&python)
         .arg(script)
         .arg("--maildir")

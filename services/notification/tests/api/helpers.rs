@@ -46,7 +46,7 @@ pub struct Smtp {
 impl Smtp {
     pub fn start(refuse: u32) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/api/v1/smtp_server.py");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/api/smtp_server.py");
         let mut child = Command::new(python())
             .arg(script)
             .arg("--maildir")
