@@ -21,7 +21,8 @@ async fn a_database_out_of_reach_is_a_503_with_retry_after_in_every_service() {
 
     let client = reqwest::Client::new();
     let token = scenario::login(&client, &base, "admin@tideway.local", "tideway-admin-1").await;
-    let page = scenario::get_json(&client, &format!("{base}/api/v1/catalog/items?page_size=1")).await;
+    let page =
+        scenario::get_json(&client, &format!("{base}/api/v1/catalog/items?page_size=1")).await;
     let item = page["items"][0]["id"].as_str().unwrap().to_owned();
 
     for db in [

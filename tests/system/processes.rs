@@ -353,7 +353,9 @@ async fn shop_as_separate_processes() {
     };
     let checkout_trace = lines
         .iter()
-        .find(|l| l["message"] == "request finished" && l["span"]["path"] == "/api/v1/basket/checkout")
+        .find(|l| {
+            l["message"] == "request finished" && l["span"]["path"] == "/api/v1/basket/checkout"
+        })
         .and_then(|l| l["span"]["trace_id"].as_str())
         .expect("the checkout request was logged")
         .to_owned();
@@ -577,7 +579,12 @@ async fn a_service_process_answers_both_forms(system: &Distributed) {
     );
     // The same items (their stock may move between the two calls).
     let ids = |page: &serde_json::Value| -> Vec<serde_json::Value> {
-        page["items"].as_array().unwrap().iter().map(|i| i["id"].clone()).collect()
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["id"].clone())
+            .collect()
     };
     let alias: serde_json::Value = alias.json().await.unwrap();
     assert_eq!(ids(&alias), ids(&v1));

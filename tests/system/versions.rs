@@ -34,7 +34,12 @@ fn no_redirects() -> reqwest::Client {
 }
 
 /// `GET path` with `cookie`: the status and the page.
-async fn page(http: &reqwest::Client, base: &str, path: &str, cookie: &str) -> (StatusCode, String) {
+async fn page(
+    http: &reqwest::Client,
+    base: &str,
+    path: &str,
+    cookie: &str,
+) -> (StatusCode, String) {
     let response = http
         .get(format!("{base}{path}"))
         .header(header::COOKIE, cookie)
@@ -114,7 +119,10 @@ async fn the_front_uses_v1_and_unversioned_paths_are_deprecated_aliases() {
         .await
         .unwrap();
     assert_eq!(placed.status(), StatusCode::SEE_OTHER, "the checkout form");
-    let order_page = placed.headers()[header::LOCATION].to_str().unwrap().to_owned();
+    let order_page = placed.headers()[header::LOCATION]
+        .to_str()
+        .unwrap()
+        .to_owned();
     let order = order_page.rsplit('/').next().unwrap().to_owned();
     shopper
         .settled(&order, std::time::Duration::from_secs(30))
@@ -181,7 +189,12 @@ async fn the_front_uses_v1_and_unversioned_paths_are_deprecated_aliases() {
     );
     // The same items (their stock may move between the two calls).
     let ids = |page: &Value| -> Vec<Value> {
-        page["items"].as_array().unwrap().iter().map(|i| i["id"].clone()).collect()
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["id"].clone())
+            .collect()
     };
     let alias: Value = alias.json().await.unwrap();
     assert_eq!(ids(&alias), ids(&v1));
@@ -197,7 +210,10 @@ async fn the_front_uses_v1_and_unversioned_paths_are_deprecated_aliases() {
     assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(refused.headers()["deprecation"], "@1796083200");
     let problem: Value = refused.json().await.unwrap();
-    assert_eq!(problem["invalid-params"][0]["name"], "quantity", "{problem}");
+    assert_eq!(
+        problem["invalid-params"][0]["name"], "quantity",
+        "{problem}"
+    );
     assert_eq!(alias_requests(&base).await, before + 2);
 
     // An unknown version is a 404 problem, deprecated nothing.
@@ -211,7 +227,9 @@ async fn the_front_uses_v1_and_unversioned_paths_are_deprecated_aliases() {
     );
     assert!(unknown.headers().get("deprecation").is_none());
     // The API's documents stay where they were, unversioned and not deprecated.
-    let document = reqwest::get(format!("{base}/api/openapi.json")).await.unwrap();
+    let document = reqwest::get(format!("{base}/api/openapi.json"))
+        .await
+        .unwrap();
     assert_eq!(document.status(), StatusCode::OK);
     assert!(document.headers().get("deprecation").is_none());
     let document: Value = document.json().await.unwrap();

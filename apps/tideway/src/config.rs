@@ -579,7 +579,12 @@ fn shop_flags() -> tideway_flags::FlagSet {
 pub fn shop_routes() -> Vec<RouteConfig> {
     let admin = || Access::Role("admin".to_owned());
     vec![
-        RouteConfig::new("/api/v1/identity", "identity", Access::Public, Access::Public),
+        RouteConfig::new(
+            "/api/v1/identity",
+            "identity",
+            Access::Public,
+            Access::Public,
+        ),
         // Public reads, cached at the edge (purged by the catalog's events).
         RouteConfig {
             cache_bytes: 16 * 1024 * 1024,
@@ -606,7 +611,12 @@ pub fn shop_routes() -> Vec<RouteConfig> {
             Access::User,
             Access::User,
         ),
-        RouteConfig::new("/api/v1/notification/recent", "notification", admin(), admin()),
+        RouteConfig::new(
+            "/api/v1/notification/recent",
+            "notification",
+            admin(),
+            admin(),
+        ),
         RouteConfig::new("/api/v1/reporting", "reporting", admin(), admin()),
     ]
 }

@@ -150,7 +150,11 @@ async fn routes_by_prefix_and_forwards_the_request_id() {
     assert_eq!(body["status"], 404);
     // `/api/v1/catalogue` shares a string prefix but is not under `/api/v1/catalog`.
     let (status, _, _) = f
-        .send(Request::get("/api/v1/catalogue").body(Body::empty()).unwrap())
+        .send(
+            Request::get("/api/v1/catalogue")
+                .body(Body::empty())
+                .unwrap(),
+        )
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
@@ -199,7 +203,11 @@ async fn checks_access_for_reads_and_writes() {
 
     // The basket needs a user even to read.
     let (status, _, _) = f
-        .send(Request::get("/api/v1/basket/x").body(Body::empty()).unwrap())
+        .send(
+            Request::get("/api/v1/basket/x")
+                .body(Body::empty())
+                .unwrap(),
+        )
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let request = Request::get("/api/v1/basket/x")
@@ -340,14 +348,20 @@ fn validation_names_the_bad_route() {
     // A longer prefix under another is the way to refine a route, not a duplicate; a colon
     // inside a segment is literal.
     assert_eq!(
-        refused_key(vec![public("/api/v1/ordering"), public("/api/v1/ordering/sagas")]),
+        refused_key(vec![
+            public("/api/v1/ordering"),
+            public("/api/v1/ordering/sagas")
+        ]),
         None
     );
     assert_eq!(refused_key(vec![public("/api/v1/x:beta")]), None);
     // Outside the API, any path; inside it, only the current version's: an unversioned
     // prefix is an alias no request keeps, a prefix under another version no request
     // reaches.
-    assert_eq!(refused_key(vec![public("/hello"), public("/api/docs")]), None);
+    assert_eq!(
+        refused_key(vec![public("/hello"), public("/api/docs")]),
+        None
+    );
     for prefix in ["/api/catalog", "/api/v1:beta", "/api/v2/catalog", "/api/v0"] {
         assert_eq!(
             refused_key(vec![public("/api/v1/ok"), public(prefix)]).as_deref(),

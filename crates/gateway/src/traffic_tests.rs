@@ -472,7 +472,11 @@ async fn in_flight_requests_finish_on_the_version_they_started_on() {
     let router = shop.router.clone();
     let in_flight = tokio::spawn(async move {
         let response = router
-            .oneshot(Request::get("/api/v1/catalog/a").body(Body::empty()).unwrap())
+            .oneshot(
+                Request::get("/api/v1/catalog/a")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
             .await
             .unwrap();
         let status = response.status();
@@ -611,7 +615,11 @@ async fn a_stuck_shadow_is_dropped_not_waited_for() {
     for _ in 0..100 {
         let response = router
             .clone()
-            .oneshot(Request::get("/api/v1/catalog/x").body(Body::empty()).unwrap())
+            .oneshot(
+                Request::get("/api/v1/catalog/x")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::OK);
@@ -671,7 +679,11 @@ async fn a_canary_erring_beyond_the_margin_is_set_to_zero() {
     let mut errors = 0;
     while errors < 40 {
         let (status, _, _) = shop
-            .send(Request::get("/api/v1/catalog/x").body(Body::empty()).unwrap())
+            .send(
+                Request::get("/api/v1/catalog/x")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
             .await;
         if status == StatusCode::SERVICE_UNAVAILABLE {
             errors += 1;
@@ -788,7 +800,11 @@ async fn rate_limits_change_without_a_restart() {
     let mut refused = 0;
     for _ in 0..10 {
         let (status, _, _) = shop
-            .send(Request::get("/api/v1/catalog/x").body(Body::empty()).unwrap())
+            .send(
+                Request::get("/api/v1/catalog/x")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
             .await;
         if status == StatusCode::TOO_MANY_REQUESTS {
             refused += 1;
@@ -801,7 +817,11 @@ async fn rate_limits_change_without_a_restart() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert!(body.to_string().contains("rate_limit.rules[0]"), "{body}");
     let (status, _, _) = shop
-        .send(Request::get("/api/v1/catalog/x").body(Body::empty()).unwrap())
+        .send(
+            Request::get("/api/v1/catalog/x")
+                .body(Body::empty())
+                .unwrap(),
+        )
         .await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
 }
@@ -895,7 +915,11 @@ async fn switches_rollbacks_and_admin_writes_are_recorded_in_the_audit_trail() {
     let mut errors = 0;
     while errors < 40 {
         let (status, _, _) = shop
-            .send(Request::get("/api/v1/catalog/x").body(Body::empty()).unwrap())
+            .send(
+                Request::get("/api/v1/catalog/x")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
             .await;
         if status == StatusCode::SERVICE_UNAVAILABLE {
             errors += 1;

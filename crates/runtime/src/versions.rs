@@ -123,7 +123,8 @@ fn is_version(segment: &str) -> bool {
 
 /// The v1 path and query of an alias's request: [`PREFIX`], `rest`, and the query if any.
 pub fn successor(rest: &str, query: Option<&str>) -> String {
-    let mut path = String::with_capacity(PREFIX.len() + rest.len() + query.map_or(0, |q| q.len() + 1));
+    let mut path =
+        String::with_capacity(PREFIX.len() + rest.len() + query.map_or(0, |q| q.len() + 1));
     path.push_str(PREFIX);
     path.push_str(rest);
     if let Some(query) = query {

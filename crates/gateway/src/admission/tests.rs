@@ -238,7 +238,11 @@ async fn past_its_burst_a_client_gets_a_429_problem_with_rate_limit_headers() {
     // Another address has its own bucket; other paths and methods are not counted.
     let other = send(&f.router, post_from("/api/v1/identity/login", "192.0.2.2")).await;
     assert_eq!(other.status, StatusCode::OK);
-    let register = send(&f.router, post_from("/api/v1/identity/register", "192.0.2.1")).await;
+    let register = send(
+        &f.router,
+        post_from("/api/v1/identity/register", "192.0.2.1"),
+    )
+    .await;
     assert_eq!(register.status, StatusCode::OK);
     assert!(register.header("ratelimit-limit").is_none());
     let mut get = post_from("/api/v1/identity/login", "192.0.2.1");
@@ -405,9 +409,23 @@ async fn a_user_limit_counts_the_token_subject_and_anonymous_requests_by_address
 #[tokio::test]
 async fn a_route_limit_is_shared_by_every_client_and_specific_rules_come_first() {
     let rules = vec![
-        RateRule::new("catalog", "/api/v1/catalog", &[], LimitKey::Route, 3, 60_000),
+        RateRule::new(
+            "catalog",
+            "/api/v1/catalog",
+            &[],
+            LimitKey::Route,
+            3,
+            60_000,
+        ),
         RateRule::new("everything", "/", &[], LimitKey::Ip, 100, 60_000),
-        RateRule::new("login", "/api/v1/identity/login", &[], LimitKey::Ip, 1, 60_000),
+        RateRule::new(
+            "login",
+            "/api/v1/identity/login",
+            &[],
+            LimitKey::Ip,
+            1,
+            60_000,
+        ),
     ];
     let f = gateway_with(limits(rules), Vec::new());
     for peer in ["192.0.2.1", "192.0.2.2", "192.0.2.3"] {
@@ -428,7 +446,11 @@ async fn a_route_limit_is_shared_by_every_client_and_specific_rules_come_first()
     for _ in 0..50 {
         send(&f.router, post_from("/api/v1/identity/login", "192.0.2.1")).await;
     }
-    let after = send(&f.router, post_from("/api/v1/identity/register", "192.0.2.1")).await;
+    let after = send(
+        &f.router,
+        post_from("/api/v1/identity/register", "192.0.2.1"),
+    )
+    .await;
     assert_eq!(after.status, StatusCode::OK);
     // 100 - 1 catalog - 1 login admitted - 1 register: the tightest rule's headers.
     assert_eq!(after.header("ratelimit-limit"), Some("100"));

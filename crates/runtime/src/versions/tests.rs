@@ -54,7 +54,12 @@ async fn get_path(router: &Router, path: &str) -> (StatusCode, HeaderMap, String
 
 #[test]
 fn paths_are_sorted_by_version() {
-    for path in ["/api/v1", "/api/v1/", "/api/v1/catalog/items", "/api/v1/x/y"] {
+    for path in [
+        "/api/v1",
+        "/api/v1/",
+        "/api/v1/catalog/items",
+        "/api/v1/x/y",
+    ] {
         assert_eq!(classify(path), PathKind::AsIs, "{path}");
     }
     for path in [
@@ -79,9 +84,15 @@ fn paths_are_sorted_by_version() {
     );
     assert_eq!(classify("/api/basket"), PathKind::Alias { rest: "/basket" });
     // `v` and letters is a name, not a version; `v1x` is no version either.
-    assert_eq!(classify("/api/vouchers"), PathKind::Alias { rest: "/vouchers" });
+    assert_eq!(
+        classify("/api/vouchers"),
+        PathKind::Alias { rest: "/vouchers" }
+    );
     assert_eq!(classify("/api/v1x/a"), PathKind::Alias { rest: "/v1x/a" });
-    assert_eq!(classify("/api/v1catalog"), PathKind::Alias { rest: "/v1catalog" });
+    assert_eq!(
+        classify("/api/v1catalog"),
+        PathKind::Alias { rest: "/v1catalog" }
+    );
     assert_eq!(
         classify("/api/v2/catalog/items"),
         PathKind::UnknownVersion("v2")

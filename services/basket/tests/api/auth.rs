@@ -43,7 +43,11 @@ async fn every_endpoint_refuses_missing_expired_and_forged_tokens() {
                 format!("/api/v1/basket/items/{COFFEE}"),
                 Some(set),
             ),
-            (Method::DELETE, format!("/api/v1/basket/items/{COFFEE}"), None),
+            (
+                Method::DELETE,
+                format!("/api/v1/basket/items/{COFFEE}"),
+                None,
+            ),
             (Method::DELETE, "/api/v1/basket".into(), None),
         ];
         for (method, path, body) in &requests {

@@ -468,7 +468,8 @@ impl TestApp {
     }
 
     pub async fn clear(&self, token: &str) -> Answer {
-        self.send(Method::DELETE, "/api/v1/basket", token, None).await
+        self.send(Method::DELETE, "/api/v1/basket", token, None)
+            .await
     }
 
     /// The stored lines of `user` as (item id, quantity), straight from the store.

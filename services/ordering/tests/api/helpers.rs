@@ -603,7 +603,9 @@ impl TestApp {
 
     /// `GET /api/v1/ordering/orders/{id}` as the token's user, expecting 200.
     pub async fn order(&self, token: &str, id: &str) -> OrderView {
-        let reply = self.get(token, &format!("/api/v1/ordering/orders/{id}")).await;
+        let reply = self
+            .get(token, &format!("/api/v1/ordering/orders/{id}"))
+            .await;
         assert_eq!(reply.status, 200, "{reply:?}");
         serde_json::from_value(reply.body).unwrap()
     }

@@ -39,7 +39,10 @@ async fn bad_parameters_are_problems_naming_them() {
     for (query, param) in [
         ("/api/v1/reporting/sales?from=yesterday", "from"),
         ("/api/v1/reporting/revenue?to=2026-02-30", "to"),
-        ("/api/v1/reporting/sales?from=2026-03-02&to=2026-03-01", "to"),
+        (
+            "/api/v1/reporting/sales?from=2026-03-02&to=2026-03-01",
+            "to",
+        ),
         ("/api/v1/reporting/top-items?limit=0", "limit"),
         ("/api/v1/reporting/top-items?limit=101", "limit"),
     ] {
