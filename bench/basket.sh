@@ -4,8 +4,8 @@
 # with basket.store = "redis" (a redis-server of the bench's own, so its CPU is counted
 # with the shop's), loaded in turn (A B A B …) through the gateway with wrk.
 #
-#   get: GET /api/basket of 64 signed-in users in turn, each holding 2 lines
-#   add: POST /api/basket/items of 1 unit of one of 4 items, 64 users in turn (baskets
+#   get: GET /api/v1/basket of 64 signed-in users in turn, each holding 2 lines
+#   add: POST /api/v1/basket/items of 1 unit of one of 4 items, 64 users in turn (baskets
 #        emptied before each run, so no line reaches its limit)
 #
 # Both reprice every line through the catalog (in-process), so the figures are the whole
@@ -51,14 +51,14 @@ for target in "${TARGETS[@]}"; do
         sleep 0.2
     done
     # The four items with the most stock.
-    curl -s "$base/api/catalog/items?page_size=100" |
+    curl -s "$base/api/v1/catalog/items?page_size=100" |
         jq -r '.items | sort_by(-.stock) | .[0:4][] | .id' >"$BENCH_OUT/$target.items"
     : >"$BENCH_OUT/$target.tokens"
     for u in $(seq 1 $USERS); do
         email="bench$u@basket.test"
-        curl -s -o /dev/null -X POST "$base/api/identity/register" -H 'content-type: application/json' \
+        curl -s -o /dev/null -X POST "$base/api/v1/identity/register" -H 'content-type: application/json' \
             -d "{\"email\":\"$email\",\"password\":\"bench-pass-$u\",\"name\":\"Bench $u\"}"
-        curl -s -X POST "$base/api/identity/login" -H 'content-type: application/json' \
+        curl -s -X POST "$base/api/v1/identity/login" -H 'content-type: application/json' \
             -d "{\"email\":\"$email\",\"password\":\"bench-pass-$u\"}" | jq -r .access_token \
             >>"$BENCH_OUT/$target.tokens"
     done
@@ -71,7 +71,7 @@ local tokens, i = {}, 0
 for line in io.lines(os.getenv("BASKET_TOKENS")) do tokens[#tokens + 1] = line end
 request = function()
   i = i % #tokens + 1
-  return wrk.format("GET", "/api/basket", { ["authorization"] = "Bearer " .. tokens[i] })
+  return wrk.format("GET", "/api/v1/basket", { ["authorization"] = "Bearer " .. tokens[i] })
 end
 EOF
 cat >"$BENCH_OUT/add.lua" <<'EOF'
@@ -82,7 +82,7 @@ request = function()
   i = i + 1
   local token = tokens[(i - 1) % #tokens + 1]
   local item = items[math.floor((i - 1) / #tokens) % #items + 1]
-  return wrk.format("POST", "/api/basket/items",
+  return wrk.format("POST", "/api/v1/basket/items",
     { ["authorization"] = "Bearer " .. token, ["content-type"] = "application/json" },
     '{"item_id":"' .. item .. '","quantity":1}')
 end
@@ -92,10 +92,10 @@ EOF
 prepare() {
     local target=$1 seed=${2:-} base=${BASE[$1]} token item
     while read -r token; do
-        curl -s -o /dev/null -X DELETE "$base/api/basket" -H "authorization: Bearer $token"
+        curl -s -o /dev/null -X DELETE "$base/api/v1/basket" -H "authorization: Bearer $token"
         if [[ $seed == seed ]]; then
             for item in $(head -2 "$BENCH_OUT/$target.items"); do
-                curl -s -o /dev/null -X POST "$base/api/basket/items" \
+                curl -s -o /dev/null -X POST "$base/api/v1/basket/items" \
                     -H "authorization: Bearer $token" -H 'content-type: application/json' \
                     -d "{\"item_id\":\"$item\",\"quantity\":1}"
             done
@@ -116,7 +116,7 @@ for round in $(seq 1 "$BENCH_ROUNDS"); do
                 if [[ $op == get ]]; then prepare "$target" seed; else prepare "$target"; fi
                 export BASKET_TOKENS=$BENCH_OUT/$target.tokens BASKET_ITEMS=$BENCH_OUT/$target.items
                 WRK_SCRIPT=$BENCH_OUT/$op.lua measure "$op $load $target" "${TESTED[$target]}" \
-                    "$(others "$target")" wrk "${load#c}" "${BASE[$target]}/api/basket"
+                    "$(others "$target")" wrk "${load#c}" "${BASE[$target]}/api/v1/basket"
             done
         done
     done

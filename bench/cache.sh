@@ -34,10 +34,10 @@ for port in 9381 9382; do
         sleep 0.2
     done
 done
-ITEM=$(curl -s 'http://127.0.0.1:9381/api/catalog/items?page_size=1' | jq -r '.items[0].id')
+ITEM=$(curl -s 'http://127.0.0.1:9381/api/v1/catalog/items?page_size=1' | jq -r '.items[0].id')
 
 declare -A BASE=([hello]=http://127.0.0.1:9300 [item-cached]=http://127.0.0.1:9381 [item-uncached]=http://127.0.0.1:9382)
-declare -A PATHS=([hello]=/hello [item-cached]=/api/catalog/items/$ITEM [item-uncached]=/api/catalog/items/$ITEM)
+declare -A PATHS=([hello]=/hello [item-cached]=/api/v1/catalog/items/$ITEM [item-uncached]=/api/v1/catalog/items/$ITEM)
 declare -A TESTED=([hello]=$PID_hello [item-cached]=$PID_cached [item-uncached]=$PID_uncached)
 declare -A OTHER=([hello]="$PID_cached $PID_uncached" [item-cached]="$PID_hello $PID_uncached" [item-uncached]="$PID_hello $PID_cached")
 

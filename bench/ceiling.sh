@@ -23,10 +23,10 @@ for i in $(seq 1 300); do
     [[ $(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:9380/health/ready) == 200 ]] && break
     sleep 0.2
 done
-ITEM=$(curl -s 'http://127.0.0.1:9380/api/catalog/items?page_size=1' | jq -r '.items[0].id')
+ITEM=$(curl -s 'http://127.0.0.1:9380/api/v1/catalog/items?page_size=1' | jq -r '.items[0].id')
 
 declare -A BASE=([hello]=http://127.0.0.1:9300 [item]=http://127.0.0.1:9380)
-declare -A PATHS=([hello]=/hello [item]=/api/catalog/items/$ITEM)
+declare -A PATHS=([hello]=/hello [item]=/api/v1/catalog/items/$ITEM)
 declare -A TESTED=([hello]=$PID_hello [item]=$PID_one)
 declare -A OTHER=([hello]=$PID_one [item]=$PID_hello)
 

@@ -80,7 +80,7 @@ for shop in default tight; do
         [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:${SHOP_PORT[$shop]}/health/ready") == 200 ]] && break
         sleep 0.2
     done
-    ITEM[$shop]=$(curl -s "http://127.0.0.1:${SHOP_PORT[$shop]}/api/catalog/items?page_size=1" | jq -r '.items[0].id')
+    ITEM[$shop]=$(curl -s "http://127.0.0.1:${SHOP_PORT[$shop]}/api/v1/catalog/items?page_size=1" | jq -r '.items[0].id')
 done
 for port in 9511 9512; do
     curl -s -D - -o /dev/null "http://127.0.0.1:$port/hello" | grep -qi '^ratelimit-limit' ||
@@ -108,11 +108,11 @@ for round in $(seq 1 "$BENCH_ROUNDS"); do
     # Each shop's capacity, then twice it: default server.max_in_flight (1024) and 32.
     for shop in default tight; do
         url=http://127.0.0.1:${SHOP_PORT[$shop]}
-        measure "item capacity c64 $shop" "${SHOP_PID[$shop]}" "$ALL" wrk 64 "$url/api/catalog/items/${ITEM[$shop]}"
+        measure "item capacity c64 $shop" "${SHOP_PID[$shop]}" "$ALL" wrk 64 "$url/api/v1/catalog/items/${ITEM[$shop]}"
         capacity=$(awk -F'\t' -v l="item capacity c64 $shop" '$1 == l { v = $2 } END { printf "%.0f", v }' "$BENCH_OUT/runs.tsv")
         rate=$((capacity * 2))
         measure "item 2x capacity $shop" "${SHOP_PID[$shop]}" "$ALL" load --target "$url" \
-            --path "/api/catalog/items/${ITEM[$shop]}" --rate "$rate"
+            --path "/api/v1/catalog/items/${ITEM[$shop]}" --rate "$rate"
         goodput=$(awk -F'\t' -v l="item 2x capacity $shop" '$1 == l { v = $2 } END { printf "%.0f", v }' "$BENCH_OUT/runs.tsv")
         printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$shop" "$capacity" "$rate" "$goodput" \
             "$(awk -v g="$goodput" -v c="$capacity" 'BEGIN { printf "%.2f", c ? g / c : 0 }')" >>"$BENCH_OUT/overload.tsv"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bench/pages.sh — what a page of the web front costs next to the API call beneath it, in
-# the default deployment (`tideway up`): the catalog item as JSON (/api/catalog/items/ID)
+# the default deployment (`tideway up`): the catalog item as JSON (/api/v1/catalog/items/ID)
 # vs the item's page (/items/ID: gateway → web → gateway in-process → catalog, rendered
 # with maud), the catalog grid (/catalog: items, categories and brands, three calls) and
 # the home page (/: categories and new items). Side by side, interleaved, wrk -t2 -c8.
@@ -19,8 +19,8 @@ for i in $(seq 1 300); do
     sleep 0.2
 done
 BASE=http://127.0.0.1:9390
-ITEM=$(curl -s "$BASE/api/catalog/items?page_size=1" | jq -r '.items[0].id')
-declare -A PATHS=([api-item]=/api/catalog/items/$ITEM [item-page]=/items/$ITEM
+ITEM=$(curl -s "$BASE/api/v1/catalog/items?page_size=1" | jq -r '.items[0].id')
+declare -A PATHS=([api-item]=/api/v1/catalog/items/$ITEM [item-page]=/items/$ITEM
     [catalog-page]=/catalog [home-page]=/)
 
 for round in $(seq 1 "$BENCH_ROUNDS"); do

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/profile.sh — where the CPU goes: a flat perf profile (self time per symbol) of
 #   gateway — `tideway gateway` proxying /hello to `tideway bench-upstream`, and
-#   item      — `tideway up` serving /api/catalog/items/{id} (gateway → catalog in-process),
+#   item      — `tideway up` serving /api/v1/catalog/items/{id} (gateway → catalog in-process),
 # each under wrk -t2 -c8 for PROFILE_SECS (default 10).
 #
 # perf's hardware counters are not available in this VM (`perf stat -e instructions true`
@@ -39,7 +39,7 @@ for i in $(seq 1 300); do
     [[ $(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:9490/health/ready) == 200 ]] && break
     sleep 0.2
 done
-ITEM=$(curl -s 'http://127.0.0.1:9490/api/catalog/items?page_size=1' | jq -r '.items[0].id')
+ITEM=$(curl -s 'http://127.0.0.1:9490/api/v1/catalog/items?page_size=1' | jq -r '.items[0].id')
 
 # Context switches of a process and its children, all threads.
 switches() {
@@ -94,6 +94,6 @@ wait_http http://127.0.0.1:9481/hello
 per_request_switches "gateway /hello" "$PID_gateway" http://127.0.0.1:9480/hello
 per_request_switches "nginx /hello" "$PID_nginx" http://127.0.0.1:9481/hello
 per_request_switches "bench-upstream (behind nginx)" "$PID_upstream" http://127.0.0.1:9481/hello
-per_request_switches "up /api/catalog/items/{id}" "$PID_one" "http://127.0.0.1:9490/api/catalog/items/$ITEM"
+per_request_switches "up /api/v1/catalog/items/{id}" "$PID_one" "http://127.0.0.1:9490/api/v1/catalog/items/$ITEM"
 profile gateway "$PID_gateway" http://127.0.0.1:9480/hello
-profile item "$PID_one" "http://127.0.0.1:9490/api/catalog/items/$ITEM"
+profile item "$PID_one" "http://127.0.0.1:9490/api/v1/catalog/items/$ITEM"

@@ -5,7 +5,7 @@
 #   hello  — `tideway bench-upstream` (bare axum, answers `hello` to anything) on :9100,
 #            reached as /hello;
 #   item   — `tideway serve catalog` (SQLite, seeded) on :9102, reached as
-#            /api/catalog/items/{id} (one seeded item).
+#            /api/v1/catalog/items/{id} (one seeded item).
 # Proxies: the gateway (`tideway gateway`, routes from a generated tideway.toml) on :9180,
 # nginx 1.22 (upstream keepalive 64, access log off) on :9181, haproxy 2.6 (http-reuse
 # always, nbthread 2) on :9182. Tideway logs at `warn` so no proxy writes access logs.
@@ -52,7 +52,7 @@ read = "public"
 write = "public"
 
 [[gateway.routes]]
-prefix = "/api/catalog"
+prefix = "/api/v1/catalog"
 upstream = "catalog"
 read = "public"
 write = "role:admin"
@@ -75,7 +75,7 @@ http {
     server {
         listen 127.0.0.1:9181 reuseport;
         location /hello { proxy_pass http://hello; proxy_http_version 1.1; proxy_set_header Connection ""; }
-        location /api/catalog/ { proxy_pass http://catalog; proxy_http_version 1.1; proxy_set_header Connection ""; }
+        location /api/v1/catalog/ { proxy_pass http://catalog; proxy_http_version 1.1; proxy_set_header Connection ""; }
     }
 }
 EOF
@@ -109,16 +109,16 @@ start nginx nginx -c "$BENCH_OUT/nginx.conf" -g 'daemon off;'
 start haproxy haproxy -db -f "$BENCH_OUT/haproxy.cfg"
 for port in 9100 9180 9181 9182; do wait_http "http://127.0.0.1:$port/hello"; done
 
-ITEM=$(curl -s 'http://127.0.0.1:9102/api/catalog/items?page_size=1' | jq -r '.items[0].id')
+ITEM=$(curl -s 'http://127.0.0.1:9102/api/v1/catalog/items?page_size=1' | jq -r '.items[0].id')
 log "item $ITEM"
 for port in 9180 9181 9182; do
-    status=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/api/catalog/items/$ITEM")
+    status=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/api/v1/catalog/items/$ITEM")
     [[ $status == 200 ]] || { log "proxy :$port answered $status for the item"; exit 1; }
 done
 
 declare -A PORT=([gateway]=9180 [nginx]=9181 [haproxy]=9182)
 declare -A TESTED=([gateway]=$PID_gateway [nginx]=$PID_nginx [haproxy]=$PID_haproxy)
-declare -A PATHS=([hello]=/hello [item]=/api/catalog/items/$ITEM)
+declare -A PATHS=([hello]=/hello [item]=/api/v1/catalog/items/$ITEM)
 declare -A RATE=([hello]=$R_HELLO [item]=$R_ITEM)
 ALL="$PID_upstream $PID_catalog $PID_gateway $PID_nginx $PID_haproxy"
 

@@ -54,7 +54,7 @@ for i in $(seq 1 300); do
     [[ $(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:9402/health/ready) == 200 ]] && break
     sleep 0.2
 done
-ITEM=$(curl -s 'http://127.0.0.1:9402/api/catalog/items?page_size=1' | jq -r '.items[0].id')
+ITEM=$(curl -s 'http://127.0.0.1:9402/api/v1/catalog/items?page_size=1' | jq -r '.items[0].id')
 [[ -n $ITEM && $ITEM != null ]] || { log "no catalog item through tideway up"; exit 1; }
 
 ALL="$PID_upstream $PID_gateway $PID_up"
@@ -62,7 +62,7 @@ others() { tr ' ' '\n' <<<"$ALL" | grep -vx "$1" | tr '\n' ' '; }
 for round in $(seq 1 "$BENCH_ROUNDS"); do
     measure hello "$PID_upstream" "$(others "$PID_upstream")" wrk 8 http://127.0.0.1:9400/hello
     measure proxy "$PID_gateway" "$(others "$PID_gateway")" wrk 8 http://127.0.0.1:9401/hello
-    measure item "$PID_up" "$(others "$PID_up")" wrk 8 "http://127.0.0.1:9402/api/catalog/items/$ITEM"
+    measure item "$PID_up" "$(others "$PID_up")" wrk 8 "http://127.0.0.1:9402/api/v1/catalog/items/$ITEM"
     measure shop "$PID_up" "$(others "$PID_up")" load --target http://127.0.0.1:9402 \
         --mix shop --users 16 --rate "$R_SHOP"
     log "round $round done"

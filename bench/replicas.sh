@@ -74,7 +74,7 @@ start rr env "${REPLICA_ENV[@]}" TIDEWAY_BALANCE__POLICY=round_robin \
     TIDEWAY_GATEWAY__LISTEN=127.0.0.1:9391 "$TIDEWAY_BIN" gateway
 for port in 9390 9391; do
     for _ in $(seq 1 300); do
-        [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/api/catalog/items?page_size=1") == 200 ]] && break
+        [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/api/v1/catalog/items?page_size=1") == 200 ]] && break
         sleep 0.2
     done
 done
@@ -92,7 +92,7 @@ for round in $(seq 1 "$BENCH_ROUNDS"); do browse healthy; log "round $round heal
 
 # The median of a healthy catalog read on this machine now, then catalog-3 at 10× it.
 MEDIAN_MS=$(for _ in $(seq 1 51); do
-    curl -s -o /dev/null -w '%{time_total}\n' 'http://127.0.0.1:9403/api/catalog/items?page_size=20'
+    curl -s -o /dev/null -w '%{time_total}\n' 'http://127.0.0.1:9403/api/v1/catalog/items?page_size=20'
 done | sort -n | sed -n 26p | awk '{ printf "%d", $1 * 1000 + 0.5 }')
 ADDED_MS=$((MEDIAN_MS * 9 > 1 ? MEDIAN_MS * 9 : 1))
 log "median read ${MEDIAN_MS} ms; catalog-3 gets +${ADDED_MS} ms"

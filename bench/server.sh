@@ -28,7 +28,7 @@ for target in a b; do
         [[ $(curl -s -o /dev/null -w '%{http_code}' "${BASE[$target]}/health/ready") == 200 ]] && break
         sleep 0.2
     done
-    ITEM[$target]=$(curl -s "${BASE[$target]}/api/catalog/items?page_size=1" | jq -r '.items[0].id')
+    ITEM[$target]=$(curl -s "${BASE[$target]}/api/v1/catalog/items?page_size=1" | jq -r '.items[0].id')
 done
 declare -A TESTED=([a]=$PID_a [b]=$PID_b)
 declare -A OTHER=([a]=$PID_b [b]=$PID_a)
@@ -37,7 +37,7 @@ for round in $(seq 1 "$BENCH_ROUNDS"); do
     for load in c8 c64; do
         for target in a b; do
             measure "$load $target" "${TESTED[$target]}" "${OTHER[$target]}" wrk "${load#c}" \
-                "${BASE[$target]}/api/catalog/items/${ITEM[$target]}"
+                "${BASE[$target]}/api/v1/catalog/items/${ITEM[$target]}"
         done
     done
     log "round $round done"

@@ -50,8 +50,8 @@ for port in 9280 9290; do
     done
 done
 
-ITEM=$(curl -s 'http://127.0.0.1:9280/api/catalog/items?page_size=1' | jq -r '.items[0].id')
-SPLIT_ITEM=$(curl -s 'http://127.0.0.1:9290/api/catalog/items?page_size=1' | jq -r '.items[0].id')
+ITEM=$(curl -s 'http://127.0.0.1:9280/api/v1/catalog/items?page_size=1' | jq -r '.items[0].id')
+SPLIT_ITEM=$(curl -s 'http://127.0.0.1:9290/api/v1/catalog/items?page_size=1' | jq -r '.items[0].id')
 declare -A BASE=([one]=http://127.0.0.1:9280 [split]=http://127.0.0.1:9290)
 declare -A ITEMS=([one]=$ITEM [split]=$SPLIT_ITEM)
 declare -A TESTED=([one]="$PID_one" [split]="$PID_identity $PID_catalog $PID_basket $PID_gateway")
@@ -68,7 +68,7 @@ for round in $(seq 1 "$BENCH_ROUNDS"); do
             browse) measure "$label" "${TESTED[$shape]}" "$own" load --target "${BASE[$shape]}" \
                 --mix browse --rate "$R_BROWSE" --timeout 2s ;;
             c64) measure "$label" "${TESTED[$shape]}" "$own" wrk 64 \
-                "${BASE[$shape]}/api/catalog/items/${ITEMS[$shape]}" ;;
+                "${BASE[$shape]}/api/v1/catalog/items/${ITEMS[$shape]}" ;;
             esac
         done
     done

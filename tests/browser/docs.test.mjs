@@ -1,6 +1,7 @@
 // The API reference at /api/docs: Swagger UI (vendored, loaded from files) renders the
 // gateway's merged OpenAPI document with every service's operations, under the page's
-// Content-Security-Policy, with no script error and no refused resource.
+// Content-Security-Policy, with no script error and no refused resource; every operation
+// at its /api/v1 path.
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
@@ -44,6 +45,11 @@ test('the API reference shows every service and each operation of the document',
     );
     assert.equal(await page.locator('.opblock').count(), operations);
     assert.equal(operations, 45);
+    // Each at its canonical v1 path (the unversioned aliases are not operations).
+    const shown = await page.locator('.opblock-summary-path')
+      .evaluateAll((spans) => spans.map((span) => span.getAttribute('data-path')));
+    assert.equal(shown.length, operations);
+    assert.ok(shown.every((path) => path.startsWith('/api/v1/')), shown.join(' '));
     // The bearer scheme is offered for the protected operations.
     await page.locator('button.authorize').waitFor({ timeout: 5000 });
     assert.deepEqual(problems, []);

@@ -45,7 +45,7 @@ async function api(method, url, body) {
 
 before(async () => {
   if (skip) return;
-  const login = await fetch(`${BASE_URL}/api/identity/login`, {
+  const login = await fetch(`${BASE_URL}/api/v1/identity/login`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
     body: JSON.stringify({ email: 'admin@tideway.local', password: 'tideway-admin-1' }),
@@ -54,9 +54,9 @@ before(async () => {
   admin = (await login.json()).access_token;
 
   // v2: v1's answer with the item renamed; nothing else.
-  const page = await (await fetch(`${BASE_URL}/api/catalog/items?page_size=1&sort=newest`)).json();
+  const page = await (await fetch(`${BASE_URL}/api/v1/catalog/items?page_size=1&sort=newest`)).json();
   assert.ok(page.items.length > 0, 'the catalog lists items');
-  ROUTE = `/api/catalog/items/${page.items[0].id}`;
+  ROUTE = `/api/v1/catalog/items/${page.items[0].id}`;
   const v1 = await (await fetch(`${BASE_URL}${ROUTE}`)).json();
   const changed = { ...v1, name: `${v1.name} (new)` };
   v2 = http.createServer((request, response) => {
@@ -75,7 +75,7 @@ before(async () => {
     v2.listen(V2_PORT, '127.0.0.1', resolve);
   });
 
-  original = (await api('GET', '/api/admin/config')).config;
+  original = (await api('GET', '/api/v1/admin/config')).config;
   const config = structuredClone(original);
   config.routes.push({
     prefix: ROUTE,
@@ -85,13 +85,13 @@ before(async () => {
     versions: { catalog: 80, 'catalog@v2': 20 },
     mirror: { to: 'catalog@v2', percent: 100 },
   });
-  await api('PUT', '/api/admin/config', config);
+  await api('PUT', '/api/v1/admin/config', config);
   browser = await launch();
 });
 
 after(async () => {
   await browser?.close();
-  if (original) await api('PUT', '/api/admin/config', original);
+  if (original) await api('PUT', '/api/v1/admin/config', original);
   await new Promise((resolve) => (v2 ? v2.close(resolve) : resolve()));
 });
 

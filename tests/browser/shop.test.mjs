@@ -250,7 +250,7 @@ test('the declining test card ends the order Cancelled with its reason', async (
 
 /** An admin's access token, through the API (the demo admin of `tideway up`). */
 async function adminToken() {
-  const response = await fetch(`${BASE_URL}/api/identity/login`, {
+  const response = await fetch(`${BASE_URL}/api/v1/identity/login`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
     body: JSON.stringify({ email: 'admin@tideway.local', password: 'tideway-admin-1' }),
@@ -272,7 +272,7 @@ async function eventually(what, check) {
 test('an item that sells out says so, refuses the add and is marked in the basket', async () => {
   const page = await newPage();
   await signIn(page, email, password);
-  const listed = await (await fetch(`${BASE_URL}/api/catalog/items?page_size=100&sort=price_desc`)).json();
+  const listed = await (await fetch(`${BASE_URL}/api/v1/catalog/items?page_size=100&sort=price_desc`)).json();
   const item = listed.items.find((i) => i.stock >= 2);
   assert.ok(item, 'an item in stock');
 
@@ -287,7 +287,7 @@ test('an item that sells out says so, refuses the add and is marked in the baske
 
   // The last units go (as an admin sets them; a reservation announces the same event).
   const token = await adminToken();
-  const set = await fetch(`${BASE_URL}/api/inventory/stock/${item.id}`, {
+  const set = await fetch(`${BASE_URL}/api/v1/inventory/stock/${item.id}`, {
     method: 'PUT',
     headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
     body: JSON.stringify({ available: 0 }),
@@ -313,7 +313,7 @@ test('an item that sells out says so, refuses the add and is marked in the baske
   await shot(page, '16-item-sold-out');
 
   // Put it back for the tests after this one, and empty the basket of it.
-  await fetch(`${BASE_URL}/api/inventory/stock/${item.id}`, {
+  await fetch(`${BASE_URL}/api/v1/inventory/stock/${item.id}`, {
     method: 'PUT',
     headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
     body: JSON.stringify({ available: item.stock }),

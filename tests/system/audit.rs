@@ -14,7 +14,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_tideway");
 
 async fn audit_page(http: &reqwest::Client, base: &str, token: &str, query: &str) -> Value {
     let response = http
-        .get(format!("{base}/api/admin/audit{query}"))
+        .get(format!("{base}/api/v1/admin/audit{query}"))
         .bearer_auth(token)
         .send()
         .await
@@ -75,7 +75,7 @@ async fn admin_actions_are_recorded_with_before_and_after_and_tampering_is_named
     let admin = scenario::login(&http, base, "admin@tideway.local", "tideway-admin-1").await;
     let admin_id = subject(&admin);
     let page: Value = http
-        .get(format!("{base}/api/catalog/items?page_size=1"))
+        .get(format!("{base}/api/v1/catalog/items?page_size=1"))
         .send()
         .await
         .unwrap()
@@ -89,7 +89,7 @@ async fn admin_actions_are_recorded_with_before_and_after_and_tampering_is_named
 
     // A catalog write.
     let response = http
-        .put(format!("{base}/api/catalog/items/{id}/price"))
+        .put(format!("{base}/api/v1/catalog/items/{id}/price"))
         .bearer_auth(&admin)
         .json(&json!({ "price_minor": new_price }))
         .send()
@@ -105,7 +105,7 @@ async fn admin_actions_are_recorded_with_before_and_after_and_tampering_is_named
     assert_eq!(record["action"], "catalog.put", "{record}");
     assert_eq!(
         record["target"],
-        format!("/api/catalog/items/{id}/price"),
+        format!("/api/v1/catalog/items/{id}/price"),
         "{record}"
     );
     assert_eq!(record["before"]["price_minor"], old_price, "{record}");
@@ -115,7 +115,7 @@ async fn admin_actions_are_recorded_with_before_and_after_and_tampering_is_named
 
     // A stock change, a flag change and a configuration change.
     let response = http
-        .put(format!("{base}/api/inventory/stock/{id}"))
+        .put(format!("{base}/api/v1/inventory/stock/{id}"))
         .bearer_auth(&admin)
         .json(&json!({ "available": 42 }))
         .send()
@@ -123,7 +123,7 @@ async fn admin_actions_are_recorded_with_before_and_after_and_tampering_is_named
         .unwrap();
     assert_eq!(response.status(), 200);
     let response = http
-        .put(format!("{base}/api/admin/flags"))
+        .put(format!("{base}/api/v1/admin/flags"))
         .bearer_auth(&admin)
         .json(&json!({"flags": {"you-may-also-like": {"percent": 30}}}))
         .send()
@@ -131,7 +131,7 @@ async fn admin_actions_are_recorded_with_before_and_after_and_tampering_is_named
         .unwrap();
     assert_eq!(response.status(), 200);
     let mut gateway: Value = http
-        .get(format!("{base}/api/admin/config"))
+        .get(format!("{base}/api/v1/admin/config"))
         .bearer_auth(&admin)
         .send()
         .await
@@ -141,7 +141,7 @@ async fn admin_actions_are_recorded_with_before_and_after_and_tampering_is_named
         .unwrap();
     gateway["config"]["body_limit_bytes"] = json!(300_000);
     let response = http
-        .put(format!("{base}/api/admin/config"))
+        .put(format!("{base}/api/v1/admin/config"))
         .bearer_auth(&admin)
         .json(&gateway["config"])
         .send()
@@ -192,14 +192,14 @@ async fn admin_actions_are_recorded_with_before_and_after_and_tampering_is_named
     assert_eq!(second["records"][0]["seq"], 1);
     let shopper = Shopper::register(base).await;
     let refused = http
-        .get(format!("{base}/api/admin/audit"))
+        .get(format!("{base}/api/v1/admin/audit"))
         .bearer_auth(&shopper.token)
         .send()
         .await
         .unwrap();
     assert_eq!(refused.status(), 403);
     let refused = http
-        .get(format!("{base}/api/admin/audit?page_size=0"))
+        .get(format!("{base}/api/v1/admin/audit?page_size=0"))
         .bearer_auth(&admin)
         .send()
         .await

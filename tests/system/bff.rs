@@ -35,9 +35,9 @@ async fn catalog_calls(base: &str) -> (u64, u64) {
             .next()
             .and_then(|n| n.parse::<f64>().ok())
             .unwrap_or(0.0) as u64;
-        if line.contains("route=\"/api/catalog/items\"") {
+        if line.contains("route=\"/api/v1/catalog/items\"") {
             calls.0 += count;
-        } else if line.contains("route=\"/api/catalog/items/") {
+        } else if line.contains("route=\"/api/v1/catalog/items/") {
             calls.1 += count;
         }
     }
@@ -93,7 +93,7 @@ async fn the_mobile_bff_browses_fills_a_basket_checks_out_and_batches_item_loads
     let (item, _) = item_with_stock(&base, 5).await;
     let listing = scenario::get_json(
         &reqwest::Client::new(),
-        &format!("{base}/api/catalog/items?page_size=3&sort=price_desc"),
+        &format!("{base}/api/v1/catalog/items?page_size=3&sort=price_desc"),
     )
     .await;
     let mut ids: Vec<String> = listing["items"]

@@ -143,7 +143,7 @@ async fn checkouts_leave_no_card(config: Config) {
     careless.add(&item, 1).await;
     let response = careless
         .http
-        .post(format!("{base}/api/basket/checkout"))
+        .post(format!("{base}/api/v1/basket/checkout"))
         .bearer_auth(&careless.token)
         .json(&json!({ "card": BAD_CHECK_DIGIT }))
         .send()
@@ -211,7 +211,7 @@ async fn checkouts_leave_no_card(config: Config) {
 
 /// An item of the catalog other than `item`.
 async fn another_item(base: &str, item: &str) -> String {
-    let page: Value = reqwest::get(format!("{base}/api/catalog/items?page_size=100"))
+    let page: Value = reqwest::get(format!("{base}/api/v1/catalog/items?page_size=100"))
         .await
         .unwrap()
         .json()

@@ -22,7 +22,7 @@ impl Shopper {
         let http = reqwest::Client::new();
         let email = format!("buyer-{}@example.com", uuid::Uuid::new_v4().simple());
         let response = http
-            .post(format!("{base}/api/identity/register"))
+            .post(format!("{base}/api/v1/identity/register"))
             .json(&json!({ "email": email, "password": "correct-horse-9", "name": "Buyer" }))
             .send()
             .await
@@ -39,7 +39,7 @@ impl Shopper {
     pub async fn add(&self, item_id: &str, quantity: i64) {
         let response = self
             .http
-            .post(format!("{}/api/basket/items", self.base))
+            .post(format!("{}/api/v1/basket/items", self.base))
             .bearer_auth(&self.token)
             .json(&json!({ "item_id": item_id, "quantity": quantity }))
             .send()
@@ -64,7 +64,7 @@ impl Shopper {
         };
         let response = self
             .http
-            .post(format!("{}/api/basket/checkout", self.base))
+            .post(format!("{}/api/v1/basket/checkout", self.base))
             .bearer_auth(&self.token)
             .json(&body)
             .send()
@@ -83,7 +83,7 @@ impl Shopper {
     pub async fn try_add(&self, item_id: &str, quantity: i64) -> (u16, Value) {
         let response = self
             .http
-            .post(format!("{}/api/basket/items", self.base))
+            .post(format!("{}/api/v1/basket/items", self.base))
             .bearer_auth(&self.token)
             .json(&json!({ "item_id": item_id, "quantity": quantity }))
             .send()
@@ -98,7 +98,7 @@ impl Shopper {
     pub async fn order(&self, id: &str) -> Value {
         let response = self
             .http
-            .get(format!("{}/api/ordering/orders/{id}", self.base))
+            .get(format!("{}/api/v1/ordering/orders/{id}", self.base))
             .bearer_auth(&self.token)
             .send()
             .await
@@ -121,7 +121,7 @@ impl Shopper {
         eventually_async(deadline, format!("a sent {kind} notification"), || async {
             let page: Value = self
                 .http
-                .get(format!("{}/api/notification/notifications", self.base))
+                .get(format!("{}/api/v1/notification/notifications", self.base))
                 .bearer_auth(&self.token)
                 .send()
                 .await
@@ -140,7 +140,7 @@ impl Shopper {
 
     pub async fn basket(&self) -> Value {
         self.http
-            .get(format!("{}/api/basket", self.base))
+            .get(format!("{}/api/v1/basket", self.base))
             .bearer_auth(&self.token)
             .send()
             .await
@@ -154,7 +154,7 @@ impl Shopper {
 /// An item with at least `stock` units in the catalog.
 pub async fn item_with_stock(base: &str, stock: i64) -> (String, i64) {
     let page: Value = reqwest::get(format!(
-        "{base}/api/catalog/items?page_size=100&sort=price_asc"
+        "{base}/api/v1/catalog/items?page_size=100&sort=price_asc"
     ))
     .await
     .unwrap()
@@ -176,7 +176,7 @@ pub async fn item_with_stock(base: &str, stock: i64) -> (String, i64) {
 /// Waits until the inventory knows `item_id` (it seeds from the catalog in the background
 /// when the services are separate processes).
 pub async fn wait_stocked(base: &str, item_id: &str, deadline: Duration) {
-    let stock = format!("{base}/api/inventory/stock/{item_id}");
+    let stock = format!("{base}/api/v1/inventory/stock/{item_id}");
     eventually_async(
         deadline,
         format!("inventory to stock {item_id}"),
@@ -190,7 +190,7 @@ pub async fn set_stock(base: &str, item_id: &str, available: i64) {
     let http = reqwest::Client::new();
     let admin = scenario::login(&http, base, "admin@tideway.local", "tideway-admin-1").await;
     let response = http
-        .put(format!("{base}/api/inventory/stock/{item_id}"))
+        .put(format!("{base}/api/v1/inventory/stock/{item_id}"))
         .bearer_auth(&admin)
         .json(&json!({ "available": available }))
         .send()
@@ -231,7 +231,7 @@ pub async fn checkout_outcomes(base: &str) {
     .await;
     let listed: Value = buyer
         .http
-        .get(format!("{base}/api/ordering/orders"))
+        .get(format!("{base}/api/v1/ordering/orders"))
         .bearer_auth(&buyer.token)
         .send()
         .await
@@ -304,7 +304,7 @@ pub async fn wait_catalog_stock(
     deadline: Duration,
     ready: impl Fn(&Value) -> bool,
 ) -> Value {
-    let url = format!("{base}/api/catalog/items/{item_id}");
+    let url = format!("{base}/api/v1/catalog/items/{item_id}");
     eventually_async(
         deadline,
         format!("the catalog's copy of the stock of {item_id}"),
@@ -336,7 +336,7 @@ pub async fn sold_out_is_shown_and_refused(base: &str, deadline: Duration) {
 
     let shown = wait_catalog_stock(base, &item, deadline, |item| item["sold_out"] == true).await;
     assert_eq!(shown["stock"], 0, "{shown}");
-    let listed: Value = reqwest::get(format!("{base}/api/catalog/items?page_size=100"))
+    let listed: Value = reqwest::get(format!("{base}/api/v1/catalog/items?page_size=100"))
         .await
         .unwrap()
         .json()
@@ -377,7 +377,7 @@ pub async fn sold_out_is_shown_and_refused(base: &str, deadline: Duration) {
     );
     let orders: Value = late
         .http
-        .get(format!("{base}/api/ordering/orders"))
+        .get(format!("{base}/api/v1/ordering/orders"))
         .bearer_auth(&late.token)
         .send()
         .await

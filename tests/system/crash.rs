@@ -147,12 +147,12 @@ impl Traffic {
                     let base = shared.read().unwrap().clone();
                     // One unit per order: what an earlier, failed checkout left goes first.
                     let _ = http
-                        .delete(format!("{base}/api/basket"))
+                        .delete(format!("{base}/api/v1/basket"))
                         .bearer_auth(&shopper.token)
                         .send()
                         .await;
                     let added = http
-                        .post(format!("{base}/api/basket/items"))
+                        .post(format!("{base}/api/v1/basket/items"))
                         .bearer_auth(&shopper.token)
                         .json(&serde_json::json!({ "item_id": item, "quantity": 1 }))
                         .send()
@@ -160,7 +160,7 @@ impl Traffic {
                         .is_ok_and(|r| r.status() == 200);
                     let placed = added
                         && http
-                            .post(format!("{base}/api/basket/checkout"))
+                            .post(format!("{base}/api/v1/basket/checkout"))
                             .bearer_auth(&shopper.token)
                             .json(&card)
                             .send()

@@ -31,7 +31,8 @@ async fn a_database_out_of_reach_is_a_503_with_retry_after_in_every_service() {
 
     let client = reqwest::Client::new();
     let token = scenario::login(&client, &base, "admin@tideway.local", "tideway-admin-1").await;
-    let page = scenario::get_json(&client, &format!("{base}/api/catalog/items?page_size=1")).await;
+    let page =
+        scenario::get_json(&client, &format!("{base}/api/v1/catalog/items?page_size=1")).await;
     let item = page["items"][0]["id"].as_str().unwrap().to_owned();
 
     for db in [
@@ -49,12 +50,12 @@ async fn a_database_out_of_reach_is_a_503_with_retry_after_in_every_service() {
     }
 
     let calls = [
-        (Method::POST, "/api/identity/login".to_owned(), false),
-        (Method::GET, "/api/catalog/items".to_owned(), false),
-        (Method::GET, "/api/basket".to_owned(), true),
-        (Method::GET, format!("/api/inventory/stock/{item}"), true),
-        (Method::GET, "/api/payment/payments".to_owned(), true),
-        (Method::GET, "/api/ordering/orders".to_owned(), true),
+        (Method::POST, "/api/v1/identity/login".to_owned(), false),
+        (Method::GET, "/api/v1/catalog/items".to_owned(), false),
+        (Method::GET, "/api/v1/basket".to_owned(), true),
+        (Method::GET, format!("/api/v1/inventory/stock/{item}"), true),
+        (Method::GET, "/api/v1/payment/payments".to_owned(), true),
+        (Method::GET, "/api/v1/ordering/orders".to_owned(), true),
     ];
     for (method, path, signed_in) in calls {
         let mut request = client.request(method.clone(), format!("{base}{path}"));
@@ -127,7 +128,7 @@ async fn with_the_catalog_down_browsing_degrades_and_the_rest_of_the_shop_works(
     // The basket answers, with the last prices seen, marked.
     let response = shopper
         .http
-        .get(format!("{base}/api/basket"))
+        .get(format!("{base}/api/v1/basket"))
         .bearer_auth(&shopper.token)
         .send()
         .await
@@ -143,7 +144,7 @@ async fn with_the_catalog_down_browsing_degrades_and_the_rest_of_the_shop_works(
     // Checkout is refused clearly rather than priced from stale data.
     let response = shopper
         .http
-        .post(format!("{base}/api/basket/checkout"))
+        .post(format!("{base}/api/v1/basket/checkout"))
         .bearer_auth(&shopper.token)
         .json(&serde_json::json!({}))
         .send()
@@ -164,7 +165,7 @@ async fn with_the_catalog_down_browsing_degrades_and_the_rest_of_the_shop_works(
     // Orders still list.
     let response = shopper
         .http
-        .get(format!("{base}/api/ordering/orders"))
+        .get(format!("{base}/api/v1/ordering/orders"))
         .bearer_auth(&shopper.token)
         .send()
         .await
@@ -225,7 +226,7 @@ async fn with_ordering_down_checkout_is_refused_with_a_503_and_the_basket_kept()
     services.ordering.db().close().await;
     let response = shopper
         .http
-        .post(format!("{base}/api/basket/checkout"))
+        .post(format!("{base}/api/v1/basket/checkout"))
         .bearer_auth(&shopper.token)
         .json(&serde_json::json!({}))
         .send()
@@ -258,10 +259,10 @@ async fn with_the_catalog_down_the_gateway_answers_its_last_good_answers() {
     let server = serve_ready(app).await;
     let base = server.base_url().to_owned();
     let http = reqwest::Client::new();
-    let item = |id: String| http.get(format!("{base}/api/catalog/items/{id}")).send();
+    let item = |id: String| http.get(format!("{base}/api/v1/catalog/items/{id}")).send();
 
     let page: Value =
-        scenario::get_json(&http, &format!("{base}/api/catalog/items?page_size=2")).await;
+        scenario::get_json(&http, &format!("{base}/api/v1/catalog/items?page_size=2")).await;
     let id = page["items"][0]["id"].as_str().unwrap().to_owned();
     let other = page["items"][1]["id"].as_str().unwrap().to_owned();
     let first = item(id.clone()).await.unwrap();
@@ -285,7 +286,7 @@ async fn with_the_catalog_down_the_gateway_answers_its_last_good_answers() {
     // Asked to revalidate, the gateway finds the catalog failing and answers the last
     // good answer, stale (within the catalog's stale-if-error).
     let stale = http
-        .get(format!("{base}/api/catalog/items/{id}"))
+        .get(format!("{base}/api/v1/catalog/items/{id}"))
         .header("cache-control", "no-cache")
         .send()
         .await
@@ -306,7 +307,7 @@ async fn with_the_catalog_down_the_gateway_answers_its_last_good_answers() {
 async fn checkout(shopper: &Shopper) -> (u16, reqwest::header::HeaderMap, Value) {
     let response = shopper
         .http
-        .post(format!("{}/api/basket/checkout", shopper.base))
+        .post(format!("{}/api/v1/basket/checkout", shopper.base))
         .bearer_auth(&shopper.token)
         .json(&serde_json::json!({}))
         .send()
@@ -383,7 +384,7 @@ fn assert_refused_naming_inventory(answer: &(u16, reqwest::header::HeaderMap, Va
 async fn orders_of(shopper: &Shopper) -> Vec<Value> {
     let response = shopper
         .http
-        .get(format!("{}/api/ordering/orders", shopper.base))
+        .get(format!("{}/api/v1/ordering/orders", shopper.base))
         .bearer_auth(&shopper.token)
         .send()
         .await

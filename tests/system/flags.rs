@@ -16,7 +16,7 @@ const PANEL: &str = "You may also like";
 /// An item whose category has other items, and those items' ids.
 async fn item_with_neighbours(http: &reqwest::Client, base: &str) -> (Value, Vec<String>) {
     let page: Value = http
-        .get(format!("{base}/api/catalog/items?page_size=100"))
+        .get(format!("{base}/api/v1/catalog/items?page_size=100"))
         .send()
         .await
         .unwrap()
@@ -50,7 +50,7 @@ async fn item_page(http: &reqwest::Client, base: &str, id: &str, token: Option<&
 
 async fn put_flags(http: &reqwest::Client, base: &str, token: &str, flags: Value) -> (u16, Value) {
     let response = http
-        .put(format!("{base}/api/admin/flags"))
+        .put(format!("{base}/api/v1/admin/flags"))
         .bearer_auth(token)
         .json(&flags)
         .send()
@@ -77,7 +77,7 @@ async fn the_panel_on_the_item_page_follows_its_flag_at_run_time() {
 
     // Off by default, for everyone.
     let current: Value = http
-        .get(format!("{base}/api/admin/flags"))
+        .get(format!("{base}/api/v1/admin/flags"))
         .bearer_auth(&admin)
         .send()
         .await
@@ -162,7 +162,7 @@ async fn the_panel_on_the_item_page_follows_its_flag_at_run_time() {
             .contains(PANEL)
     );
     let customer = http
-        .put(format!("{base}/api/admin/flags"))
+        .put(format!("{base}/api/v1/admin/flags"))
         .bearer_auth(&shopper.token)
         .json(&json!({"flags": {}}))
         .send()
@@ -233,7 +233,7 @@ async fn a_flag_changed_on_one_gateway_reaches_the_other_processes_through_nats(
     for name in ["gateway-1", "gateway-2"] {
         let mut proc = Proc::start(name, &["gateway"], &env, dir.path());
         let url = proc.listening(Duration::from_secs(60)).await.unwrap();
-        let items = format!("{url}/api/catalog/items?page_size=1");
+        let items = format!("{url}/api/v1/catalog/items?page_size=1");
         eventually_async(Duration::from_secs(30), "a gateway to serve", || async {
             http.get(&items)
                 .send()
@@ -270,7 +270,7 @@ async fn a_flag_changed_on_one_gateway_reaches_the_other_processes_through_nats(
         "the other gateway took {took:?}"
     );
     let on_b: Value = http
-        .get(format!("{b}/api/admin/flags"))
+        .get(format!("{b}/api/v1/admin/flags"))
         .bearer_auth(&admin)
         .send()
         .await
@@ -292,7 +292,7 @@ async fn a_flag_changed_on_one_gateway_reaches_the_other_processes_through_nats(
     // The change is recorded once, where it was made, and read on either gateway.
     let trail: Value = eventually_async(Duration::from_secs(10), "the change recorded", || async {
         let trail: Value = http
-            .get(format!("{b}/api/admin/audit"))
+            .get(format!("{b}/api/v1/admin/audit"))
             .bearer_auth(&admin)
             .send()
             .await

@@ -37,7 +37,7 @@ struct Answer {
 }
 
 fn sign_in(client: reqwest::Client, base: &str) -> tokio::task::JoinHandle<Answer> {
-    let url = format!("{base}/api/identity/login");
+    let url = format!("{base}/api/v1/identity/login");
     tokio::spawn(async move {
         let response = client
             .post(url)
@@ -117,7 +117,7 @@ async fn start_up(dir: &std::path::Path) -> (Proc, String) {
 /// Browses the catalog from `client` while a flood is on; every page is served.
 async fn browse(client: &reqwest::Client, base: &str) {
     for page in 1..=5 {
-        let url = format!("{base}/api/catalog/items?page_size=3&page={page}");
+        let url = format!("{base}/api/v1/catalog/items?page_size=3&page={page}");
         let page = crate::scenario::get_json(client, &url).await;
         assert_eq!(page["items"].as_array().unwrap().len(), 3);
     }
@@ -213,7 +213,7 @@ async fn at_twice_its_capacity_a_route_refuses_the_excess_and_answers_the_rest_i
         .rules
         .push(tideway_gateway::RateRule::new(
             "catalog",
-            "/api/catalog/items",
+            "/api/v1/catalog/items",
             &["GET"],
             tideway_gateway::LimitKey::Route,
             50,
@@ -226,7 +226,7 @@ async fn at_twice_its_capacity_a_route_refuses_the_excess_and_answers_the_rest_i
     let requests: Vec<_> = (0..100u32)
         .map(|i| {
             let client = client_from(&format!("127.2.0.{}", i + 1));
-            let url = format!("{base}/api/catalog/items?page_size=4");
+            let url = format!("{base}/api/v1/catalog/items?page_size=4");
             tokio::spawn(async move {
                 let response = client.get(url).send().await.unwrap();
                 let status = response.status().as_u16();

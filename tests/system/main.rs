@@ -26,6 +26,7 @@ mod scenario;
 mod supervisor;
 mod tls;
 mod traces;
+mod api_versions;
 mod versions;
 mod web;
 mod web_security;
@@ -86,7 +87,7 @@ async fn restart_keeps_data_and_does_not_reseed() {
         let base = server.base_url();
         let client = reqwest::Client::new();
         let page: serde_json::Value = client
-            .get(format!("{base}/api/catalog/items?page_size=1"))
+            .get(format!("{base}/api/v1/catalog/items?page_size=1"))
             .send()
             .await
             .unwrap()
@@ -95,7 +96,7 @@ async fn restart_keeps_data_and_does_not_reseed() {
             .unwrap();
         totals.push(page["total"].as_u64().unwrap());
         let jwks: serde_json::Value = client
-            .get(format!("{base}/api/identity/.well-known/jwks.json"))
+            .get(format!("{base}/api/v1/identity/.well-known/jwks.json"))
             .send()
             .await
             .unwrap()
@@ -124,7 +125,7 @@ async fn sagas_are_for_admins_at_the_gateway() {
     let customer = scenario::login(&http, &base, "demo@tideway.local", "tideway-demo-1").await;
     let admin = scenario::login(&http, &base, "admin@tideway.local", "tideway-admin-1").await;
     let sagas = |token: String| {
-        http.get(format!("{base}/api/ordering/sagas"))
+        http.get(format!("{base}/api/v1/ordering/sagas"))
             .bearer_auth(token)
             .send()
     };
@@ -143,7 +144,7 @@ async fn sagas_are_for_admins_at_the_gateway() {
     let series = |service: &str, status: u16| {
         format!(
             "tideway_http_requests_total{{service=\"{service}\",method=\"GET\",\
-             route=\"/api/ordering/sagas\",status=\"{status}\"}} 1"
+             route=\"/api/v1/ordering/sagas\",status=\"{status}\"}} 1"
         )
     };
     assert!(metrics.contains(&series("gateway", 403)), "{metrics}");

@@ -336,6 +336,7 @@ async fn shop_as_separate_processes() {
     crate::checkout::checkout_outcomes(&system.gateway).await;
     console_sees_every_process(&system.gateway).await;
     documents_of_separate_processes(&system).await;
+    a_service_process_answers_both_forms(&system).await;
     if let Some(stores) = system.stores() {
         let pending = tideway::invariants::wait_terminal(&stores.ordering, Duration::from_secs(30))
             .await
@@ -364,7 +365,9 @@ async fn shop_as_separate_processes() {
     };
     let checkout_trace = lines
         .iter()
-        .find(|l| l["message"] == "request finished" && l["span"]["path"] == "/api/basket/checkout")
+        .find(|l| {
+            l["message"] == "request finished" && l["span"]["path"] == "/api/v1/basket/checkout"
+        })
         .and_then(|l| l["span"]["trace_id"].as_str())
         .expect("the checkout request was logged")
         .to_owned();
@@ -442,13 +445,13 @@ fn bad_routes_stop_start_up_naming_the_route() {
         (
             format!(
                 "{}{}",
-                route("/api/catalog", 1000),
-                route("/api/catalog", 1000)
+                route("/api/v1/catalog", 1000),
+                route("/api/v1/catalog", 1000)
             ),
             "gateway.routes[1].prefix",
         ),
-        (route("/api/{id}", 1000), "gateway.routes[0].prefix"),
-        (route("/api/catalog/", 1000), "gateway.routes[0].prefix"),
+        (route("/api/v1/{id}", 1000), "gateway.routes[0].prefix"),
+        (route("/api/v1/catalog/", 1000), "gateway.routes[0].prefix"),
         (
             format!("{}{}", route("/a", 1000), route("/b", 0)),
             "gateway.routes[1].timeout_ms",
@@ -497,7 +500,7 @@ fn bad_rate_limits_stop_start_up_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let rule = |burst: u32| {
         format!(
-            "[[gateway.rate_limit.rules]]\nname = \"login\"\npath = \"/api/identity/login\"\n\
+            "[[gateway.rate_limit.rules]]\nname = \"login\"\npath = \"/api/v1/identity/login\"\n\
              key = \"ip\"\nburst = {burst}\nperiod_ms = 60000\n"
         )
     };
@@ -563,7 +566,41 @@ async fn documents_of_separate_processes(system: &Distributed) {
     // audit), which the gateway process serves itself.
     let all: usize = merged.values().map(|p| p.as_object().unwrap().len()).sum();
     assert_eq!(all, seen + 8, "the operator API's operations");
-    assert!(merged["/api/admin/instances"]["get"].is_object());
+    assert!(merged["/api/v1/admin/instances"]["get"].is_object());
+}
+
+/// A service process, called directly, serves its v1 paths and their unversioned aliases
+/// too (marked deprecated), so a typed client may move to v1 whatever it calls.
+async fn a_service_process_answers_both_forms(system: &Distributed) {
+    let index = SERVICES.iter().position(|s| *s == "catalog").unwrap();
+    let catalog = &system.urls[index];
+    let v1 = reqwest::get(format!("{catalog}/api/v1/catalog/items?page_size=2"))
+        .await
+        .unwrap();
+    assert_eq!(v1.status(), 200);
+    assert!(v1.headers().get("deprecation").is_none());
+    let v1: serde_json::Value = v1.json().await.unwrap();
+    let alias = reqwest::get(format!("{catalog}/api/catalog/items?page_size=2"))
+        .await
+        .unwrap();
+    assert_eq!(alias.status(), 200);
+    assert_eq!(alias.headers()["deprecation"], "@1796083200");
+    assert_eq!(
+        alias.headers()["link"],
+        "</api/v1/catalog/items?page_size=2>; rel=\"successor-version\""
+    );
+    // The same items (their stock may move between the two calls).
+    let ids = |page: &serde_json::Value| -> Vec<serde_json::Value> {
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["id"].clone())
+            .collect()
+    };
+    let alias: serde_json::Value = alias.json().await.unwrap();
+    assert_eq!(ids(&alias), ids(&v1));
+    assert_eq!(ids(&v1).len(), 2);
 }
 
 async fn console_sees_every_process(gateway: &str) {

@@ -93,7 +93,7 @@ async fn prometheus_reads_the_shops_request_rate_back() {
         "a catalog request rate from Prometheus",
         || async {
             for _ in 0..5 {
-                http.get(format!("{base}/api/catalog/items?page_size=2"))
+                http.get(format!("{base}/api/v1/catalog/items?page_size=2"))
                     .send()
                     .await
                     .unwrap();

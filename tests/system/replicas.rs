@@ -21,7 +21,7 @@ use crate::processes::Proc;
 
 /// The discovery TTL of these tests: short, so a killed replica is gone soon.
 const TTL: Duration = Duration::from_millis(1_500);
-const ITEMS: &str = "/api/catalog/items?page_size=1";
+const ITEMS: &str = "/api/v1/catalog/items?page_size=1";
 
 /// The processes of one test and what they share.
 struct Replicas {
@@ -198,7 +198,7 @@ async fn served(http: &reqwest::Client, replica: &str) -> u64 {
         .find(|line| {
             line.starts_with("tideway_http_requests_total{")
                 && line.contains("service=\"catalog\"")
-                && line.contains("route=\"/api/catalog/items\"")
+                && line.contains("route=\"/api/v1/catalog/items\"")
                 && line.contains("status=\"200\"")
         })
         .and_then(|line| line.rsplit(' ').next())
@@ -530,7 +530,7 @@ async fn a_slow_replica_gets_little_traffic() {
 
     // The gateway's view for admins lists every replica with its numbers.
     let view: serde_json::Value = http
-        .get(format!("{gateway}/api/admin/instances"))
+        .get(format!("{gateway}/api/v1/admin/instances"))
         .bearer_auth(&admin)
         .send()
         .await
@@ -558,7 +558,7 @@ async fn a_slow_replica_gets_little_traffic() {
     assert!(slow_view["ewma_latency_ms"].as_f64().unwrap() >= 0.0);
     assert!(slow_view["version"].is_string());
     let customer = http
-        .get(format!("{gateway}/api/admin/instances"))
+        .get(format!("{gateway}/api/v1/admin/instances"))
         .send()
         .await
         .unwrap();

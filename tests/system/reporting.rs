@@ -14,10 +14,10 @@ use crate::{
 };
 
 const PATHS: [&str; 4] = [
-    "/api/reporting/sales",
-    "/api/reporting/revenue",
-    "/api/reporting/funnel",
-    "/api/reporting/top-items",
+    "/api/v1/reporting/sales",
+    "/api/v1/reporting/revenue",
+    "/api/v1/reporting/funnel",
+    "/api/v1/reporting/top-items",
 ];
 
 async fn models(http: &reqwest::Client, base: &str, admin: &str) -> Vec<Value> {
@@ -53,7 +53,7 @@ async fn confirmed_and_cancelled_then_replayed(config: Config) {
     // The gateway refuses a customer; an admin reads the models.
     let response = buyer
         .http
-        .get(format!("{base}/api/reporting/funnel"))
+        .get(format!("{base}/api/v1/reporting/funnel"))
         .bearer_auth(&buyer.token)
         .send()
         .await

@@ -36,7 +36,7 @@ pub async fn metrics(client: &reqwest::Client, base: &str) -> String {
 /// Logs in and returns the access token.
 pub async fn login(client: &reqwest::Client, base: &str, email: &str, password: &str) -> String {
     let response = client
-        .post(format!("{base}/api/identity/login"))
+        .post(format!("{base}/api/v1/identity/login"))
         .json(&json!({ "email": email, "password": password }))
         .send()
         .await
@@ -54,14 +54,14 @@ pub async fn shop(base: &str) {
 
     // Register, and a bad registration names its field.
     let response = client
-        .post(format!("{base}/api/identity/register"))
+        .post(format!("{base}/api/v1/identity/register"))
         .json(&json!({ "email": email, "password": "correct-horse-9", "name": "Shopper" }))
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 201);
     let response = client
-        .post(format!("{base}/api/identity/register"))
+        .post(format!("{base}/api/v1/identity/register"))
         .json(&json!({ "email": "not-an-email", "password": "correct-horse-9", "name": "X" }))
         .send()
         .await
@@ -74,7 +74,7 @@ pub async fn shop(base: &str) {
 
     // Browse: categories, a filtered page, a search, an item.
     let categories: Value = client
-        .get(format!("{base}/api/catalog/categories"))
+        .get(format!("{base}/api/v1/catalog/categories"))
         .send()
         .await
         .unwrap()
@@ -86,7 +86,7 @@ pub async fn shop(base: &str) {
     let category = categories[0]["id"].as_str().unwrap();
     let page: Value = client
         .get(format!(
-            "{base}/api/catalog/items?category={category}&sort=price_asc&page_size=5"
+            "{base}/api/v1/catalog/items?category={category}&sort=price_asc&page_size=5"
         ))
         .send()
         .await
@@ -99,7 +99,7 @@ pub async fn shop(base: &str) {
     assert!(items.iter().all(|i| i["category"] == category));
     let in_stock = client
         .get(format!(
-            "{base}/api/catalog/items?page_size=100&sort=price_desc"
+            "{base}/api/v1/catalog/items?page_size=100&sort=price_desc"
         ))
         .send()
         .await
@@ -115,7 +115,7 @@ pub async fn shop(base: &str) {
         .expect("an item with stock");
     let id = in_stock["id"].as_str().unwrap();
     let response = client
-        .get(format!("{base}/api/catalog/items/{id}"))
+        .get(format!("{base}/api/v1/catalog/items/{id}"))
         .send()
         .await
         .unwrap();
@@ -124,7 +124,7 @@ pub async fn shop(base: &str) {
     let item: Value = response.json().await.unwrap();
     assert_eq!(item["id"], id);
     let response = client
-        .get(format!("{base}/api/catalog/items/{id}"))
+        .get(format!("{base}/api/v1/catalog/items/{id}"))
         .header("if-none-match", &etag)
         .send()
         .await
@@ -133,7 +133,7 @@ pub async fn shop(base: &str) {
 
     // The basket needs a token; the gateway says so.
     let response = client
-        .post(format!("{base}/api/basket/items"))
+        .post(format!("{base}/api/v1/basket/items"))
         .json(&json!({ "item_id": id, "quantity": 2 }))
         .send()
         .await
@@ -147,7 +147,7 @@ pub async fn shop(base: &str) {
     // Add, add again, read back.
     for quantity in [2, 1] {
         let response = client
-            .post(format!("{base}/api/basket/items"))
+            .post(format!("{base}/api/v1/basket/items"))
             .bearer_auth(&token)
             .json(&json!({ "item_id": id, "quantity": quantity }))
             .send()
@@ -156,7 +156,7 @@ pub async fn shop(base: &str) {
         assert_eq!(response.status(), 200, "{:?}", response.text().await);
     }
     let basket: Value = client
-        .get(format!("{base}/api/basket"))
+        .get(format!("{base}/api/v1/basket"))
         .bearer_auth(&token)
         .send()
         .await
@@ -171,7 +171,7 @@ pub async fn shop(base: &str) {
 
     // A zero quantity is refused, naming the field, and changes nothing.
     let response = client
-        .post(format!("{base}/api/basket/items"))
+        .post(format!("{base}/api/v1/basket/items"))
         .bearer_auth(&token)
         .json(&json!({ "item_id": id, "quantity": 0 }))
         .send()
@@ -181,7 +181,7 @@ pub async fn shop(base: &str) {
     let problem: Value = response.json().await.unwrap();
     assert_eq!(problem["invalid-params"][0]["name"], "quantity");
     let again: Value = client
-        .get(format!("{base}/api/basket"))
+        .get(format!("{base}/api/v1/basket"))
         .bearer_auth(&token)
         .send()
         .await
@@ -193,7 +193,7 @@ pub async fn shop(base: &str) {
 
     // Catalog writes need the admin role; the admin may change a price.
     let response = client
-        .put(format!("{base}/api/catalog/items/{id}/price"))
+        .put(format!("{base}/api/v1/catalog/items/{id}/price"))
         .bearer_auth(&token)
         .json(&json!({ "price_minor": price + 100 }))
         .send()
@@ -202,7 +202,7 @@ pub async fn shop(base: &str) {
     assert_eq!(response.status(), 403);
     let admin = login(&client, base, "admin@tideway.local", "tideway-admin-1").await;
     let response = client
-        .put(format!("{base}/api/catalog/items/{id}/price"))
+        .put(format!("{base}/api/v1/catalog/items/{id}/price"))
         .bearer_auth(&admin)
         .json(&json!({ "price_minor": price + 100 }))
         .send()
@@ -215,7 +215,7 @@ pub async fn shop(base: &str) {
         Duration::from_secs(30),
         "the catalog's answer to show the new price",
         || async {
-            let item: Value = get_json(&client, &format!("{base}/api/catalog/items/{id}")).await;
+            let item: Value = get_json(&client, &format!("{base}/api/v1/catalog/items/{id}")).await;
             item["price_minor"].as_i64() == Some(price + 100)
         },
     )
@@ -225,7 +225,7 @@ pub async fn shop(base: &str) {
         "the basket to show the catalog's current price",
         || async {
             let basket: Value = client
-                .get(format!("{base}/api/basket"))
+                .get(format!("{base}/api/v1/basket"))
                 .bearer_auth(&token)
                 .send()
                 .await

@@ -227,7 +227,7 @@ async fn checkout_until_accepted(shopper: &Shopper, deadline: Duration) -> Strin
     eventually_async(deadline, "a checkout to be accepted", || async {
         let response = shopper
             .http
-            .post(format!("{}/api/basket/checkout", shopper.base))
+            .post(format!("{}/api/v1/basket/checkout", shopper.base))
             .bearer_auth(&shopper.token)
             .header("idempotency-key", &key)
             .timeout(Duration::from_secs(10))
@@ -324,7 +324,7 @@ async fn distributed_shop_serves_restarts_a_killed_process_and_stops_cleanly() {
     let http = reqwest::Client::new();
     scenario::get_json(
         &http,
-        &format!("{}/api/catalog/items?page_size=3", shop.gateway),
+        &format!("{}/api/v1/catalog/items?page_size=3", shop.gateway),
     )
     .await;
     assert!(

@@ -72,7 +72,7 @@ async fn the_gateway_terminates_tls_with_the_configured_certificate() {
         },
     )
     .await;
-    let items = get_tls(addr, &ca, "/api/catalog/items?page_size=1")
+    let items = get_tls(addr, &ca, "/api/v1/catalog/items?page_size=1")
         .await
         .unwrap();
     assert!(items.starts_with("HTTP/1.1 200"), "{items}");

@@ -101,7 +101,7 @@ async fn one_checkout(base: &str) -> String {
     shopper.add(&item, 1).await;
     let response = shopper
         .http
-        .post(format!("{base}/api/basket/checkout"))
+        .post(format!("{base}/api/v1/basket/checkout"))
         .bearer_auth(&shopper.token)
         .json(&json!({}))
         .send()

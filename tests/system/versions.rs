@@ -21,8 +21,8 @@ use crate::{
     supervisor::{Shop, sigkill},
 };
 
-const ITEMS: &str = "/api/catalog/items?page_size=1";
-const ROUTE: &str = "/api/catalog";
+const ITEMS: &str = "/api/v1/catalog/items?page_size=1";
+const ROUTE: &str = "/api/v1/catalog";
 
 /// One answer of the load: when its request was sent, and the version that answered it
 /// (`Err` with what went wrong for a failed request).
@@ -92,11 +92,11 @@ impl Load {
     }
 }
 
-/// `POST /api/admin/traffic/switch` of the catalog route to `to`; answers when the gateway
+/// `POST /api/v1/admin/traffic/switch` of the catalog route to `to`; answers when the gateway
 /// answered, the new configuration in place.
 async fn switch(http: &reqwest::Client, shop: &Shop, admin: &str, to: &str) -> Instant {
     let response = http
-        .post(format!("{}/api/admin/traffic/switch", shop.gateway))
+        .post(format!("{}/api/v1/admin/traffic/switch", shop.gateway))
         .bearer_auth(admin)
         .json(&json!({ "route": ROUTE, "to": to }))
         .send()
@@ -153,7 +153,7 @@ async fn a_split_between_two_versions_then_a_switch_and_its_rollback_fail_no_req
 
     // 80/20 between the versions, through the admin API.
     let config: Value = http
-        .get(format!("{}/api/admin/config", shop.gateway))
+        .get(format!("{}/api/v1/admin/config", shop.gateway))
         .bearer_auth(&admin)
         .send()
         .await
@@ -170,7 +170,7 @@ async fn a_split_between_two_versions_then_a_switch_and_its_rollback_fail_no_req
         .unwrap();
     route["versions"] = json!({ "catalog@v1": 80, "catalog@v2": 20 });
     let response = http
-        .put(format!("{}/api/admin/config", shop.gateway))
+        .put(format!("{}/api/v1/admin/config", shop.gateway))
         .bearer_auth(&admin)
         .json(&config)
         .send()
@@ -280,7 +280,7 @@ async fn a_split_between_two_versions_then_a_switch_and_its_rollback_fail_no_req
     // The restarted gateway's report: the shared configuration it started with (version
     // 2 of its own), then the rollback.
     let report: Value = http
-        .get(format!("{}/api/admin/traffic", shop.gateway))
+        .get(format!("{}/api/v1/admin/traffic", shop.gateway))
         .bearer_auth(&admin)
         .send()
         .await

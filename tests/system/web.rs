@@ -195,7 +195,7 @@ async fn pages_refuse_strangers_and_bad_input() {
                 .starts_with("text/html")
         );
         let response = http
-            .get(format!("{base}/api/no/such"))
+            .get(format!("{base}/api/v1/no/such"))
             .send()
             .await
             .unwrap();

@@ -335,7 +335,7 @@ async fn an_https_origin_makes_cookies_secure_and_host_only() {
 
 async fn api_login(base: &str, email: &str, password: &str) -> Value {
     let response = reqwest::Client::new()
-        .post(format!("{base}/api/identity/login"))
+        .post(format!("{base}/api/v1/identity/login"))
         .json(&json!({ "email": email, "password": password }))
         .send()
         .await
@@ -394,7 +394,7 @@ async fn parallel_pages_refresh_a_session_once_and_sign_out_everywhere_ends_all(
                 .unwrap();
             assert_eq!(response.status(), StatusCode::SEE_OTHER);
             let response = reqwest::Client::new()
-                .post(format!("{base}/api/identity/refresh"))
+                .post(format!("{base}/api/v1/identity/refresh"))
                 .json(&json!({ "refresh_token": other["refresh_token"] }))
                 .send()
                 .await
@@ -440,7 +440,7 @@ async fn demo_accounts_exist_only_where_they_belong() {
         ("admin@tideway.local", "tideway-admin-1"),
     ] {
         let response = reqwest::Client::new()
-            .post(format!("{base}/api/identity/login"))
+            .post(format!("{base}/api/v1/identity/login"))
             .json(&json!({ "email": email, "password": password }))
             .send()
             .await

@@ -10,7 +10,7 @@
 //! Limits: query depth [`MAX_DEPTH`], complexity [`MAX_COMPLEXITY`] (every field costs 1,
 //! lists multiply by their page size), body size by the gateway. The item of a basket or
 //! order line is loaded through a [`DataLoader`]: the lines of one answer cost a single
-//! catalog call (`GET /api/catalog/items?ids=…`), not one per line.
+//! catalog call (`GET /api/v1/catalog/items?ids=…`), not one per line.
 
 use std::{collections::HashMap, sync::Arc};
 

@@ -493,7 +493,7 @@ async fn admin_token(
         .find(|login| admins.contains(&login.email))
         .context("latency and error faults need the demo admin (demo_users on, as under `up --distributed`)")?;
     let answer = http
-        .post(format!("{target}/api/identity/login"))
+        .post(format!("{target}/api/v1/identity/login"))
         .json(&serde_json::json!({ "email": login.email, "password": login.password }))
         .send()
         .await

@@ -78,7 +78,7 @@ pub struct Config {
     /// chaos runs; switchable while serving through `PUT /admin/faults`.
     pub faults: crate::faults::FaultsConfig,
     /// Feature flags by name (`[flags.you-may-also-like]`, `percent = 20`): what
-    /// `GET /api/admin/flags` starts with, and what an edit of the file applies at run
+    /// `GET /api/v1/admin/flags` starts with, and what an edit of the file applies at run
     /// time. See docs/edge.md.
     #[serde(default)]
     pub flags: tideway_flags::FlagSet,
@@ -600,35 +600,45 @@ fn shop_flags() -> tideway_flags::FlagSet {
 pub fn shop_routes() -> Vec<RouteConfig> {
     let admin = || Access::Role("admin".to_owned());
     vec![
-        RouteConfig::new("/api/identity", "identity", Access::Public, Access::Public),
+        RouteConfig::new(
+            "/api/v1/identity",
+            "identity",
+            Access::Public,
+            Access::Public,
+        ),
         // Public reads, cached at the edge (purged by the catalog's events).
         RouteConfig {
             cache_bytes: 16 * 1024 * 1024,
-            ..RouteConfig::new("/api/catalog", "catalog", Access::Public, admin())
+            ..RouteConfig::new("/api/v1/catalog", "catalog", Access::Public, admin())
         },
-        RouteConfig::new("/api/basket", "basket", Access::User, Access::User),
+        RouteConfig::new("/api/v1/basket", "basket", Access::User, Access::User),
         // Checkout reads the basket but is the ordering service's.
         RouteConfig::new(
-            "/api/basket/checkout",
+            "/api/v1/basket/checkout",
             "ordering",
             Access::User,
             Access::User,
         ),
-        RouteConfig::new("/api/ordering", "ordering", Access::User, Access::User),
+        RouteConfig::new("/api/v1/ordering", "ordering", Access::User, Access::User),
         // Every shopper's checkouts: for the operations console. The service checks the
         // role too; the edge refuses before the request travels.
-        RouteConfig::new("/api/ordering/sagas", "ordering", admin(), admin()),
-        RouteConfig::new("/api/inventory", "inventory", Access::Public, admin()),
-        RouteConfig::new("/api/payment", "payment", admin(), admin()),
+        RouteConfig::new("/api/v1/ordering/sagas", "ordering", admin(), admin()),
+        RouteConfig::new("/api/v1/inventory", "inventory", Access::Public, admin()),
+        RouteConfig::new("/api/v1/payment", "payment", admin(), admin()),
         // A customer reads their own notifications; the console reads everyone's.
         RouteConfig::new(
-            "/api/notification",
+            "/api/v1/notification",
             "notification",
             Access::User,
             Access::User,
         ),
-        RouteConfig::new("/api/notification/recent", "notification", admin(), admin()),
-        RouteConfig::new("/api/reporting", "reporting", admin(), admin()),
+        RouteConfig::new(
+            "/api/v1/notification/recent",
+            "notification",
+            admin(),
+            admin(),
+        ),
+        RouteConfig::new("/api/v1/reporting", "reporting", admin(), admin()),
     ]
 }
 
@@ -640,7 +650,7 @@ pub fn shop_rate_limits() -> Vec<RateRule> {
         // 20 at once, then one every 3 s per address.
         RateRule::new(
             "login",
-            "/api/identity/login",
+            "/api/v1/identity/login",
             &["POST"],
             LimitKey::Ip,
             20,
@@ -649,7 +659,7 @@ pub fn shop_rate_limits() -> Vec<RateRule> {
         // 20 at once, then one every 30 s per address.
         RateRule::new(
             "register",
-            "/api/identity/register",
+            "/api/v1/identity/register",
             &["POST"],
             LimitKey::Ip,
             20,
@@ -658,7 +668,7 @@ pub fn shop_rate_limits() -> Vec<RateRule> {
         // 30 at once, then one every 2 s per address.
         RateRule::new(
             "refresh",
-            "/api/identity/refresh",
+            "/api/v1/identity/refresh",
             &["POST"],
             LimitKey::Ip,
             30,
@@ -667,7 +677,7 @@ pub fn shop_rate_limits() -> Vec<RateRule> {
         // 10 at once, then one every 6 s per user.
         RateRule::new(
             "checkout",
-            "/api/basket/checkout",
+            "/api/v1/basket/checkout",
             &["POST"],
             LimitKey::User,
             10,
@@ -1279,9 +1289,9 @@ mod tests {
                 .find(|route| route.prefix == prefix)
                 .unwrap_or_else(|| panic!("no route {prefix}"))
         };
-        assert_eq!(route("/api/catalog").upstream, "catalog");
-        assert_eq!(route("/api/catalog").write, Access::Role("admin".into()));
-        assert_eq!(route("/api/basket/checkout").upstream, "ordering");
+        assert_eq!(route("/api/v1/catalog").upstream, "catalog");
+        assert_eq!(route("/api/v1/catalog").write, Access::Role("admin".into()));
+        assert_eq!(route("/api/v1/basket/checkout").upstream, "ordering");
         assert_eq!(config.gateway.gateway.routes, shop_routes());
     }
 
@@ -1335,7 +1345,16 @@ mod tests {
             format!("gateway.routes[{}].prefix", shop_routes().len())
         );
         assert_eq!(
-            refused_key(|c| routes(c)[2].prefix = "/api/{x}".into()),
+            refused_key(|c| routes(c)[2].prefix = "/api/v1/{x}".into()),
+            "gateway.routes[2].prefix"
+        );
+        // A table written before versions: its unversioned prefixes would match nothing.
+        assert_eq!(
+            refused_key(|c| routes(c)[2].prefix = "/api/basket".into()),
+            "gateway.routes[2].prefix"
+        );
+        assert_eq!(
+            refused_key(|c| routes(c)[2].prefix = "/api/v2/basket".into()),
             "gateway.routes[2].prefix"
         );
         assert_eq!(
@@ -1411,7 +1430,7 @@ mod tests {
             .gateway
             .routes
             .iter()
-            .find(|r| r.prefix == "/api/catalog")
+            .find(|r| r.prefix == "/api/v1/catalog")
             .unwrap();
         assert!(catalog_route.cache_bytes > 0);
         assert_eq!(

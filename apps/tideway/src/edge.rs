@@ -476,7 +476,7 @@ mod tests {
         // A rule to a version the route does not have: refused too.
         std::fs::write(
             &file,
-            "[gateway]\nbody_limit_bytes = 1000\n[[gateway.routes]]\nprefix = \"/api/catalog\"\n\
+            "[gateway]\nbody_limit_bytes = 1000\n[[gateway.routes]]\nprefix = \"/api/v1/catalog\"\n\
              upstream = \"catalog\"\nread = \"public\"\nwrite = \"public\"\n\
              rules = [{ header = \"x-canary\", to = \"catalog@v2\" }]\n",
         )

@@ -562,7 +562,7 @@ fn gateway_with_web(
         tideway_gateway::Gateway::new(&config.gateway.gateway, upstreams.clone(), verifier.clone())
             .context("configuring the gateway")?
             .with_audit(audit.clone())
-            // `GET`/`PUT /api/admin/flags` and `GET /api/admin/audit`, which the console
+            // `GET`/`PUT /api/v1/admin/flags` and `GET /api/v1/admin/audit`, which the console
             // reads through the gateway like any client.
             .with_admin(
                 tideway_flags::admin_routes(flags.clone(), Arc::clone(&verifier)).merge(

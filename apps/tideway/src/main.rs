@@ -242,7 +242,7 @@ async fn run(command: Command, config: Config, supervised: Supervised) -> anyhow
     if !matches!(command, Command::Serve { .. }) {
         println!("  shop        http://{addr}/");
         println!("  console     http://{addr}/ops  (admins)");
-        println!("  catalog     http://{addr}/api/catalog/items");
+        println!("  catalog     http://{addr}/api/v1/catalog/items");
         println!("  api docs    http://{addr}/api/docs");
         println!("  health      http://{addr}/health/ready");
         println!("  metrics     http://{addr}/metrics");

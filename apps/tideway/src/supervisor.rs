@@ -1031,7 +1031,7 @@ impl Supervisor {
         if let Some(address) = gateway {
             println!("  shop        http://{address}/");
             println!("  console     http://{address}/ops  (admins)");
-            println!("  catalog     http://{address}/api/catalog/items");
+            println!("  catalog     http://{address}/api/v1/catalog/items");
             println!("  api docs    http://{address}/api/docs");
             println!("  health      http://{address}/health/ready");
         }

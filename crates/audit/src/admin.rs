@@ -1,4 +1,4 @@
-//! `GET /api/admin/audit` (role admin): the records, newest first, a page at a time.
+//! `GET /api/v1/admin/audit` (role admin): the records, newest first, a page at a time.
 
 use axum::{
     Extension, Json, Router,
@@ -16,12 +16,12 @@ use tideway_runtime::{
 use crate::{AuditStore, Record};
 
 /// The path of the audit trail (`GET ?page=&page_size=`; role admin).
-pub const AUDIT_PATH: &str = "/api/admin/audit";
+pub const AUDIT_PATH: &str = "/api/v1/admin/audit";
 
 /// The most records a page holds.
 const MAX_PAGE_SIZE: u32 = 200;
 
-/// The answer of `GET /api/admin/audit`.
+/// The answer of `GET /api/v1/admin/audit`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditPage {
     /// The page (from 1).
@@ -53,7 +53,7 @@ fn number(value: Option<&str>, name: &str, default: u32, max: u32) -> Result<u32
     }
 }
 
-/// `GET /api/admin/audit` over `store`, verifying tokens with `verifier`.
+/// `GET /api/v1/admin/audit` over `store`, verifying tokens with `verifier`.
 pub fn admin_routes(store: AuditStore, verifier: Arc<JwtVerifier>) -> Router {
     Router::new()
         .route(AUDIT_PATH, get(list))
@@ -64,7 +64,7 @@ pub fn admin_routes(store: AuditStore, verifier: Arc<JwtVerifier>) -> Router {
 /// The audit trail's records, newest first, a page at a time.
 #[utoipa::path(
     get,
-    path = "/api/admin/audit",
+    path = "/api/v1/admin/audit",
     tag = "audit",
     params(
         ("page" = Option<u32>, Query, minimum = 1, maximum = 1000000, description = "The page, from 1 (default 1)"),

@@ -463,7 +463,7 @@ mod tests {
         Entry {
             actor: "admin-1".into(),
             action: "catalog.put".into(),
-            target: format!("/api/catalog/items/{n}"),
+            target: format!("/api/v1/catalog/items/{n}"),
             before: Some(json!({ "price_minor": n })),
             after: Some(json!({ "price_minor": n + 1 })),
             trace_id: Some("0af7651916cd43dd8448eb211c80319c".into()),

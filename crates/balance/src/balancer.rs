@@ -53,7 +53,7 @@ pub struct NoInstances {
     pub service: String,
 }
 
-/// One replica as the balancer sees it, for `GET /api/admin/instances` and the console.
+/// One replica as the balancer sees it, for `GET /api/v1/admin/instances` and the console.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct InstanceStatus {
     /// Its id in discovery.

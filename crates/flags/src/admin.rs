@@ -1,4 +1,4 @@
-//! `GET`/`PUT /api/admin/flags` (role admin) and [`RequestFlags`], the flags of a
+//! `GET`/`PUT /api/v1/admin/flags` (role admin) and [`RequestFlags`], the flags of a
 //! request's user for a handler.
 
 use std::sync::Arc;
@@ -20,9 +20,9 @@ use tideway_runtime::{
 use crate::{FlagContext, FlagError, FlagSet, Flags};
 
 /// The path of the running flags (`GET`, `PUT`; role admin).
-pub const FLAGS_PATH: &str = "/api/admin/flags";
+pub const FLAGS_PATH: &str = "/api/v1/admin/flags";
 
-/// The answer of `GET`/`PUT /api/admin/flags`.
+/// The answer of `GET`/`PUT /api/v1/admin/flags`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FlagsVersion {
     /// The version of the running set: 1 at start, one more per change.
@@ -31,7 +31,7 @@ pub struct FlagsVersion {
     pub flags: FlagSet,
 }
 
-/// The body of `PUT /api/admin/flags`: the whole new set.
+/// The body of `PUT /api/v1/admin/flags`: the whole new set.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FlagsBody {
@@ -39,7 +39,7 @@ pub struct FlagsBody {
     pub flags: FlagSet,
 }
 
-/// `GET`/`PUT /api/admin/flags` over `flags`, verifying tokens with `verifier`. A `PUT`
+/// `GET`/`PUT /api/v1/admin/flags` over `flags`, verifying tokens with `verifier`. A `PUT`
 /// replaces the whole set: a body that does not read or a flag that does not validate is
 /// a 422 problem naming the field, and the running set stays.
 pub fn admin_routes(flags: Flags, verifier: Arc<JwtVerifier>) -> Router {
@@ -52,7 +52,7 @@ pub fn admin_routes(flags: Flags, verifier: Arc<JwtVerifier>) -> Router {
 /// The running flags.
 #[utoipa::path(
     get,
-    path = "/api/admin/flags",
+    path = "/api/v1/admin/flags",
     tag = "flags",
     security(("bearer" = [])),
     responses(
@@ -74,7 +74,7 @@ pub(crate) async fn read(State(flags): State<Flags>, _admin: AdminUser) -> Json<
 /// validate is a problem naming the field, and the running set stays.
 #[utoipa::path(
     put,
-    path = "/api/admin/flags",
+    path = "/api/v1/admin/flags",
     tag = "flags",
     request_body = FlagsBody,
     security(("bearer" = [])),

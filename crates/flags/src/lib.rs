@@ -5,7 +5,7 @@
 //! A [`Flags`] holds the running set in an `ArcSwap` with a version number: a change is
 //! validated in full first and swapped in whole, so a reader sees either the old set or
 //! the new one and a bad definition changes nothing. [`admin_routes`] serves
-//! `GET`/`PUT /api/admin/flags` (role admin); [`SharedFlags`] shares changes between
+//! `GET`/`PUT /api/v1/admin/flags` (role admin); [`SharedFlags`] shares changes between
 //! processes through a NATS KV key every process watches.
 //!
 //! A percentage flag is stable per user: the user falls in a bucket of 10,000 fixed by

@@ -371,9 +371,15 @@ impl RateLimitConfig {
                 return Err(ConfigError::invalid(
                     key("path"),
                     format!(
-                        "`/` or a path such as /api/identity/login (no trailing `/`), found {:?}",
+                        "`/` or a path such as /api/v1/identity/login (no trailing `/`), found {:?}",
                         rule.path
                     ),
+                ));
+            }
+            if let Some(expected) = crate::unreachable_api_path(&rule.path) {
+                return Err(ConfigError::invalid(
+                    key("path"),
+                    format!("{expected}, found {:?}", rule.path),
                 ));
             }
             for (m, method) in rule.methods.iter().enumerate() {

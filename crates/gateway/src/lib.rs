@@ -9,7 +9,7 @@
 //! failures in one place: timeout → 504, connection failure → 502, refused before sending
 //! (no replica, breaker open, bulkhead full) → 503. Upstream transports may balance over
 //! a service's replicas (`tideway-balance`); [`Gateway::with_balancers`] adds
-//! `GET /api/admin/instances` for operators.
+//! `GET /api/v1/admin/instances` for operators.
 //!
 //! Before a request travels it is admitted ([`admission`]): its client address is found
 //! (the peer, or `X-Forwarded-For` from a trusted proxy, or the browser's address the web
@@ -48,6 +48,7 @@ use tideway_runtime::{
     client::{ClientError, Transport},
     config::{ConfigError, Validate},
     http::{HttpOptions, Readiness, service_router},
+    versions::{self, Aliases},
 };
 
 /// The gateway's name in logs and metrics.
@@ -111,7 +112,7 @@ impl From<Access> for String {
 /// One route: requests whose path is `prefix` or starts with `prefix/` go to `upstream`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RouteConfig {
-    /// The path prefix, e.g. `/api/catalog`.
+    /// The path prefix, e.g. `/api/v1/catalog`.
     pub prefix: String,
     /// The upstream service's name, e.g. `catalog`.
     pub upstream: String,
@@ -234,6 +235,11 @@ pub struct GatewayConfig {
     /// `false`: no route caches, whatever their `cache_bytes` (for comparisons).
     #[serde(default = "enabled")]
     pub cache_enabled: bool,
+    /// `true`: unversioned `/api/…` paths are served as deprecated aliases of `/api/v1/…`
+    /// (with `Deprecation` and `Link`); `false`: they find no route (404), e.g. after
+    /// their sunset. Read at start.
+    #[serde(default = "enabled")]
+    pub unversioned_aliases: bool,
 }
 
 fn default_mirror_queue() -> usize {
@@ -253,6 +259,7 @@ impl Default for GatewayConfig {
             rate_limit: RateLimitConfig::default(),
             mirror_queue: default_mirror_queue(),
             cache_enabled: true,
+            unversioned_aliases: true,
         }
     }
 }
@@ -274,10 +281,16 @@ impl Validate for GatewayConfig {
                 return Err(ConfigError::invalid(
                     key("prefix"),
                     format!(
-                        "a path such as /api/catalog (starting with `/`, not ending with `/`, \
+                        "a path such as /api/v1/catalog (starting with `/`, not ending with `/`, \
                          without `{{`, `}}` or `*`, no segment starting with `:`), found {:?}",
                         route.prefix
                     ),
+                ));
+            }
+            if let Some(expected) = unreachable_api_path(&route.prefix) {
+                return Err(ConfigError::invalid(
+                    key("prefix"),
+                    format!("{expected}, found {:?}", route.prefix),
                 ));
             }
             if let Some(first) = seen.insert(&route.prefix, index) {
@@ -315,6 +328,25 @@ pub(crate) fn is_plain_prefix(prefix: &str) -> bool {
         && !prefix.ends_with('/')
         && !prefix.contains(['{', '}', '*'])
         && !prefix.split('/').any(|segment| segment.starts_with(':'))
+}
+
+/// What `path` should be instead, when no request can reach it: an unversioned API path
+/// (its requests are rewritten to `/api/v1/…` before routing) or one under a version that
+/// does not exist. `None` for a versioned path or one outside the API.
+pub(crate) fn unreachable_api_path(path: &str) -> Option<String> {
+    match versions::classify(path) {
+        versions::PathKind::AsIs => None,
+        versions::PathKind::Alias { rest } => Some(format!(
+            "a versioned path such as {} (unversioned API paths are aliases, rewritten to \
+             their {} path before routing)",
+            versions::successor(rest, None),
+            versions::PREFIX,
+        )),
+        versions::PathKind::UnknownVersion(version) => Some(format!(
+            "a path under {} (the API has no version {version})",
+            versions::PREFIX
+        )),
+    }
 }
 
 /// A configuration the gateway cannot run with.
@@ -493,17 +525,17 @@ tokio::task_local! {
 }
 
 /// The path of the operators' view of every replica behind the gateway.
-pub const INSTANCES_PATH: &str = "/api/admin/instances";
+pub const INSTANCES_PATH: &str = "/api/v1/admin/instances";
 
 /// The path of the gateway's running configuration (`GET`, `PUT`; role admin).
-pub const CONFIG_PATH: &str = "/api/admin/config";
+pub const CONFIG_PATH: &str = "/api/v1/admin/config";
 
 /// The path of the traffic report: weights, versions' figures, mirror differences and the
 /// audit of changes (`GET`; role admin).
-pub const TRAFFIC_PATH: &str = "/api/admin/traffic";
+pub const TRAFFIC_PATH: &str = "/api/v1/admin/traffic";
 
 /// The path of the blue/green switch (`POST {"route": …, "to": …}`; role admin).
-pub const SWITCH_PATH: &str = "/api/admin/traffic/switch";
+pub const SWITCH_PATH: &str = "/api/v1/admin/traffic/switch";
 
 /// The gateway, ready to be turned into a router.
 pub struct Gateway {
@@ -531,6 +563,11 @@ impl Gateway {
             upstreams,
             options: HttpOptions {
                 body_limit: config.body_limit_bytes,
+                aliases: if config.unversioned_aliases {
+                    Aliases::Served
+                } else {
+                    Aliases::Refused
+                },
             },
             pages: None,
             admin: None,
@@ -555,7 +592,7 @@ impl Gateway {
         self
     }
 
-    /// Reports the replicas behind `balancers` at `GET /api/admin/instances` (role admin):
+    /// Reports the replicas behind `balancers` at `GET /api/v1/admin/instances` (role admin):
     /// every instance of every service with its address, version, readiness, ejection,
     /// breaker, requests per second and EWMA latency.
     #[must_use]
@@ -565,7 +602,7 @@ impl Gateway {
     }
 
     /// Serves `routes` beside the gateway's own admin endpoints (paths no route claims,
-    /// such as `/api/admin/flags`), under the same observability, body limit and problem
+    /// such as `/api/v1/admin/flags`), under the same observability, body limit and problem
     /// handling; the calls of a web front made through [`Gateway::front_transport`] reach
     /// them too (so set them before asking for it). They check their callers themselves.
     #[must_use]
@@ -587,7 +624,7 @@ impl Gateway {
         self
     }
 
-    /// A handle to change the running configuration: what `PUT /api/admin/config` uses,
+    /// A handle to change the running configuration: what `PUT /api/v1/admin/config` uses,
     /// for a file watcher or a distributed store to apply theirs.
     pub fn control(&self) -> GatewayControl {
         GatewayControl {
@@ -641,7 +678,7 @@ impl Gateway {
             });
         }
         // The prefixes of the start-up table get routes of their own, so metrics and logs
-        // keep the route template (`/api/catalog/{*rest}`); routes added later are reached
+        // keep the route template (`/api/v1/catalog/{*rest}`); routes added later are reached
         // through the catch-all. Either way the current table decides.
         let mut api = live::admin_routes(&self.live);
         if let Some(admin) = &self.admin {
@@ -758,7 +795,7 @@ async fn upstream_ready(transport: &Transport) -> Result<(), String> {
 /// balance over discovered replicas (the embedded shape) has none to report: 404.
 #[utoipa::path(
     get,
-    path = "/api/admin/instances",
+    path = "/api/v1/admin/instances",
     tag = "gateway",
     security(("bearer" = [])),
     responses(
@@ -783,7 +820,7 @@ async fn instances(
     .into_response()
 }
 
-/// The answer of `GET /api/admin/instances`.
+/// The answer of `GET /api/v1/admin/instances`.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Instances {
     /// Each service with its replicas.
@@ -1096,3 +1133,5 @@ fn upstream_failure(prefix: &str, upstream: &Transport, err: &ClientError) -> Re
 mod tests;
 #[cfg(test)]
 mod traffic_tests;
+#[cfg(test)]
+mod versions_tests;

@@ -522,7 +522,7 @@ async fn check_canaries(live: Weak<Live>) {
     }
 }
 
-/// The answer of `GET /api/admin/traffic`.
+/// The answer of `GET /api/v1/admin/traffic`.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TrafficReport {
     /// The running configuration's version.
@@ -556,7 +556,7 @@ pub struct RouteTraffic {
     pub rollback: bool,
 }
 
-/// The answer of `GET /api/admin/config` and `PUT`.
+/// The answer of `GET /api/v1/admin/config` and `PUT`.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ConfigVersion {
     /// The version number, 1 at start, one more per change.
@@ -565,7 +565,7 @@ pub struct ConfigVersion {
     pub config: GatewayConfig,
 }
 
-/// The body of `POST /api/admin/traffic/switch`.
+/// The body of `POST /api/v1/admin/traffic/switch`.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Switch {
@@ -619,7 +619,7 @@ fn parse<T: serde::de::DeserializeOwned>(body: &Bytes, root: &str) -> Result<T, 
     })
 }
 
-/// `GET`/`PUT /api/admin/config`, `GET /api/admin/traffic`, `POST /api/admin/traffic/switch`.
+/// `GET`/`PUT /api/v1/admin/config`, `GET /api/v1/admin/traffic`, `POST /api/v1/admin/traffic/switch`.
 pub(crate) fn admin_routes(live: &Arc<Live>) -> Router {
     Router::new()
         .route(CONFIG_PATH, get(get_config).put(put_config))
@@ -631,7 +631,7 @@ pub(crate) fn admin_routes(live: &Arc<Live>) -> Router {
 /// The running configuration.
 #[utoipa::path(
     get,
-    path = "/api/admin/config",
+    path = "/api/v1/admin/config",
     tag = "gateway",
     security(("bearer" = [])),
     responses(
@@ -654,7 +654,7 @@ pub(crate) async fn get_config(State(live): State<Arc<Live>>, headers: HeaderMap
 /// (`gateway.routes[2].prefix`), and the running one stays.
 #[utoipa::path(
     put,
-    path = "/api/admin/config",
+    path = "/api/v1/admin/config",
     tag = "gateway",
     request_body = GatewayConfig,
     security(("bearer" = [])),
@@ -697,7 +697,7 @@ pub(crate) async fn put_config(
 /// differences and the latest changes.
 #[utoipa::path(
     get,
-    path = "/api/admin/traffic",
+    path = "/api/v1/admin/traffic",
     tag = "gateway",
     security(("bearer" = [])),
     responses(
@@ -718,7 +718,7 @@ pub(crate) async fn traffic_report(State(live): State<Arc<Live>>, headers: Heade
 /// configuration version).
 #[utoipa::path(
     post,
-    path = "/api/admin/traffic/switch",
+    path = "/api/v1/admin/traffic/switch",
     tag = "gateway",
     request_body = Switch,
     security(("bearer" = [])),

@@ -21,12 +21,12 @@ fn echo(name: &'static str) -> Router {
         axum::Json(serde_json::json!({ "upstream": name, "headers": seen }))
     };
     Router::new()
-        .route("/api/catalog", any(handler))
-        .route("/api/catalog/{*rest}", any(handler))
-        .route("/api/basket/{*rest}", any(handler))
+        .route("/api/v1/catalog", any(handler))
+        .route("/api/v1/catalog/{*rest}", any(handler))
+        .route("/api/v1/basket/{*rest}", any(handler))
         .route("/health/ready", get(|| async { "ok" }))
         .route(
-            "/api/slow/x",
+            "/api/v1/slow/x",
             get(|| async {
                 tokio::time::sleep(Duration::from_secs(5)).await;
                 "late"
@@ -48,19 +48,19 @@ fn fixture() -> Fixture {
     let config = GatewayConfig {
         routes: vec![
             RouteConfig::new(
-                "/api/catalog",
+                "/api/v1/catalog",
                 "catalog",
                 Access::Public,
                 Access::Role("admin".into()),
             ),
-            RouteConfig::new("/api/basket", "basket", Access::User, Access::User),
+            RouteConfig::new("/api/v1/basket", "basket", Access::User, Access::User),
             RouteConfig {
                 timeout_ms: 50,
-                ..RouteConfig::new("/api/slow", "slow", Access::Public, Access::Public)
+                ..RouteConfig::new("/api/v1/slow", "slow", Access::Public, Access::Public)
             },
             RouteConfig {
                 timeout_ms: 1000,
-                ..RouteConfig::new("/api/dead", "dead", Access::Public, Access::Public)
+                ..RouteConfig::new("/api/v1/dead", "dead", Access::Public, Access::Public)
             },
         ],
         body_limit_bytes: 1024,
@@ -122,7 +122,7 @@ async fn routes_by_prefix_and_forwards_the_request_id() {
     let f = fixture();
     let (status, headers, body) = f
         .send(
-            Request::get("/api/catalog/items?page=2")
+            Request::get("/api/v1/catalog/items?page=2")
                 .header("x-request-id", "req-1")
                 .body(Body::empty())
                 .unwrap(),
@@ -135,7 +135,7 @@ async fn routes_by_prefix_and_forwards_the_request_id() {
 
     // Without one, the gateway makes one and the upstream sees the same.
     let (_, headers, body) = f
-        .send(Request::get("/api/catalog").body(Body::empty()).unwrap())
+        .send(Request::get("/api/v1/catalog").body(Body::empty()).unwrap())
         .await;
     assert_eq!(
         body["headers"]["x-request-id"],
@@ -143,14 +143,18 @@ async fn routes_by_prefix_and_forwards_the_request_id() {
     );
 
     let (status, headers, body) = f
-        .send(Request::get("/api/nowhere").body(Body::empty()).unwrap())
+        .send(Request::get("/api/v1/nowhere").body(Body::empty()).unwrap())
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(headers["content-type"], "application/problem+json");
     assert_eq!(body["status"], 404);
-    // `/api/catalogue` shares a string prefix but is not under `/api/catalog`.
+    // `/api/v1/catalogue` shares a string prefix but is not under `/api/v1/catalog`.
     let (status, _, _) = f
-        .send(Request::get("/api/catalogue").body(Body::empty()).unwrap())
+        .send(
+            Request::get("/api/v1/catalogue")
+                .body(Body::empty())
+                .unwrap(),
+        )
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
@@ -160,7 +164,7 @@ async fn checks_access_for_reads_and_writes() {
     let f = fixture();
     let write = |token: Option<String>| {
         let mut builder =
-            Request::post("/api/catalog/items").header("content-type", "application/json");
+            Request::post("/api/v1/catalog/items").header("content-type", "application/json");
         if let Some(token) = token {
             builder = builder.header("authorization", format!("Bearer {token}"));
         }
@@ -199,10 +203,14 @@ async fn checks_access_for_reads_and_writes() {
 
     // The basket needs a user even to read.
     let (status, _, _) = f
-        .send(Request::get("/api/basket/x").body(Body::empty()).unwrap())
+        .send(
+            Request::get("/api/v1/basket/x")
+                .body(Body::empty())
+                .unwrap(),
+        )
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let request = Request::get("/api/basket/x")
+    let request = Request::get("/api/v1/basket/x")
         .header(
             "authorization",
             format!("Bearer {}", f.token(&["customer"])),
@@ -216,12 +224,12 @@ async fn checks_access_for_reads_and_writes() {
 async fn maps_upstream_failures() {
     let f = fixture();
     let (status, _, body) = f
-        .send(Request::get("/api/slow/x").body(Body::empty()).unwrap())
+        .send(Request::get("/api/v1/slow/x").body(Body::empty()).unwrap())
         .await;
     assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(body["type"], "/problems/upstream-unavailable");
     let (status, _, _) = f
-        .send(Request::get("/api/dead/x").body(Body::empty()).unwrap())
+        .send(Request::get("/api/v1/dead/x").body(Body::empty()).unwrap())
         .await;
     assert_eq!(status, StatusCode::BAD_GATEWAY);
 }
@@ -229,7 +237,7 @@ async fn maps_upstream_failures() {
 #[tokio::test]
 async fn drops_hop_by_hop_headers_and_limits_bodies() {
     let f = fixture();
-    let request = Request::get("/api/catalog/items")
+    let request = Request::get("/api/v1/catalog/items")
         .header("connection", "x-secret")
         .header("x-secret", "1")
         .header("x-kept", "2")
@@ -241,7 +249,7 @@ async fn drops_hop_by_hop_headers_and_limits_bodies() {
     assert_eq!(body["headers"]["x-forwarded-proto"], "http");
 
     let token = f.token(&["admin"]);
-    let request = Request::post("/api/catalog/items")
+    let request = Request::post("/api/v1/catalog/items")
         .header("authorization", format!("Bearer {token}"))
         .header("content-type", "application/json")
         .header("content-length", "2048")
@@ -268,7 +276,7 @@ fn verifier() -> Arc<JwtVerifier> {
 fn refuses_bad_configuration() {
     let config = GatewayConfig {
         routes: vec![RouteConfig::new(
-            "/api/catalog",
+            "/api/v1/catalog",
             "catalog",
             Access::Public,
             Access::Public,
@@ -307,16 +315,16 @@ fn public(prefix: &str) -> RouteConfig {
 fn validation_names_the_bad_route() {
     for prefix in [
         "api/catalog",
-        "/api/catalog/",
+        "/api/v1/catalog/",
         "/",
         "",
-        "/api/{id}",
-        "/api/x}",
+        "/api/v1/{id}",
+        "/api/v1/x}",
         "/api/*rest",
         "/api/:id",
     ] {
         assert_eq!(
-            refused_key(vec![public("/api/ok"), public(prefix)]).as_deref(),
+            refused_key(vec![public("/api/v1/ok"), public(prefix)]).as_deref(),
             Some("gateway.routes[1].prefix"),
             "{prefix:?}"
         );
@@ -340,10 +348,34 @@ fn validation_names_the_bad_route() {
     // A longer prefix under another is the way to refine a route, not a duplicate; a colon
     // inside a segment is literal.
     assert_eq!(
-        refused_key(vec![public("/api/ordering"), public("/api/ordering/sagas")]),
+        refused_key(vec![
+            public("/api/v1/ordering"),
+            public("/api/v1/ordering/sagas")
+        ]),
         None
     );
-    assert_eq!(refused_key(vec![public("/api/v1:beta")]), None);
+    assert_eq!(refused_key(vec![public("/api/v1/x:beta")]), None);
+    // Outside the API, any path; inside it, only the current version's: an unversioned
+    // prefix is an alias no request keeps, a prefix under another version no request
+    // reaches.
+    assert_eq!(
+        refused_key(vec![public("/hello"), public("/api/docs")]),
+        None
+    );
+    for prefix in ["/api/catalog", "/api/v1:beta", "/api/v2/catalog", "/api/v0"] {
+        assert_eq!(
+            refused_key(vec![public("/api/v1/ok"), public(prefix)]).as_deref(),
+            Some("gateway.routes[1].prefix"),
+            "{prefix:?}"
+        );
+    }
+    let err = GatewayConfig {
+        routes: vec![public("/api/catalog")],
+        ..GatewayConfig::default()
+    }
+    .validate()
+    .unwrap_err();
+    assert!(format!("{err:?}").contains("/api/v1/catalog"), "{err:?}");
     let err = GatewayConfig {
         body_limit_bytes: 0,
         ..GatewayConfig::default()
@@ -359,7 +391,7 @@ fn validation_names_the_bad_route() {
 #[tokio::test]
 async fn a_duplicate_prefix_is_refused_before_the_router_is_built() {
     let config = GatewayConfig {
-        routes: vec![public("/api/catalog"), public("/api/catalog")],
+        routes: vec![public("/api/v1/catalog"), public("/api/v1/catalog")],
         ..GatewayConfig::default()
     };
     let upstreams = HashMap::from([(
@@ -388,12 +420,12 @@ async fn refuses_every_forged_token_before_the_upstream() {
     let config = GatewayConfig {
         routes: vec![
             RouteConfig::new(
-                "/api/catalog",
+                "/api/v1/catalog",
                 "catalog",
                 Access::Public,
                 Access::Role("admin".into()),
             ),
-            RouteConfig::new("/api/basket", "basket", Access::User, Access::User),
+            RouteConfig::new("/api/v1/basket", "basket", Access::User, Access::User),
         ],
         body_limit_bytes: 1024,
         ..GatewayConfig::default()
@@ -422,9 +454,9 @@ async fn refuses_every_forged_token_before_the_upstream() {
             .unwrap()
     };
     let targets = [
-        ("GET", "/api/basket"),
-        ("POST", "/api/basket/items"),
-        ("POST", "/api/catalog/items"),
+        ("GET", "/api/v1/basket"),
+        ("POST", "/api/v1/basket/items"),
+        ("POST", "/api/v1/catalog/items"),
     ];
     for (name, token) in tokens.attacks("u1", &["customer", "admin"]) {
         for (method, path) in targets {
@@ -517,7 +549,7 @@ impl Origin {
                 (StatusCode::OK, common, format!("v{version}")).into_response()
             }
         };
-        Router::new().route("/api/catalog/{*rest}", get(handler))
+        Router::new().route("/api/v1/catalog/{*rest}", get(handler))
     }
 }
 
@@ -527,7 +559,7 @@ fn cached_gateway(origin: &Origin) -> (Router, Purger, TokenSigner) {
     let config = GatewayConfig {
         routes: vec![RouteConfig {
             cache_bytes: 1 << 20,
-            ..RouteConfig::new("/api/catalog", "catalog", Access::Public, Access::Public)
+            ..RouteConfig::new("/api/v1/catalog", "catalog", Access::Public, Access::Public)
         }],
         ..GatewayConfig::default()
     };
@@ -540,7 +572,7 @@ fn cached_gateway(origin: &Origin) -> (Router, Purger, TokenSigner) {
 }
 
 async fn fetch(router: &Router, headers: &[(&str, &str)]) -> (StatusCode, HeaderMap, String) {
-    let mut request = Request::get("/api/catalog/items/1");
+    let mut request = Request::get("/api/v1/catalog/items/1");
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
@@ -586,14 +618,14 @@ async fn fresh_answers_come_from_the_cache_with_their_age_and_a_304_when_they_ma
     let head = router
         .clone()
         .oneshot(
-            Request::head("/api/catalog/items/2")
+            Request::head("/api/v1/catalog/items/2")
                 .body(Body::empty())
                 .unwrap(),
         )
         .await
         .unwrap();
     assert_eq!(x_cache(head.headers()), "MISS");
-    let mut request = Request::get("/api/catalog/items/2");
+    let mut request = Request::get("/api/v1/catalog/items/2");
     request = request.header("accept-language", "de");
     let (_, _, body) = {
         let response = router
@@ -731,7 +763,7 @@ async fn stale_if_error_covers_an_origin_that_is_stopped() {
         routes: vec![RouteConfig {
             cache_bytes: 1 << 20,
             timeout_ms: 1000,
-            ..RouteConfig::new("/api/catalog", "catalog", Access::Public, Access::Public)
+            ..RouteConfig::new("/api/v1/catalog", "catalog", Access::Public, Access::Public)
         }],
         ..GatewayConfig::default()
     };
@@ -886,9 +918,9 @@ fn conforms(
 fn the_operator_answers_match_their_documented_schemas() {
     let document = serde_json::to_value(openapi([])).unwrap();
     let schema = |name: &str| serde_json::json!({ "$ref": format!("#/components/schemas/{name}") });
-    // A configuration using every optional part, as `GET /api/admin/config` answers it.
+    // A configuration using every optional part, as `GET /api/v1/admin/config` answers it.
     let mut route = RouteConfig::new(
-        "/api/catalog",
+        "/api/v1/catalog",
         "catalog",
         Access::Public,
         Access::Role("admin".into()),
@@ -918,14 +950,14 @@ fn the_operator_answers_match_their_documented_schemas() {
     let mut config = GatewayConfig {
         routes: vec![
             route,
-            RouteConfig::new("/api/basket", "basket", Access::User, Access::User),
+            RouteConfig::new("/api/v1/basket", "basket", Access::User, Access::User),
         ],
         trusted_proxies: vec!["10.0.0.0/8".parse().unwrap()],
         ..GatewayConfig::default()
     };
     config.rate_limit.rules.push(RateRule::new(
         "login",
-        "/api/identity/login",
+        "/api/v1/identity/login",
         &["POST"],
         LimitKey::Ip,
         5,
@@ -960,7 +992,7 @@ fn the_operator_answers_match_their_documented_schemas() {
     let report = TrafficReport {
         version: 4,
         routes: vec![RouteTraffic {
-            prefix: "/api/catalog".into(),
+            prefix: "/api/v1/catalog".into(),
             upstream: "catalog".into(),
             versions: [("catalog@v1".to_owned(), 100)].into(),
             figures: [(
@@ -975,12 +1007,12 @@ fn the_operator_answers_match_their_documented_schemas() {
             mirror: Some("catalog@v2".into()),
             rollback: true,
         }],
-        mirror: [("/api/catalog".to_owned(), MirrorCounts::default())].into(),
+        mirror: [("/api/v1/catalog".to_owned(), MirrorCounts::default())].into(),
         differences: vec![MirrorDiff {
             at: 1,
-            route: "/api/catalog".into(),
+            route: "/api/v1/catalog".into(),
             shadow: "catalog@v2".into(),
-            request: "GET /api/catalog/items".into(),
+            request: "GET /api/v1/catalog/items".into(),
             primary_status: 200,
             shadow_status: 0,
             at_field: "status".into(),

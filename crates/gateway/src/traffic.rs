@@ -7,7 +7,7 @@
 //! transport per version (in the distributed shape, a balancer over the replicas that
 //! registered with that version label). Weights and rules are part of the route's
 //! configuration, so a change — a blue/green switch, a rollback, an edit through
-//! `PUT /api/admin/config` — is a new configuration version swapped in at once: a request
+//! `PUT /api/v1/admin/config` — is a new configuration version swapped in at once: a request
 //! keeps the table it started with, so in-flight requests finish on the version they chose.
 
 use std::{

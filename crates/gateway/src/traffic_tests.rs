@@ -42,8 +42,8 @@ fn version(name: &'static str, seen: Arc<AtomicUsize>) -> Router {
         }
     };
     Router::new()
-        .route("/api/catalog", any(handler.clone()))
-        .route("/api/catalog/{*rest}", any(handler))
+        .route("/api/v1/catalog", any(handler.clone()))
+        .route("/api/v1/catalog/{*rest}", any(handler))
         .route("/health/ready", get(|| async { "ok" }))
 }
 
@@ -57,7 +57,7 @@ struct Shop {
 
 fn catalog_route() -> RouteConfig {
     RouteConfig::new(
-        "/api/catalog",
+        "/api/v1/catalog",
         "catalog",
         Access::Public,
         Access::Role("admin".into()),
@@ -148,7 +148,7 @@ impl Shop {
 
     /// The version that answered a GET with `headers`.
     async fn version_for(&self, headers: &[(&str, String)]) -> String {
-        let mut request = Request::get("/api/catalog/items");
+        let mut request = Request::get("/api/v1/catalog/items");
         for (name, value) in headers {
             request = request.header(*name, value);
         }
@@ -248,7 +248,7 @@ async fn a_client_stays_on_the_version_first_chosen() {
     let mut chosen = HashMap::new();
     for _ in 0..40 {
         let (status, headers, body) = shop
-            .send(Request::get("/api/catalog").body(Body::empty()).unwrap())
+            .send(Request::get("/api/v1/catalog").body(Body::empty()).unwrap())
             .await;
         assert_eq!(status, StatusCode::OK);
         let cookie = headers["set-cookie"].to_str().unwrap().to_owned();
@@ -368,7 +368,7 @@ async fn a_blue_green_switch_is_atomic_and_fails_no_request() {
             for _ in 0..300 {
                 let response = router
                     .clone()
-                    .oneshot(Request::get("/api/catalog").body(Body::empty()).unwrap())
+                    .oneshot(Request::get("/api/v1/catalog").body(Body::empty()).unwrap())
                     .await
                     .unwrap();
                 if response.status() != StatusCode::OK {
@@ -389,7 +389,7 @@ async fn a_blue_green_switch_is_atomic_and_fails_no_request() {
             .admin_send(
                 "POST",
                 SWITCH_PATH,
-                &serde_json::json!({"route": "/api/catalog", "to": to}),
+                &serde_json::json!({"route": "/api/v1/catalog", "to": to}),
             )
             .await;
         assert_eq!(status, StatusCode::OK, "{body}");
@@ -413,7 +413,7 @@ async fn a_blue_green_switch_is_atomic_and_fails_no_request() {
         .admin_send(
             "POST",
             SWITCH_PATH,
-            &serde_json::json!({"route": "/api/catalog", "to": "catalog@v2"}),
+            &serde_json::json!({"route": "/api/v1/catalog", "to": "catalog@v2"}),
         )
         .await;
     assert_eq!(status, StatusCode::OK);
@@ -424,17 +424,17 @@ async fn a_blue_green_switch_is_atomic_and_fails_no_request() {
     let before = shop.admin_get(CONFIG_PATH).await;
     for (bad, field) in [
         (
-            serde_json::json!({"route": "/api/catalog", "to": "catalog@v9"}),
+            serde_json::json!({"route": "/api/v1/catalog", "to": "catalog@v9"}),
             "to",
         ),
         (
-            serde_json::json!({"route": "/api/nowhere", "to": "catalog@v1"}),
+            serde_json::json!({"route": "/api/v1/nowhere", "to": "catalog@v1"}),
             "route",
         ),
         (serde_json::json!({"route": 7, "to": "catalog@v1"}), "route"),
-        (serde_json::json!({"route": "/api/catalog"}), "body"),
+        (serde_json::json!({"route": "/api/v1/catalog"}), "body"),
         (
-            serde_json::json!({"route": "/api/catalog", "to": "catalog@v1", "weight": 5}),
+            serde_json::json!({"route": "/api/v1/catalog", "to": "catalog@v1", "weight": 5}),
             "weight",
         ),
     ] {
@@ -457,7 +457,7 @@ async fn in_flight_requests_finish_on_the_version_they_started_on() {
     let v2 = {
         let (hold, entered) = (Arc::clone(&hold), Arc::clone(&entered));
         Router::new().route(
-            "/api/catalog/{*rest}",
+            "/api/v1/catalog/{*rest}",
             get(move || {
                 let (hold, entered) = (Arc::clone(&hold), Arc::clone(&entered));
                 async move {
@@ -472,7 +472,11 @@ async fn in_flight_requests_finish_on_the_version_they_started_on() {
     let router = shop.router.clone();
     let in_flight = tokio::spawn(async move {
         let response = router
-            .oneshot(Request::get("/api/catalog/a").body(Body::empty()).unwrap())
+            .oneshot(
+                Request::get("/api/v1/catalog/a")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
             .await
             .unwrap();
         let status = response.status();
@@ -489,7 +493,7 @@ async fn in_flight_requests_finish_on_the_version_they_started_on() {
         .admin_send(
             "POST",
             SWITCH_PATH,
-            &serde_json::json!({"route": "/api/catalog", "to": "catalog@v1"}),
+            &serde_json::json!({"route": "/api/v1/catalog", "to": "catalog@v1"}),
         )
         .await;
     assert_eq!(status, StatusCode::OK);
@@ -519,8 +523,8 @@ async fn a_mirror_never_changes_the_users_answer_and_counts_differences() {
             }
         };
         Router::new()
-            .route("/api/catalog/{*rest}", any(handler.clone()))
-            .route("/api/catalog", any(handler))
+            .route("/api/v1/catalog/{*rest}", any(handler.clone()))
+            .route("/api/v1/catalog", any(handler))
     };
     let shop = shop_with(
         RouteConfig {
@@ -538,7 +542,7 @@ async fn a_mirror_never_changes_the_users_answer_and_counts_differences() {
     for _ in 0..20 {
         let (status, _, body) = shop
             .send(
-                Request::get("/api/catalog/items")
+                Request::get("/api/v1/catalog/items")
                     .body(Body::empty())
                     .unwrap(),
             )
@@ -552,7 +556,7 @@ async fn a_mirror_never_changes_the_users_answer_and_counts_differences() {
     // A write is not mirrored unless the route says so.
     let (status, _, _) = shop
         .send(
-            Request::post("/api/catalog/items")
+            Request::post("/api/v1/catalog/items")
                 .body(Body::from("{}"))
                 .unwrap(),
         )
@@ -560,22 +564,22 @@ async fn a_mirror_never_changes_the_users_answer_and_counts_differences() {
     assert_eq!(status, StatusCode::OK);
     eventually("the shadow calls to be compared", async || {
         let report = shop.admin_get(TRAFFIC_PATH).await;
-        report["mirror"]["/api/catalog"]["different"] == 20
+        report["mirror"]["/api/v1/catalog"]["different"] == 20
     })
     .await;
     assert_eq!(shadow_seen.load(Ordering::SeqCst), 20);
     let report = shop.admin_get(TRAFFIC_PATH).await;
     let diff = &report["differences"][0];
     assert_eq!(diff["at_field"], "/items/0/price", "{report}");
-    assert_eq!(diff["request"], "GET /api/catalog/items");
-    assert_eq!(report["mirror"]["/api/catalog"]["mirrored"], 20);
+    assert_eq!(diff["request"], "GET /api/v1/catalog/items");
+    assert_eq!(report["mirror"]["/api/v1/catalog"]["mirrored"], 20);
 }
 
 #[tokio::test]
 async fn a_stuck_shadow_is_dropped_not_waited_for() {
     // The shadow never answers: the queue fills, copies are dropped, users are served.
     let shadow = Router::new().route(
-        "/api/catalog/{*rest}",
+        "/api/v1/catalog/{*rest}",
         any(std::future::pending::<axum::response::Response>),
     );
     let signer = TokenSigner::generate().unwrap();
@@ -611,13 +615,17 @@ async fn a_stuck_shadow_is_dropped_not_waited_for() {
     for _ in 0..100 {
         let response = router
             .clone()
-            .oneshot(Request::get("/api/catalog/x").body(Body::empty()).unwrap())
+            .oneshot(
+                Request::get("/api/v1/catalog/x")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::OK);
     }
     assert_eq!(seen.load(Ordering::SeqCst), 100);
-    let counts = gateway.live.ledger.mirror.lock().unwrap()["/api/catalog"].clone();
+    let counts = gateway.live.ledger.mirror.lock().unwrap()["/api/v1/catalog"].clone();
     // At most the queue and the calls in flight hold copies; the rest were dropped.
     assert!(counts.mirrored <= 4 + 8 + 1, "{counts:?}");
     assert_eq!(counts.mirrored + counts.dropped, 100, "{counts:?}");
@@ -671,7 +679,11 @@ async fn a_canary_erring_beyond_the_margin_is_set_to_zero() {
     let mut errors = 0;
     while errors < 40 {
         let (status, _, _) = shop
-            .send(Request::get("/api/catalog/x").body(Body::empty()).unwrap())
+            .send(
+                Request::get("/api/v1/catalog/x")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
             .await;
         if status == StatusCode::SERVICE_UNAVAILABLE {
             errors += 1;
@@ -741,7 +753,7 @@ async fn a_new_configuration_is_validated_in_full_before_it_is_swapped_in() {
         .as_array_mut()
         .unwrap()
         .push(serde_json::json!({
-            "prefix": "/api/catalog/beta", "upstream": "catalog@v1",
+            "prefix": "/api/v1/catalog/beta", "upstream": "catalog@v1",
             "read": "public", "write": "public"
         }));
     let (status, body) = shop.admin_send("PUT", CONFIG_PATH, &more).await;
@@ -749,7 +761,7 @@ async fn a_new_configuration_is_validated_in_full_before_it_is_swapped_in() {
     assert_eq!(body["version"], 3);
     let (_, _, body) = shop
         .send(
-            Request::get("/api/catalog/beta/x")
+            Request::get("/api/v1/catalog/beta/x")
                 .body(Body::empty())
                 .unwrap(),
         )
@@ -781,14 +793,18 @@ async fn rate_limits_change_without_a_restart() {
     }
     let mut config = shop.admin_get(CONFIG_PATH).await["config"].clone();
     config["rate_limit"]["rules"] = serde_json::json!([{
-        "name": "catalog", "path": "/api/catalog", "key": "route", "burst": 3, "period_ms": 600000
+        "name": "catalog", "path": "/api/v1/catalog", "key": "route", "burst": 3, "period_ms": 600000
     }]);
     let (status, body) = shop.admin_send("PUT", CONFIG_PATH, &config).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let mut refused = 0;
     for _ in 0..10 {
         let (status, _, _) = shop
-            .send(Request::get("/api/catalog/x").body(Body::empty()).unwrap())
+            .send(
+                Request::get("/api/v1/catalog/x")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
             .await;
         if status == StatusCode::TOO_MANY_REQUESTS {
             refused += 1;
@@ -801,7 +817,11 @@ async fn rate_limits_change_without_a_restart() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert!(body.to_string().contains("rate_limit.rules[0]"), "{body}");
     let (status, _, _) = shop
-        .send(Request::get("/api/catalog/x").body(Body::empty()).unwrap())
+        .send(
+            Request::get("/api/v1/catalog/x")
+                .body(Body::empty())
+                .unwrap(),
+        )
         .await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
 }
@@ -839,7 +859,7 @@ async fn switches_rollbacks_and_admin_writes_are_recorded_in_the_audit_trail() {
     let (status, _) = shop
         .admin_send(
             "PUT",
-            "/api/catalog/items/1",
+            "/api/v1/catalog/items/1",
             &serde_json::json!({"price": 5}),
         )
         .await;
@@ -848,12 +868,12 @@ async fn switches_rollbacks_and_admin_writes_are_recorded_in_the_audit_trail() {
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].action, "catalog.put");
     assert_eq!(records[0].actor, "ops");
-    assert_eq!(records[0].target, "/api/catalog/items/1");
+    assert_eq!(records[0].target, "/api/v1/catalog/items/1");
     assert!(records[0].before.is_some() && records[0].after.is_some());
     // A refused write changed nothing and is not recorded; nor is a read.
     let (status, _, _) = shop
         .send(
-            Request::put("/api/catalog/items/1")
+            Request::put("/api/v1/catalog/items/1")
                 .body(Body::empty())
                 .unwrap(),
         )
@@ -868,7 +888,7 @@ async fn switches_rollbacks_and_admin_writes_are_recorded_in_the_audit_trail() {
             .admin_send(
                 "POST",
                 SWITCH_PATH,
-                &serde_json::json!({"route": "/api/catalog", "to": to}),
+                &serde_json::json!({"route": "/api/v1/catalog", "to": to}),
             )
             .await;
         assert_eq!(status, StatusCode::OK, "{body}");
@@ -877,7 +897,7 @@ async fn switches_rollbacks_and_admin_writes_are_recorded_in_the_audit_trail() {
         .admin_send(
             "POST",
             SWITCH_PATH,
-            &serde_json::json!({"route": "/api/catalog", "to": "catalog@v1"}),
+            &serde_json::json!({"route": "/api/v1/catalog", "to": "catalog@v1"}),
         )
         .await;
     assert_eq!(status, StatusCode::OK);
@@ -895,7 +915,11 @@ async fn switches_rollbacks_and_admin_writes_are_recorded_in_the_audit_trail() {
     let mut errors = 0;
     while errors < 40 {
         let (status, _, _) = shop
-            .send(Request::get("/api/catalog/x").body(Body::empty()).unwrap())
+            .send(
+                Request::get("/api/v1/catalog/x")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
             .await;
         if status == StatusCode::SERVICE_UNAVAILABLE {
             errors += 1;
@@ -924,7 +948,7 @@ async fn switches_rollbacks_and_admin_writes_are_recorded_in_the_audit_trail() {
     assert_eq!(total, 6);
     let rollback = &records[0];
     assert_eq!(rollback.actor, "gateway");
-    assert_eq!(rollback.target, "/api/catalog");
+    assert_eq!(rollback.target, "/api/v1/catalog");
     assert_eq!(
         rollback.before.as_ref().unwrap()["routes"][0]["versions"]["catalog@v2"],
         50

@@ -4,7 +4,8 @@
 //! when the caller sent one, generated otherwise, echoed on the response), a span per request
 //! carrying the service name and request id so every log line of the request has them, one
 //! access-log line per request, metrics, a body size limit, problem JSON for every error
-//! response, and the `/health/live`, `/health/ready` and `/metrics` endpoints.
+//! response, and the `/health/live`, `/health/ready` and `/metrics` endpoints; in front of
+//! it all, the API's versions ([`crate::versions`]: `/api/v1/…`, unversioned aliases).
 
 use std::{borrow::Cow, future::Future, pin::Pin, sync::Arc, time::Duration};
 
@@ -25,7 +26,10 @@ use tower_http::{
 };
 use tracing::{Level, Span};
 
-use crate::problem::Problem;
+use crate::{
+    problem::Problem,
+    versions::{self, Aliases},
+};
 
 /// The request id header.
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -74,12 +78,15 @@ impl Readiness {
 pub struct HttpOptions {
     /// The largest accepted request body, in bytes.
     pub body_limit: usize,
+    /// Whether unversioned `/api/…` paths are served as deprecated aliases of `/api/v1/…`.
+    pub aliases: Aliases,
 }
 
 impl Default for HttpOptions {
     fn default() -> Self {
         Self {
             body_limit: 64 * 1024,
+            aliases: Aliases::Served,
         }
     }
 }
@@ -99,7 +106,8 @@ struct CheckBody {
     error: Option<String>,
 }
 
-/// Wraps `api` with the standard stack for the service `name`.
+/// Wraps `api` with the standard stack for the service `name`, its paths under
+/// [`versions::PREFIX`] with their unversioned aliases (see [`versions`]).
 pub fn service_router(
     name: &'static str,
     api: Router,
@@ -130,7 +138,7 @@ pub fn service_router(
         .fallback(not_found)
         .layer(RequestBodyLimitLayer::new(options.body_limit))
         .layer(middleware::from_fn(problem_for_bare_errors));
-    observe(name, router)
+    versions::versioned(name, observe(name, router), options.aliases)
 }
 
 /// Adds the request-id, tracing (access log) and metrics layers to `router`, naming the
@@ -335,7 +343,10 @@ mod tests {
             "test",
             api,
             Readiness::default().with("db", || async { Err("down".to_owned()) }),
-            HttpOptions { body_limit: 16 },
+            HttpOptions {
+                body_limit: 16,
+                ..HttpOptions::default()
+            },
         )
     }
 

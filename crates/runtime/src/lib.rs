@@ -7,8 +7,9 @@
 //! endpoints ([`http`], [`metrics`]), serving with graceful shutdown ([`serve`]), transports
 //! for typed clients that call a service in-process or over HTTP ([`client`], re-exported
 //! from `tideway-client`, which contract crates use without this server stack) and JWT
-//! verification against a JWKS ([`auth`]), and W3C trace context across HTTP and events
-//! ([`trace`]).
+//! verification against a JWKS ([`auth`]), W3C trace context across HTTP and events
+//! ([`trace`]), and the API's versions with their deprecated unversioned aliases
+//! ([`versions`]).
 #![warn(missing_docs)]
 
 pub mod auth;
@@ -21,6 +22,7 @@ pub mod serve;
 pub mod telemetry;
 pub mod tls;
 pub mod trace;
+pub mod versions;
 
 /// Transports and the JSON client, from [`tideway_client`] (what contract crates use).
 pub use tideway_client as client;

@@ -30,7 +30,7 @@ impl utoipa::Modify for BearerAuth {
                     .scheme(HttpAuthScheme::Bearer)
                     .bearer_format("JWT")
                     .description(Some(
-                        "An access token from `POST /api/identity/login` (EdDSA JWT, 15 min)",
+                        "An access token from `POST /api/v1/identity/login` (EdDSA JWT, 15 min)",
                     ))
                     .build(),
             ),

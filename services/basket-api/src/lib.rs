@@ -13,7 +13,7 @@ use tideway_client::{ClientError, JsonClient, Transport};
 /// The service's name (metrics, logs, routes).
 pub const SERVICE: &str = "basket";
 /// The path prefix of every basket endpoint.
-pub const PREFIX: &str = "/api/basket";
+pub const PREFIX: &str = "/api/v1/basket";
 /// The largest quantity of one item in a basket.
 pub const MAX_QUANTITY: i64 = 99;
 
@@ -64,7 +64,7 @@ fn current() -> bool {
     true
 }
 
-/// The body of `POST /api/basket/items`: adds `quantity` units to the line of `item_id`.
+/// The body of `POST /api/v1/basket/items`: adds `quantity` units to the line of `item_id`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AddItem {
     /// The catalog item id.
@@ -75,7 +75,7 @@ pub struct AddItem {
     pub quantity: i64,
 }
 
-/// The body of `PUT /api/basket/items/{item_id}`: sets the line's quantity.
+/// The body of `PUT /api/v1/basket/items/{item_id}`: sets the line's quantity.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SetQuantity {
     /// The new quantity, 1 to [`MAX_QUANTITY`].
@@ -182,8 +182,8 @@ mod tests {
 
     #[test]
     fn item_paths_keep_one_segment() {
-        assert_eq!(item_path("abc-1"), "/api/basket/items/abc-1");
-        assert_eq!(item_path("a/b c"), "/api/basket/items/a%2Fb%20c");
+        assert_eq!(item_path("abc-1"), "/api/v1/basket/items/abc-1");
+        assert_eq!(item_path("a/b c"), "/api/v1/basket/items/a%2Fb%20c");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! catalog at every read.
 //!
 //! A stored line keeps only what the user chose — the item id and the quantity — plus the
-//! name and price last seen, so the basket never shows a stale price: `GET /api/basket` asks
+//! name and price last seen, so the basket never shows a stale price: `GET /api/v1/basket` asks
 //! the catalog for every line's current price and stock. While the catalog cannot answer,
 //! the basket still reads, each line at the price last seen with `price_current: false`
 //! (and not available, so ordering refuses to check it out). Writes check the item and its

@@ -13,7 +13,7 @@ use tideway_client::{ClientError, JsonClient, Transport};
 /// The service's name (metrics, logs, routes).
 pub const SERVICE: &str = "catalog";
 /// The path prefix of every catalog endpoint.
-pub const PREFIX: &str = "/api/catalog";
+pub const PREFIX: &str = "/api/v1/catalog";
 
 /// A catalog item.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, utoipa::ToSchema)]
@@ -74,7 +74,7 @@ pub struct Category {
     pub item_count: u64,
 }
 
-/// The body of `POST /api/catalog/items` (admin).
+/// The body of `POST /api/v1/catalog/items` (admin).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NewItem {
     /// Unique SKU: 3–32 characters of letters, digits and `-`.
@@ -105,7 +105,7 @@ pub struct NewItem {
     pub stock: i64,
 }
 
-/// The body of `PUT /api/catalog/items/{id}` (admin): every field optional.
+/// The body of `PUT /api/v1/catalog/items/{id}` (admin): every field optional.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ItemUpdate {
     /// New name.
@@ -129,7 +129,7 @@ pub struct ItemUpdate {
     pub stock: Option<i64>,
 }
 
-/// The body of `PUT /api/catalog/items/{id}/price` (admin).
+/// The body of `PUT /api/v1/catalog/items/{id}/price` (admin).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PriceChange {
     /// The new unit price in minor units.

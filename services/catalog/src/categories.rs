@@ -21,7 +21,7 @@ pub fn routes() -> Router<AppState> {
 /// Every category with its number of items.
 #[utoipa::path(
     get,
-    path = "/api/catalog/categories",
+    path = "/api/v1/catalog/categories",
     tag = "catalog",
     responses(
         (status = 200, description = "The categories", body = Vec<Category>),
@@ -46,7 +46,7 @@ pub(crate) async fn list_categories(
 /// Every brand in the catalog, sorted.
 #[utoipa::path(
     get,
-    path = "/api/catalog/brands",
+    path = "/api/v1/catalog/brands",
     tag = "catalog",
     responses(
         (status = 200, description = "The brands", body = Vec<String>),

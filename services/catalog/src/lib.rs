@@ -1,6 +1,6 @@
 //! The catalog service: the shop's items, categories and brands.
 //!
-//! Everyone browses (`GET /api/catalog/items` with filters, search, sorting and pages; an
+//! Everyone browses (`GET /api/v1/catalog/items` with filters, search, sorting and pages; an
 //! item; the categories with their counts; the brands), with strong ETags and
 //! `Cache-Control` so the gateway and browsers can cache and revalidate. Admins create,
 //! change, reprice and delete items; every change bumps the item's `version`. The contract
@@ -41,7 +41,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub use error::ApiError;
 
-/// The catalog's OpenAPI document: every endpoint under `/api/catalog`.
+/// The catalog's OpenAPI document: every endpoint under `/api/v1/catalog`.
 #[derive(utoipa::OpenApi)]
 #[openapi(
     paths(
@@ -226,7 +226,7 @@ impl Catalog {
         })
     }
 
-    /// The service's router: the API under `/api/catalog` wrapped in the standard stack
+    /// The service's router: the API under `/api/v1/catalog` wrapped in the standard stack
     /// (request ids, access log, metrics, problems, health and readiness).
     pub fn router(&self) -> Router {
         let api = Router::new()

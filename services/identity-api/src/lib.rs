@@ -15,15 +15,15 @@ use tideway_client::{ClientError, JsonClient, Transport};
 /// The service's name (metrics, logs, routes).
 pub const SERVICE: &str = "identity";
 /// The path prefix of every identity endpoint.
-pub const PREFIX: &str = "/api/identity";
+pub const PREFIX: &str = "/api/v1/identity";
 /// Where the public signing keys are published.
-pub const JWKS_PATH: &str = "/api/identity/.well-known/jwks.json";
+pub const JWKS_PATH: &str = "/api/v1/identity/.well-known/jwks.json";
 /// Where a user ends all their sessions (with an access token).
-pub const LOGOUT_ALL_PATH: &str = "/api/identity/logout-all";
+pub const LOGOUT_ALL_PATH: &str = "/api/v1/identity/logout-all";
 /// The role every registered user has.
 pub const CUSTOMER_ROLE: &str = "customer";
 
-/// The body of `POST /api/identity/register`.
+/// The body of `POST /api/v1/identity/register`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RegisterRequest {
     /// The email: trimmed and lower-cased, at most 254 characters, one `@`, a non-empty
@@ -53,7 +53,7 @@ pub struct UserView {
     pub created_at: String,
 }
 
-/// The body of `POST /api/identity/login`.
+/// The body of `POST /api/v1/identity/login`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LoginRequest {
     /// The email (compared after trimming and lower-casing).
@@ -79,7 +79,7 @@ pub struct TokenResponse {
     pub refresh_expires_in: u64,
 }
 
-/// The body of `POST /api/identity/refresh` and `POST /api/identity/logout`.
+/// The body of `POST /api/v1/identity/refresh` and `POST /api/v1/identity/logout`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RefreshRequest {
     /// The refresh token of the last login or refresh.

@@ -47,7 +47,7 @@ static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 /// The largest request body: every identity request is a few short strings.
 const BODY_LIMIT: usize = 16 * 1024;
 
-/// The identity service's OpenAPI document: every endpoint under `/api/identity`.
+/// The identity service's OpenAPI document: every endpoint under `/api/v1/identity`.
 #[derive(utoipa::OpenApi)]
 #[openapi(
     paths(
@@ -201,6 +201,7 @@ impl Identity {
             readiness,
             HttpOptions {
                 body_limit: BODY_LIMIT,
+                ..HttpOptions::default()
             },
         )
     }

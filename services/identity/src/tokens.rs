@@ -36,11 +36,11 @@ use crate::{
 /// Refresh tokens we issue are 43 characters; anything much longer is not one of ours.
 const MAX_REFRESH_TOKEN_CHARS: usize = 256;
 
-/// `POST /api/identity/login`: a new session (family) and its first tokens.
+/// `POST /api/v1/identity/login`: a new session (family) and its first tokens.
 #[tracing::instrument(skip_all)]
 #[utoipa::path(
     post,
-    path = "/api/identity/login",
+    path = "/api/v1/identity/login",
     tag = "identity",
     request_body = LoginRequest,
     responses(
@@ -91,12 +91,12 @@ pub(crate) async fn login(
     issue(&app, &user, refresh_token, expires_at - now).map(Json)
 }
 
-/// `POST /api/identity/refresh`: new tokens for a live refresh token, which is consumed. A
+/// `POST /api/v1/identity/refresh`: new tokens for a live refresh token, which is consumed. A
 /// consumed token presented again revokes its family.
 #[tracing::instrument(skip_all)]
 #[utoipa::path(
     post,
-    path = "/api/identity/refresh",
+    path = "/api/v1/identity/refresh",
     tag = "identity",
     request_body = RefreshRequest,
     responses(
@@ -220,12 +220,12 @@ pub(crate) async fn revoke_user_sessions(
     Ok(())
 }
 
-/// `POST /api/identity/logout`: ends the session of the refresh token (again, if it already
+/// `POST /api/v1/identity/logout`: ends the session of the refresh token (again, if it already
 /// was): the token and every token of its family stop working.
 #[tracing::instrument(skip_all)]
 #[utoipa::path(
     post,
-    path = "/api/identity/logout",
+    path = "/api/v1/identity/logout",
     tag = "identity",
     request_body = RefreshRequest,
     responses(
@@ -263,12 +263,12 @@ pub(crate) async fn logout(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `POST /api/identity/logout-all` (with an access token): ends every session of the user.
+/// `POST /api/v1/identity/logout-all` (with an access token): ends every session of the user.
 /// Access tokens already issued stay valid until they expire.
 #[tracing::instrument(skip_all)]
 #[utoipa::path(
     post,
-    path = "/api/identity/logout-all",
+    path = "/api/v1/identity/logout-all",
     tag = "identity",
     security(("bearer" = [])),
     responses(
@@ -287,10 +287,10 @@ pub(crate) async fn logout_all(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `GET /api/identity/.well-known/jwks.json`.
+/// `GET /api/v1/identity/.well-known/jwks.json`.
 #[utoipa::path(
     get,
-    path = "/api/identity/.well-known/jwks.json",
+    path = "/api/v1/identity/.well-known/jwks.json",
     tag = "identity",
     responses(
         (status = 200, description = "The public keys that verify access tokens (a JWK set)", body = Object),

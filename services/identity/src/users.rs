@@ -175,11 +175,11 @@ impl TryFrom<RegisterRequest> for NewUser {
     }
 }
 
-/// `POST /api/identity/register`: 201 with the user and its `Location`.
+/// `POST /api/v1/identity/register`: 201 with the user and its `Location`.
 #[tracing::instrument(skip_all)]
 #[utoipa::path(
     post,
-    path = "/api/identity/register",
+    path = "/api/v1/identity/register",
     tag = "identity",
     request_body = RegisterRequest,
     responses(
@@ -226,10 +226,10 @@ pub(crate) async fn register(
         .into_response())
 }
 
-/// `GET /api/identity/me`.
+/// `GET /api/v1/identity/me`.
 #[utoipa::path(
     get,
-    path = "/api/identity/me",
+    path = "/api/v1/identity/me",
     tag = "identity",
     security(("bearer" = [])),
     responses(
@@ -247,10 +247,10 @@ pub(crate) async fn me(
     Ok(Json(user.view()))
 }
 
-/// `GET /api/identity/users/{id}`: the user itself or an admin.
+/// `GET /api/v1/identity/users/{id}`: the user itself or an admin.
 #[utoipa::path(
     get,
-    path = "/api/identity/users/{id}",
+    path = "/api/v1/identity/users/{id}",
     tag = "identity",
     params(("id" = String, Path, description = "The user id")),
     security(("bearer" = [])),

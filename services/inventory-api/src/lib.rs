@@ -12,7 +12,7 @@ use tideway_bus::EventType;
 /// The service's name.
 pub const SERVICE: &str = "inventory";
 /// The path prefix of its HTTP API.
-pub const PREFIX: &str = "/api/inventory";
+pub const PREFIX: &str = "/api/v1/inventory";
 
 /// One line of an order: an item and a quantity.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, utoipa::ToSchema)]
@@ -23,7 +23,7 @@ pub struct StockLine {
     pub quantity: i64,
 }
 
-/// Stock of one item (`GET /api/inventory/stock/{item_id}`).
+/// Stock of one item (`GET /api/v1/inventory/stock/{item_id}`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StockLevel {
     /// The catalog item id.

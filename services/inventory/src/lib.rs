@@ -7,7 +7,7 @@
 //!   stored outcome. Replies (`StockReserved`, `StockRejected`, `StockReleased`,
 //!   `StockCommitted`) go through the transactional outbox, published by a relay that holds
 //!   the `inventory` lease.
-//! * HTTP under `/api/inventory` ([`stock`]): read stock levels (everyone) and set what is
+//! * HTTP under `/api/v1/inventory` ([`stock`]): read stock levels (everyone) and set what is
 //!   available (admins).
 //! * A fresh inventory is seeded from the catalog in the background ([`seed`]).
 //!
@@ -237,7 +237,7 @@ impl Inventory {
         })
     }
 
-    /// The service's router: the API under `/api/inventory` wrapped in the standard stack
+    /// The service's router: the API under `/api/v1/inventory` wrapped in the standard stack
     /// (request ids, access log, metrics, problems, health and readiness).
     pub fn router(&self) -> Router {
         let api = Router::new()

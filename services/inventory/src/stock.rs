@@ -28,7 +28,7 @@ pub const MAX_AVAILABLE: i64 = 1_000_000;
 /// The most ids `GET /stock?ids=…` accepts.
 pub const MAX_IDS: usize = 100;
 
-/// The body of `PUT /api/inventory/stock/{item_id}` (admin).
+/// The body of `PUT /api/v1/inventory/stock/{item_id}` (admin).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StockUpdate {
     /// Units that can be reserved: 0 to 1,000,000.
@@ -36,7 +36,7 @@ pub struct StockUpdate {
     pub available: i64,
 }
 
-/// The query of `GET /api/inventory/stock`.
+/// The query of `GET /api/v1/inventory/stock`.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub(crate) struct ManyQuery {
     /// Comma-separated item ids.
@@ -78,7 +78,7 @@ fn not_found(id: &str) -> ApiError {
 
 #[utoipa::path(
     get,
-    path = "/api/inventory/stock/{item_id}",
+    path = "/api/v1/inventory/stock/{item_id}",
     tag = "inventory",
     params(("item_id" = String, Path, description = "The catalog item id")),
     responses(
@@ -101,7 +101,7 @@ pub(crate) async fn get_one(
 
 #[utoipa::path(
     get,
-    path = "/api/inventory/stock",
+    path = "/api/v1/inventory/stock",
     tag = "inventory",
     params(("ids" = String, Query, description = "Comma-separated item ids, at most 100")),
     responses(
@@ -119,7 +119,7 @@ pub(crate) async fn get_many(
 
 #[utoipa::path(
     put,
-    path = "/api/inventory/stock/{item_id}",
+    path = "/api/v1/inventory/stock/{item_id}",
     tag = "inventory",
     params(("item_id" = String, Path, description = "The catalog item id")),
     request_body = StockUpdate,

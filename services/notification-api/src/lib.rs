@@ -15,11 +15,11 @@ use tideway_client::{ClientError, JsonClient, Transport};
 /// The service's name.
 pub const SERVICE: &str = "notification";
 /// The path prefix of its HTTP API.
-pub const PREFIX: &str = "/api/notification";
+pub const PREFIX: &str = "/api/v1/notification";
 /// The caller's notifications (user).
-pub const MINE_PATH: &str = "/api/notification/notifications";
+pub const MINE_PATH: &str = "/api/v1/notification/notifications";
 /// Every customer's latest notifications (admin role).
-pub const RECENT_PATH: &str = "/api/notification/recent";
+pub const RECENT_PATH: &str = "/api/v1/notification/recent";
 /// The default number of notifications listed.
 pub const DEFAULT_LIMIT: u32 = 20;
 /// The most notifications listed at once.
@@ -143,14 +143,14 @@ impl NotificationClient {
         }
     }
 
-    /// The caller's latest notifications (`GET /api/notification/notifications?limit=`).
+    /// The caller's latest notifications (`GET /api/v1/notification/notifications?limit=`).
     pub async fn mine(&self, bearer: &str, limit: u32) -> Result<NotificationPage, ClientError> {
         self.inner
             .get(&format!("{MINE_PATH}?limit={limit}"), &auth(bearer)?)
             .await
     }
 
-    /// Every customer's latest notifications (`GET /api/notification/recent?limit=`,
+    /// Every customer's latest notifications (`GET /api/v1/notification/recent?limit=`,
     /// admins only).
     pub async fn recent(&self, bearer: &str, limit: u32) -> Result<NotificationPage, ClientError> {
         self.inner

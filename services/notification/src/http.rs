@@ -38,7 +38,7 @@ fn limit(params: &ListParams) -> Result<u32, ApiError> {
 
 #[utoipa::path(
     get,
-    path = "/api/notification/notifications",
+    path = "/api/v1/notification/notifications",
     tag = "notification",
     params(("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "How many, 1 to 100 (default 20)")),
     security(("bearer" = [])),
@@ -60,7 +60,7 @@ pub(crate) async fn mine(
 
 #[utoipa::path(
     get,
-    path = "/api/notification/recent",
+    path = "/api/v1/notification/recent",
     tag = "notification",
     params(("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "How many, 1 to 100 (default 20)")),
     security(("bearer" = [])),

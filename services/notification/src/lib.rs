@@ -10,8 +10,8 @@
 //! * Mail goes to the SMTP server of `notification.smtp_url` ([`lettre`]); unset (the
 //!   embedded default), each message is written to `notification.mailbox_dir` as
 //!   `<id>.eml`.
-//! * HTTP: `GET /api/notification/notifications` (the caller's own) and
-//!   `GET /api/notification/recent` (admins: everyone's latest).
+//! * HTTP: `GET /api/v1/notification/notifications` (the caller's own) and
+//!   `GET /api/v1/notification/recent` (admins: everyone's latest).
 //!
 //! The contract is `tideway-notification-api`.
 
@@ -262,7 +262,7 @@ impl Notification {
         })
     }
 
-    /// The service's router: the API under `/api/notification` wrapped in the standard
+    /// The service's router: the API under `/api/v1/notification` wrapped in the standard
     /// stack.
     pub fn router(&self) -> Router {
         let api = Router::new()

@@ -11,10 +11,10 @@ use tideway_bus::EventType;
 /// The service's name.
 pub const SERVICE: &str = "ordering";
 /// The path prefix of its HTTP API.
-pub const PREFIX: &str = "/api/ordering";
+pub const PREFIX: &str = "/api/v1/ordering";
 /// The checkout endpoint. It lives under the basket's prefix for clients; the gateway routes
 /// it to ordering, which reads the basket through the basket's client.
-pub const CHECKOUT_PATH: &str = "/api/basket/checkout";
+pub const CHECKOUT_PATH: &str = "/api/v1/basket/checkout";
 
 /// An order's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -28,7 +28,7 @@ pub enum OrderStatus {
     Cancelled,
 }
 
-/// The body of `POST /api/basket/checkout` (optional: `{}` pays with the approved test card).
+/// The body of `POST /api/v1/basket/checkout` (optional: `{}` pays with the approved test card).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CheckoutRequest {
     /// The card number: 12–19 digits (spaces allowed) with a valid check digit. Defaults to
@@ -45,7 +45,7 @@ pub struct CheckoutAccepted {
     pub order_id: String,
     /// `pending`.
     pub status: OrderStatus,
-    /// Where to watch it: `/api/ordering/orders/{id}`.
+    /// Where to watch it: `/api/v1/ordering/orders/{id}`.
     pub href: String,
 }
 
@@ -81,7 +81,7 @@ pub struct TimelineEntry {
     pub detail: Option<String>,
 }
 
-/// An order (`GET /api/ordering/orders/{id}`; the list omits `timeline`).
+/// An order (`GET /api/v1/ordering/orders/{id}`; the list omits `timeline`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OrderView {
     /// The order id.
@@ -160,7 +160,7 @@ impl EventType for OrderCancelled {
     const SUBJECT: &'static str = "tideway.ordering.order-cancelled";
 }
 
-/// A checkout saga instance as the operations console shows it (`GET /api/ordering/sagas`,
+/// A checkout saga instance as the operations console shows it (`GET /api/v1/ordering/sagas`,
 /// admins only), with its order's status.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SagaView {
@@ -195,7 +195,7 @@ pub struct SagaView {
     pub steps: Vec<TimelineEntry>,
 }
 
-/// The most recently started checkout sagas (`GET /api/ordering/sagas?limit=N`), newest
+/// The most recently started checkout sagas (`GET /api/v1/ordering/sagas?limit=N`), newest
 /// first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SagaPage {
@@ -205,7 +205,7 @@ pub struct SagaPage {
     pub limit: u32,
 }
 
-/// One page of the caller's orders (`GET /api/ordering/orders`), newest first; the orders
+/// One page of the caller's orders (`GET /api/v1/ordering/orders`), newest first; the orders
 /// carry no timeline.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OrderPage {

@@ -1,4 +1,4 @@
-//! `POST /api/basket/checkout`: turns the caller's basket into a Pending order and starts
+//! `POST /api/v1/basket/checkout`: turns the caller's basket into a Pending order and starts
 //! its saga.
 //!
 //! The basket is read with the caller's own token; its lines and prices are snapshotted
@@ -72,10 +72,10 @@ pub fn routes(state: State) -> Router {
         .with_state(state)
 }
 
-/// `POST /api/basket/checkout`.
+/// `POST /api/v1/basket/checkout`.
 #[utoipa::path(
     post,
-    path = "/api/basket/checkout",
+    path = "/api/v1/basket/checkout",
     tag = "ordering",
     params(("Idempotency-Key" = Option<String>, Header, description = "1 to 100 visible ASCII characters: a retry with the same key answers the same order")),
     request_body = CheckoutRequest,

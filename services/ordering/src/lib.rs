@@ -1,7 +1,7 @@
 //! The ordering service: checkout turns a basket into an order, and an orchestrated saga
 //! takes it to Confirmed or Cancelled.
 //!
-//! `POST /api/basket/checkout` (routed here by the gateway) reads the caller's basket through
+//! `POST /api/v1/basket/checkout` (routed here by the gateway) reads the caller's basket through
 //! the basket's client, snapshots its lines and prices into a Pending order, commits the
 //! order with its `OrderPlaced` event (outbox), and starts the `checkout` saga
 //! ([`tideway_saga`]): reserve stock → authorize payment → confirm the order → capture

@@ -15,10 +15,10 @@ use tideway_client::{ClientError, JsonClient, Transport};
 /// The service's name.
 pub const SERVICE: &str = "payment";
 /// The path prefix of its HTTP API.
-pub const PREFIX: &str = "/api/payment";
+pub const PREFIX: &str = "/api/v1/payment";
 
 /// Where card numbers are vaulted: `POST` a [`VaultCard`], get a [`CardToken`].
-pub const CARDS_PATH: &str = "/api/payment/cards";
+pub const CARDS_PATH: &str = "/api/v1/payment/cards";
 
 /// A test card that is always approved (the default when a checkout names no card).
 pub const APPROVED_CARD: &str = "4242424242424242";
@@ -45,7 +45,7 @@ pub enum PaymentStatus {
     Refunded,
 }
 
-/// A payment (`GET /api/payment/payments/{order_id}`).
+/// A payment (`GET /api/v1/payment/payments/{order_id}`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PaymentView {
     /// The payment id.
@@ -161,7 +161,7 @@ impl EventType for PaymentVoided {
     const SUBJECT: &'static str = "tideway.payment.payment-voided";
 }
 
-/// The body of `POST /api/payment/cards`: vault `card` for `order_id` until its
+/// The body of `POST /api/v1/payment/cards`: vault `card` for `order_id` until its
 /// authorization (or void), at most the vault's time to live.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VaultCard {

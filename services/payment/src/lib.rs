@@ -8,10 +8,10 @@
 //!   command is effectively once: see [`commands`].
 //! * The provider ([`provider`]) is a trait; [`SimulatedProvider`] implements the test cards,
 //!   a decline rate and a latency, and keeps its own idempotency ledger.
-//! * HTTP (admins only): `GET /api/payment/payments/{order_id}` and
-//!   `GET /api/payment/payments?limit=` (newest first).
+//! * HTTP (admins only): `GET /api/v1/payment/payments/{order_id}` and
+//!   `GET /api/v1/payment/payments?limit=` (newest first).
 //!
-//! * The card vault ([`vault`], `POST /api/payment/cards`, any signed-in user; the gateway
+//! * The card vault ([`vault`], `POST /api/v1/payment/cards`, any signed-in user; the gateway
 //!   lets only admins reach it, checkout calls it directly): a card number is parsed (12–19
 //!   digits, Luhn) and kept under a token for one order until its authorization or void
 //!   takes it, or `payment.card_token_ttl_secs` pass. Commands carry the token only.
@@ -338,7 +338,7 @@ impl Payment {
         })
     }
 
-    /// The service's router: the API under `/api/payment` wrapped in the standard stack.
+    /// The service's router: the API under `/api/v1/payment` wrapped in the standard stack.
     pub fn router(&self) -> Router {
         let api = Router::new()
             .nest(PREFIX, payments::routes().merge(vault::routes()))

@@ -188,7 +188,7 @@ pub struct ListParams {
 
 #[utoipa::path(
     get,
-    path = "/api/payment/payments/{order_id}",
+    path = "/api/v1/payment/payments/{order_id}",
     tag = "payment",
     params(("order_id" = String, Path, description = "The order id")),
     security(("bearer" = [])),
@@ -212,7 +212,7 @@ pub(crate) async fn get_payment(
 
 #[utoipa::path(
     get,
-    path = "/api/payment/payments",
+    path = "/api/v1/payment/payments",
     tag = "payment",
     params(("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "How many, 1 to 100 (default 20)")),
     security(("bearer" = [])),

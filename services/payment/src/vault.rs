@@ -1,4 +1,4 @@
-//! The card vault: `POST /api/payment/cards` parses a card number with the payment rules
+//! The card vault: `POST /api/v1/payment/cards` parses a card number with the payment rules
 //! ([`CardNumber::parse`]) and keeps it under a random token for one order, until that
 //! order's authorization or void takes it, or its time to live passes. Checkout calls it,
 //! so a bad number is a 422 at checkout naming `card`; the saga, its commands, the outbox,
@@ -22,7 +22,7 @@ pub fn routes() -> Router<AppState> {
 
 #[utoipa::path(
     post,
-    path = "/api/payment/cards",
+    path = "/api/v1/payment/cards",
     tag = "payment",
     request_body = VaultCard,
     security(("bearer" = [])),

@@ -12,15 +12,15 @@ use serde::{Deserialize, Serialize};
 /// The service's name (and its consumer name on the bus).
 pub const SERVICE: &str = "reporting";
 /// The path prefix of its HTTP API.
-pub const PREFIX: &str = "/api/reporting";
+pub const PREFIX: &str = "/api/v1/reporting";
 /// Sales per item per day (admin role).
-pub const SALES_PATH: &str = "/api/reporting/sales";
+pub const SALES_PATH: &str = "/api/v1/reporting/sales";
 /// Revenue per day (admin role).
-pub const REVENUE_PATH: &str = "/api/reporting/revenue";
+pub const REVENUE_PATH: &str = "/api/v1/reporting/revenue";
 /// The order funnel (admin role).
-pub const FUNNEL_PATH: &str = "/api/reporting/funnel";
+pub const FUNNEL_PATH: &str = "/api/v1/reporting/funnel";
 /// The best-selling items (admin role).
-pub const TOP_ITEMS_PATH: &str = "/api/reporting/top-items";
+pub const TOP_ITEMS_PATH: &str = "/api/v1/reporting/top-items";
 /// The default number of top items.
 pub const DEFAULT_TOP: u32 = 10;
 /// The most top items listed at once.

@@ -83,7 +83,7 @@ fn days(from: Option<&str>, to: Option<&str>) -> Result<Days, ApiError> {
 
 #[utoipa::path(
     get,
-    path = "/api/reporting/sales",
+    path = "/api/v1/reporting/sales",
     tag = "reporting",
     params(
         ("from" = Option<String>, Query, description = "The first day, YYYY-MM-DD (UTC)"),
@@ -108,7 +108,7 @@ pub(crate) async fn sales(
 
 #[utoipa::path(
     get,
-    path = "/api/reporting/revenue",
+    path = "/api/v1/reporting/revenue",
     tag = "reporting",
     params(
         ("from" = Option<String>, Query, description = "The first day, YYYY-MM-DD (UTC)"),
@@ -133,7 +133,7 @@ pub(crate) async fn revenue(
 
 #[utoipa::path(
     get,
-    path = "/api/reporting/funnel",
+    path = "/api/v1/reporting/funnel",
     tag = "reporting",
     security(("bearer" = [])),
     responses(
@@ -151,7 +151,7 @@ pub(crate) async fn funnel(
 
 #[utoipa::path(
     get,
-    path = "/api/reporting/top-items",
+    path = "/api/v1/reporting/top-items",
     tag = "reporting",
     params(
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "How many, 1 to 100 (default 10)"),

@@ -7,7 +7,7 @@
 //! * Models: sales per item per day (units, revenue), revenue per day, the order funnel
 //!   (placed → confirmed, or cancelled by reason), and the top items by units (from the
 //!   sales table). Its own database, its own migrations.
-//! * HTTP (admins): `GET /api/reporting/sales`, `/revenue`, `/funnel`, `/top-items`.
+//! * HTTP (admins): `GET /api/v1/reporting/sales`, `/revenue`, `/funnel`, `/top-items`.
 //! * `tideway_reporting_projection_lag_seconds`: now minus the time of the latest event
 //!   applied, refreshed every second.
 //! * [`replay`] rebuilds every model from the start of the event stream.
@@ -184,7 +184,7 @@ impl Reporting {
         })
     }
 
-    /// The service's router: the API under `/api/reporting` wrapped in the standard stack.
+    /// The service's router: the API under `/api/v1/reporting` wrapped in the standard stack.
     pub fn router(&self) -> Router {
         let api = Router::new()
             .nest(PREFIX, http::routes())

@@ -1,5 +1,5 @@
 //! `/ops/audit`: the audit trail of admin actions, newest first, a page at a time, from
-//! `GET /api/admin/audit`: when, who, what, on what, the trace, and the state before and
+//! `GET /api/v1/admin/audit`: when, who, what, on what, the trace, and the state before and
 //! after.
 
 use axum::extract::{Query, State};
@@ -59,7 +59,7 @@ pub(crate) async fn list(
         .api
         .get(
             &user.token,
-            &format!("/api/admin/audit?page={current}&page_size={PAGE_SIZE}"),
+            &format!("/api/v1/admin/audit?page={current}&page_size={PAGE_SIZE}"),
         )
         .await;
     let body = html! {

@@ -603,71 +603,71 @@ mod tests {
 
     /// Part of a real `/metrics` text of `tideway up` (three of its series, verbatim).
     const REAL: &str = r#"# TYPE tideway_http_requests_total counter
-tideway_http_requests_total{service="gateway",method="GET",route="/api/basket",status="401"} 1
-tideway_http_requests_total{service="catalog",method="GET",route="/api/catalog/items/{id}",status="404"} 1
-tideway_http_requests_total{service="catalog",method="GET",route="/api/catalog/items",status="200"} 3
+tideway_http_requests_total{service="gateway",method="GET",route="/api/v1/basket",status="401"} 1
+tideway_http_requests_total{service="catalog",method="GET",route="/api/v1/catalog/items/{id}",status="404"} 1
+tideway_http_requests_total{service="catalog",method="GET",route="/api/v1/catalog/items",status="200"} 3
 
 # TYPE tideway_http_request_errors_total counter
-tideway_http_request_errors_total{service="gateway",method="GET",route="/api/basket",status="401",class="4xx"} 1
-tideway_http_request_errors_total{service="catalog",method="GET",route="/api/catalog/items/{id}",status="404",class="4xx"} 1
+tideway_http_request_errors_total{service="gateway",method="GET",route="/api/v1/basket",status="401",class="4xx"} 1
+tideway_http_request_errors_total{service="catalog",method="GET",route="/api/v1/catalog/items/{id}",status="404",class="4xx"} 1
 
 # TYPE tideway_http_request_duration_seconds histogram
-tideway_http_request_duration_seconds_bucket{service="catalog",method="GET",route="/api/catalog/items",status="200",le="0.0005"} 0
-tideway_http_request_duration_seconds_bucket{service="catalog",method="GET",route="/api/catalog/items",status="200",le="0.001"} 0
-tideway_http_request_duration_seconds_bucket{service="catalog",method="GET",route="/api/catalog/items",status="200",le="0.0025"} 1
-tideway_http_request_duration_seconds_bucket{service="catalog",method="GET",route="/api/catalog/items",status="200",le="0.005"} 2
-tideway_http_request_duration_seconds_bucket{service="catalog",method="GET",route="/api/catalog/items",status="200",le="0.01"} 3
-tideway_http_request_duration_seconds_bucket{service="catalog",method="GET",route="/api/catalog/items",status="200",le="0.025"} 3
-tideway_http_request_duration_seconds_bucket{service="catalog",method="GET",route="/api/catalog/items",status="200",le="0.05"} 3
-tideway_http_request_duration_seconds_bucket{service="catalog",method="GET",route="/api/catalog/items",status="200",le="0.1"} 3
-tideway_http_request_duration_seconds_bucket{service="catalog",method="GET",route="/api/catalog/items",status="200",le="0.25"} 3
-tideway_http_request_duration_seconds_bucket{service="catalog",method="GET",route="/api/catalog/items",status="200",le="0.5"} 3
-tideway_http_request_duration_seconds_bucket{service="catalog",method="GET",route="/api/catalog/items",status="200",le="1"} 3
-tideway_http_request_duration_seconds_bucket{service="catalog",method="GET",route="/api/catalog/items",status="200",le="2.5"} 3
-tideway_http_request_duration_seconds_bucket{service="catalog",method="GET",route="/api/catalog/items",status="200",le="5"} 3
-tideway_http_request_duration_seconds_bucket{service="catalog",method="GET",route="/api/catalog/items",status="200",le="10"} 3
-tideway_http_request_duration_seconds_bucket{service="catalog",method="GET",route="/api/catalog/items",status="200",le="+Inf"} 3
-tideway_http_request_duration_seconds_sum{service="catalog",method="GET",route="/api/catalog/items",status="200"} 0.011275732
-tideway_http_request_duration_seconds_count{service="catalog",method="GET",route="/api/catalog/items",status="200"} 3
-tideway_http_request_duration_seconds_bucket{service="gateway",method="GET",route="/api/basket",status="401",le="0.0005"} 1
-tideway_http_request_duration_seconds_bucket{service="gateway",method="GET",route="/api/basket",status="401",le="0.001"} 1
-tideway_http_request_duration_seconds_bucket{service="gateway",method="GET",route="/api/basket",status="401",le="0.0025"} 1
-tideway_http_request_duration_seconds_bucket{service="gateway",method="GET",route="/api/basket",status="401",le="0.005"} 1
-tideway_http_request_duration_seconds_bucket{service="gateway",method="GET",route="/api/basket",status="401",le="0.01"} 1
-tideway_http_request_duration_seconds_bucket{service="gateway",method="GET",route="/api/basket",status="401",le="0.025"} 1
-tideway_http_request_duration_seconds_bucket{service="gateway",method="GET",route="/api/basket",status="401",le="0.05"} 1
-tideway_http_request_duration_seconds_bucket{service="gateway",method="GET",route="/api/basket",status="401",le="0.1"} 1
-tideway_http_request_duration_seconds_bucket{service="gateway",method="GET",route="/api/basket",status="401",le="0.25"} 1
-tideway_http_request_duration_seconds_bucket{service="gateway",method="GET",route="/api/basket",status="401",le="0.5"} 1
-tideway_http_request_duration_seconds_bucket{service="gateway",method="GET",route="/api/basket",status="401",le="1"} 1
-tideway_http_request_duration_seconds_bucket{service="gateway",method="GET",route="/api/basket",status="401",le="2.5"} 1
-tideway_http_request_duration_seconds_bucket{service="gateway",method="GET",route="/api/basket",status="401",le="5"} 1
-tideway_http_request_duration_seconds_bucket{service="gateway",method="GET",route="/api/basket",status="401",le="10"} 1
-tideway_http_request_duration_seconds_bucket{service="gateway",method="GET",route="/api/basket",status="401",le="+Inf"} 1
-tideway_http_request_duration_seconds_sum{service="gateway",method="GET",route="/api/basket",status="401"} 0.000201819
-tideway_http_request_duration_seconds_count{service="gateway",method="GET",route="/api/basket",status="401"} 1
-tideway_http_request_duration_seconds_bucket{service="catalog",method="GET",route="/api/catalog/items/{id}",status="404",le="0.0005"} 1
-tideway_http_request_duration_seconds_bucket{service="catalog",method="GET",route="/api/catalog/items/{id}",status="404",le="0.001"} 1
-tideway_http_request_duration_seconds_bucket{service="catalog",method="GET",route="/api/catalog/items/{id}",status="404",le="0.0025"} 1
-tideway_http_request_duration_seconds_bucket{service="catalog",method="GET",route="/api/catalog/items/{id}",status="404",le="0.005"} 1
-tideway_http_request_duration_seconds_bucket{service="catalog",method="GET",route="/api/catalog/items/{id}",status="404",le="0.01"} 1
-tideway_http_request_duration_seconds_bucket{service="catalog",method="GET",route="/api/catalog/items/{id}",status="404",le="0.025"} 1
-tideway_http_request_duration_seconds_bucket{service="catalog",method="GET",route="/api/catalog/items/{id}",status="404",le="0.05"} 1
-tideway_http_request_duration_seconds_bucket{service="catalog",method="GET",route="/api/catalog/items/{id}",status="404",le="0.1"} 1
-tideway_http_request_duration_seconds_bucket{service="catalog",method="GET",route="/api/catalog/items/{id}",status="404",le="0.25"} 1
-tideway_http_request_duration_seconds_bucket{service="catalog",method="GET",route="/api/catalog/items/{id}",status="404",le="0.5"} 1
-tideway_http_request_duration_seconds_bucket{service="catalog",method="GET",route="/api/catalog/items/{id}",status="404",le="1"} 1
-tideway_http_request_duration_seconds_bucket{service="catalog",method="GET",route="/api/catalog/items/{id}",status="404",le="2.5"} 1
-tideway_http_request_duration_seconds_bucket{service="catalog",method="GET",route="/api/catalog/items/{id}",status="404",le="5"} 1
-tideway_http_request_duration_seconds_bucket{service="catalog",method="GET",route="/api/catalog/items/{id}",status="404",le="10"} 1
-tideway_http_request_duration_seconds_bucket{service="catalog",method="GET",route="/api/catalog/items/{id}",status="404",le="+Inf"} 1
-tideway_http_request_duration_seconds_sum{service="catalog",method="GET",route="/api/catalog/items/{id}",status="404"} 0.000215774
-tideway_http_request_duration_seconds_count{service="catalog",method="GET",route="/api/catalog/items/{id}",status="404"} 1"#;
+tideway_http_request_duration_seconds_bucket{service="catalog",method="GET",route="/api/v1/catalog/items",status="200",le="0.0005"} 0
+tideway_http_request_duration_seconds_bucket{service="catalog",method="GET",route="/api/v1/catalog/items",status="200",le="0.001"} 0
+tideway_http_request_duration_seconds_bucket{service="catalog",method="GET",route="/api/v1/catalog/items",status="200",le="0.0025"} 1
+tideway_http_request_duration_seconds_bucket{service="catalog",method="GET",route="/api/v1/catalog/items",status="200",le="0.005"} 2
+tideway_http_request_duration_seconds_bucket{service="catalog",method="GET",route="/api/v1/catalog/items",status="200",le="0.01"} 3
+tideway_http_request_duration_seconds_bucket{service="catalog",method="GET",route="/api/v1/catalog/items",status="200",le="0.025"} 3
+tideway_http_request_duration_seconds_bucket{service="catalog",method="GET",route="/api/v1/catalog/items",status="200",le="0.05"} 3
+tideway_http_request_duration_seconds_bucket{service="catalog",method="GET",route="/api/v1/catalog/items",status="200",le="0.1"} 3
+tideway_http_request_duration_seconds_bucket{service="catalog",method="GET",route="/api/v1/catalog/items",status="200",le="0.25"} 3
+tideway_http_request_duration_seconds_bucket{service="catalog",method="GET",route="/api/v1/catalog/items",status="200",le="0.5"} 3
+tideway_http_request_duration_seconds_bucket{service="catalog",method="GET",route="/api/v1/catalog/items",status="200",le="1"} 3
+tideway_http_request_duration_seconds_bucket{service="catalog",method="GET",route="/api/v1/catalog/items",status="200",le="2.5"} 3
+tideway_http_request_duration_seconds_bucket{service="catalog",method="GET",route="/api/v1/catalog/items",status="200",le="5"} 3
+tideway_http_request_duration_seconds_bucket{service="catalog",method="GET",route="/api/v1/catalog/items",status="200",le="10"} 3
+tideway_http_request_duration_seconds_bucket{service="catalog",method="GET",route="/api/v1/catalog/items",status="200",le="+Inf"} 3
+tideway_http_request_duration_seconds_sum{service="catalog",method="GET",route="/api/v1/catalog/items",status="200"} 0.011275732
+tideway_http_request_duration_seconds_count{service="catalog",method="GET",route="/api/v1/catalog/items",status="200"} 3
+tideway_http_request_duration_seconds_bucket{service="gateway",method="GET",route="/api/v1/basket",status="401",le="0.0005"} 1
+tideway_http_request_duration_seconds_bucket{service="gateway",method="GET",route="/api/v1/basket",status="401",le="0.001"} 1
+tideway_http_request_duration_seconds_bucket{service="gateway",method="GET",route="/api/v1/basket",status="401",le="0.0025"} 1
+tideway_http_request_duration_seconds_bucket{service="gateway",method="GET",route="/api/v1/basket",status="401",le="0.005"} 1
+tideway_http_request_duration_seconds_bucket{service="gateway",method="GET",route="/api/v1/basket",status="401",le="0.01"} 1
+tideway_http_request_duration_seconds_bucket{service="gateway",method="GET",route="/api/v1/basket",status="401",le="0.025"} 1
+tideway_http_request_duration_seconds_bucket{service="gateway",method="GET",route="/api/v1/basket",status="401",le="0.05"} 1
+tideway_http_request_duration_seconds_bucket{service="gateway",method="GET",route="/api/v1/basket",status="401",le="0.1"} 1
+tideway_http_request_duration_seconds_bucket{service="gateway",method="GET",route="/api/v1/basket",status="401",le="0.25"} 1
+tideway_http_request_duration_seconds_bucket{service="gateway",method="GET",route="/api/v1/basket",status="401",le="0.5"} 1
+tideway_http_request_duration_seconds_bucket{service="gateway",method="GET",route="/api/v1/basket",status="401",le="1"} 1
+tideway_http_request_duration_seconds_bucket{service="gateway",method="GET",route="/api/v1/basket",status="401",le="2.5"} 1
+tideway_http_request_duration_seconds_bucket{service="gateway",method="GET",route="/api/v1/basket",status="401",le="5"} 1
+tideway_http_request_duration_seconds_bucket{service="gateway",method="GET",route="/api/v1/basket",status="401",le="10"} 1
+tideway_http_request_duration_seconds_bucket{service="gateway",method="GET",route="/api/v1/basket",status="401",le="+Inf"} 1
+tideway_http_request_duration_seconds_sum{service="gateway",method="GET",route="/api/v1/basket",status="401"} 0.000201819
+tideway_http_request_duration_seconds_count{service="gateway",method="GET",route="/api/v1/basket",status="401"} 1
+tideway_http_request_duration_seconds_bucket{service="catalog",method="GET",route="/api/v1/catalog/items/{id}",status="404",le="0.0005"} 1
+tideway_http_request_duration_seconds_bucket{service="catalog",method="GET",route="/api/v1/catalog/items/{id}",status="404",le="0.001"} 1
+tideway_http_request_duration_seconds_bucket{service="catalog",method="GET",route="/api/v1/catalog/items/{id}",status="404",le="0.0025"} 1
+tideway_http_request_duration_seconds_bucket{service="catalog",method="GET",route="/api/v1/catalog/items/{id}",status="404",le="0.005"} 1
+tideway_http_request_duration_seconds_bucket{service="catalog",method="GET",route="/api/v1/catalog/items/{id}",status="404",le="0.01"} 1
+tideway_http_request_duration_seconds_bucket{service="catalog",method="GET",route="/api/v1/catalog/items/{id}",status="404",le="0.025"} 1
+tideway_http_request_duration_seconds_bucket{service="catalog",method="GET",route="/api/v1/catalog/items/{id}",status="404",le="0.05"} 1
+tideway_http_request_duration_seconds_bucket{service="catalog",method="GET",route="/api/v1/catalog/items/{id}",status="404",le="0.1"} 1
+tideway_http_request_duration_seconds_bucket{service="catalog",method="GET",route="/api/v1/catalog/items/{id}",status="404",le="0.25"} 1
+tideway_http_request_duration_seconds_bucket{service="catalog",method="GET",route="/api/v1/catalog/items/{id}",status="404",le="0.5"} 1
+tideway_http_request_duration_seconds_bucket{service="catalog",method="GET",route="/api/v1/catalog/items/{id}",status="404",le="1"} 1
+tideway_http_request_duration_seconds_bucket{service="catalog",method="GET",route="/api/v1/catalog/items/{id}",status="404",le="2.5"} 1
+tideway_http_request_duration_seconds_bucket{service="catalog",method="GET",route="/api/v1/catalog/items/{id}",status="404",le="5"} 1
+tideway_http_request_duration_seconds_bucket{service="catalog",method="GET",route="/api/v1/catalog/items/{id}",status="404",le="10"} 1
+tideway_http_request_duration_seconds_bucket{service="catalog",method="GET",route="/api/v1/catalog/items/{id}",status="404",le="+Inf"} 1
+tideway_http_request_duration_seconds_sum{service="catalog",method="GET",route="/api/v1/catalog/items/{id}",status="404"} 0.000215774
+tideway_http_request_duration_seconds_count{service="catalog",method="GET",route="/api/v1/catalog/items/{id}",status="404"} 1"#;
 
     /// A text of one service in the exporter's shape: `requests` requests on one route, of
     /// which `errors_5xx` failed, with cumulative latency `buckets` (`le` → count).
     fn text(service: &str, requests: u64, errors_5xx: u64, buckets: &[(&str, u64)]) -> String {
-        let series = format!(r#"service="{service}",method="GET",route="/api/x",status="200""#);
+        let series = format!(r#"service="{service}",method="GET",route="/api/v1/x",status="200""#);
         let mut out = format!(
             "# TYPE tideway_http_requests_total counter\n\
              tideway_http_requests_total{{{series}}} {requests}\n\n\

@@ -247,7 +247,7 @@ async fn notifications_panel(
     Ok(notifications(&state, &user).await)
 }
 
-/// The latest emails to every customer (`GET /api/notification/recent`), with their state.
+/// The latest emails to every customer (`GET /api/v1/notification/recent`), with their state.
 async fn notifications(state: &AppState, user: &User) -> Markup {
     let page: Result<tideway_notification_api::NotificationPage, _> = state
         .api
@@ -343,7 +343,7 @@ async fn health(transport: &Transport) -> Health {
     }
 }
 
-/// The gateway's view of every replica (`GET /api/admin/instances`), when it balances
+/// The gateway's view of every replica (`GET /api/v1/admin/instances`), when it balances
 /// over discovered replicas; the embedded shape has none.
 #[derive(Debug, serde::Deserialize)]
 struct Replicas {
@@ -373,7 +373,7 @@ async fn services(state: &AppState, user: &User) -> Markup {
         join_all(state.ops.sources.services.iter().map(health)),
         state
             .api
-            .get::<Replicas>(&user.token, "/api/admin/instances")
+            .get::<Replicas>(&user.token, "/api/v1/admin/instances")
     );
     let replicas = replicas.ok();
     html! {
@@ -586,7 +586,7 @@ fn events_section(events: &[EventSummary], trace: Option<&str>) -> Markup {
 async fn sagas(state: &AppState, user: &User) -> Markup {
     let page: Result<SagaPage, _> = state
         .api
-        .get(&user.token, "/api/ordering/sagas?limit=20")
+        .get(&user.token, "/api/v1/ordering/sagas?limit=20")
         .await;
     html! {
         section.panel #panel-sagas aria-labelledby="sagas-heading"
@@ -638,10 +638,10 @@ async fn edge_panel(State(state): State<AppState>, visitor: Visitor) -> Result<M
 }
 
 /// The gateway's versions, weights, mirror differences and changes, from
-/// `GET /api/admin/traffic`.
+/// `GET /api/v1/admin/traffic`.
 async fn edge(state: &AppState, user: &User) -> Markup {
     let report: Result<serde_json::Value, _> =
-        state.api.get(&user.token, "/api/admin/traffic").await;
+        state.api.get(&user.token, "/api/v1/admin/traffic").await;
     let text = |value: &serde_json::Value| match value {
         serde_json::Value::String(text) => text.clone(),
         other => other.to_string(),

@@ -1,6 +1,6 @@
 //! `/ops/reporting`: the reporting service's read models — the order funnel (placed,
 //! confirmed, cancelled by reason) and revenue per day — as server-rendered SVG bars, read
-//! through the gateway (`/api/reporting/funnel`, `/api/reporting/revenue`).
+//! through the gateway (`/api/v1/reporting/funnel`, `/api/v1/reporting/revenue`).
 
 use axum::extract::State;
 use maud::{Markup, html};

@@ -29,7 +29,7 @@ pub enum Endpoint {
     Item,
     /// The basket: view it, add an item, or now and then clear it.
     Basket,
-    /// An add to the basket, then `POST /api/basket/checkout`.
+    /// An add to the basket, then `POST /api/v1/basket/checkout`.
     Checkout,
     /// The checkout share of the shop mix, sent as a basket view because the target has no
     /// checkout endpoint.

@@ -11,7 +11,7 @@
 //! number, so two runs with the same seed send the same sequence. Each class has its own
 //! HdrHistogram. At the end: a table on stdout, `report.json` and `plot.png` in `--out`.
 //!
-//! A checkout puts an item in the user's basket and then posts `/api/basket/checkout`
+//! A checkout puts an item in the user's basket and then posts `/api/v1/basket/checkout`
 //! (latency to the end of both). A target without checkout (a 404 from that endpoint,
 //! probed once) gets the shop mix's checkout share as basket views instead, reported on
 //! their own row and in the notes; the checkout mix stops with an error.

@@ -18,7 +18,7 @@ const PASSWORD: &str = "tideway-load-user-1";
 const SETUP_CONCURRENCY: usize = 4;
 
 /// The path checkout will have.
-pub const CHECKOUT_PATH: &str = "/api/basket/checkout";
+pub const CHECKOUT_PATH: &str = "/api/v1/basket/checkout";
 
 /// What the catalog holds.
 #[derive(Debug, Clone, Default)]
@@ -66,7 +66,7 @@ impl Catalog {
         loop {
             let body = get_json(
                 client,
-                &format!("{base}/api/catalog/items?page={page}&page_size=100&sort=name"),
+                &format!("{base}/api/v1/catalog/items?page={page}&page_size=100&sort=name"),
             )
             .await?;
             let items = body["items"].as_array().cloned().unwrap_or_default();
@@ -96,7 +96,7 @@ impl Catalog {
         if catalog.items.is_empty() {
             bail!("the catalog at {base} has no items to browse");
         }
-        let categories = get_json(client, &format!("{base}/api/catalog/categories")).await?;
+        let categories = get_json(client, &format!("{base}/api/v1/catalog/categories")).await?;
         catalog.categories = categories
             .as_array()
             .map(|all| {
@@ -128,7 +128,7 @@ impl Shop {
         Ok(users)
     }
 
-    /// Whether the target has a checkout endpoint: a 404 from `POST /api/basket/checkout`
+    /// Whether the target has a checkout endpoint: a 404 from `POST /api/v1/basket/checkout`
     /// means it has none. Checked once, with the first user.
     pub async fn has_checkout(&self, client: &Client) -> anyhow::Result<bool> {
         let Some(user) = self.users.first() else {
@@ -162,7 +162,7 @@ impl Shop {
             let item = &self.catalog.in_stock[draws.below(4, self.catalog.in_stock.len())];
             steps.push(
                 client
-                    .post(format!("{}/api/basket/items", self.base))
+                    .post(format!("{}/api/v1/basket/items", self.base))
                     .header("authorization", &user.authorization)
                     .json(&json!({ "item_id": item, "quantity": 1 })),
             );
@@ -203,12 +203,12 @@ impl Shop {
                     let pages = catalog.total.div_ceil(PAGE_SIZE).max(1);
                     let page = draws.bits(2) % pages + 1;
                     client.get(format!(
-                        "{base}/api/catalog/items?page={page}&page_size={PAGE_SIZE}"
+                        "{base}/api/v1/catalog/items?page={page}&page_size={PAGE_SIZE}"
                     ))
                 } else {
                     let category = &catalog.categories[draws.below(2, catalog.categories.len())];
                     client.get(format!(
-                        "{base}/api/catalog/items?category={category}&sort=price_asc&page_size={PAGE_SIZE}"
+                        "{base}/api/v1/catalog/items?category={category}&sort=price_asc&page_size={PAGE_SIZE}"
                     ))
                 }
             }
@@ -217,33 +217,33 @@ impl Shop {
                     .terms
                     .get(draws.below(2, catalog.terms.len()))
                     .map_or("a", String::as_str);
-                client.get(format!("{base}/api/catalog/items?q={term}"))
+                client.get(format!("{base}/api/v1/catalog/items?q={term}"))
             }
             Endpoint::Item => {
                 let id = &catalog.items[draws.below(2, catalog.items.len())];
-                client.get(format!("{base}/api/catalog/items/{id}"))
+                client.get(format!("{base}/api/v1/catalog/items/{id}"))
             }
             Endpoint::Basket => {
                 let (Some(u), false) = (user, catalog.in_stock.is_empty()) else {
-                    return signed(client.get(format!("{base}/api/basket")));
+                    return signed(client.get(format!("{base}/api/v1/basket")));
                 };
                 if draws.bits(1).is_multiple_of(2) {
-                    return signed(client.get(format!("{base}/api/basket")));
+                    return signed(client.get(format!("{base}/api/v1/basket")));
                 }
                 let n = catalog.in_stock.len() as u64;
                 let k = self.users[u].adds.fetch_add(1, Ordering::Relaxed);
                 if k > 0 && k.is_multiple_of(n) {
-                    signed(client.request(Method::DELETE, format!("{base}/api/basket")))
+                    signed(client.request(Method::DELETE, format!("{base}/api/v1/basket")))
                 } else {
                     let item = &catalog.in_stock[((u as u64 + k) % n) as usize];
                     signed(
                         client
-                            .post(format!("{base}/api/basket/items"))
+                            .post(format!("{base}/api/v1/basket/items"))
                             .json(&json!({ "item_id": item, "quantity": 1 })),
                     )
                 }
             }
-            Endpoint::CheckoutAsBasketView => signed(client.get(format!("{base}/api/basket"))),
+            Endpoint::CheckoutAsBasketView => signed(client.get(format!("{base}/api/v1/basket"))),
             Endpoint::Checkout => signed(
                 client
                     .post(format!("{base}{CHECKOUT_PATH}"))
@@ -256,7 +256,7 @@ impl Shop {
 
 async fn sign_in_one(client: &Client, base: &str, email: &str, n: usize) -> anyhow::Result<User> {
     let response = client
-        .post(format!("{base}/api/identity/register"))
+        .post(format!("{base}/api/v1/identity/register"))
         .json(&json!({ "email": email, "password": PASSWORD, "name": format!("Load user {n}") }))
         .send()
         .await
@@ -268,7 +268,7 @@ async fn sign_in_one(client: &Client, base: &str, email: &str, n: usize) -> anyh
         );
     }
     let response = client
-        .post(format!("{base}/api/identity/login"))
+        .post(format!("{base}/api/v1/identity/login"))
         .json(&json!({ "email": email, "password": PASSWORD }))
         .send()
         .await

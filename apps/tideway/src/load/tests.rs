@@ -181,28 +181,28 @@ fn fake_shop(seen: Arc<Seen>) -> Router {
         Json(json!({ "lines": [] }))
     }
     Router::new()
-        .route("/api/catalog/items", get(items))
+        .route("/api/v1/catalog/items", get(items))
         .route(
-            "/api/catalog/items/{id}",
+            "/api/v1/catalog/items/{id}",
             get(|State(seen): State<Arc<Seen>>| async move {
                 seen.add("item");
                 Json(json!({ "id": "item-0" }))
             }),
         )
         .route(
-            "/api/catalog/categories",
+            "/api/v1/catalog/categories",
             get(|| async { Json(json!([{ "id": "kitchen" }])) }),
         )
         .route(
-            "/api/identity/register",
+            "/api/v1/identity/register",
             post(|| async { (StatusCode::CREATED, Json(json!({}))) }),
         )
         .route(
-            "/api/identity/login",
+            "/api/v1/identity/login",
             post(|| async { Json(json!({ "access_token": "t", "token_type": "Bearer" })) }),
         )
-        .route("/api/basket", get(basket).delete(basket))
-        .route("/api/basket/items", post(basket))
+        .route("/api/v1/basket", get(basket).delete(basket))
+        .route("/api/v1/basket/items", post(basket))
         .fallback(|State(seen): State<Arc<Seen>>| async move {
             seen.add("not_found");
             StatusCode::NOT_FOUND
@@ -252,7 +252,7 @@ async fn with_checkout_each_checkout_adds_an_item_then_checks_out() {
     let seen = Arc::new(Seen::default());
     let counter = seen.clone();
     let router = fake_shop(seen.clone()).route(
-        "/api/basket/checkout",
+        "/api/v1/basket/checkout",
         post(move || {
             let seen = counter.clone();
             async move {

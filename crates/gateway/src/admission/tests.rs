@@ -50,7 +50,7 @@ fn networks_parse_and_contain_addresses() {
 }
 
 fn request_from(peer: &str, forwarded: &[&str]) -> Request {
-    let mut builder = Request::get("/api/catalog/items");
+    let mut builder = Request::get("/api/v1/catalog/items");
     for value in forwarded {
         builder = builder.header("x-forwarded-for", *value);
     }
@@ -112,7 +112,7 @@ fn echo() -> Router {
             .to_owned()
     };
     Router::new()
-        .route("/api/{*rest}", any(handler))
+        .route("/api/v1/{*rest}", any(handler))
         .route("/health/ready", get(|| async { "ok" }))
 }
 
@@ -127,9 +127,9 @@ fn gateway_with(rate_limit: RateLimitConfig, trusted_proxies: Vec<IpNet>) -> Fix
     let verifier = Arc::new(JwtVerifier::from_keys(signer.jwks(), "tideway", "tideway"));
     let config = GatewayConfig {
         routes: vec![
-            RouteConfig::new("/api/identity", "up", Access::Public, Access::Public),
-            RouteConfig::new("/api/catalog", "up", Access::Public, Access::Public),
-            RouteConfig::new("/api/basket", "up", Access::User, Access::User),
+            RouteConfig::new("/api/v1/identity", "up", Access::Public, Access::Public),
+            RouteConfig::new("/api/v1/catalog", "up", Access::Public, Access::Public),
+            RouteConfig::new("/api/v1/basket", "up", Access::User, Access::User),
         ],
         trusted_proxies,
         rate_limit,
@@ -198,7 +198,7 @@ fn post_from(path: &str, peer: &str) -> Request {
 fn login_rule(burst: u32) -> RateRule {
     RateRule::new(
         "login",
-        "/api/identity/login",
+        "/api/v1/identity/login",
         &["POST"],
         LimitKey::Ip,
         burst,
@@ -209,15 +209,15 @@ fn login_rule(burst: u32) -> RateRule {
 #[tokio::test]
 async fn past_its_burst_a_client_gets_a_429_problem_with_rate_limit_headers() {
     let f = gateway_with(limits(vec![login_rule(2)]), Vec::new());
-    let first = send(&f.router, post_from("/api/identity/login", "192.0.2.1")).await;
+    let first = send(&f.router, post_from("/api/v1/identity/login", "192.0.2.1")).await;
     assert_eq!(first.status, StatusCode::OK);
     assert_eq!(first.header("ratelimit-limit"), Some("2"));
     assert_eq!(first.header("ratelimit-remaining"), Some("1"));
     assert_eq!(first.header("ratelimit-reset"), Some("30"));
-    let second = send(&f.router, post_from("/api/identity/login", "192.0.2.1")).await;
+    let second = send(&f.router, post_from("/api/v1/identity/login", "192.0.2.1")).await;
     assert_eq!(second.header("ratelimit-remaining"), Some("0"));
 
-    let refused = send(&f.router, post_from("/api/identity/login", "192.0.2.1")).await;
+    let refused = send(&f.router, post_from("/api/v1/identity/login", "192.0.2.1")).await;
     assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(
         refused.header("content-type"),
@@ -236,18 +236,22 @@ async fn past_its_burst_a_client_gets_a_429_problem_with_rate_limit_headers() {
     );
 
     // Another address has its own bucket; other paths and methods are not counted.
-    let other = send(&f.router, post_from("/api/identity/login", "192.0.2.2")).await;
+    let other = send(&f.router, post_from("/api/v1/identity/login", "192.0.2.2")).await;
     assert_eq!(other.status, StatusCode::OK);
-    let register = send(&f.router, post_from("/api/identity/register", "192.0.2.1")).await;
+    let register = send(
+        &f.router,
+        post_from("/api/v1/identity/register", "192.0.2.1"),
+    )
+    .await;
     assert_eq!(register.status, StatusCode::OK);
     assert!(register.header("ratelimit-limit").is_none());
-    let mut get = post_from("/api/identity/login", "192.0.2.1");
+    let mut get = post_from("/api/v1/identity/login", "192.0.2.1");
     *get.method_mut() = Method::GET;
     assert_eq!(send(&f.router, get).await.status, StatusCode::OK);
-    // `/api/identity/login-help` is not under `/api/identity/login`.
+    // `/api/v1/identity/login-help` is not under `/api/v1/identity/login`.
     let help = send(
         &f.router,
-        post_from("/api/identity/login-help", "192.0.2.1"),
+        post_from("/api/v1/identity/login-help", "192.0.2.1"),
     )
     .await;
     assert_eq!(help.status, StatusCode::OK);
@@ -257,7 +261,7 @@ async fn past_its_burst_a_client_gets_a_429_problem_with_rate_limit_headers() {
 async fn a_spoofed_forwarded_for_from_an_untrusted_peer_is_ignored() {
     let f = gateway_with(limits(vec![login_rule(2)]), vec![net("10.0.0.0/8")]);
     let spoofed = |forged: &str| {
-        let mut request = post_from("/api/identity/login", "198.51.100.7");
+        let mut request = post_from("/api/v1/identity/login", "198.51.100.7");
         request
             .headers_mut()
             .insert("x-forwarded-for", forged.parse().unwrap());
@@ -279,7 +283,7 @@ async fn a_spoofed_forwarded_for_from_an_untrusted_peer_is_ignored() {
 
     // Through a trusted proxy, each client behind it has its own bucket.
     let proxied = |client: &str| {
-        let mut request = post_from("/api/identity/login", "10.0.0.1");
+        let mut request = post_from("/api/v1/identity/login", "10.0.0.1");
         request
             .headers_mut()
             .insert("x-forwarded-for", client.parse().unwrap());
@@ -321,17 +325,17 @@ async fn a_user_limit_counts_the_token_subject_and_anonymous_requests_by_address
     let rules = vec![
         RateRule::new(
             "checkout",
-            "/api/basket/checkout",
+            "/api/v1/basket/checkout",
             &["POST"],
             LimitKey::User,
             1,
             60_000,
         ),
-        RateRule::new("search", "/api/catalog", &[], LimitKey::User, 1, 60_000),
+        RateRule::new("search", "/api/v1/catalog", &[], LimitKey::User, 1, 60_000),
     ];
     let f = gateway_with(limits(rules), Vec::new());
     let checkout = |user: &str, peer: &str| {
-        let mut request = post_from("/api/basket/checkout", peer);
+        let mut request = post_from("/api/v1/basket/checkout", peer);
         request.headers_mut().insert(
             "authorization",
             format!("Bearer {}", f.token(user)).parse().unwrap(),
@@ -356,7 +360,7 @@ async fn a_user_limit_counts_the_token_subject_and_anonymous_requests_by_address
         StatusCode::OK
     );
     // No token on a route that needs one: 401 before any user limit.
-    let anonymous = post_from("/api/basket/checkout", "192.0.2.1");
+    let anonymous = post_from("/api/v1/basket/checkout", "192.0.2.1");
     assert_eq!(
         send(&f.router, anonymous).await.status,
         StatusCode::UNAUTHORIZED
@@ -364,7 +368,7 @@ async fn a_user_limit_counts_the_token_subject_and_anonymous_requests_by_address
 
     // On a public route a token names the user; without one the address counts.
     let search = |token: Option<String>, peer: &str| {
-        let mut request = post_from("/api/catalog/items", peer);
+        let mut request = post_from("/api/v1/catalog/items", peer);
         *request.method_mut() = Method::GET;
         if let Some(token) = token {
             request
@@ -405,16 +409,30 @@ async fn a_user_limit_counts_the_token_subject_and_anonymous_requests_by_address
 #[tokio::test]
 async fn a_route_limit_is_shared_by_every_client_and_specific_rules_come_first() {
     let rules = vec![
-        RateRule::new("catalog", "/api/catalog", &[], LimitKey::Route, 3, 60_000),
+        RateRule::new(
+            "catalog",
+            "/api/v1/catalog",
+            &[],
+            LimitKey::Route,
+            3,
+            60_000,
+        ),
         RateRule::new("everything", "/", &[], LimitKey::Ip, 100, 60_000),
-        RateRule::new("login", "/api/identity/login", &[], LimitKey::Ip, 1, 60_000),
+        RateRule::new(
+            "login",
+            "/api/v1/identity/login",
+            &[],
+            LimitKey::Ip,
+            1,
+            60_000,
+        ),
     ];
     let f = gateway_with(limits(rules), Vec::new());
     for peer in ["192.0.2.1", "192.0.2.2", "192.0.2.3"] {
-        let answer = send(&f.router, post_from("/api/catalog/items", peer)).await;
+        let answer = send(&f.router, post_from("/api/v1/catalog/items", peer)).await;
         assert_eq!(answer.status, StatusCode::OK);
     }
-    let fourth = send(&f.router, post_from("/api/catalog/items", "192.0.2.4")).await;
+    let fourth = send(&f.router, post_from("/api/v1/catalog/items", "192.0.2.4")).await;
     assert_eq!(fourth.status, StatusCode::TOO_MANY_REQUESTS);
     assert!(
         fourth.json()["detail"]
@@ -426,9 +444,13 @@ async fn a_route_limit_is_shared_by_every_client_and_specific_rules_come_first()
     // The strict login rule refuses before the general one is spent: 50 refused logins
     // leave the address its general budget.
     for _ in 0..50 {
-        send(&f.router, post_from("/api/identity/login", "192.0.2.1")).await;
+        send(&f.router, post_from("/api/v1/identity/login", "192.0.2.1")).await;
     }
-    let after = send(&f.router, post_from("/api/identity/register", "192.0.2.1")).await;
+    let after = send(
+        &f.router,
+        post_from("/api/v1/identity/register", "192.0.2.1"),
+    )
+    .await;
     assert_eq!(after.status, StatusCode::OK);
     // 100 - 1 catalog - 1 login admitted - 1 register: the tightest rule's headers.
     assert_eq!(after.header("ratelimit-limit"), Some("100"));
@@ -437,7 +459,7 @@ async fn a_route_limit_is_shared_by_every_client_and_specific_rules_come_first()
 
 #[tokio::test]
 async fn the_front_passes_the_browser_address_which_no_client_header_can_forge() {
-    let rule = RateRule::new("catalog", "/api/catalog", &[], LimitKey::Ip, 2, 60_000);
+    let rule = RateRule::new("catalog", "/api/v1/catalog", &[], LimitKey::Ip, 2, 60_000);
     let f = gateway_with(limits(vec![rule]), Vec::new());
     // A page that calls the API through the front's transport, as the web front does.
     let front = f.gateway.front_transport(Duration::from_secs(2));
@@ -446,7 +468,7 @@ async fn the_front_passes_the_browser_address_which_no_client_header_can_forge()
         get(move || {
             let front = front.clone();
             async move {
-                let request = Request::get("/api/catalog/items")
+                let request = Request::get("/api/v1/catalog/items")
                     .body(Body::empty())
                     .unwrap();
                 let response = front.send(request).await.unwrap();
@@ -493,7 +515,7 @@ async fn the_front_passes_the_browser_address_which_no_client_header_can_forge()
 }
 
 fn page_to_api(peer: &str, forged: &str) -> Request {
-    let mut request = post_from("/api/catalog/items", peer);
+    let mut request = post_from("/api/v1/catalog/items", peer);
     *request.method_mut() = Method::GET;
     request
         .headers_mut()
@@ -560,7 +582,7 @@ async fn disabled_limits_count_nothing() {
     };
     let f = gateway_with(config, Vec::new());
     for _ in 0..3 {
-        let answer = send(&f.router, post_from("/api/identity/login", "192.0.2.1")).await;
+        let answer = send(&f.router, post_from("/api/v1/identity/login", "192.0.2.1")).await;
         assert_eq!(answer.status, StatusCode::OK);
         assert!(answer.header("ratelimit-limit").is_none());
     }
@@ -611,20 +633,20 @@ async fn global_limits_are_shared_by_gateway_replicas() {
     let a = gateway_with(config.clone(), Vec::new());
     let b = gateway_with(config, Vec::new());
     let statuses = [
-        send(&a.router, post_from("/api/identity/login", "192.0.2.1")).await,
-        send(&b.router, post_from("/api/identity/login", "192.0.2.1")).await,
-        send(&a.router, post_from("/api/identity/login", "192.0.2.1")).await,
+        send(&a.router, post_from("/api/v1/identity/login", "192.0.2.1")).await,
+        send(&b.router, post_from("/api/v1/identity/login", "192.0.2.1")).await,
+        send(&a.router, post_from("/api/v1/identity/login", "192.0.2.1")).await,
     ];
     for answer in &statuses {
         assert_eq!(answer.status, StatusCode::OK);
     }
     assert_eq!(statuses[1].header("ratelimit-remaining"), Some("1"));
-    let refused = send(&b.router, post_from("/api/identity/login", "192.0.2.1")).await;
+    let refused = send(&b.router, post_from("/api/v1/identity/login", "192.0.2.1")).await;
     assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(refused.json()["type"], "/problems/rate-limited");
     assert!(refused.header("retry-after").is_some());
     assert_eq!(
-        send(&a.router, post_from("/api/identity/login", "192.0.2.2"))
+        send(&a.router, post_from("/api/v1/identity/login", "192.0.2.2"))
             .await
             .status,
         StatusCode::OK
@@ -645,7 +667,7 @@ async fn an_unreachable_redis_fails_open_or_closed_as_configured() {
         };
         let f = gateway_with(config, Vec::new());
         for _ in 0..2 {
-            let answer = send(&f.router, post_from("/api/identity/login", "192.0.2.1")).await;
+            let answer = send(&f.router, post_from("/api/v1/identity/login", "192.0.2.1")).await;
             if fail_open {
                 assert_eq!(answer.status, StatusCode::OK);
             } else {

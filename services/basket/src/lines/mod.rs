@@ -46,12 +46,12 @@ pub fn routes(state: State) -> Router {
         .with_state(state)
 }
 
-/// `GET /api/basket`: the basket at the catalog's current prices. While the catalog does
+/// `GET /api/v1/basket`: the basket at the catalog's current prices. While the catalog does
 /// not answer, the basket still shows: each line at the price last seen, marked
 /// `price_current: false` (and not available, so it cannot be checked out).
 #[utoipa::path(
     get,
-    path = "/api/basket",
+    path = "/api/v1/basket",
     tag = "basket",
     security(("bearer" = [])),
     responses(
@@ -76,10 +76,10 @@ pub(crate) async fn show(
     Ok(Json(pricing::view(&lines, &items)?))
 }
 
-/// `POST /api/basket/items`: adds units of an item to its line.
+/// `POST /api/v1/basket/items`: adds units of an item to its line.
 #[utoipa::path(
     post,
-    path = "/api/basket/items",
+    path = "/api/v1/basket/items",
     tag = "basket",
     request_body = AddItem,
     security(("bearer" = [])),
@@ -147,10 +147,10 @@ pub(crate) async fn add(
     updated(&state, &user.sub, &mut items).await
 }
 
-/// `PUT /api/basket/items/{item_id}`: sets the quantity of a line.
+/// `PUT /api/v1/basket/items/{item_id}`: sets the quantity of a line.
 #[utoipa::path(
     put,
-    path = "/api/basket/items/{item_id}",
+    path = "/api/v1/basket/items/{item_id}",
     tag = "basket",
     params(("item_id" = String, Path, description = "The catalog item id")),
     request_body = SetQuantity,
@@ -198,10 +198,10 @@ pub(crate) async fn set(
     updated(&state, &user.sub, &mut items).await
 }
 
-/// `DELETE /api/basket/items/{item_id}`: removes a line.
+/// `DELETE /api/v1/basket/items/{item_id}`: removes a line.
 #[utoipa::path(
     delete,
-    path = "/api/basket/items/{item_id}",
+    path = "/api/v1/basket/items/{item_id}",
     tag = "basket",
     params(("item_id" = String, Path, description = "The catalog item id")),
     security(("bearer" = [])),
@@ -233,10 +233,10 @@ pub(crate) async fn remove(
     updated(&state, &user.sub, &mut items).await
 }
 
-/// `DELETE /api/basket`: empties the basket.
+/// `DELETE /api/v1/basket`: empties the basket.
 #[utoipa::path(
     delete,
-    path = "/api/basket",
+    path = "/api/v1/basket",
     tag = "basket",
     security(("bearer" = [])),
     responses(

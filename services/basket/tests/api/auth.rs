@@ -36,15 +36,19 @@ async fn every_endpoint_refuses_missing_expired_and_forged_tokens() {
         let add = json!({"item_id": TEA, "quantity": 1}).to_string();
         let set = json!({"quantity": 9}).to_string();
         let requests: [(Method, String, Option<String>); 5] = [
-            (Method::GET, "/api/basket".into(), None),
-            (Method::POST, "/api/basket/items".into(), Some(add)),
+            (Method::GET, "/api/v1/basket".into(), None),
+            (Method::POST, "/api/v1/basket/items".into(), Some(add)),
             (
                 Method::PUT,
-                format!("/api/basket/items/{COFFEE}"),
+                format!("/api/v1/basket/items/{COFFEE}"),
                 Some(set),
             ),
-            (Method::DELETE, format!("/api/basket/items/{COFFEE}"), None),
-            (Method::DELETE, "/api/basket".into(), None),
+            (
+                Method::DELETE,
+                format!("/api/v1/basket/items/{COFFEE}"),
+                None,
+            ),
+            (Method::DELETE, "/api/v1/basket".into(), None),
         ];
         for (method, path, body) in &requests {
             for bad in tokens.iter().copied() {

@@ -45,7 +45,7 @@ pub enum Mode {
     Failing = 2,
 }
 
-/// A stand-in for the catalog service: `GET /api/catalog/items/{id}` from a map the test
+/// A stand-in for the catalog service: `GET /api/v1/catalog/items/{id}` from a map the test
 /// can change.
 #[derive(Clone)]
 pub struct FakeCatalog {
@@ -110,7 +110,7 @@ impl FakeCatalog {
 
     pub fn router(&self) -> Router {
         Router::new()
-            .route("/api/catalog/items/{id}", get(fake_item))
+            .route("/api/v1/catalog/items/{id}", get(fake_item))
             .with_state(self.clone())
     }
 
@@ -430,7 +430,7 @@ impl TestApp {
     }
 
     pub async fn get(&self, token: &str) -> Answer {
-        self.send(Method::GET, "/api/basket", token, None).await
+        self.send(Method::GET, "/api/v1/basket", token, None).await
     }
 
     pub async fn view(&self, token: &str) -> BasketView {
@@ -440,7 +440,7 @@ impl TestApp {
     pub async fn add(&self, token: &str, item_id: &str, quantity: i64) -> Answer {
         self.send(
             Method::POST,
-            "/api/basket/items",
+            "/api/v1/basket/items",
             token,
             Some(json!({"item_id": item_id, "quantity": quantity})),
         )
@@ -450,7 +450,7 @@ impl TestApp {
     pub async fn set(&self, token: &str, item_id: &str, quantity: i64) -> Answer {
         self.send(
             Method::PUT,
-            &format!("/api/basket/items/{item_id}"),
+            &format!("/api/v1/basket/items/{item_id}"),
             token,
             Some(json!({"quantity": quantity})),
         )
@@ -460,7 +460,7 @@ impl TestApp {
     pub async fn remove(&self, token: &str, item_id: &str) -> Answer {
         self.send(
             Method::DELETE,
-            &format!("/api/basket/items/{item_id}"),
+            &format!("/api/v1/basket/items/{item_id}"),
             token,
             None,
         )
@@ -468,7 +468,8 @@ impl TestApp {
     }
 
     pub async fn clear(&self, token: &str) -> Answer {
-        self.send(Method::DELETE, "/api/basket", token, None).await
+        self.send(Method::DELETE, "/api/v1/basket", token, None)
+            .await
     }
 
     /// The stored lines of `user` as (item id, quantity), straight from the store.

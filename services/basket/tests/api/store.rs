@@ -207,7 +207,7 @@ async fn refuses_while_redis_is_out(app: &TestApp, token: &str, why: &str, write
     }
     let response = app
         .http
-        .get(app.server.url("/api/basket"))
+        .get(app.server.url("/api/v1/basket"))
         .bearer_auth(token)
         .send()
         .await

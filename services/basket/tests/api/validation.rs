@@ -64,7 +64,7 @@ async fn adding_refuses_bad_input() {
                         app,
                         token,
                         Method::POST,
-                        "/api/basket/items",
+                        "/api/v1/basket/items",
                         content_type,
                         &body,
                         expected,
@@ -155,7 +155,7 @@ async fn setting_a_quantity_refuses_bad_input() {
         let fake = FakeCatalog::new();
         let app = spawn_app(&store, fake.in_process()).await;
         let token = seeded(&app).await;
-        let coffee = format!("/api/basket/items/{COFFEE}");
+        let coffee = format!("/api/v1/basket/items/{COFFEE}");
         let put = |path: String,
                    body: String,
                    content_type: Option<&'static str>,
@@ -208,7 +208,7 @@ async fn setting_a_quantity_refuses_bad_input() {
         }
         // Not in the basket (known to the catalog or not).
         let answer = put(
-            format!("/api/basket/items/{TEA}"),
+            format!("/api/v1/basket/items/{TEA}"),
             r#"{"quantity": 1}"#.into(),
             JSON,
             (404, ""),
@@ -216,14 +216,14 @@ async fn setting_a_quantity_refuses_bad_input() {
         .await;
         assert_eq!(answer.body["type"], "/problems/not-found");
         put(
-            format!("/api/basket/items/{UNKNOWN}"),
+            format!("/api/v1/basket/items/{UNKNOWN}"),
             r#"{"quantity": 1}"#.into(),
             JSON,
             (404, ""),
         )
         .await;
         put(
-            "/api/basket/items/a%2Fb".into(),
+            "/api/v1/basket/items/a%2Fb".into(),
             r#"{"quantity": 1}"#.into(),
             JSON,
             (404, ""),
@@ -231,7 +231,7 @@ async fn setting_a_quantity_refuses_bad_input() {
         .await;
         // More than the stock.
         let answer = put(
-            format!("/api/basket/items/{MUG}"),
+            format!("/api/v1/basket/items/{MUG}"),
             r#"{"quantity": 4}"#.into(),
             JSON,
             (409, "quantity"),
@@ -241,7 +241,7 @@ async fn setting_a_quantity_refuses_bad_input() {
         // An item that has left the catalog cannot be set.
         fake.remove(MUG);
         put(
-            format!("/api/basket/items/{MUG}"),
+            format!("/api/v1/basket/items/{MUG}"),
             r#"{"quantity": 1}"#.into(),
             JSON,
             (422, "item_id"),
@@ -257,9 +257,9 @@ async fn removing_an_absent_line_is_not_found() {
         let app = spawn_app(&store, fake.in_process()).await;
         let token = seeded(&app).await;
         for path in [
-            format!("/api/basket/items/{TEA}"),
-            format!("/api/basket/items/{UNKNOWN}"),
-            "/api/basket/items/%20".to_owned(),
+            format!("/api/v1/basket/items/{TEA}"),
+            format!("/api/v1/basket/items/{UNKNOWN}"),
+            "/api/v1/basket/items/%20".to_owned(),
         ] {
             let answer = refused(&app, &token, Method::DELETE, &path, None, "", (404, "")).await;
             assert_eq!(answer.body["type"], "/problems/not-found", "{path}");
@@ -270,7 +270,7 @@ async fn removing_an_absent_line_is_not_found() {
             &app,
             &token,
             Method::DELETE,
-            &format!("/api/basket/items/{MUG}"),
+            &format!("/api/v1/basket/items/{MUG}"),
             None,
             "",
             (404, ""),
@@ -289,7 +289,7 @@ async fn unknown_routes_and_methods_are_problems() {
             &app,
             &token,
             Method::GET,
-            "/api/basket/items",
+            "/api/v1/basket/items",
             None,
             "",
             (405, ""),
@@ -299,7 +299,7 @@ async fn unknown_routes_and_methods_are_problems() {
             &app,
             &token,
             Method::PATCH,
-            "/api/basket",
+            "/api/v1/basket",
             JSON,
             "{}",
             (405, ""),
@@ -309,7 +309,7 @@ async fn unknown_routes_and_methods_are_problems() {
             &app,
             &token,
             Method::GET,
-            "/api/basket/nowhere",
+            "/api/v1/basket/nowhere",
             None,
             "",
             (404, ""),

@@ -53,7 +53,7 @@ fn item_id(id: &str) -> Result<&str, ApiError> {
 /// A page of items: filtered, searched, sorted; or the items named by `ids`.
 #[utoipa::path(
     get,
-    path = "/api/catalog/items",
+    path = "/api/v1/catalog/items",
     tag = "catalog",
     params(ListParams),
     responses(
@@ -90,7 +90,7 @@ pub(crate) async fn list_items(
 /// One item.
 #[utoipa::path(
     get,
-    path = "/api/catalog/items/{id}",
+    path = "/api/v1/catalog/items/{id}",
     tag = "catalog",
     params(("id" = String, Path, description = "The item id")),
     responses(
@@ -122,7 +122,7 @@ pub(crate) async fn get_item(
 /// Creates an item (admins).
 #[utoipa::path(
     post,
-    path = "/api/catalog/items",
+    path = "/api/v1/catalog/items",
     tag = "catalog",
     request_body = NewItem,
     security(("bearer" = [])),
@@ -161,7 +161,7 @@ pub(crate) async fn create_item(
 /// Changes an item's description, category or stock (admins).
 #[utoipa::path(
     put,
-    path = "/api/catalog/items/{id}",
+    path = "/api/v1/catalog/items/{id}",
     tag = "catalog",
     params(("id" = String, Path, description = "The item id")),
     request_body = ItemUpdate,
@@ -198,7 +198,7 @@ pub(crate) async fn update_item(
 /// Changes an item's price (admins).
 #[utoipa::path(
     put,
-    path = "/api/catalog/items/{id}/price",
+    path = "/api/v1/catalog/items/{id}/price",
     tag = "catalog",
     params(("id" = String, Path, description = "The item id")),
     request_body = PriceChange,
@@ -234,7 +234,7 @@ pub(crate) async fn change_price(
 /// Deletes an item (admins).
 #[utoipa::path(
     delete,
-    path = "/api/catalog/items/{id}",
+    path = "/api/v1/catalog/items/{id}",
     tag = "catalog",
     params(("id" = String, Path, description = "The item id")),
     security(("bearer" = [])),

@@ -48,7 +48,7 @@ async fn only_admins_create_items() {
             .unwrap()
             .to_owned();
         let created: Item = response.json().await.unwrap();
-        assert_eq!(location, format!("/api/catalog/items/{}", created.id));
+        assert_eq!(location, format!("/api/v1/catalog/items/{}", created.id));
         assert_eq!(
             (
                 created.sku.as_str(),

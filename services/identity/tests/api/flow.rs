@@ -26,7 +26,7 @@ async fn register_login_me_refresh_reuse_logout() {
         assert_eq!(user.email, "alice@example.com");
         assert_eq!(user.name, "Alice");
         assert_eq!(user.roles, ["customer"]);
-        assert_eq!(location, format!("/api/identity/users/{}", user.id));
+        assert_eq!(location, format!("/api/v1/identity/users/{}", user.id));
         assert_eq!(user.created_at.len(), 24, "{}", user.created_at);
         let hash: String = sqlx::query_scalar("SELECT password_hash FROM users")
             .fetch_one(app.identity.db().pool())
@@ -55,7 +55,7 @@ async fn register_login_me_refresh_reuse_logout() {
         assert_eq!(response.json::<UserView>().await.unwrap(), user);
         let response = app
             .get(
-                &location["/api/identity".len()..],
+                &location["/api/v1/identity".len()..],
                 Some(&first.access_token),
             )
             .await;

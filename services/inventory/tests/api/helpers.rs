@@ -297,7 +297,7 @@ pub async fn assert_status_problem(response: Response, status: StatusCode) -> Va
     problem
 }
 
-/// A catalog that answers `GET /api/catalog/items?page=&page_size=` from a list, and 503
+/// A catalog that answers `GET /api/v1/catalog/items?page=&page_size=` from a list, and 503
 /// while it is down.
 #[derive(Clone, Default)]
 pub struct FakeCatalog {
@@ -363,7 +363,7 @@ impl FakeCatalog {
 
     pub fn client(&self) -> CatalogClient {
         let router = Router::new()
-            .route("/api/catalog/items", get(items))
+            .route("/api/v1/catalog/items", get(items))
             .with_state(self.clone());
         CatalogClient::new(Transport::in_process(
             "catalog",

@@ -68,10 +68,10 @@ fn bounded(
     }
 }
 
-/// `GET /api/ordering/orders`: the caller's orders, newest first (no timelines).
+/// `GET /api/v1/ordering/orders`: the caller's orders, newest first (no timelines).
 #[utoipa::path(
     get,
-    path = "/api/ordering/orders",
+    path = "/api/v1/ordering/orders",
     tag = "ordering",
     params(ListParams),
     security(("bearer" = [])),
@@ -102,11 +102,11 @@ pub(crate) async fn list(
     }))
 }
 
-/// `GET /api/ordering/orders/{id}`: one order with its saga's timeline; only its buyer and
+/// `GET /api/v1/ordering/orders/{id}`: one order with its saga's timeline; only its buyer and
 /// admins see it (others get a 404, as if it did not exist).
 #[utoipa::path(
     get,
-    path = "/api/ordering/orders/{id}",
+    path = "/api/v1/ordering/orders/{id}",
     tag = "ordering",
     params(("id" = String, Path, description = "The order id")),
     security(("bearer" = [])),

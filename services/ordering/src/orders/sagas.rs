@@ -1,4 +1,4 @@
-//! `GET /api/ordering/sagas`: the most recent checkout sagas with their steps and their
+//! `GET /api/v1/ordering/sagas`: the most recent checkout sagas with their steps and their
 //! orders' status, for the operations console (admins only).
 
 use axum::extract::State as Shared;
@@ -28,12 +28,12 @@ pub struct ListParams {
     limit: Option<i64>,
 }
 
-/// `GET /api/ordering/sagas?limit=N`: the `N` (default 20, at most 100) most recently
+/// `GET /api/v1/ordering/sagas?limit=N`: the `N` (default 20, at most 100) most recently
 /// started sagas, newest first, each with its timeline and its order's status, reason and
 /// trace id. Three reads whatever `N`: instances, their steps, their orders.
 #[utoipa::path(
     get,
-    path = "/api/ordering/sagas",
+    path = "/api/v1/ordering/sagas",
     tag = "ordering",
     params(ListParams),
     security(("bearer" = [])),

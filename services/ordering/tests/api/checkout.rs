@@ -8,7 +8,7 @@ use tideway_ordering_api::OrderPlaced;
 
 use crate::helpers::{BasketMode, COFFEE, TestApp, config, line, spawn_app, two_lines};
 
-const PATH: &str = "/api/basket/checkout";
+const PATH: &str = "/api/v1/basket/checkout";
 
 /// Sends a checkout, checks the status and named field, and that no order was made.
 async fn refused(

@@ -45,7 +45,7 @@ pub enum BasketMode {
     Failing,
 }
 
-/// A stand-in for the basket service: `GET /api/basket` answers the basket the test set, and
+/// A stand-in for the basket service: `GET /api/v1/basket` answers the basket the test set, and
 /// records the bearer tokens it was called with.
 #[derive(Clone)]
 pub struct FakeBasket {
@@ -101,7 +101,7 @@ impl FakeBasket {
 
     pub fn client(&self) -> BasketClient {
         let router = Router::new()
-            .route("/api/basket", get(fake_basket))
+            .route("/api/v1/basket", get(fake_basket))
             .with_state(self.clone());
         BasketClient::new(Transport::in_process(
             "basket",
@@ -596,7 +596,7 @@ impl TestApp {
         }
     }
 
-    /// `POST /api/basket/checkout` with a JSON body (or none).
+    /// `POST /api/v1/basket/checkout` with a JSON body (or none).
     pub async fn checkout(&self, token: &str, body: Option<Value>) -> Reply {
         let headers: &[(&str, &str)] = if body.is_some() {
             &[("content-type", "application/json")]
@@ -605,7 +605,7 @@ impl TestApp {
         };
         self.raw(
             Method::POST,
-            "/api/basket/checkout",
+            "/api/v1/basket/checkout",
             Some(token),
             headers,
             body.map(|b| b.to_string()),
@@ -620,9 +620,11 @@ impl TestApp {
         self.order(token, &id).await
     }
 
-    /// `GET /api/ordering/orders/{id}` as the token's user, expecting 200.
+    /// `GET /api/v1/ordering/orders/{id}` as the token's user, expecting 200.
     pub async fn order(&self, token: &str, id: &str) -> OrderView {
-        let reply = self.get(token, &format!("/api/ordering/orders/{id}")).await;
+        let reply = self
+            .get(token, &format!("/api/v1/ordering/orders/{id}"))
+            .await;
         assert_eq!(reply.status, 200, "{reply:?}");
         serde_json::from_value(reply.body).unwrap()
     }

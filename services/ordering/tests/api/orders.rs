@@ -23,7 +23,7 @@ async fn buyers_see_their_orders_newest_first_and_no_one_elses() {
         let bobs = app.checkout_to_end(&bob, None).await;
 
         let page: OrderPage =
-            serde_json::from_value(app.get(&alice, "/api/ordering/orders").await.body).unwrap();
+            serde_json::from_value(app.get(&alice, "/api/v1/ordering/orders").await.body).unwrap();
         assert_eq!((page.page, page.page_size, page.total), (1, 20, 3));
         let ids: Vec<&str> = page.items.iter().map(|o| o.id.as_str()).collect();
         assert_eq!(
@@ -38,14 +38,14 @@ async fn buyers_see_their_orders_newest_first_and_no_one_elses() {
         assert_eq!(page.items[1].status, OrderStatus::Cancelled);
 
         let reply = app
-            .get(&alice, "/api/ordering/orders?page=2&page_size=2")
+            .get(&alice, "/api/v1/ordering/orders?page=2&page_size=2")
             .await;
         let page: OrderPage = serde_json::from_value(reply.body).unwrap();
         assert_eq!((page.page, page.page_size, page.total), (2, 2, 3));
         assert_eq!(page.items.len(), 1);
         assert_eq!(page.items[0].id, first.id);
         let page: OrderPage =
-            serde_json::from_value(app.get(&bob, "/api/ordering/orders").await.body).unwrap();
+            serde_json::from_value(app.get(&bob, "/api/v1/ordering/orders").await.body).unwrap();
         assert_eq!(page.total, 1);
         assert_eq!(page.items[0].id, bobs.id);
 
@@ -60,7 +60,7 @@ async fn buyers_see_their_orders_newest_first_and_no_one_elses() {
             ("page_size=1.5", "page_size"),
         ] {
             let reply = app
-                .get(&alice, &format!("/api/ordering/orders?{query}"))
+                .get(&alice, &format!("/api/v1/ordering/orders?{query}"))
                 .await;
             assert_eq!(
                 (reply.status, reply.field()),
@@ -70,11 +70,11 @@ async fn buyers_see_their_orders_newest_first_and_no_one_elses() {
         }
 
         // One order: its buyer and admins; others and unknown ids get 404.
-        let path = format!("/api/ordering/orders/{}", first.id);
+        let path = format!("/api/v1/ordering/orders/{}", first.id);
         assert_eq!(app.get(&bob, &path).await.status, 404);
         assert_eq!(app.get(&admin, &path).await.status, 200);
         assert_eq!(
-            app.get(&alice, "/api/ordering/orders/no-such-order")
+            app.get(&alice, "/api/v1/ordering/orders/no-such-order")
                 .await
                 .status,
             404
@@ -87,7 +87,7 @@ async fn buyers_see_their_orders_newest_first_and_no_one_elses() {
         let unauthorized = app
             .raw(
                 reqwest::Method::GET,
-                "/api/ordering/orders",
+                "/api/v1/ordering/orders",
                 None,
                 &[],
                 None,

@@ -38,7 +38,7 @@ async fn a_paid_order_is_confirmed_and_captured_with_one_trace() {
         let reply = app.checkout(&token, None).await;
         let id = reply.order_id();
         assert_eq!(reply.body["status"], "pending");
-        let href = format!("/api/ordering/orders/{id}");
+        let href = format!("/api/v1/ordering/orders/{id}");
         assert_eq!(reply.body["href"], href.as_str());
         assert_eq!(reply.headers["location"], href.as_str());
         // The basket was read with the caller's own token.

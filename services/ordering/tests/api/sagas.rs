@@ -9,7 +9,7 @@ use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
 use crate::helpers::{config, spawn_app};
 
-const PATH: &str = "/api/ordering/sagas";
+const PATH: &str = "/api/v1/ordering/sagas";
 
 #[tokio::test]
 async fn admins_see_the_newest_sagas_first_with_their_steps_and_orders() {

@@ -164,10 +164,10 @@ impl TestApp {
     /// Every model, through the API.
     pub async fn models(&self) -> Models {
         Models {
-            sales: self.json("/api/reporting/sales").await,
-            revenue: self.json("/api/reporting/revenue").await,
-            funnel: self.json("/api/reporting/funnel").await,
-            top: self.json("/api/reporting/top-items").await,
+            sales: self.json("/api/v1/reporting/sales").await,
+            revenue: self.json("/api/v1/reporting/revenue").await,
+            funnel: self.json("/api/v1/reporting/funnel").await,
+            top: self.json("/api/v1/reporting/top-items").await,
         }
     }
 }

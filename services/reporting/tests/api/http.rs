@@ -6,10 +6,10 @@ use serde_json::Value;
 use crate::helpers::{spawn, story};
 
 const PATHS: [&str; 4] = [
-    "/api/reporting/sales",
-    "/api/reporting/revenue",
-    "/api/reporting/funnel",
-    "/api/reporting/top-items",
+    "/api/v1/reporting/sales",
+    "/api/v1/reporting/revenue",
+    "/api/v1/reporting/funnel",
+    "/api/v1/reporting/top-items",
 ];
 
 #[tokio::test]
@@ -37,11 +37,14 @@ async fn only_admins_read_the_reports() {
 async fn bad_parameters_are_problems_naming_them() {
     let app = spawn(tideway_testkit::sqlite().await).await;
     for (query, param) in [
-        ("/api/reporting/sales?from=yesterday", "from"),
-        ("/api/reporting/revenue?to=2026-02-30", "to"),
-        ("/api/reporting/sales?from=2026-03-02&to=2026-03-01", "to"),
-        ("/api/reporting/top-items?limit=0", "limit"),
-        ("/api/reporting/top-items?limit=101", "limit"),
+        ("/api/v1/reporting/sales?from=yesterday", "from"),
+        ("/api/v1/reporting/revenue?to=2026-02-30", "to"),
+        (
+            "/api/v1/reporting/sales?from=2026-03-02&to=2026-03-01",
+            "to",
+        ),
+        ("/api/v1/reporting/top-items?limit=0", "limit"),
+        ("/api/v1/reporting/top-items?limit=101", "limit"),
     ] {
         let response = app.get(query, &["admin"]).await;
         assert_eq!(response.status(), 400, "{query}");
@@ -61,7 +64,7 @@ async fn days_and_limits_filter_the_reports() {
     app.publish(&story()).await;
     let sales: Value = app
         .get(
-            "/api/reporting/sales?from=2026-03-02&to=2026-03-02",
+            "/api/v1/reporting/sales?from=2026-03-02&to=2026-03-02",
             &["admin"],
         )
         .await
@@ -71,7 +74,7 @@ async fn days_and_limits_filter_the_reports() {
     assert_eq!(sales["rows"].as_array().map(Vec::len), Some(1));
     assert_eq!(sales["rows"][0]["item_id"], "beans");
     let revenue: Value = app
-        .get("/api/reporting/revenue?to=2026-03-01", &["admin"])
+        .get("/api/v1/reporting/revenue?to=2026-03-01", &["admin"])
         .await
         .json()
         .await
@@ -79,7 +82,7 @@ async fn days_and_limits_filter_the_reports() {
     assert_eq!(revenue["days"][0]["revenue_minor"], 3448);
     assert_eq!(revenue["days"].as_array().map(Vec::len), Some(1));
     let top: Value = app
-        .get("/api/reporting/top-items?limit=1", &["admin"])
+        .get("/api/v1/reporting/top-items?limit=1", &["admin"])
         .await
         .json()
         .await
