@@ -6,6 +6,7 @@
     reason = "test helpers fail the test loudly on any unexpected error"
 )]
 
+mod api_versions;
 mod audit;
 mod bff;
 mod card_data;
@@ -26,7 +27,6 @@ mod scenario;
 mod supervisor;
 mod tls;
 mod traces;
-mod api_versions;
 mod versions;
 mod web;
 mod web_security;
