@@ -267,8 +267,20 @@ async fn with_the_catalog_down_the_gateway_answers_its_last_good_answers() {
     let other = page["items"][1]["id"].as_str().unwrap().to_owned();
     let first = item(id.clone()).await.unwrap();
     assert_eq!(first.headers()["x-cache"], "MISS");
-    // The start-up's own events (stock levels of the seeded items) purge the route's cache
-    // as they arrive: read until an answer is served from it.
+    // The start-up's own events (the seeded items' stock levels, and the catalog's events
+    // that follow them) purge the route's cache as they arrive: wait until both outboxes
+    // have published them, then read until an answer is served from the cache.
+    for (name, db) in [
+        ("inventory", services.inventory.db()),
+        ("catalog", services.catalog.db()),
+    ] {
+        tideway_testkit::eventually_async(
+            tideway_testkit::DEADLINE,
+            format!("{name}'s outbox published"),
+            || async { (tideway_bus::outbox::pending(db).await.unwrap() == 0).then_some(()) },
+        )
+        .await;
+    }
     let body: Value = tideway_testkit::eventually_async(
         tideway_testkit::DEADLINE,
         "an answer from the gateway's cache",

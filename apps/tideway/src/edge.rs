@@ -382,7 +382,7 @@ mod tests {
         // A route the file does not have, to an upstream that says who it is.
         let (_, mut config) = a.current();
         config.routes.push(tideway_gateway::RouteConfig::new(
-            "/api/extra",
+            "/api/v1/extra",
             "reporting",
             tideway_gateway::Access::Public,
             tideway_gateway::Access::Public,
@@ -399,7 +399,7 @@ mod tests {
             .get(SHARED_KEY)
             .await
             .expect("read the bucket")
-            .is_some_and(|value| String::from_utf8_lossy(&value).contains("/api/extra"))
+            .is_some_and(|value| String::from_utf8_lossy(&value).contains("/api/v1/extra"))
         {
             assert!(std::time::Instant::now() < deadline, "a did not share");
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -407,13 +407,13 @@ mod tests {
 
         // b starts after the change: before sharing started it runs its file's routes …
         let (b, router) = named_gateway();
-        assert_eq!(get(&router, "/api/extra/x").await.0, 404);
+        assert_eq!(get(&router, "/api/v1/extra/x").await.0, 404);
         let _share_b = SharedConfig::start(url, &bucket, b.clone())
             .await
             .expect("b");
         // … and once started, the shared one, without waiting for another change.
         assert_eq!(
-            get(&router, "/api/extra/x").await,
+            get(&router, "/api/v1/extra/x").await,
             (200, "reporting".to_owned())
         );
         assert_eq!(b.current().1, a.current().1);
@@ -440,7 +440,7 @@ mod tests {
             .await
             .expect("c");
         assert_eq!(c.current().0, 1, "refused");
-        assert_eq!(get(&router, "/api/extra/x").await.0, 404);
+        assert_eq!(get(&router, "/api/v1/extra/x").await.0, 404);
     }
 
     #[tokio::test]
