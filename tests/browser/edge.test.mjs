@@ -163,7 +163,7 @@ test('the console shows a canary split with its counts and a mirror difference',
   const difference = panel.locator('ul.edge-diffs li').first();
   assert.match(
     await difference.innerText(),
-    /^GET \/api\/catalog\/items\/[0-9a-f-]+ → catalog@v2: \/name \(200 vs 200\)$/,
+    /^GET \/api\/v1\/catalog\/items\/[0-9a-f-]+ → catalog@v2: \/name \(200 vs 200\)$/,
   );
   assert.match(await panel.locator('ul.edge-events').innerText(), /configuration replaced/);
 
