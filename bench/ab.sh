@@ -63,7 +63,8 @@ for round in $(seq 1 "$BENCH_ROUNDS"); do
     for v in a b; do
         gw=PID_gateway_$v up=PID_up_$v
         measure "proxy-$v" "${!gw}" "$(others "${!gw}")" wrk 8 "http://127.0.0.1:${GW_PORT[$v]}/hello"
-        measure "shop-$v" "${!up}" "$(others "${!up}")" load --target "http://127.0.0.1:${UP_PORT[$v]}" \
+        # Each build's own load generator: its mix speaks that build's API paths.
+        TIDEWAY_BIN=${BIN[$v]} measure "shop-$v" "${!up}" "$(others "${!up}")" load --target "http://127.0.0.1:${UP_PORT[$v]}" \
             --mix shop --users 16 --rate "$R_SHOP"
     done
     log "round $round done"
